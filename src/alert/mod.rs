@@ -1,0 +1,200 @@
+//! The alert: what an analyst or a SIEM receives. Native JSON (one per line) or OCSF.
+
+pub mod ocsf;
+
+use crate::event::{time, CREDENTIAL_ID_KEY, DECISION_KEY};
+use crate::rules::field::{EventView, Field};
+use crate::rules::{Rule, Severity};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Alert {
+    /// Stable hash of rule id, key and evidence: the same finding always has the same id, so
+    /// redeliveries can be de-duplicated downstream.
+    pub id: String,
+    pub rule: RuleInfo,
+    /// Event time of the triggering event.
+    pub time: String,
+    #[serde(skip)]
+    pub time_micros: i64,
+    pub cluster: String,
+    pub actor: Actor,
+    pub target: Target,
+    pub outcome: Outcome,
+    pub evidence: Evidence,
+    pub summary: String,
+    pub remediation: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RuleInfo {
+    pub id: String,
+    pub title: String,
+    pub severity: Severity,
+    pub mitre: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Actor {
+    pub username: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    pub groups: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<String>,
+    pub source_ips: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impersonated_user: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Target {
+    pub verb: String,
+    pub resource: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub subresource: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub api_group: String,
+    pub request_uri: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Outcome {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Evidence {
+    pub audit_ids: Vec<String>,
+    pub count: u64,
+}
+
+impl Alert {
+    /// An alert for a single-event rule match.
+    pub fn from_match(rule: &Rule, view: &EventView) -> Alert {
+        let ev = view.event;
+        let audit_id = ev.audit_id.as_deref().unwrap_or("").to_owned();
+        let cluster = ev.cluster.as_deref().unwrap_or("").to_owned();
+        let o = ev.object_ref.as_ref();
+        let owned = |v: Option<&crate::event::JStr>| v.map(|x| x.to_string()).unwrap_or_default();
+        let list = |path: &str| {
+            Field::parse(path)
+                .map(|f| f.all_text(view))
+                .unwrap_or_default()
+        };
+        let text = |s: &Option<crate::event::JStr>| s.as_deref().map(str::to_owned);
+        Alert {
+            id: alert_id(&rule.id, &cluster, &[audit_id.as_str()]),
+            rule: RuleInfo::of(rule),
+            time: time::format_micros(view.time),
+            time_micros: view.time,
+            actor: Actor {
+                username: ev.username().to_owned(),
+                uid: text(&ev.user.uid),
+                groups: list("user.groups"),
+                credential_id: view.extra().get(CREDENTIAL_ID_KEY).and_then(first_string),
+                source_ips: list("sourceIPs"),
+                user_agent: text(&ev.user_agent),
+                impersonated_user: ev
+                    .impersonated_user
+                    .as_ref()
+                    .and_then(|u| text(&u.username)),
+            },
+            target: Target {
+                verb: ev.verb.as_deref().unwrap_or("").to_owned(),
+                resource: owned(o.and_then(|o| o.resource.as_ref())),
+                subresource: owned(o.and_then(|o| o.subresource.as_ref())),
+                namespace: owned(o.and_then(|o| o.namespace.as_ref())),
+                name: owned(o.and_then(|o| o.name.as_ref())),
+                api_group: owned(o.and_then(|o| o.api_group.as_ref())),
+                request_uri: ev.request_uri.as_deref().unwrap_or("").to_owned(),
+            },
+            outcome: Outcome {
+                status_code: ev.status_code(),
+                decision: view.annotation(DECISION_KEY).map(str::to_owned),
+            },
+            evidence: Evidence {
+                audit_ids: vec![audit_id],
+                count: 1,
+            },
+            summary: rule.summary.render(view),
+            remediation: rule.remediation.clone(),
+            cluster,
+        }
+    }
+
+    /// A total order on alerts that does not depend on how work was split across threads.
+    pub fn sort_key(&self) -> (i64, &str, &str) {
+        (self.time_micros, &self.rule.id, &self.id)
+    }
+}
+
+impl RuleInfo {
+    pub fn of(rule: &Rule) -> RuleInfo {
+        RuleInfo {
+            id: rule.id.clone(),
+            title: rule.title.clone(),
+            severity: rule.severity,
+            mitre: rule.mitre.clone(),
+        }
+    }
+}
+
+fn first_string(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(items) => {
+            items.first().and_then(|i| i.as_str()).map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
+/// 128-bit xxh3 of the parts, hex: stable across runs, platforms and versions of this program.
+pub fn alert_id(rule_id: &str, key: &str, audit_ids: &[&str]) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in [rule_id, key].into_iter().chain(audit_ids.iter().copied()) {
+        h.update(part.as_bytes());
+        h.update(&[0]);
+    }
+    format!("{:032x}", h.digest128())
+}
+
+/// Output format of alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// audithound's own alert JSON (see README).
+    Native,
+    /// OCSF 1.1 Detection Finding (class 2004).
+    Ocsf,
+}
+
+impl OutputFormat {
+    pub fn render(self, alert: &Alert) -> serde_json::Result<String> {
+        match self {
+            OutputFormat::Native => serde_json::to_string(alert),
+            OutputFormat::Ocsf => serde_json::to_string(&ocsf::detection_finding(alert)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_separate_parts() {
+        assert_eq!(alert_id("r", "k", &["a"]), alert_id("r", "k", &["a"]));
+        assert_ne!(alert_id("r", "k", &["a"]), alert_id("r", "ka", &[]));
+        assert_eq!(alert_id("r", "k", &["a"]).len(), 32);
+    }
+}

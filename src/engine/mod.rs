@@ -1,0 +1,293 @@
+//! The run loop: source → parallel decode/detect workers → in-order collector → sinks.
+//!
+//! ```text
+//!  reader thread ──batches──► N workers ──results──► collector (this thread)
+//!      ▲                                                │ re-sequences by batch number,
+//!      └──────────── in-flight permits ◄────────────────┘ dedupes, writes alerts & dead letters
+//! ```
+//! Batches are cut by the reader independently of the thread count and the collector emits
+//! them in input order, so output is byte-identical for any `--threads`. A fixed number of
+//! in-flight batches bounds memory whatever the input size.
+
+mod worker;
+
+use crate::alert::Alert;
+use crate::event::{DecodeOptions, Stage};
+use crate::metrics::RunStats;
+use crate::rules::RuleSet;
+use crate::sink::AlertSink;
+use crate::source::file::{self, InputFile};
+use crate::source::merge::{MergeOptions, Merger};
+use crate::source::Rejection;
+use crossbeam_channel::bounded;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use worker::{Processed, WorkerContext};
+
+pub struct ReplayOptions {
+    pub paths: Vec<String>,
+    /// File-name globs picked up inside directories.
+    pub include: Vec<String>,
+    pub threads: usize,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub stages: Vec<Stage>,
+    pub max_record_bytes: usize,
+    pub batch_records: usize,
+    pub default_cluster: String,
+    pub progress: bool,
+    pub top_actors: usize,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            paths: Vec::new(),
+            include: file::DEFAULT_INCLUDE
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            from: None,
+            to: None,
+            stages: vec![Stage::ResponseComplete, Stage::Panic],
+            max_record_bytes: 16 << 20,
+            batch_records: 2048,
+            default_cluster: "default".into(),
+            progress: true,
+            top_actors: 10,
+        }
+    }
+}
+
+/// Alert ids remembered for de-duplication (the same event read twice gives the same id).
+const DEDUPE_WINDOW: usize = 1 << 20;
+
+struct Dedupe {
+    seen: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Dedupe {
+    fn first_time(&mut self, id: &str) -> bool {
+        if self.seen.contains(id) {
+            return false;
+        }
+        if self.order.len() >= DEDUPE_WINDOW {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.seen.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+        true
+    }
+}
+
+/// Replays files through the rules; alerts go to `sink`, rejected input to `dead_letter`.
+pub fn replay(
+    opts: &ReplayOptions,
+    rules: Arc<RuleSet>,
+    sink: &mut dyn AlertSink,
+    mut dead_letter: Option<&mut dyn Write>,
+) -> anyhow::Result<RunStats> {
+    let started = Instant::now();
+    let mut stats = RunStats::default();
+    let include = file::include_set(&opts.include)?;
+    let (files, problems) = file::discover(&opts.paths, &include);
+    for p in &problems {
+        tracing::warn!(path = %p.path, "cannot read input: {}", p.detail);
+        stats.reject("unreadable_path", &p.path, 0, 0, &p.detail);
+        write_dead_letter(
+            &mut dead_letter,
+            "unreadable_path",
+            &p.path,
+            0,
+            0,
+            &p.detail,
+            &[],
+        )?;
+    }
+    stats.files = files.len() as u64;
+    if files.is_empty() {
+        anyhow::bail!(
+            "no input files found in {:?} (directories are searched for {})",
+            opts.paths,
+            opts.include.join(", ")
+        );
+    }
+    let total_bytes: u64 = files.iter().map(|f: &InputFile| f.size).sum();
+    let disk_bytes = Arc::new(AtomicU64::new(0));
+    let merge_opts = MergeOptions {
+        max_record_bytes: opts.max_record_bytes,
+        batch_records: opts.batch_records,
+        batch_bytes: 4 << 20,
+    };
+    let mut merger = Merger::new(files, merge_opts, disk_bytes.clone());
+    let ctx = Arc::new(WorkerContext {
+        rules,
+        decode: DecodeOptions {
+            default_cluster: opts.default_cluster.clone(),
+        },
+        files: merger.file_names().into(),
+        stages: opts.stages.clone(),
+        from: opts.from,
+        to: opts.to,
+        keep_raw: dead_letter.is_some(),
+    });
+
+    let threads = opts.threads.max(1);
+    let in_flight = threads * 4;
+    let (batch_tx, batch_rx) = bounded(threads * 2);
+    let (result_tx, result_rx) = bounded::<Processed>(in_flight);
+    let (permit_tx, permit_rx) = bounded::<()>(in_flight);
+    for _ in 0..in_flight {
+        permit_tx.send(())?;
+    }
+    let progress = progress_bar(opts.progress, total_bytes);
+
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        // Owned here so that an early error return hangs up on the reader and the workers.
+        let permit_tx = permit_tx;
+        scope.spawn(move || {
+            while let Some(batch) = merger.next_batch() {
+                if permit_rx.recv().is_err() || batch_tx.send(batch).is_err() {
+                    break; // the collector stopped (error); stop reading
+                }
+            }
+        });
+        for _ in 0..threads {
+            let (rx, tx, ctx) = (batch_rx.clone(), result_tx.clone(), ctx.clone());
+            scope.spawn(move || {
+                for batch in rx {
+                    if tx.send(worker::process(&ctx, batch)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(result_tx);
+        drop(batch_rx);
+
+        let mut pending = BTreeMap::new();
+        let mut next_seq = 0u64;
+        let mut dedupe = Dedupe {
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+        };
+        for result in result_rx {
+            pending.insert(result.seq, result);
+            while let Some(done) = pending.remove(&next_seq) {
+                next_seq += 1;
+                emit(done, &mut stats, &mut dedupe, sink, &mut dead_letter)?;
+                // The reader may be gone already at the end of input.
+                let _ = permit_tx.send(());
+                progress.set_position(disk_bytes.load(Ordering::Relaxed));
+                let secs = started.elapsed().as_secs_f64().max(1e-3);
+                progress.set_message(format!(
+                    "{:.0} events/s, {} alerts",
+                    stats.events as f64 / secs,
+                    stats.alerts
+                ));
+            }
+        }
+        Ok(())
+    })?;
+    progress.finish_and_clear();
+    sink.flush()?;
+    if let Some(w) = dead_letter.as_mut() {
+        w.flush()?;
+    }
+    stats.disk_bytes = disk_bytes.load(Ordering::Relaxed);
+    stats.finish(started.elapsed().as_secs_f64(), opts.top_actors);
+    Ok(stats)
+}
+
+fn emit(
+    done: Processed,
+    stats: &mut RunStats,
+    dedupe: &mut Dedupe,
+    sink: &mut dyn AlertSink,
+    dead_letter: &mut Option<&mut dyn Write>,
+) -> anyhow::Result<()> {
+    stats.merge_batch(done.stats);
+    for r in &done.rejections {
+        report_rejection(stats, r, dead_letter)?;
+    }
+    for alert in &done.alerts {
+        send_alert(alert, stats, dedupe, sink)?;
+    }
+    Ok(())
+}
+
+fn send_alert(
+    alert: &Alert,
+    stats: &mut RunStats,
+    dedupe: &mut Dedupe,
+    sink: &mut dyn AlertSink,
+) -> anyhow::Result<()> {
+    if !dedupe.first_time(&alert.id) {
+        stats.duplicate_alerts += 1;
+        return Ok(());
+    }
+    stats.count_alert(alert);
+    sink.send(alert)
+}
+
+fn report_rejection(
+    stats: &mut RunStats,
+    r: &Rejection,
+    dead_letter: &mut Option<&mut dyn Write>,
+) -> anyhow::Result<()> {
+    if stats.reject(r.reason, &r.file, r.line, r.offset, &r.detail) {
+        tracing::warn!(file = %r.file, line = r.line, reason = r.reason, "rejected: {}", r.detail);
+    }
+    write_dead_letter(
+        dead_letter,
+        r.reason,
+        &r.file,
+        r.line,
+        r.offset,
+        &r.detail,
+        &r.raw,
+    )
+}
+
+fn write_dead_letter(
+    out: &mut Option<&mut dyn Write>,
+    reason: &str,
+    file: &str,
+    line: u64,
+    offset: u64,
+    detail: &str,
+    raw: &[u8],
+) -> anyhow::Result<()> {
+    let Some(w) = out.as_mut() else { return Ok(()) };
+    let rec = serde_json::json!({
+        "reason": reason,
+        "file": file,
+        "line": line,
+        "offset": offset,
+        "detail": detail,
+        "raw": String::from_utf8_lossy(raw),
+    });
+    serde_json::to_writer(&mut *w, &rec)?;
+    w.write_all(b"\n")?;
+    Ok(())
+}
+
+fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    // indicatif draws nothing when stderr is not a terminal.
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta}) {msg}") {
+        bar.set_style(style);
+    }
+    bar
+}

@@ -1,0 +1,86 @@
+//! Decode workers: turn a batch of records into events, filter them, and run the rules.
+//! Everything here is a pure function of the batch, so any number of workers gives the same
+//! per-batch result.
+
+use crate::alert::Alert;
+use crate::event::{decode_record, DecodeOptions, Item, Stage};
+use crate::metrics::BatchStats;
+use crate::rules::field::EventView;
+use crate::rules::RuleSet;
+use crate::source::{Batch, Rejection};
+use std::sync::Arc;
+
+/// Bytes of a rejected record kept for the dead-letter output.
+const DEAD_LETTER_RAW_MAX: usize = 64 * 1024;
+
+pub struct WorkerContext {
+    pub rules: Arc<RuleSet>,
+    pub decode: DecodeOptions,
+    pub files: Arc<[Arc<str>]>,
+    pub stages: Vec<Stage>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// Whether to keep the raw bytes of rejected records (only when a dead-letter file is set).
+    pub keep_raw: bool,
+}
+
+pub struct Processed {
+    pub seq: u64,
+    pub stats: BatchStats,
+    pub alerts: Vec<Alert>,
+    pub rejections: Vec<Rejection>,
+}
+
+pub fn process(ctx: &WorkerContext, batch: Batch) -> Processed {
+    let mut stats = BatchStats::default();
+    let mut alerts = Vec::new();
+    let mut rejections = batch.rejections;
+    let mut matched = Vec::new();
+    for rec in &batch.records {
+        stats.records += 1;
+        let bytes = &batch.data[rec.start..rec.end];
+        decode_record(bytes, &ctx.decode, &mut |item| match item {
+            Item::Event(ev, format) => {
+                stats.events += 1;
+                *stats.formats.entry(format.name()).or_default() += 1;
+                let stage_ok = ev.stage().is_some_and(|s| ctx.stages.contains(&s));
+                if !stage_ok {
+                    stats.skipped_stage += 1;
+                    return;
+                }
+                // decode_record only yields events with a parseable time.
+                let time = ev.event_time().unwrap_or(i64::MIN);
+                if ctx.from.is_some_and(|f| time < f) || ctx.to.is_some_and(|t| time >= t) {
+                    stats.outside_time_range += 1;
+                    return;
+                }
+                stats.analysed += 1;
+                stats.count_actor(ev.username());
+                let view = EventView::new(ev, time);
+                ctx.rules.matching(&view, &mut matched);
+                for &i in &matched {
+                    alerts.push(Alert::from_match(&ctx.rules.rules[i as usize], &view));
+                }
+            }
+            Item::Skipped(what) => *stats.skipped.entry(what).or_default() += 1,
+            Item::Rejected(e) => rejections.push(Rejection {
+                reason: e.reason(),
+                file: ctx.files[rec.file as usize].clone(),
+                line: rec.line,
+                offset: rec.offset,
+                detail: e.to_string(),
+                raw: if ctx.keep_raw {
+                    bytes[..bytes.len().min(DEAD_LETTER_RAW_MAX)].to_vec()
+                } else {
+                    Vec::new()
+                },
+            }),
+        });
+    }
+    Processed {
+        seq: batch.seq,
+        stats,
+        alerts,
+        rejections,
+    }
+}

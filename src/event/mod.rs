@@ -1,0 +1,202 @@
+//! The audit event model: a borrowed `AuditEvent<'a>` parsed straight from the input buffer.
+//!
+//! Only the fields detectors read are materialised; nested objects that few rules look into
+//! (`requestObject`, `responseObject`, `annotations`, `user.extra`, group and IP lists) stay as raw
+//! JSON slices and are walked lazily when a rule asks for them.
+
+mod decode;
+mod jstr;
+pub mod time;
+
+pub use decode::{decode_record, DecodeError, DecodeOptions, Format, Item};
+pub use jstr::{for_each_str, JStr};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Pipeline stage of an audit event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    RequestReceived,
+    ResponseStarted,
+    ResponseComplete,
+    Panic,
+}
+
+impl Stage {
+    pub fn parse(s: &str) -> Option<Stage> {
+        match s {
+            "RequestReceived" => Some(Stage::RequestReceived),
+            "ResponseStarted" => Some(Stage::ResponseStarted),
+            "ResponseComplete" => Some(Stage::ResponseComplete),
+            "Panic" => Some(Stage::Panic),
+            _ => None,
+        }
+    }
+}
+
+/// One `audit.k8s.io` `Event` (v1 or v1beta1), borrowing from the record it was parsed from.
+///
+/// The `envelope_*` fields are top-level keys of the wrappers other backends put around events
+/// (webhook `EventList`, AKS diagnostics, GKE `LogEntry`). They ride along in this struct so a
+/// native line is parsed exactly once; `decode_record` unwraps them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent<'a> {
+    #[serde(borrow)]
+    pub kind: Option<JStr<'a>>,
+    #[serde(borrow)]
+    pub api_version: Option<JStr<'a>>,
+    #[serde(rename = "auditID", borrow)]
+    pub audit_id: Option<JStr<'a>>,
+    #[serde(borrow)]
+    pub stage: Option<JStr<'a>>,
+    #[serde(borrow)]
+    pub level: Option<JStr<'a>>,
+    #[serde(borrow)]
+    pub verb: Option<JStr<'a>>,
+    #[serde(rename = "requestURI", borrow)]
+    pub request_uri: Option<JStr<'a>>,
+    #[serde(borrow, default)]
+    pub user: UserInfo<'a>,
+    #[serde(borrow)]
+    pub impersonated_user: Option<UserInfo<'a>>,
+    #[serde(rename = "sourceIPs", borrow)]
+    pub source_ips: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub user_agent: Option<JStr<'a>>,
+    #[serde(borrow)]
+    pub object_ref: Option<ObjectRef<'a>>,
+    #[serde(borrow)]
+    pub response_status: Option<ResponseStatus<'a>>,
+    #[serde(borrow)]
+    pub request_object: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub response_object: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub request_received_timestamp: Option<JStr<'a>>,
+    #[serde(borrow)]
+    pub stage_timestamp: Option<JStr<'a>>,
+    /// v1beta1 events carry a single `timestamp` instead of the two above.
+    #[serde(borrow)]
+    pub timestamp: Option<JStr<'a>>,
+    #[serde(borrow)]
+    pub annotations: Option<&'a RawValue>,
+
+    /// Cluster the event came from: set by the decoder from the envelope or the configured default.
+    #[serde(skip)]
+    pub cluster: Option<JStr<'a>>,
+
+    #[serde(rename = "items", borrow)]
+    pub(crate) envelope_items: Option<&'a RawValue>,
+    #[serde(rename = "records", borrow)]
+    pub(crate) envelope_records: Option<&'a RawValue>,
+    #[serde(rename = "properties", borrow)]
+    pub(crate) envelope_properties: Option<&'a RawValue>,
+    #[serde(rename = "category", borrow)]
+    pub(crate) envelope_category: Option<JStr<'a>>,
+    #[serde(rename = "resourceId", borrow)]
+    pub(crate) envelope_resource_id: Option<JStr<'a>>,
+    #[serde(rename = "protoPayload", borrow)]
+    pub(crate) envelope_proto_payload: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct UserInfo<'a> {
+    #[serde(borrow)]
+    pub username: Option<JStr<'a>>,
+    #[serde(borrow)]
+    pub uid: Option<JStr<'a>>,
+    #[serde(borrow)]
+    pub groups: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub extra: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef<'a> {
+    #[serde(borrow)]
+    pub resource: Option<JStr<'a>>,
+    #[serde(borrow)]
+    pub subresource: Option<JStr<'a>>,
+    #[serde(borrow)]
+    pub namespace: Option<JStr<'a>>,
+    #[serde(borrow)]
+    pub name: Option<JStr<'a>>,
+    #[serde(borrow)]
+    pub api_group: Option<JStr<'a>>,
+    #[serde(borrow)]
+    pub api_version: Option<JStr<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ResponseStatus<'a> {
+    pub code: Option<i64>,
+    #[serde(borrow)]
+    pub reason: Option<JStr<'a>>,
+    #[serde(borrow)]
+    pub message: Option<JStr<'a>>,
+}
+
+/// The credential id annotation the API server adds to `user.extra` (Kubernetes ≥ 1.29).
+pub const CREDENTIAL_ID_KEY: &str = "authentication.kubernetes.io/credential-id";
+pub const DECISION_KEY: &str = "authorization.k8s.io/decision";
+pub const AUTHZ_REASON_KEY: &str = "authorization.k8s.io/reason";
+
+impl<'a> AuditEvent<'a> {
+    pub fn stage(&self) -> Option<Stage> {
+        self.stage.as_deref().and_then(Stage::parse)
+    }
+
+    /// Event time in microseconds since the Unix epoch: `stageTimestamp`, else
+    /// `requestReceivedTimestamp`, else the v1beta1 `timestamp`.
+    pub fn event_time(&self) -> Option<i64> {
+        [
+            &self.stage_timestamp,
+            &self.request_received_timestamp,
+            &self.timestamp,
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|t| time::parse_rfc3339_micros(t))
+    }
+
+    pub fn username(&self) -> &str {
+        self.user.username.as_deref().unwrap_or("")
+    }
+
+    pub fn status_code(&self) -> Option<i64> {
+        self.response_status.as_ref().and_then(|s| s.code)
+    }
+
+    /// `objectRef.resource`, or "" for non-resource requests.
+    pub fn resource(&self) -> &str {
+        self.object_ref
+            .as_ref()
+            .and_then(|o| o.resource.as_deref())
+            .unwrap_or("")
+    }
+
+    /// Value of one annotation, parsed lazily from the raw `annotations` object.
+    pub fn annotation(&self, key: &str) -> Option<String> {
+        raw_map_get(self.annotations?, key).and_then(|v| v.as_str().map(str::to_owned))
+    }
+
+    /// Values of one `user.extra` key (each is a list of strings).
+    pub fn user_extra(&self, key: &str) -> Vec<String> {
+        self.user
+            .extra
+            .and_then(|raw| raw_map_get(raw, key))
+            .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Looks one key up in a raw JSON object without materialising the others' values.
+fn raw_map_get(raw: &RawValue, key: &str) -> Option<serde_json::Value> {
+    let map: std::collections::HashMap<JStr<'_>, &RawValue> =
+        serde_json::from_str(raw.get()).ok()?;
+    let v = map.get(key)?;
+    serde_json::from_str(v.get()).ok()
+}

@@ -1,0 +1,150 @@
+//! Event-time handling: RFC 3339 timestamps as microseconds since the Unix epoch.
+//!
+//! Hand-written because every event carries two timestamps and a general date library costs
+//! more than the rest of the field extraction; the format the API server writes is fixed.
+
+/// Parses `2024-05-01T12:00:00Z`, `…T12:00:00.123456Z` or `…T12:00:00.123+02:00`.
+pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let year = digits(&b[0..4])?;
+    let month = digits(&b[5..7])?;
+    let day = digits(&b[8..10])?;
+    let (hour, min, sec) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut micros = 0i64;
+    if b[i] == b'.' {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 6 {
+                micros = micros * 10 + i64::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 {
+            return None;
+        }
+        for _ in n..6 {
+            micros *= 10;
+        }
+    }
+    let offset_secs = match b.get(i)? {
+        b'Z' | b'z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
+            let off = digits(&b[i + 1..i + 3])? * 3600 + digits(&b[i + 4..i + 6])? * 60;
+            if *sign == b'+' {
+                off
+            } else {
+                -off
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_secs;
+    Some(secs * 1_000_000 + micros)
+}
+
+/// Formats microseconds since the epoch as `2024-05-01T12:00:00.123456Z`.
+pub fn format_micros(t: i64) -> String {
+    let secs = t.div_euclid(1_000_000);
+    let micros = t.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn digits(b: &[u8]) -> Option<i64> {
+    b.iter().try_fold(0i64, |acc, &c| {
+        c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+    })
+}
+
+// Howard Hinnant's days-from-civil algorithm (proleptic Gregorian calendar).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_api_server_formats() {
+        assert_eq!(parse_rfc3339_micros("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_micros("2025-03-04T06:22:18.819232Z"),
+            Some(1_741_069_338_819_232)
+        );
+        assert_eq!(
+            parse_rfc3339_micros("2025-03-04T06:22:18.8Z"),
+            Some(1_741_069_338_800_000)
+        );
+        assert_eq!(
+            parse_rfc3339_micros("2025-03-04T08:22:18.819232123+02:00"),
+            Some(1_741_069_338_819_232)
+        );
+    }
+
+    #[test]
+    fn rejects_garbage_without_panicking() {
+        for s in [
+            "",
+            "2025-03-04",
+            "2025-13-04T06:22:18Z",
+            "2025-03-04T06:22:18",
+            "2025-03-04T06:22:18.Z",
+            "abcd-ef-ghTij:kl:mnZ",
+            "2025-03-04T06:22:18Zjunk",
+            "2025-03-04T06:22:18+0",
+        ] {
+            assert_eq!(parse_rfc3339_micros(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        let t = parse_rfc3339_micros("2024-02-29T23:59:59.000001Z").unwrap();
+        assert_eq!(format_micros(t), "2024-02-29T23:59:59.000001Z");
+        assert_eq!(format_micros(0), "1970-01-01T00:00:00.000000Z");
+    }
+}

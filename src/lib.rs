@@ -1,0 +1,15 @@
+//! audithound: a streaming analyzer for Kubernetes API-server audit logs.
+//!
+//! The pipeline (see README, "Architecture"): `source` reads records, `event` decodes them into
+//! borrowed `AuditEvent`s, `engine` runs decode/detect workers and re-sequences their output,
+//! `rules` holds the declarative detectors, `alert` shapes findings, `sink` delivers them and
+//! `metrics` counts everything.
+
+pub mod alert;
+pub mod engine;
+pub mod event;
+pub mod metrics;
+pub mod rules;
+pub mod sink;
+pub mod source;
+pub mod synth;

@@ -1,0 +1,268 @@
+//! The `audithound` command line: parses arguments and calls the library. Nothing else.
+
+use anyhow::Context;
+use audithound::alert::OutputFormat;
+use audithound::engine::{self, ReplayOptions};
+use audithound::event::{time, Stage};
+use audithound::rules::{testing, RuleSet};
+use audithound::sink::JsonLines;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "audithound",
+    version,
+    about = "Find revoked credentials in use, privilege escalation and anomalous Secret access in Kubernetes audit logs.",
+    after_help = "Examples:\n  audithound replay samples/                       replay a directory with the shipped detectors\n  audithound replay 'logs/*.gz' --out alerts.jsonl  alerts to a file, summary on stderr\n  audithound rules test detectors/                 run every rule's own tests"
+)]
+struct Cli {
+    /// More log output on stderr (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr: no warnings, progress bar or summary.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Analyse archived audit logs (files, directories, globs; plain, .gz, .zst) in event-time order.
+    #[command(
+        after_help = "Examples:\n  audithound replay samples/\n  audithound replay /var/log/kube-apiserver/ --threads 4 --format ocsf --out findings.jsonl\n  audithound replay 'archive/*/audit-*.log.gz' --from 2025-03-01T00:00:00Z --to 2025-03-02T00:00:00Z\n  audithound replay audit.log --dead-letter rejected.jsonl --summary-json summary.json"
+    )]
+    Replay(ReplayArgs),
+    /// Work with detection rules: list, validate, self-test.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Audit log files, directories (searched recursively) or quoted globs.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<String>,
+    /// Rule directory or file; repeat to add more. Default: ./detectors (the shipped library).
+    #[arg(long, value_name = "DIR")]
+    rules: Vec<PathBuf>,
+    /// Where alerts go, one JSON object per line; `-` is stdout. Example: --out alerts.jsonl
+    #[arg(long, default_value = "-", value_name = "FILE|-")]
+    out: String,
+    /// Alert format: native (audithound JSON) or ocsf (OCSF 1.1 Detection Finding, class 2004).
+    #[arg(long, value_enum, default_value = "native")]
+    format: OutputFormat,
+    /// Decode/detect worker threads. Default: all cores. Output is identical for any value.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Only events at or after this RFC 3339 time. Example: --from 2025-03-01T00:00:00Z
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    from: Option<i64>,
+    /// Only events before this RFC 3339 time. Example: --to 2025-03-02T00:00:00Z
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    to: Option<i64>,
+    /// Stages the detectors see; other stages of the same request are counted, not analysed.
+    #[arg(long, value_delimiter = ',', default_value = "ResponseComplete,Panic", value_parser = parse_stage)]
+    stages: Vec<Stage>,
+    /// Records longer than this are rejected as line_too_long (without being buffered whole).
+    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+    max_line_bytes: usize,
+    /// Write every rejected record (reason, file, line, offset, raw bytes) here as JSON lines.
+    #[arg(long, value_name = "FILE")]
+    dead_letter: Option<PathBuf>,
+    /// Write the run summary (counts, rejections by reason, alerts by rule) here as JSON.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+    /// Cluster name for events whose envelope names none.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    cluster: String,
+    /// File-name glob picked up inside directories; repeat for more. Replaces the default set.
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Never draw the progress bar (it is hidden anyway when stderr is not a terminal).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// List the loaded rules: id, severity, title.
+    #[command(after_help = "Example:\n  audithound rules list detectors/")]
+    List(RulesDir),
+    /// Validate rule files; every problem is reported with its file and place.
+    #[command(after_help = "Example:\n  audithound rules check detectors/ my-overrides/")]
+    Check(RulesDir),
+    /// Run each rule's `tests:` (events that must fire, near-misses that must not).
+    #[command(after_help = "Example:\n  audithound rules test detectors/")]
+    Test(RulesDir),
+}
+
+#[derive(Args)]
+struct RulesDir {
+    /// Rule directories or files. Default: ./detectors
+    #[arg(value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+}
+
+fn parse_time(s: &str) -> Result<i64, String> {
+    time::parse_rfc3339_micros(s)
+        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time like 2025-03-01T00:00:00Z"))
+}
+
+fn parse_stage(s: &str) -> Result<Stage, String> {
+    Stage::parse(s).ok_or_else(|| {
+        format!("{s:?} is not a stage (RequestReceived, ResponseStarted, ResponseComplete, Panic)")
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Replay(args) => replay(args, cli.quiet),
+        Command::Rules(cmd) => rules(cmd),
+    }
+}
+
+/// The shipped library: ./detectors when run from a checkout, else the one this binary was built from.
+fn default_rules() -> Vec<PathBuf> {
+    let local = PathBuf::from("detectors");
+    if local.is_dir() {
+        return vec![local];
+    }
+    vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("detectors")]
+}
+
+fn load_rules(dirs: Vec<PathBuf>) -> anyhow::Result<RuleSet> {
+    let dirs = if dirs.is_empty() {
+        default_rules()
+    } else {
+        dirs
+    };
+    Ok(RuleSet::load(&dirs)?)
+}
+
+fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let rules = Arc::new(load_rules(args.rules)?);
+    tracing::debug!(rules = rules.rules.len(), "rules loaded");
+    let mut opts = ReplayOptions {
+        paths: args.paths,
+        from: args.from,
+        to: args.to,
+        stages: args.stages,
+        max_record_bytes: args.max_line_bytes,
+        default_cluster: args.cluster,
+        progress: !args.no_progress && !quiet,
+        ..ReplayOptions::default()
+    };
+    if let Some(n) = args.threads {
+        opts.threads = n.max(1);
+    }
+    if !args.include.is_empty() {
+        opts.include = args.include;
+    }
+    let mut sink = JsonLines::open(&args.out, args.format)?;
+    let mut dead_letter = match &args.dead_letter {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p)
+                .with_context(|| format!("cannot create dead-letter file {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let stats = engine::replay(
+        &opts,
+        rules,
+        &mut sink,
+        dead_letter.as_mut().map(|w| w as &mut dyn std::io::Write),
+    )?;
+    if let Some(p) = &args.summary_json {
+        std::fs::write(p, serde_json::to_vec_pretty(&stats)?)
+            .with_context(|| format!("cannot write summary {}", p.display()))?;
+    }
+    if !quiet {
+        eprint!("{}", stats.render());
+    }
+    if stats.events == 0 {
+        anyhow::bail!(
+            "no audit events could be read from {} file(s): {} record(s) rejected ({})",
+            stats.files,
+            stats.rejected_total(),
+            stats
+                .rejected
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        RulesCommand::List(d) => {
+            let set = load_rules(d.dirs)?;
+            for r in &set.rules {
+                writeln!(out, "{:<48} {:<9} {}", r.id, r.severity.name(), r.title)?;
+            }
+        }
+        RulesCommand::Check(d) => {
+            let set = load_rules(d.dirs)?;
+            writeln!(out, "ok: {} rules", set.rules.len())?;
+        }
+        RulesCommand::Test(d) => {
+            let set = load_rules(d.dirs)?;
+            let report = testing::run(&set);
+            for f in &report.failures {
+                writeln!(out, "FAIL {f}")?;
+            }
+            let failed_rules = report
+                .failures
+                .iter()
+                .filter_map(|f| f.split(':').next())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            writeln!(
+                out,
+                "{} passed, {} failed",
+                report.rules - failed_rules,
+                failed_rules
+            )?;
+            if !report.failures.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

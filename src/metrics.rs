@@ -1,0 +1,232 @@
+//! Run counters and the end-of-run summary.
+
+use crate::alert::Alert;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+/// Distinct actors tracked for the "top actors" table; the rest are counted as `(other)`.
+const MAX_ACTORS: usize = 100_000;
+/// Rejections kept with their location for the summary (all go to the dead-letter file).
+const MAX_EXAMPLES_PER_REASON: usize = 5;
+
+/// Counters a worker fills for one batch; merged in input order by the collector.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    pub records: u64,
+    pub events: u64,
+    pub analysed: u64,
+    pub skipped_stage: u64,
+    pub outside_time_range: u64,
+    pub skipped: BTreeMap<&'static str, u64>,
+    pub formats: BTreeMap<&'static str, u64>,
+    pub actors: HashMap<String, u64>,
+}
+
+impl BatchStats {
+    pub fn count_actor(&mut self, username: &str) {
+        match self.actors.get_mut(username) {
+            Some(n) => *n += 1,
+            None => {
+                self.actors.insert(username.to_owned(), 1);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectionExample {
+    pub reason: String,
+    pub file: String,
+    pub line: u64,
+    pub offset: u64,
+    pub detail: String,
+}
+
+/// Everything the summary reports; also written as JSON with `--summary-json`.
+#[derive(Debug, Default, Serialize)]
+pub struct RunStats {
+    pub files: u64,
+    pub disk_bytes: u64,
+    pub records: u64,
+    /// Audit events decoded (an EventList record holds many).
+    pub events: u64,
+    /// Events the detectors saw (after the stage and time filters).
+    pub analysed: u64,
+    pub skipped_stage: u64,
+    pub outside_time_range: u64,
+    /// Well-formed records deliberately not analysed, by kind.
+    pub skipped: BTreeMap<String, u64>,
+    pub formats: BTreeMap<String, u64>,
+    pub rejected: BTreeMap<String, u64>,
+    pub rejected_examples: Vec<RejectionExample>,
+    pub alerts: u64,
+    pub duplicate_alerts: u64,
+    pub alerts_by_rule: BTreeMap<String, u64>,
+    pub alerts_by_severity: BTreeMap<String, u64>,
+    pub top_actors: Vec<(String, u64)>,
+    pub elapsed_secs: f64,
+    #[serde(skip)]
+    actors: HashMap<String, u64>,
+}
+
+impl RunStats {
+    pub fn merge_batch(&mut self, b: BatchStats) {
+        self.records += b.records;
+        self.events += b.events;
+        self.analysed += b.analysed;
+        self.skipped_stage += b.skipped_stage;
+        self.outside_time_range += b.outside_time_range;
+        for (k, n) in b.skipped {
+            *self.skipped.entry(k.to_owned()).or_default() += n;
+        }
+        for (k, n) in b.formats {
+            *self.formats.entry(k.to_owned()).or_default() += n;
+        }
+        for (actor, n) in b.actors {
+            if self.actors.len() < MAX_ACTORS || self.actors.contains_key(&actor) {
+                *self.actors.entry(actor).or_default() += n;
+            } else {
+                *self.actors.entry("(other)".into()).or_default() += n;
+            }
+        }
+    }
+
+    /// Counts a rejection; returns true when it is among the first few of its reason.
+    pub fn reject(
+        &mut self,
+        reason: &str,
+        file: &str,
+        line: u64,
+        offset: u64,
+        detail: &str,
+    ) -> bool {
+        let n = self.rejected.entry(reason.to_owned()).or_default();
+        *n += 1;
+        let first = *n as usize <= MAX_EXAMPLES_PER_REASON;
+        if first {
+            self.rejected_examples.push(RejectionExample {
+                reason: reason.to_owned(),
+                file: file.to_owned(),
+                line,
+                offset,
+                detail: detail.chars().take(300).collect(),
+            });
+        }
+        first
+    }
+
+    pub fn count_alert(&mut self, a: &Alert) {
+        self.alerts += 1;
+        *self.alerts_by_rule.entry(a.rule.id.clone()).or_default() += 1;
+        *self
+            .alerts_by_severity
+            .entry(a.rule.severity.name().to_owned())
+            .or_default() += 1;
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    pub fn finish(&mut self, elapsed_secs: f64, top: usize) {
+        self.elapsed_secs = elapsed_secs;
+        let mut actors: Vec<(String, u64)> = self.actors.drain().collect();
+        actors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        actors.truncate(top);
+        self.top_actors = actors;
+    }
+
+    /// The human summary printed to stderr at the end of a run.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let secs = self.elapsed_secs.max(1e-9);
+        let _ = writeln!(
+            s,
+            "── audithound summary ──────────────────────────────────────────"
+        );
+        let rows = [
+            ("files", self.files.to_string()),
+            ("bytes read (on disk)", human_bytes(self.disk_bytes)),
+            ("records", self.records.to_string()),
+            ("events decoded", self.events.to_string()),
+            ("events analysed", self.analysed.to_string()),
+            ("skipped: other stages", self.skipped_stage.to_string()),
+            (
+                "skipped: outside --from/--to",
+                self.outside_time_range.to_string(),
+            ),
+            ("rejected", self.rejected_total().to_string()),
+            ("alerts", self.alerts.to_string()),
+            ("elapsed", format!("{:.2} s", self.elapsed_secs)),
+            (
+                "throughput",
+                format!(
+                    "{:.0} events/s, {}/s",
+                    self.events as f64 / secs,
+                    human_bytes((self.disk_bytes as f64 / secs) as u64)
+                ),
+            ),
+        ];
+        for (k, v) in rows {
+            let _ = writeln!(s, "  {k:<30} {v:>14}");
+        }
+        section(&mut s, "formats", &self.formats);
+        section(&mut s, "skipped records", &self.skipped);
+        section(&mut s, "rejected by reason", &self.rejected);
+        if !self.rejected_examples.is_empty() {
+            let _ = writeln!(s, "  first rejections:");
+            for e in &self.rejected_examples {
+                let _ = writeln!(s, "    {}:{} [{}] {}", e.file, e.line, e.reason, e.detail);
+            }
+        }
+        let mut sev: Vec<_> = self.alerts_by_severity.iter().collect();
+        sev.sort_by_key(|(k, _)| severity_rank(k));
+        if !sev.is_empty() {
+            let _ = writeln!(s, "  alerts by severity:");
+            for (k, v) in sev {
+                let _ = writeln!(s, "    {k:<28} {v:>14}");
+            }
+        }
+        section(&mut s, "alerts by rule", &self.alerts_by_rule);
+        if !self.top_actors.is_empty() {
+            let _ = writeln!(s, "  top actors (events analysed):");
+            for (a, n) in &self.top_actors {
+                let _ = writeln!(s, "    {a:<48} {n:>10}");
+            }
+        }
+        s
+    }
+}
+
+fn severity_rank(s: &str) -> usize {
+    ["critical", "high", "medium", "low", "info"]
+        .iter()
+        .position(|x| *x == s)
+        .unwrap_or(9)
+}
+
+fn section(s: &mut String, title: &str, m: &BTreeMap<String, u64>) {
+    if m.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "  {title}:");
+    for (k, v) in m {
+        let _ = writeln!(s, "    {k:<28} {v:>14}");
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}

@@ -1,0 +1,464 @@
+//! Field paths: how a rule names a value in an event, compiled once into a direct accessor.
+//!
+//! `verb`, `user.username`, `objectRef.namespace` read the parsed struct; `user.extra."key"`,
+//! `annotations."key"` look into lazily parsed maps; `requestObject.…`, `responseObject.…` and
+//! `podSpec.…` walk the raw JSON (parsed at most once per event, only when a rule gets that far).
+//! `[*]` visits every element of a list, `(a|b)` tries several keys.
+
+use crate::event::{for_each_str, AuditEvent, JStr};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::cell::OnceCell;
+use std::collections::HashMap;
+
+/// One value a field resolves to.
+#[derive(Debug, Clone, Copy)]
+pub enum Val<'v> {
+    Str(&'v str),
+    Num(f64),
+    Bool(bool),
+}
+
+impl Val<'_> {
+    pub fn to_text(self) -> String {
+        match self {
+            Val::Str(s) => s.to_owned(),
+            Val::Num(n) if n.fract() == 0.0 => format!("{}", n as i64),
+            Val::Num(n) => n.to_string(),
+            Val::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+type StrGetter = for<'e, 'a> fn(&'e AuditEvent<'a>) -> Option<&'e str>;
+type ListGetter = for<'e, 'a> fn(&'e AuditEvent<'a>) -> Option<&'e RawValue>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonRoot {
+    Request,
+    Response,
+    /// The pod template of whatever workload the request object is (Pod, Deployment, CronJob…).
+    PodSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    Key(String),
+    AnyKey(Vec<String>),
+    Each,
+    Index(usize),
+}
+
+#[derive(Clone)]
+pub enum Field {
+    Str(StrGetter),
+    List(ListGetter),
+    StatusCode,
+    Extra(String),
+    Annotation(String),
+    Json(JsonRoot, Vec<Seg>),
+}
+
+impl std::fmt::Debug for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::Str(_) => f.write_str("Field::Str"),
+            Field::List(_) => f.write_str("Field::List"),
+            Field::StatusCode => f.write_str("Field::StatusCode"),
+            Field::Extra(k) => write!(f, "Field::Extra({k})"),
+            Field::Annotation(k) => write!(f, "Field::Annotation({k})"),
+            Field::Json(r, p) => write!(f, "Field::Json({r:?}, {p:?})"),
+        }
+    }
+}
+
+fn opt<'e>(s: &'e Option<JStr<'_>>) -> Option<&'e str> {
+    s.as_deref()
+}
+
+/// Every field path a rule may use, by its fixed name.
+const STR_FIELDS: &[(&str, StrGetter)] = &[
+    ("verb", |e| opt(&e.verb)),
+    ("stage", |e| opt(&e.stage)),
+    ("level", |e| opt(&e.level)),
+    ("auditID", |e| opt(&e.audit_id)),
+    ("requestURI", |e| opt(&e.request_uri)),
+    ("userAgent", |e| opt(&e.user_agent)),
+    ("cluster", |e| opt(&e.cluster)),
+    ("apiVersion", |e| opt(&e.api_version)),
+    ("user.username", |e| opt(&e.user.username)),
+    ("user.uid", |e| opt(&e.user.uid)),
+    ("impersonatedUser.username", |e| {
+        e.impersonated_user.as_ref().and_then(|u| opt(&u.username))
+    }),
+    ("impersonatedUser.uid", |e| {
+        e.impersonated_user.as_ref().and_then(|u| opt(&u.uid))
+    }),
+    ("objectRef.resource", |e| {
+        e.object_ref.as_ref().and_then(|o| opt(&o.resource))
+    }),
+    ("objectRef.subresource", |e| {
+        e.object_ref.as_ref().and_then(|o| opt(&o.subresource))
+    }),
+    ("objectRef.namespace", |e| {
+        e.object_ref.as_ref().and_then(|o| opt(&o.namespace))
+    }),
+    ("objectRef.name", |e| {
+        e.object_ref.as_ref().and_then(|o| opt(&o.name))
+    }),
+    ("objectRef.apiGroup", |e| {
+        e.object_ref.as_ref().and_then(|o| opt(&o.api_group))
+    }),
+    ("objectRef.apiVersion", |e| {
+        e.object_ref.as_ref().and_then(|o| opt(&o.api_version))
+    }),
+    ("responseStatus.reason", |e| {
+        e.response_status.as_ref().and_then(|s| opt(&s.reason))
+    }),
+    ("responseStatus.message", |e| {
+        e.response_status.as_ref().and_then(|s| opt(&s.message))
+    }),
+];
+
+const LIST_FIELDS: &[(&str, ListGetter)] = &[
+    ("user.groups", |e| e.user.groups),
+    ("impersonatedUser.groups", |e| {
+        e.impersonated_user.as_ref().and_then(|u| u.groups)
+    }),
+    ("sourceIPs", |e| e.source_ips),
+];
+
+/// Short names for paths analysts type all day.
+const ALIASES: &[(&str, &str)] = &[
+    ("decision", "annotations.\"authorization.k8s.io/decision\""),
+    (
+        "authorizationReason",
+        "annotations.\"authorization.k8s.io/reason\"",
+    ),
+    (
+        "credentialID",
+        "user.extra.\"authentication.kubernetes.io/credential-id\"",
+    ),
+];
+
+pub fn known_field_names() -> Vec<&'static str> {
+    let mut names: Vec<&str> = STR_FIELDS.iter().map(|(n, _)| *n).collect();
+    names.extend(LIST_FIELDS.iter().map(|(n, _)| *n));
+    names.extend(ALIASES.iter().map(|(n, _)| *n));
+    names.extend([
+        "responseStatus.code",
+        "user.extra.<key>",
+        "annotations.<key>",
+        "requestObject.<path>",
+        "responseObject.<path>",
+        "podSpec.<path>",
+    ]);
+    names
+}
+
+impl Field {
+    pub fn parse(path: &str) -> Result<Field, String> {
+        let path = ALIASES
+            .iter()
+            .find(|(a, _)| *a == path)
+            .map_or(path, |(_, full)| full);
+        if let Some((_, g)) = STR_FIELDS.iter().find(|(n, _)| *n == path) {
+            return Ok(Field::Str(*g));
+        }
+        if let Some((_, g)) = LIST_FIELDS.iter().find(|(n, _)| *n == path) {
+            return Ok(Field::List(*g));
+        }
+        if path == "responseStatus.code" {
+            return Ok(Field::StatusCode);
+        }
+        let (root, rest) = path.split_once('.').unwrap_or((path, ""));
+        let json_root = match root {
+            "requestObject" => Some(JsonRoot::Request),
+            "responseObject" => Some(JsonRoot::Response),
+            "podSpec" => Some(JsonRoot::PodSpec),
+            _ => None,
+        };
+        if let Some(r) = json_root {
+            return Ok(Field::Json(r, parse_segments(rest)?));
+        }
+        let single_key = |prefix: &str| -> Result<String, String> {
+            match parse_segments(&path[prefix.len()..])?.as_slice() {
+                [Seg::Key(k)] => Ok(k.clone()),
+                _ => Err(format!(
+                    "{path:?}: expected one key after {prefix:?}, quoted if it has dots"
+                )),
+            }
+        };
+        if path.starts_with("user.extra.") {
+            return Ok(Field::Extra(single_key("user.extra.")?));
+        }
+        if path.starts_with("annotations.") {
+            return Ok(Field::Annotation(single_key("annotations.")?));
+        }
+        Err(format!(
+            "unknown field {path:?}; known fields: {}",
+            known_field_names().join(", ")
+        ))
+    }
+
+    /// Calls `f` on each value of the field until it returns true; returns whether it did.
+    pub fn any(&self, ev: &EventView, f: &mut dyn FnMut(Val) -> bool) -> bool {
+        match self {
+            Field::Str(g) => g(ev.event).is_some_and(|s| f(Val::Str(s))),
+            Field::List(g) => {
+                g(ev.event).is_some_and(|raw| for_each_str(raw, &mut |s| f(Val::Str(s))))
+            }
+            Field::StatusCode => ev
+                .event
+                .status_code()
+                .is_some_and(|c| f(Val::Num(c as f64))),
+            Field::Extra(key) => ev
+                .extra()
+                .get(key.as_str())
+                .is_some_and(|v| visit_json(v, &[], f)),
+            Field::Annotation(key) => ev
+                .annotations()
+                .get(key.as_str())
+                .is_some_and(|v| visit_json(v, &[], f)),
+            Field::Json(root, path) => ev.json_root(*root).is_some_and(|v| visit_json(v, path, f)),
+        }
+    }
+
+    /// The first value, as text (for summaries and alert keys).
+    pub fn first_text(&self, ev: &EventView) -> Option<String> {
+        let mut out = None;
+        self.any(ev, &mut |v| {
+            out = Some(v.to_text());
+            true
+        });
+        out
+    }
+
+    /// Every value, as text.
+    pub fn all_text(&self, ev: &EventView) -> Vec<String> {
+        let mut out = Vec::new();
+        self.any(ev, &mut |v| {
+            out.push(v.to_text());
+            false
+        });
+        out
+    }
+
+    /// Whether the field has any non-null value (objects and lists count).
+    pub fn exists(&self, ev: &EventView) -> bool {
+        match self {
+            Field::Json(root, path) => ev.json_root(*root).is_some_and(|v| json_exists(v, path)),
+            _ => self.any(ev, &mut |_| true),
+        }
+    }
+}
+
+fn visit_json(v: &Value, path: &[Seg], f: &mut dyn FnMut(Val) -> bool) -> bool {
+    let Some((seg, rest)) = path.split_first() else {
+        return match v {
+            Value::String(s) => f(Val::Str(s)),
+            Value::Number(n) => n.as_f64().is_some_and(|n| f(Val::Num(n))),
+            Value::Bool(b) => f(Val::Bool(*b)),
+            // A list at the end of a path: its scalar elements are the values.
+            Value::Array(items) => items.iter().any(|i| !i.is_array() && visit_json(i, &[], f)),
+            Value::Null | Value::Object(_) => false,
+        };
+    };
+    match seg {
+        Seg::Key(k) => v.get(k).is_some_and(|c| visit_json(c, rest, f)),
+        Seg::AnyKey(keys) => keys
+            .iter()
+            .any(|k| v.get(k).is_some_and(|c| visit_json(c, rest, f))),
+        Seg::Index(i) => v.get(*i).is_some_and(|c| visit_json(c, rest, f)),
+        Seg::Each => match v {
+            Value::Array(items) => items.iter().any(|c| visit_json(c, rest, f)),
+            Value::Object(map) => map.values().any(|c| visit_json(c, rest, f)),
+            _ => false,
+        },
+    }
+}
+
+fn json_exists(v: &Value, path: &[Seg]) -> bool {
+    let Some((seg, rest)) = path.split_first() else {
+        return !v.is_null();
+    };
+    match seg {
+        Seg::Key(k) => v.get(k).is_some_and(|c| json_exists(c, rest)),
+        Seg::AnyKey(keys) => keys
+            .iter()
+            .any(|k| v.get(k).is_some_and(|c| json_exists(c, rest))),
+        Seg::Index(i) => v.get(*i).is_some_and(|c| json_exists(c, rest)),
+        Seg::Each => match v {
+            Value::Array(items) => items.iter().any(|c| json_exists(c, rest)),
+            Value::Object(map) => map.values().any(|c| json_exists(c, rest)),
+            _ => false,
+        },
+    }
+}
+
+/// Parses `a.b[*].c`, `"dotted.key".x`, `spec.(containers|initContainers)[0]`.
+pub fn parse_segments(s: &str) -> Result<Vec<Seg>, String> {
+    let mut segs = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    let err = |msg: &str, at: usize| Err(format!("bad path {s:?} at byte {at}: {msg}"));
+    while i < b.len() {
+        match b[i] {
+            b'.' if !segs.is_empty() => i += 1,
+            b'"' => {
+                let Some(len) = s[i + 1..].find('"') else {
+                    return err("unterminated quote", i);
+                };
+                segs.push(Seg::Key(s[i + 1..i + 1 + len].to_owned()));
+                i += len + 2;
+            }
+            b'(' => {
+                let Some(len) = s[i + 1..].find(')') else {
+                    return err("unterminated '('", i);
+                };
+                let keys: Vec<String> = s[i + 1..i + 1 + len]
+                    .split('|')
+                    .map(|k| k.trim().to_owned())
+                    .collect();
+                if keys.iter().any(String::is_empty) {
+                    return err("empty alternative", i);
+                }
+                segs.push(Seg::AnyKey(keys));
+                i += len + 2;
+            }
+            b'[' => {
+                let Some(len) = s[i + 1..].find(']') else {
+                    return err("unterminated '['", i);
+                };
+                let inner = &s[i + 1..i + 1 + len];
+                if inner == "*" {
+                    segs.push(Seg::Each);
+                } else {
+                    match inner.parse() {
+                        Ok(n) => segs.push(Seg::Index(n)),
+                        Err(_) => return err("expected [*] or [number]", i),
+                    }
+                }
+                i += len + 2;
+            }
+            _ => {
+                let len = s[i..].find(['.', '[', '(', '"']).unwrap_or(s.len() - i);
+                if len == 0 {
+                    return err("empty key", i);
+                }
+                segs.push(Seg::Key(s[i..i + len].to_owned()));
+                i += len;
+            }
+        }
+    }
+    Ok(segs)
+}
+
+/// An event as rules see it: the parsed struct plus lazily parsed nested JSON.
+pub struct EventView<'e, 'a> {
+    pub event: &'e AuditEvent<'a>,
+    /// Event time, microseconds since the epoch.
+    pub time: i64,
+    request: OnceCell<Option<Value>>,
+    response: OnceCell<Option<Value>>,
+    extra: OnceCell<HashMap<String, Value>>,
+    annotations: OnceCell<HashMap<String, Value>>,
+}
+
+impl<'e, 'a> EventView<'e, 'a> {
+    pub fn new(event: &'e AuditEvent<'a>, time: i64) -> Self {
+        EventView {
+            event,
+            time,
+            request: OnceCell::new(),
+            response: OnceCell::new(),
+            extra: OnceCell::new(),
+            annotations: OnceCell::new(),
+        }
+    }
+
+    fn parsed<'c>(cell: &'c OnceCell<Option<Value>>, raw: Option<&RawValue>) -> Option<&'c Value> {
+        cell.get_or_init(|| raw.and_then(|r| serde_json::from_str(r.get()).ok()))
+            .as_ref()
+    }
+
+    fn json_root(&self, root: JsonRoot) -> Option<&Value> {
+        match root {
+            JsonRoot::Request => Self::parsed(&self.request, self.event.request_object),
+            JsonRoot::Response => Self::parsed(&self.response, self.event.response_object),
+            JsonRoot::PodSpec => pod_spec(Self::parsed(&self.request, self.event.request_object)?),
+        }
+    }
+
+    pub fn extra(&self) -> &HashMap<String, Value> {
+        self.extra.get_or_init(|| parse_map(self.event.user.extra))
+    }
+
+    pub fn annotations(&self) -> &HashMap<String, Value> {
+        self.annotations
+            .get_or_init(|| parse_map(self.event.annotations))
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations().get(key).and_then(Value::as_str)
+    }
+}
+
+fn parse_map(raw: Option<&RawValue>) -> HashMap<String, Value> {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+        .unwrap_or_default()
+}
+
+/// Pod template of a workload object: Pod `spec`, `spec.template.spec` (Deployment, DaemonSet,
+/// StatefulSet, ReplicaSet, Job), `spec.jobTemplate.spec.template.spec` (CronJob).
+fn pod_spec(obj: &Value) -> Option<&Value> {
+    let spec = obj.get("spec")?;
+    if spec.get("containers").is_some() {
+        return Some(spec);
+    }
+    spec.pointer("/template/spec")
+        .or_else(|| spec.pointer("/jobTemplate/spec/template/spec"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_paths() {
+        assert_eq!(
+            parse_segments(r#"spec.(containers|initContainers)[*]."a.b"[2]"#).unwrap(),
+            vec![
+                Seg::Key("spec".into()),
+                Seg::AnyKey(vec!["containers".into(), "initContainers".into()]),
+                Seg::Each,
+                Seg::Key("a.b".into()),
+                Seg::Index(2)
+            ]
+        );
+        assert!(parse_segments("a[x]").is_err());
+        assert!(parse_segments("a.\"b").is_err());
+        assert!(Field::parse("user.nope").is_err());
+        assert!(Field::parse("credentialID").is_ok());
+    }
+
+    #[test]
+    fn resolves_nested_and_lazy_fields() {
+        let json = r#"{"auditID":"1","verb":"create","user":{"username":"u","groups":["g1","g2"],"extra":{"authentication.kubernetes.io/credential-id":["X509SHA256=ab"]}},
+            "annotations":{"authorization.k8s.io/decision":"allow"},"responseStatus":{"code":201},
+            "requestObject":{"kind":"Deployment","spec":{"template":{"spec":{"initContainers":[{"securityContext":{"privileged":true}}],"containers":[{"name":"a"}]}}}}}"#;
+        let ev: AuditEvent = serde_json::from_str(json).unwrap();
+        let view = EventView::new(&ev, 0);
+        let text = |p: &str| Field::parse(p).unwrap().all_text(&view);
+        assert_eq!(text("user.groups"), ["g1", "g2"]);
+        assert_eq!(text("credentialID"), ["X509SHA256=ab"]);
+        assert_eq!(text("decision"), ["allow"]);
+        assert_eq!(text("responseStatus.code"), ["201"]);
+        assert_eq!(
+            text("podSpec.(containers|initContainers)[*].securityContext.privileged"),
+            ["true"]
+        );
+        assert_eq!(text("podSpec.containers[*].name"), ["a"]);
+        assert!(text("requestObject.spec.nothing").is_empty());
+    }
+}

@@ -1,0 +1,347 @@
+//! The declarative rule library: loading `detectors/*.yaml`, validating and compiling rules, and
+//! an index that tests each event only against the rules that can match it.
+//!
+//! A rule file holds `lists`, `macros` and `rules`; lists and macros are shared by every file
+//! loaded together. See `detectors/README.md` for the language.
+
+pub mod condition;
+pub mod field;
+pub mod template;
+pub mod testing;
+
+use condition::{Cond, Scope};
+use field::EventView;
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value as Y;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use template::Template;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// One event decides.
+    #[default]
+    Match,
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub severity: Severity,
+    pub mitre: Vec<String>,
+    pub tags: Vec<String>,
+    pub kind: Kind,
+    pub condition: Cond,
+    /// The rule stays quiet when any exception holds.
+    pub except: Vec<Cond>,
+    pub summary: Template,
+    pub remediation: String,
+    pub tests: testing::RuleTests,
+    /// File the rule was loaded from.
+    pub source: PathBuf,
+}
+
+impl Rule {
+    pub fn matches(&self, ev: &EventView) -> bool {
+        self.condition.eval(ev) && !self.except.iter().any(|c| c.eval(ev))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    #[serde(default)]
+    lists: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    macros: BTreeMap<String, Y>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: String,
+    title: String,
+    #[serde(default)]
+    description: String,
+    severity: Severity,
+    #[serde(default)]
+    mitre: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    kind: Kind,
+    #[serde(default = "yes")]
+    enabled: bool,
+    condition: Y,
+    #[serde(default)]
+    except: Vec<Y>,
+    summary: String,
+    #[serde(default)]
+    remediation: String,
+    #[serde(default)]
+    tests: testing::RawTests,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// All rules of a run, indexed by `objectRef.resource`.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    by_resource: HashMap<String, Vec<u32>>,
+    any_resource: Vec<u32>,
+}
+
+/// Problems found while loading rules; each line names the file and the place in it.
+#[derive(Debug)]
+pub struct LoadErrors(pub Vec<String>);
+
+impl std::fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} problem(s) in the rules:", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadErrors {}
+
+impl RuleSet {
+    /// Loads every `*.yaml`/`*.yml` file under the given directories (or files), in name order.
+    /// Disabled rules are left out. All problems are collected, not just the first.
+    pub fn load(paths: &[PathBuf]) -> Result<RuleSet, LoadErrors> {
+        let mut errors = Vec::new();
+        let mut files = Vec::new();
+        for p in paths {
+            if p.is_dir() {
+                let mut found: Vec<PathBuf> = walkdir::WalkDir::new(p)
+                    .sort_by_file_name()
+                    .into_iter()
+                    .filter_map(Result::ok)
+                    .map(|e| e.into_path())
+                    .filter(|p| {
+                        p.is_file()
+                            && matches!(
+                                p.extension().and_then(|e| e.to_str()),
+                                Some("yaml" | "yml")
+                            )
+                    })
+                    .collect();
+                if found.is_empty() {
+                    errors.push(format!("{}: no *.yaml rule files here", p.display()));
+                }
+                files.append(&mut found);
+            } else if p.is_file() {
+                files.push(p.clone());
+            } else {
+                errors.push(format!("{}: no such rules file or directory", p.display()));
+            }
+        }
+        let mut parsed = Vec::new();
+        let mut lists = BTreeMap::new();
+        let mut macros = BTreeMap::new();
+        for path in files {
+            match read_rule_file(&path) {
+                Ok(f) => {
+                    for (name, items) in &f.lists {
+                        // A list defined again extends the earlier one (user overrides append).
+                        lists
+                            .entry(name.clone())
+                            .or_insert_with(Vec::new)
+                            .extend(items.iter().cloned());
+                    }
+                    for (name, body) in &f.macros {
+                        if macros.insert(name.clone(), body.clone()).is_some() {
+                            errors.push(format!(
+                                "{}: macro {name:?} is defined twice",
+                                path.display()
+                            ));
+                        }
+                    }
+                    parsed.push((path, f));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let scope = Scope {
+            lists: &lists,
+            macros: &macros,
+        };
+        let mut set = RuleSet::default();
+        let mut seen = HashMap::new();
+        for (path, file) in parsed {
+            for (i, raw) in file.rules.into_iter().enumerate() {
+                let at = format!("{}: rules[{i}] (id {})", path.display(), raw.id);
+                if let Some(prev) = seen.insert(raw.id.clone(), at.clone()) {
+                    errors.push(format!("{at}: duplicate rule id, first defined at {prev}"));
+                    continue;
+                }
+                match compile_rule(raw, &path, &scope, &at) {
+                    Ok(Some(rule)) => set.rules.push(rule),
+                    Ok(None) => {}
+                    Err(mut e) => errors.append(&mut e),
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(LoadErrors(errors));
+        }
+        set.build_index();
+        Ok(set)
+    }
+
+    fn build_index(&mut self) {
+        for (i, rule) in self.rules.iter().enumerate() {
+            match rule.condition.required_values("objectRef.resource") {
+                Some(resources) => {
+                    for r in resources {
+                        let list = self.by_resource.entry(r).or_default();
+                        if list.last() != Some(&(i as u32)) {
+                            list.push(i as u32);
+                        }
+                    }
+                }
+                None => self.any_resource.push(i as u32),
+            }
+        }
+    }
+
+    /// Indices of the rules that fire on this event, in rule order.
+    pub fn matching(&self, ev: &EventView, out: &mut Vec<u32>) {
+        out.clear();
+        let resource = ev.event.resource();
+        let indexed = self
+            .by_resource
+            .get(resource)
+            .map_or(&[][..], Vec::as_slice);
+        // Merge the two sorted candidate lists so alerts come out in rule order.
+        let (mut a, mut b) = (
+            indexed.iter().peekable(),
+            self.any_resource.iter().peekable(),
+        );
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x <= y => a.next(),
+                (Some(_), Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => break,
+            };
+            if let Some(&i) = next {
+                if self.rules[i as usize].matches(ev) {
+                    out.push(i);
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.id == id)
+    }
+}
+
+fn read_rule_file(path: &Path) -> Result<RuleFile, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_yaml::from_str(&text).map_err(|e| match e.location() {
+        Some(l) => format!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
+        None => format!("{}: {e}", path.display()),
+    })
+}
+
+fn compile_rule(
+    raw: RawRule,
+    path: &Path,
+    scope: &Scope,
+    at: &str,
+) -> Result<Option<Rule>, Vec<String>> {
+    if !raw.enabled {
+        return Ok(None);
+    }
+    let mut errors = Vec::new();
+    if raw.id.is_empty()
+        || !raw
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        errors.push(format!(
+            "{at}: id must be non-empty and use only letters, digits, '.', '_' and '-'"
+        ));
+    }
+    let condition = Cond::compile(&raw.condition, scope, &format!("{at}.condition"));
+    let except: Vec<_> = raw
+        .except
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Cond::compile(e, scope, &format!("{at}.except[{i}]")))
+        .collect();
+    let summary = Template::parse(&raw.summary).map_err(|e| format!("{at}.summary: {e}"));
+    let tests = testing::RuleTests::from_raw(raw.tests).map_err(|e| format!("{at}.tests: {e}"));
+    let (condition, summary, tests) = match (condition, summary, tests) {
+        (Ok(c), Ok(s), Ok(t)) => (Some(c), Some(s), Some(t)),
+        (c, s, t) => {
+            errors.extend([c.err(), s.err(), t.err()].into_iter().flatten());
+            (None, None, None)
+        }
+    };
+    let mut compiled_except = Vec::new();
+    for e in except {
+        match e {
+            Ok(c) => compiled_except.push(c),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let (Some(condition), Some(summary), Some(tests)) = (condition, summary, tests) else {
+        return Err(vec![format!("{at}: failed to compile")]);
+    };
+    Ok(Some(Rule {
+        id: raw.id,
+        title: raw.title,
+        description: raw.description,
+        severity: raw.severity,
+        mitre: raw.mitre,
+        tags: raw.tags,
+        kind: raw.kind,
+        condition,
+        except: compiled_except,
+        summary,
+        remediation: raw.remediation,
+        tests,
+        source: path.to_path_buf(),
+    }))
+}

@@ -1,0 +1,60 @@
+//! Sinks: where alerts go. Today: JSON lines to stdout or a file.
+
+use crate::alert::{Alert, OutputFormat};
+use std::io::Write;
+
+pub trait AlertSink {
+    fn send(&mut self, alert: &Alert) -> anyhow::Result<()>;
+    fn flush(&mut self) -> anyhow::Result<()>;
+}
+
+/// One JSON document per line, native or OCSF.
+pub struct JsonLines {
+    out: Box<dyn Write + Send>,
+    format: OutputFormat,
+}
+
+impl JsonLines {
+    pub fn new(out: Box<dyn Write + Send>, format: OutputFormat) -> Self {
+        JsonLines { out, format }
+    }
+
+    /// `-` is stdout; anything else is a file, created or truncated.
+    pub fn open(target: &str, format: OutputFormat) -> anyhow::Result<Self> {
+        let out: Box<dyn Write + Send> = if target == "-" {
+            Box::new(std::io::BufWriter::new(std::io::stdout()))
+        } else {
+            let f = std::fs::File::create(target)
+                .map_err(|e| anyhow::anyhow!("cannot create alert output {target:?}: {e}"))?;
+            Box::new(std::io::BufWriter::new(f))
+        };
+        Ok(JsonLines::new(out, format))
+    }
+}
+
+impl AlertSink for JsonLines {
+    fn send(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        let line = self.format.render(alert)?;
+        self.out.write_all(line.as_bytes())?;
+        self.out.write_all(b"\n")?;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(self.out.flush()?)
+    }
+}
+
+/// Collects alerts in memory (tests, evaluation).
+#[derive(Default)]
+pub struct Collect(pub Vec<Alert>);
+
+impl AlertSink for Collect {
+    fn send(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        self.0.push(alert.clone());
+        Ok(())
+    }
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,43 @@
+//! Sources: where records come from. Today: files, directories and globs (plain, gzip, zstd),
+//! merged in event time and cut into batches.
+
+pub mod file;
+pub mod lines;
+pub mod merge;
+
+use std::sync::Arc;
+
+/// A run of records copied into one buffer, so workers get one allocation per batch.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Position in the input stream; output is re-sequenced by it, whatever the thread count.
+    pub seq: u64,
+    pub data: Vec<u8>,
+    pub records: Vec<RecordMeta>,
+    /// Problems the source met while cutting this batch (oversize lines, corrupt archives…).
+    pub rejections: Vec<Rejection>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RecordMeta {
+    /// Index into the run's file table.
+    pub file: u32,
+    pub line: u64,
+    pub offset: u64,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// One piece of input that was not analysed, and why.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub reason: &'static str,
+    pub file: Arc<str>,
+    /// 1-based line where the record starts (0 when the problem concerns the whole file).
+    pub line: u64,
+    /// Byte offset of the record in the (decompressed) file.
+    pub offset: u64,
+    pub detail: String,
+    /// The record's bytes (possibly cut), for the dead-letter output.
+    pub raw: Vec<u8>,
+}
