@@ -23,16 +23,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::create_dir_all(&day_dir)?;
     let mut expected = Vec::new();
     for server in 0..3 {
-        let name = ["apiserver-1.log.gz", "apiserver-2.log.gz", "apiserver-3.log.zst"][server];
+        let name = [
+            "apiserver-1.log.gz",
+            "apiserver-2.log.gz",
+            "apiserver-3.log.zst",
+        ][server];
         let file = File::create(day_dir.join(name))?;
         let mut w: Box<dyn Write> = if name.ends_with(".gz") {
-            Box::new(flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::best()))
+            Box::new(flate2::write::GzEncoder::new(
+                BufWriter::new(file),
+                flate2::Compression::best(),
+            ))
         } else {
             Box::new(zstd::stream::write::Encoder::new(BufWriter::new(file), 19)?.auto_finish())
         };
         for e in day.iter().filter(|e| e.server == server) {
             writeln!(w, "{}", e.line)?;
-            expected.extend(e.expect.iter().map(|r| (r.to_string(), e.audit_id.clone(), "benign-day".to_string())));
+            expected.extend(
+                e.expect
+                    .iter()
+                    .map(|r| (r.to_string(), e.audit_id.clone(), "benign-day".to_string())),
+            );
         }
         w.flush()?;
     }
@@ -40,21 +51,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let attack_dir = out.join("attacks");
     fs::create_dir_all(&attack_dir)?;
     for attack in synth::attacks(seed, start) {
-        let mut w = BufWriter::new(File::create(attack_dir.join(format!("{}.log", attack.name)))?);
+        let mut w = BufWriter::new(File::create(
+            attack_dir.join(format!("{}.log", attack.name)),
+        )?);
         for e in &attack.events {
             writeln!(w, "{}", e.line)?;
-            expected.extend(e.expect.iter().map(|r| (r.to_string(), e.audit_id.clone(), attack.name.to_string())));
+            expected.extend(
+                e.expect
+                    .iter()
+                    .map(|r| (r.to_string(), e.audit_id.clone(), attack.name.to_string())),
+            );
         }
         w.flush()?;
     }
 
     expected.sort();
     let mut w = BufWriter::new(File::create(out.join("expected-alerts.tsv"))?);
-    writeln!(w, "# rule_id\taudit_id\tscenario (written by `cargo run --example gen-audit`)")?;
+    writeln!(
+        w,
+        "# rule_id\taudit_id\tscenario (written by `cargo run --example gen-audit`)"
+    )?;
     for (rule, id, scenario) in expected {
         writeln!(w, "{rule}\t{id}\t{scenario}")?;
     }
     w.flush()?;
-    eprintln!("wrote {} benign events and the attack snippets to {}", day.len(), out.display());
+    eprintln!(
+        "wrote {} benign events and the attack snippets to {}",
+        day.len(),
+        out.display()
+    );
     Ok(())
 }

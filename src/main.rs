@@ -191,6 +191,15 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         opts.include = args.include;
     }
     let mut sink = JsonLines::open(&args.out, args.format)?;
+    // Created above (and below), so they can be recognised and skipped if they sit among the inputs.
+    opts.exclude = [
+        Some(PathBuf::from(&args.out)),
+        args.dead_letter.clone(),
+        args.summary_json.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let mut dead_letter = match &args.dead_letter {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p)

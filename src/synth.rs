@@ -92,7 +92,10 @@ const SEC: i64 = 1_000_000;
 
 impl Generator {
     pub fn new(seed: u64) -> Self {
-        Generator { rng: Rng::new(seed), counter: 0 }
+        Generator {
+            rng: Rng::new(seed),
+            counter: 0,
+        }
     }
 
     fn audit_id(&mut self) -> String {
@@ -109,9 +112,19 @@ impl Generator {
     }
 
     /// Builds one ResponseComplete event (and, when `with_received`, its RequestReceived twin).
-    pub fn event(&mut self, t: i64, who: &Who, req: &Req, with_received: bool) -> Vec<(String, Value)> {
+    pub fn event(
+        &mut self,
+        t: i64,
+        who: &Who,
+        req: &Req,
+        with_received: bool,
+    ) -> Vec<(String, Value)> {
         let audit_id = self.audit_id();
-        let group_path = if req.api_group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{}/v1", req.api_group) };
+        let group_path = if req.api_group.is_empty() {
+            "/api/v1".to_string()
+        } else {
+            format!("/apis/{}/v1", req.api_group)
+        };
         let uri = req.uri.clone().unwrap_or_else(|| {
             let mut u = group_path;
             if let Some(ns) = &req.namespace {
@@ -151,7 +164,8 @@ impl Generator {
             "annotations": {"authorization.k8s.io/decision": decision, "authorization.k8s.io/reason": ""},
         });
         if !req.resource.is_empty() {
-            let mut obj = json!({"resource": req.resource, "apiVersion": "v1", "apiGroup": req.api_group});
+            let mut obj =
+                json!({"resource": req.resource, "apiVersion": "v1", "apiGroup": req.api_group});
             if let Some(ns) = &req.namespace {
                 obj["namespace"] = json!(ns);
             }
@@ -218,14 +232,29 @@ fn cast() -> Cast {
     let sa = |ns: &str, name: &str, ua: &str, ip: &str| {
         Who::new(
             &format!("system:serviceaccount:{ns}:{name}"),
-            &["system:serviceaccounts", &format!("system:serviceaccounts:{ns}"), "system:authenticated"],
+            &[
+                "system:serviceaccounts",
+                &format!("system:serviceaccounts:{ns}"),
+                "system:authenticated",
+            ],
             ua,
             ip,
         )
     };
-    let mut alice = Who::new("alice@example.com", &["devs", "system:authenticated"], "kubectl/v1.30.2 (linux/amd64) kubernetes/3968350", "203.0.113.10");
-    alice.credential_id = Some("X509SHA256=1f3a9c0d2b7e4f5a6c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b".into());
-    let mut bob = Who::new("bob@example.com", &["sre", "system:authenticated"], "kubectl/v1.29.1 (darwin/arm64) kubernetes/bc401b9", "203.0.113.22");
+    let mut alice = Who::new(
+        "alice@example.com",
+        &["devs", "system:authenticated"],
+        "kubectl/v1.30.2 (linux/amd64) kubernetes/3968350",
+        "203.0.113.10",
+    );
+    alice.credential_id =
+        Some("X509SHA256=1f3a9c0d2b7e4f5a6c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b".into());
+    let mut bob = Who::new(
+        "bob@example.com",
+        &["sre", "system:authenticated"],
+        "kubectl/v1.29.1 (darwin/arm64) kubernetes/bc401b9",
+        "203.0.113.22",
+    );
     bob.credential_id = Some("JTI=6b1c2f0e-93a8-4d4c-9e43-1d7c5b2a8f10".into());
     Cast {
         kcm: Who::new("system:kube-controller-manager", &["system:authenticated"], "kube-controller-manager/v1.30.2 (linux/amd64) kubernetes/3968350/leader-election", "10.0.0.10"),
@@ -263,29 +292,102 @@ pub fn benign(seed: u64, start: i64, hours: i64, events: usize, servers: usize) 
         let roll = g.rng.below(1000);
         let (who, req, expect): (&Who, Req, Vec<&'static str>) = match roll {
             0..=199 => {
-                let who = if g.rng.chance(50) { &c.kcm } else { &c.scheduler };
-                let name = if who.username.contains("scheduler") { "kube-scheduler" } else { "kube-controller-manager" };
+                let who = if g.rng.chance(50) {
+                    &c.kcm
+                } else {
+                    &c.scheduler
+                };
+                let name = if who.username.contains("scheduler") {
+                    "kube-scheduler"
+                } else {
+                    "kube-controller-manager"
+                };
                 let verb = if g.rng.chance(50) { "get" } else { "update" };
-                (who, Req { verb, resource: "leases", api_group: "coordination.k8s.io", namespace: Some("kube-system".into()), name: Some(name.into()), code: 200, ..Req::default() }, vec![])
+                (
+                    who,
+                    Req {
+                        verb,
+                        resource: "leases",
+                        api_group: "coordination.k8s.io",
+                        namespace: Some("kube-system".into()),
+                        name: Some(name.into()),
+                        code: 200,
+                        ..Req::default()
+                    },
+                    vec![],
+                )
             }
             200..=449 => {
                 let node = g.rng.pick(&c.nodes).clone();
                 let node_name = node.username.trim_start_matches("system:node:").to_string();
                 let (ns, name) = ns_name(&mut g.rng);
                 let req = match g.rng.below(6) {
-                    0 => Req { verb: "update", resource: "leases", api_group: "coordination.k8s.io", namespace: Some("kube-node-lease".into()), name: Some(node_name), code: 200, ..Req::default() },
-                    1 => Req { verb: "patch", resource: "nodes", subresource: Some("status"), name: Some(node_name), code: 200, ..Req::default() },
-                    2 => Req { verb: "get", resource: "secrets", namespace: Some(ns), name: Some(format!("{name}-tls")), code: 200, ..Req::default() },
-                    3 => Req { verb: "get", resource: "configmaps", namespace: Some(ns), name: Some("kube-root-ca.crt".into()), code: 200, ..Req::default() },
-                    4 => Req { verb: "watch", resource: "pods", code: 200, uri: Some(format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{}&watch=true", node.username.trim_start_matches("system:node:"))), ..Req::default() },
-                    _ => Req { verb: "patch", resource: "pods", subresource: Some("status"), namespace: Some(ns), name: Some(name), code: 200, ..Req::default() },
+                    0 => Req {
+                        verb: "update",
+                        resource: "leases",
+                        api_group: "coordination.k8s.io",
+                        namespace: Some("kube-node-lease".into()),
+                        name: Some(node_name),
+                        code: 200,
+                        ..Req::default()
+                    },
+                    1 => Req {
+                        verb: "patch",
+                        resource: "nodes",
+                        subresource: Some("status"),
+                        name: Some(node_name),
+                        code: 200,
+                        ..Req::default()
+                    },
+                    2 => Req {
+                        verb: "get",
+                        resource: "secrets",
+                        namespace: Some(ns),
+                        name: Some(format!("{name}-tls")),
+                        code: 200,
+                        ..Req::default()
+                    },
+                    3 => Req {
+                        verb: "get",
+                        resource: "configmaps",
+                        namespace: Some(ns),
+                        name: Some("kube-root-ca.crt".into()),
+                        code: 200,
+                        ..Req::default()
+                    },
+                    4 => Req {
+                        verb: "watch",
+                        resource: "pods",
+                        code: 200,
+                        uri: Some(format!(
+                            "/api/v1/pods?fieldSelector=spec.nodeName%3D{}&watch=true",
+                            node.username.trim_start_matches("system:node:")
+                        )),
+                        ..Req::default()
+                    },
+                    _ => Req {
+                        verb: "patch",
+                        resource: "pods",
+                        subresource: Some("status"),
+                        namespace: Some(ns),
+                        name: Some(name),
+                        code: 200,
+                        ..Req::default()
+                    },
                 };
                 return_push(&mut g, &mut out, t, &node, &req, vec![], servers);
                 continue;
             }
             450..=519 => {
                 let (ns, name) = ns_name(&mut g.rng);
-                let req = Req { verb: "create", resource: "pods", namespace: Some(ns), code: 201, request_object: Some(pod(&name, "registry.example.com/app:1.4.2", json!({}))), ..Req::default() };
+                let req = Req {
+                    verb: "create",
+                    resource: "pods",
+                    namespace: Some(ns),
+                    code: 201,
+                    request_object: Some(pod(&name, "registry.example.com/app:1.4.2", json!({}))),
+                    ..Req::default()
+                };
                 (&c.rs_controller, req, vec![])
             }
             520..=529 => {
@@ -293,48 +395,179 @@ pub fn benign(seed: u64, start: i64, hours: i64, events: usize, servers: usize) 
                 let name = format!("calico-node-{:x}", g.rng.below(0xfffff));
                 let spec = json!({"hostNetwork": true, "containers": [{"name": "calico-node", "image": "calico/node:v3.27.2", "securityContext": {"privileged": true}}],
                                   "volumes": [{"name": "lib-modules", "hostPath": {"path": "/lib/modules"}}]});
-                let req = Req { verb: "create", resource: "pods", namespace: Some("kube-system".into()), code: 201, request_object: Some(json!({"kind": "Pod", "metadata": {"name": name}, "spec": spec})), ..Req::default() };
+                let req = Req {
+                    verb: "create",
+                    resource: "pods",
+                    namespace: Some("kube-system".into()),
+                    code: 201,
+                    request_object: Some(
+                        json!({"kind": "Pod", "metadata": {"name": name}, "spec": spec}),
+                    ),
+                    ..Req::default()
+                };
                 (&c.ds_controller, req, vec![])
             }
             530..=599 => {
                 let (ns, _) = ns_name(&mut g.rng);
                 let app = g.rng.pick(APPS);
                 let req = if g.rng.chance(70) {
-                    Req { verb: "patch", resource: "deployments", api_group: "apps", namespace: Some(ns), name: Some(app.to_string()), code: 200, request_object: Some(deployment(app, "registry.example.com/app:1.4.3")), ..Req::default() }
+                    Req {
+                        verb: "patch",
+                        resource: "deployments",
+                        api_group: "apps",
+                        namespace: Some(ns),
+                        name: Some(app.to_string()),
+                        code: 200,
+                        request_object: Some(deployment(app, "registry.example.com/app:1.4.3")),
+                        ..Req::default()
+                    }
                 } else {
-                    Req { verb: "get", resource: "secrets", namespace: Some(ns), name: Some("registry-credentials".into()), code: 200, ..Req::default() }
+                    Req {
+                        verb: "get",
+                        resource: "secrets",
+                        namespace: Some(ns),
+                        name: Some("registry-credentials".into()),
+                        code: 200,
+                        ..Req::default()
+                    }
                 };
                 (&c.ci, req, vec![])
             }
             600..=669 => {
                 // cert-manager watches Secrets cluster-wide and updates certificates.
                 let req = if g.rng.chance(40) {
-                    Req { verb: "watch", resource: "secrets", code: 200, uri: Some("/api/v1/secrets?allowWatchBookmarks=true&watch=true".into()), ..Req::default() }
+                    Req {
+                        verb: "watch",
+                        resource: "secrets",
+                        code: 200,
+                        uri: Some("/api/v1/secrets?allowWatchBookmarks=true&watch=true".into()),
+                        ..Req::default()
+                    }
                 } else {
                     let (ns, name) = ns_name(&mut g.rng);
-                    Req { verb: "update", resource: "secrets", namespace: Some(ns), name: Some(format!("{name}-tls")), code: 200, ..Req::default() }
+                    Req {
+                        verb: "update",
+                        resource: "secrets",
+                        namespace: Some(ns),
+                        name: Some(format!("{name}-tls")),
+                        code: 200,
+                        ..Req::default()
+                    }
                 };
                 (&c.cert_manager, req, vec![])
             }
             670..=849 => {
                 let path = *g.rng.pick(&["/healthz", "/readyz", "/livez"]);
-                (&c.probe, Req { verb: "get", code: 200, uri: Some(path.into()), ..Req::default() }, vec![])
+                (
+                    &c.probe,
+                    Req {
+                        verb: "get",
+                        code: 200,
+                        uri: Some(path.into()),
+                        ..Req::default()
+                    },
+                    vec![],
+                )
             }
             _ => {
                 let human = g.rng.pick(&c.humans).clone();
                 let (ns, name) = ns_name(&mut g.rng);
                 let (req, expect) = match g.rng.below(20) {
-                    0..=7 => (Req { verb: "list", resource: "pods", namespace: Some(ns), code: 200, ..Req::default() }, vec![]),
-                    8..=10 => (Req { verb: "get", resource: "pods", subresource: Some("log"), namespace: Some(ns), name: Some(name), code: 200, ..Req::default() }, vec![]),
-                    11..=13 => (Req { verb: "get", resource: "deployments", api_group: "apps", namespace: Some(ns), name: Some(g.rng.pick(APPS).to_string()), code: 200, ..Req::default() }, vec![]),
-                    14 => (Req { verb: "get", resource: "secrets", namespace: Some("kube-system".into()), name: Some("bootstrap-token-abcdef".into()), code: 403, ..Req::default() }, vec![]),
-                    15 => (Req { verb: "get", resource: "configmaps", namespace: Some(ns), name: Some("app-config-old".into()), code: 404, ..Req::default() }, vec![]),
-                    16 => (Req { verb: "list", resource: "secrets", namespace: Some(ns), code: 200, ..Req::default() }, vec![]),
+                    0..=7 => (
+                        Req {
+                            verb: "list",
+                            resource: "pods",
+                            namespace: Some(ns),
+                            code: 200,
+                            ..Req::default()
+                        },
+                        vec![],
+                    ),
+                    8..=10 => (
+                        Req {
+                            verb: "get",
+                            resource: "pods",
+                            subresource: Some("log"),
+                            namespace: Some(ns),
+                            name: Some(name),
+                            code: 200,
+                            ..Req::default()
+                        },
+                        vec![],
+                    ),
+                    11..=13 => (
+                        Req {
+                            verb: "get",
+                            resource: "deployments",
+                            api_group: "apps",
+                            namespace: Some(ns),
+                            name: Some(g.rng.pick(APPS).to_string()),
+                            code: 200,
+                            ..Req::default()
+                        },
+                        vec![],
+                    ),
+                    14 => (
+                        Req {
+                            verb: "get",
+                            resource: "secrets",
+                            namespace: Some("kube-system".into()),
+                            name: Some("bootstrap-token-abcdef".into()),
+                            code: 403,
+                            ..Req::default()
+                        },
+                        vec![],
+                    ),
+                    15 => (
+                        Req {
+                            verb: "get",
+                            resource: "configmaps",
+                            namespace: Some(ns),
+                            name: Some("app-config-old".into()),
+                            code: 404,
+                            ..Req::default()
+                        },
+                        vec![],
+                    ),
+                    16 => (
+                        Req {
+                            verb: "list",
+                            resource: "secrets",
+                            namespace: Some(ns),
+                            code: 200,
+                            ..Req::default()
+                        },
+                        vec![],
+                    ),
                     17 if g.rng.chance(10) => {
                         let uri = format!("/api/v1/namespaces/{ns}/pods/{name}/exec?command=sh&container=app&stdin=true&stdout=true&tty=true");
-                        (Req { verb: "create", resource: "pods", subresource: Some("exec"), namespace: Some(ns), name: Some(name), code: 101, uri: Some(uri), ..Req::default() }, vec!["k8s.exec.into_pod"])
+                        (
+                            Req {
+                                verb: "create",
+                                resource: "pods",
+                                subresource: Some("exec"),
+                                namespace: Some(ns),
+                                name: Some(name),
+                                code: 101,
+                                uri: Some(uri),
+                                ..Req::default()
+                            },
+                            vec!["k8s.exec.into_pod"],
+                        )
                     }
-                    _ => (Req { verb: "patch", resource: "deployments", subresource: Some("scale"), api_group: "apps", namespace: Some(ns), name: Some(g.rng.pick(APPS).to_string()), code: 200, ..Req::default() }, vec![]),
+                    _ => (
+                        Req {
+                            verb: "patch",
+                            resource: "deployments",
+                            subresource: Some("scale"),
+                            api_group: "apps",
+                            namespace: Some(ns),
+                            name: Some(g.rng.pick(APPS).to_string()),
+                            code: 200,
+                            ..Req::default()
+                        },
+                        vec![],
+                    ),
                 };
                 return_push(&mut g, &mut out, t, &human, &req, expect, servers);
                 continue;
@@ -346,7 +579,15 @@ pub fn benign(seed: u64, start: i64, hours: i64, events: usize, servers: usize) 
     out
 }
 
-fn return_push(g: &mut Generator, out: &mut Vec<GenEvent>, t: i64, who: &Who, req: &Req, expect: Vec<&'static str>, servers: usize) {
+fn return_push(
+    g: &mut Generator,
+    out: &mut Vec<GenEvent>,
+    t: i64,
+    who: &Who,
+    req: &Req,
+    expect: Vec<&'static str>,
+    servers: usize,
+) {
     let with_received = g.rng.chance(10);
     let server = g.rng.below(servers.max(1) as u64) as usize;
     for (audit_id, ev) in g.event(t, who, req, with_received) {
@@ -371,17 +612,31 @@ pub struct Attack {
 /// The attack snippets of `samples/attacks/`, placed at `start` + a few hours.
 pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
     let mut g = Generator::new(seed ^ 0xA77A_C4);
-    let mut mallory = Who::new("mallory@example.com", &["devs", "system:authenticated"], "kubectl/v1.30.0 (linux/amd64) kubernetes/7c48c2b", "198.51.100.77");
-    mallory.credential_id = Some("X509SHA256=9d2c7be1f0a44c3e8e5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f80912".into());
-    let curl = Who { user_agent: "curl/8.5.0".into(), ..mallory.clone() };
-    let mut attacks = Vec::new();
-    let mut snippet = |g: &mut Generator, name, description, steps: Vec<(i64, &Who, Req, Vec<&'static str>)>| {
-        let mut events = Vec::new();
-        for (offset, who, req, expect) in steps {
-            return_push(g, &mut events, start + offset, who, &req, expect, 1);
-        }
-        attacks.push(Attack { name, description, events });
+    let mut mallory = Who::new(
+        "mallory@example.com",
+        &["devs", "system:authenticated"],
+        "kubectl/v1.30.0 (linux/amd64) kubernetes/7c48c2b",
+        "198.51.100.77",
+    );
+    mallory.credential_id =
+        Some("X509SHA256=9d2c7be1f0a44c3e8e5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f80912".into());
+    let curl = Who {
+        user_agent: "curl/8.5.0".into(),
+        ..mallory.clone()
     };
+    let mut attacks = Vec::new();
+    let mut snippet =
+        |g: &mut Generator, name, description, steps: Vec<(i64, &Who, Req, Vec<&'static str>)>| {
+            let mut events = Vec::new();
+            for (offset, who, req, expect) in steps {
+                return_push(g, &mut events, start + offset, who, &req, expect, 1);
+            }
+            attacks.push(Attack {
+                name,
+                description,
+                events,
+            });
+        };
     snippet(
         &mut g,
         "cluster-admin-binding",
@@ -400,12 +655,30 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
         &mut g,
         "privileged-pod",
         "A privileged pod with the host's root filesystem and PID namespace: a node breakout.",
-        vec![(11 * HOUR, &mallory, Req { verb: "create", resource: "pods", namespace: Some("default".into()), code: 201,
-            request_object: Some(pod("debug-tools", "alpine:3.19", json!({"hostPID": true,
+        vec![(
+            11 * HOUR,
+            &mallory,
+            Req {
+                verb: "create",
+                resource: "pods",
+                namespace: Some("default".into()),
+                code: 201,
+                request_object: Some(pod(
+                    "debug-tools",
+                    "alpine:3.19",
+                    json!({"hostPID": true,
                 "containers": [{"name": "debug-tools", "image": "alpine:3.19", "command": ["sleep", "infinity"], "securityContext": {"privileged": true},
                                 "volumeMounts": [{"name": "host", "mountPath": "/host"}]}],
-                "volumes": [{"name": "host", "hostPath": {"path": "/"}}]}))), ..Req::default() },
-            vec!["k8s.workload.privileged", "k8s.workload.host_namespaces", "k8s.workload.sensitive_hostpath"])],
+                "volumes": [{"name": "host", "hostPath": {"path": "/"}}]}),
+                )),
+                ..Req::default()
+            },
+            vec![
+                "k8s.workload.privileged",
+                "k8s.workload.host_namespaces",
+                "k8s.workload.sensitive_hostpath",
+            ],
+        )],
     );
     snippet(
         &mut g,
@@ -419,7 +692,18 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
         &mut g,
         "cluster-wide-secret-list",
         "Every Secret of the cluster listed with curl and the stolen credential.",
-        vec![(15 * HOUR, &curl, Req { verb: "list", resource: "secrets", code: 200, uri: Some("/api/v1/secrets?limit=500".into()), ..Req::default() }, vec!["k8s.secrets.cluster_wide_list"])],
+        vec![(
+            15 * HOUR,
+            &curl,
+            Req {
+                verb: "list",
+                resource: "secrets",
+                code: 200,
+                uri: Some("/api/v1/secrets?limit=500".into()),
+                ..Req::default()
+            },
+            vec!["k8s.secrets.cluster_wide_list"],
+        )],
     );
     attacks
 }
@@ -428,7 +712,13 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
 pub fn stream(seed: u64, start: i64, mut f: impl FnMut(&str) -> bool) {
     let mut chunk = 0u64;
     loop {
-        let day = benign(seed.wrapping_add(chunk), start + chunk as i64 * HOUR, 1, 20_000, 1);
+        let day = benign(
+            seed.wrapping_add(chunk),
+            start + chunk as i64 * HOUR,
+            1,
+            20_000,
+            1,
+        );
         for e in &day {
             if !f(&e.line) {
                 return;

@@ -29,6 +29,8 @@ use worker::{Processed, WorkerContext};
 
 pub struct ReplayOptions {
     pub paths: Vec<String>,
+    /// Files never read as input (this run's own outputs, when written beside the logs).
+    pub exclude: Vec<std::path::PathBuf>,
     /// File-name globs picked up inside directories.
     pub include: Vec<String>,
     pub threads: usize,
@@ -46,6 +48,7 @@ impl Default for ReplayOptions {
     fn default() -> Self {
         ReplayOptions {
             paths: Vec::new(),
+            exclude: Vec::new(),
             include: file::DEFAULT_INCLUDE
                 .iter()
                 .map(|s| s.to_string())
@@ -97,7 +100,8 @@ pub fn replay(
     let started = Instant::now();
     let mut stats = RunStats::default();
     let include = file::include_set(&opts.include)?;
-    let (files, problems) = file::discover(&opts.paths, &include);
+    let (mut files, problems) = file::discover(&opts.paths, &include);
+    file::exclude(&mut files, &opts.exclude);
     for p in &problems {
         tracing::warn!(path = %p.path, "cannot read input: {}", p.detail);
         stats.reject("unreadable_path", &p.path, 0, 0, &p.detail);

@@ -85,6 +85,23 @@ pub fn discover(args: &[String], include: &GlobSet) -> (Vec<InputFile>, Vec<Path
     (files, problems)
 }
 
+/// Drops the given paths (compared after resolving links and `..`) from the input list.
+pub fn exclude(files: &mut Vec<InputFile>, paths: &[PathBuf]) {
+    let excluded: Vec<PathBuf> = paths.iter().filter_map(|p| resolve(p)).collect();
+    if !excluded.is_empty() {
+        files.retain(|f| resolve(&f.path).is_none_or(|c| !excluded.contains(&c)));
+    }
+}
+
+/// Absolute form of a path whose file may not exist yet.
+fn resolve(p: &Path) -> Option<PathBuf> {
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.canonicalize().ok()?,
+        _ => std::env::current_dir().ok()?,
+    };
+    Some(parent.join(p.file_name()?))
+}
+
 fn walk_dir(
     dir: &Path,
     include: &GlobSet,

@@ -1,0 +1,401 @@
+//! End-to-end tests of `audithound replay`: the built binary on `samples/`, on real public logs
+//! and on crafted bad input.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn audithound(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_audithound"))
+        .current_dir(root())
+        .args(args)
+        .output()
+        .expect("run audithound")
+}
+
+fn alerts(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("alert line is JSON"))
+        .collect()
+}
+
+fn rule_and_audit_ids(alerts: &[Value]) -> BTreeSet<(String, String)> {
+    alerts
+        .iter()
+        .map(|a| {
+            let ids = a["evidence"]["audit_ids"].as_array().expect("audit ids");
+            assert_eq!(ids.len(), 1);
+            (
+                a["rule"]["id"].as_str().unwrap().to_owned(),
+                ids[0].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn summary(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("summary written")).expect("summary is JSON")
+}
+
+#[test]
+fn samples_raise_exactly_the_expected_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary_path = dir.path().join("summary.json");
+    let out = audithound(&[
+        "replay",
+        "samples/",
+        "--threads",
+        "2",
+        "--summary-json",
+        summary_path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let expected: BTreeSet<(String, String)> =
+        std::fs::read_to_string(root().join("samples/expected-alerts.tsv"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let mut f = l.split('\t');
+                (f.next().unwrap().to_owned(), f.next().unwrap().to_owned())
+            })
+            .collect();
+    let got = alerts(&out.stdout);
+    assert_eq!(rule_and_audit_ids(&got), expected);
+    assert_eq!(got.len(), expected.len(), "no duplicate alerts");
+    // Every attack scenario is represented.
+    for rule in [
+        "k8s.rbac.admin_binding",
+        "k8s.workload.privileged",
+        "k8s.exec.into_system_pod",
+        "k8s.secrets.cluster_wide_list",
+    ] {
+        assert!(
+            expected.iter().any(|(r, _)| r == rule),
+            "{rule} missing from expectations"
+        );
+    }
+
+    let s = summary(&summary_path);
+    assert_eq!(s["rejected"], serde_json::json!({}));
+    assert_eq!(s["files"], 7);
+    // RequestReceived twins are read but not analysed, so nothing is double-counted.
+    let (events, analysed, skipped) = (
+        s["events"].as_u64().unwrap(),
+        s["analysed"].as_u64().unwrap(),
+        s["skipped_stage"].as_u64().unwrap(),
+    );
+    assert!(skipped > 1000, "samples carry RequestReceived twins");
+    assert_eq!(events, analysed + skipped);
+
+    // Alerts come out in event-time order across the three API servers' files.
+    let times: Vec<&str> = got.iter().map(|a| a["time"].as_str().unwrap()).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "alerts not in time order: {times:?}"
+    );
+    let admin = got
+        .iter()
+        .find(|a| a["rule"]["id"] == "k8s.rbac.admin_binding")
+        .unwrap();
+    assert_eq!(admin["actor"]["username"], "mallory@example.com");
+    assert_eq!(admin["rule"]["severity"], "high");
+    assert_eq!(admin["target"]["resource"], "clusterrolebindings");
+    assert!(admin["summary"].as_str().unwrap().contains("cluster-admin"));
+    assert!(admin["actor"]["credential_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("X509SHA256="));
+}
+
+#[test]
+fn output_is_identical_for_any_thread_count() {
+    let one = audithound(&["replay", "samples/", "--threads", "1", "-q"]);
+    let eight = audithound(&["replay", "samples/", "--threads", "8", "-q"]);
+    assert!(one.status.success() && eight.status.success());
+    assert!(!one.stdout.is_empty());
+    assert_eq!(one.stdout, eight.stdout);
+}
+
+#[test]
+fn time_window_limits_the_replay() {
+    let out = audithound(&[
+        "replay",
+        "samples/",
+        "-q",
+        "--from",
+        "2025-03-04T10:00:00Z",
+        "--to",
+        "2025-03-04T14:00:00Z",
+    ]);
+    assert!(out.status.success());
+    let rules: BTreeSet<String> = alerts(&out.stdout)
+        .iter()
+        .filter(|a| a["rule"]["severity"] != "low")
+        .map(|a| a["rule"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    // 11:00 privileged pod and 13:00 exec are inside; the 09:00 binding and 15:00 list are not.
+    let want: BTreeSet<String> = [
+        "k8s.workload.privileged",
+        "k8s.workload.host_namespaces",
+        "k8s.workload.sensitive_hostpath",
+        "k8s.exec.into_system_pod",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(rules, want);
+}
+
+#[test]
+fn ocsf_output_is_a_detection_finding() {
+    let out = audithound(&["replay", "samples/attacks/", "-q", "--format", "ocsf"]);
+    assert!(out.status.success());
+    let findings = alerts(&out.stdout);
+    assert_eq!(findings.len(), 6);
+    for f in &findings {
+        assert_eq!(f["class_uid"], 2004);
+        assert_eq!(f["type_uid"], 200401);
+        assert!(f["finding_info"]["analytic"]["uid"]
+            .as_str()
+            .unwrap()
+            .starts_with("k8s."));
+        assert!(f["severity_id"].as_u64().unwrap() >= 3);
+        assert_eq!(f["actor"]["user"]["name"], "mallory@example.com");
+    }
+}
+
+const GOOD: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"good-1","stage":"ResponseComplete","verb":"list","user":{"username":"eve"},"objectRef":{"resource":"secrets"},"responseStatus":{"code":200},"stageTimestamp":"2025-03-04T10:00:00Z"}"#;
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn bad_input_is_counted_reported_and_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut mixed = Vec::new();
+    for line in [
+        GOOD.to_string(),
+        GOOD[..GOOD.len() / 2].to_string(),          // truncated
+        "{\"kind\":\"Event\",,}".to_string(),        // invalid JSON
+        GOOD.replace(r#"{"username":"eve"}"#, "42"), // wrong type for `user`
+        r#"{"message":"hello"}"#.to_string(),        // JSON, not an audit event
+        format!("{{\"pad\":\"{}\"}}", "x".repeat(10_000)), // over --max-line-bytes
+        String::new(),                               // blank: ignored
+        GOOD.replace("good-1", "good-2"),
+    ] {
+        mixed.extend_from_slice(line.as_bytes());
+        mixed.push(b'\n');
+    }
+    mixed.extend_from_slice(b"{\"auditID\":\"\xff\xfe\"}\n"); // invalid UTF-8
+    std::fs::write(d.join("mixed.log"), &mixed).unwrap();
+    std::fs::write(d.join("empty.log"), b"").unwrap();
+
+    // A gzip archive cut in its middle: what precedes the damage is still read.
+    let many: String = (0..2000)
+        .map(|i| GOOD.replace("good-1", &format!("gz-{i}")) + "\n")
+        .collect();
+    let gz = gzip(many.as_bytes());
+    std::fs::write(d.join("broken.log.gz"), &gz[..gz.len() / 2]).unwrap();
+    let mut zst = vec![0x28, 0xb5, 0x2f, 0xfd];
+    zst.extend_from_slice(&[0x55; 300]);
+    std::fs::write(d.join("broken.log.zst"), &zst).unwrap();
+
+    // Outputs written into the input directory must not be read back as input.
+    let summary_path = d.join("summary.json");
+    let dead = d.join("dead.jsonl");
+    let missing = d.join("missing.log");
+    let out = audithound(&[
+        "replay",
+        d.to_str().unwrap(),
+        missing.to_str().unwrap(),
+        "--max-line-bytes",
+        "4096",
+        "--dead-letter",
+        dead.to_str().unwrap(),
+        "--summary-json",
+        summary_path.to_str().unwrap(),
+        "--rules",
+        "detectors",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    let s = summary(&summary_path);
+    let want = serde_json::json!({
+        "truncated_json": 1, "invalid_json": 1, "wrong_type": 1, "not_audit_event": 1,
+        "line_too_long": 1, "invalid_utf8": 1, "empty_file": 1, "corrupt_archive": 2, "unreadable_path": 1,
+    });
+    assert_eq!(s["rejected"], want);
+    let gz_events = s["events"].as_u64().unwrap() - 2;
+    assert!(
+        gz_events > 0 && gz_events < 2000,
+        "events before the gzip damage: {gz_events}"
+    );
+
+    // Both good events of the damaged file still raise their alert.
+    let got = rule_and_audit_ids(&alerts(&out.stdout));
+    assert!(got.contains(&("k8s.secrets.cluster_wide_list".into(), "good-1".into())));
+    assert!(got.contains(&("k8s.secrets.cluster_wide_list".into(), "good-2".into())));
+
+    // Every rejection is in the dead-letter file with its place.
+    let dead_lines: Vec<Value> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead_lines.len(), 10);
+    let truncated = dead_lines
+        .iter()
+        .find(|r| r["reason"] == "truncated_json")
+        .unwrap();
+    assert!(truncated["file"].as_str().unwrap().ends_with("mixed.log"));
+    assert_eq!(truncated["line"], 2);
+    assert_eq!(truncated["raw"], &GOOD[..GOOD.len() / 2]);
+    let long = dead_lines
+        .iter()
+        .find(|r| r["reason"] == "line_too_long")
+        .unwrap();
+    assert_eq!(long["line"], 6);
+    // And the summary on stderr names file and line.
+    assert!(
+        stderr.contains("mixed.log:2 [truncated_json]"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn garbage_inside_a_damaged_archive_is_rejected_line_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let many: String = (0..3000)
+        .map(|i| GOOD.replace("good-1", &format!("gz-{i}")) + "\n")
+        .collect();
+    let mut gz = gzip(many.as_bytes());
+    let mid = gz.len() / 2;
+    gz[mid..mid + 64].fill(0xAA); // deflate decodes garbage until the CRC check at the end
+    std::fs::write(dir.path().join("damaged.log.gz"), &gz).unwrap();
+    let summary_path = dir.path().join("s.json");
+    let out = audithound(&[
+        "replay",
+        dir.path().join("damaged.log.gz").to_str().unwrap(),
+        "-q",
+        "--summary-json",
+        summary_path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&summary_path);
+    let rejected: u64 = s["rejected"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    let events = s["events"].as_u64().unwrap();
+    assert!(events > 100 && events < 3000, "{s:#}");
+    assert!(rejected > 0, "{s:#}");
+}
+
+#[test]
+fn nothing_readable_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("junk.log"), b"not json\nstill not json\n").unwrap();
+    let out = audithound(&["replay", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no audit events could be read"),
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains("invalid_json: 2"), "stderr: {stderr}");
+
+    let out = audithound(&["replay", "/nonexistent/audit.log"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no input files found"));
+}
+
+#[test]
+fn event_lists_pretty_or_compact_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let list: Value = serde_json::json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1",
+        "items": [serde_json::from_str::<Value>(GOOD).unwrap(), serde_json::from_str::<Value>(&GOOD.replace("good-1", "good-2")).unwrap()]});
+    std::fs::write(
+        dir.path().join("batch.json"),
+        serde_json::to_string_pretty(&list).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("compact.json"),
+        list.to_string().replace("good-", "compact-"),
+    )
+    .unwrap();
+    let out = audithound(&["replay", dir.path().to_str().unwrap(), "-q"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: BTreeSet<String> = rule_and_audit_ids(&alerts(&out.stdout))
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(
+        ids,
+        ["compact-1", "compact-2", "good-1", "good-2"]
+            .map(String::from)
+            .into()
+    );
+}
+
+#[test]
+fn real_public_logs_parse_without_unexplained_rejections() {
+    let realdata = root().join("../shared/realdata");
+    assert!(
+        realdata.is_dir(),
+        "{} is missing: CI clones main with shared/ beside it",
+        realdata.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let summary_path = dir.path().join("s.json");
+    let out = audithound(&[
+        "replay",
+        realdata.to_str().unwrap(),
+        "-q",
+        "--summary-json",
+        summary_path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&summary_path);
+    assert_eq!(s["rejected"], serde_json::json!({}), "{s:#}");
+    // 757 v1beta1 events + 2 native + 1 GKE + 2 AKS.
+    assert_eq!(s["events"], 762);
+    assert_eq!(
+        s["formats"],
+        serde_json::json!({"aks": 2, "gke": 1, "native": 759})
+    );
+    assert!(
+        s["skipped_stage"].as_u64().unwrap() > 0,
+        "v1beta1 log has RequestReceived events"
+    );
+}
