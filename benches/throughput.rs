@@ -1,1 +1,112 @@
-fn main() {}
+//! Replay throughput against a bare serde_json parse of the same file, measured in one run.
+//!
+//!     cargo bench --bench throughput                        # 1 GiB input
+//!     AUDITHOUND_BENCH_MB=200 cargo bench --bench throughput # smaller
+//!
+//! (a) baseline: one thread reads the file line by line and deserializes every line into the
+//!     same borrowed `AuditEvent` the pipeline uses, nothing else;
+//! (b) `audithound replay` (the release binary, all shipped detectors, --threads 1 and 2), timed
+//!     end to end including process start, rule loading and the summary, with its peak RSS.
+//! Ratios b/a are what to compare across machines: both sides run on the same box at the same time.
+
+use audithound::event::AuditEvent;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+fn main() {
+    let mb: u64 = std::env::var("AUDITHOUND_BENCH_MB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
+    let data = ensure_input(mb);
+    let bytes = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
+    println!("input: {} ({:.0} MiB)", data.display(), bytes as f64 / (1 << 20) as f64);
+
+    let (events, base_secs) = bare_parse(&data);
+    let base_rate = events as f64 / base_secs;
+    println!("{:<34} {:>12} {:>10} {:>8} {:>10}", "", "events/s", "MiB/s", "ratio", "peak RSS");
+    let mib_s = |secs: f64| bytes as f64 / (1 << 20) as f64 / secs;
+    println!("{:<34} {:>12.0} {:>10.1} {:>8.2} {:>10}", "(a) bare serde_json parse, 1 thread", base_rate, mib_s(base_secs), 1.0, "-");
+    for threads in [1, 2] {
+        let (secs, rss_kib, replay_events) = replay(&data, threads);
+        assert_eq!(replay_events, events, "replay and baseline saw different event counts");
+        println!(
+            "{:<34} {:>12.0} {:>10.1} {:>8.2} {:>7} MiB",
+            format!("(b) audithound replay, {threads} thread(s)"),
+            events as f64 / secs,
+            mib_s(secs),
+            base_secs / secs,
+            rss_kib / 1024
+        );
+    }
+}
+
+/// Generates (once) a benign-traffic log of about `mb` MiB under target/bench-data.
+fn ensure_input(mb: u64) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    let path = dir.join(format!("audit-{mb}MiB.log"));
+    if path.exists() {
+        return path;
+    }
+    std::fs::create_dir_all(&dir).expect("create target/bench-data");
+    let tmp = path.with_extension("partial");
+    let mut w = BufWriter::new(File::create(&tmp).expect("create bench input"));
+    let target = mb << 20;
+    let mut written = 0u64;
+    let start = audithound::event::time::parse_rfc3339_micros("2025-03-04T00:00:00Z").unwrap_or(0);
+    eprintln!("generating {mb} MiB of audit events into {} …", path.display());
+    audithound::synth::stream(7, start, |line| {
+        w.write_all(line.as_bytes()).expect("write bench input");
+        w.write_all(b"\n").expect("write bench input");
+        written += line.len() as u64 + 1;
+        written < target
+    });
+    w.flush().expect("flush bench input");
+    drop(w);
+    std::fs::rename(&tmp, &path).expect("rename bench input");
+    path
+}
+
+fn bare_parse(path: &Path) -> (u64, f64) {
+    let start = Instant::now();
+    let mut r = BufReader::with_capacity(256 * 1024, File::open(path).expect("open input"));
+    let mut line = Vec::new();
+    let mut events = 0u64;
+    loop {
+        line.clear();
+        match r.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                if let Ok(ev) = serde_json::from_slice::<AuditEvent>(line.trim_ascii_end()) {
+                    events += u64::from(ev.audit_id.is_some());
+                }
+            }
+            Err(e) => panic!("read input: {e}"),
+        }
+    }
+    (events, start.elapsed().as_secs_f64())
+}
+
+/// Runs the release binary; returns wall seconds, peak RSS in KiB and the events it decoded.
+fn replay(path: &Path, threads: usize) -> (f64, u64, u64) {
+    let summary = std::env::temp_dir().join(format!("audithound-bench-summary-{threads}.json"));
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audithound"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["replay", "-q", "--out", "/dev/null", "--threads", &threads.to_string(), "--summary-json"])
+        .arg(&summary)
+        .arg(path)
+        .spawn()
+        .expect("start audithound");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting on our own child; `usage` is a valid out-pointer.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(waited, pid, "wait4 failed");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "replay failed");
+    let _ = child.try_wait();
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("summary JSON");
+    (secs, usage.ru_maxrss as u64, s["events"].as_u64().unwrap_or(0))
+}
