@@ -35,7 +35,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  audithound replay samples/\n  audithound replay /var/log/kube-apiserver/ --threads 4 --format ocsf --out findings.jsonl\n  audithound replay 'archive/*/audit-*.log.gz' --from 2025-03-01T00:00:00Z --to 2025-03-02T00:00:00Z\n  audithound replay audit.log --dead-letter rejected.jsonl --summary-json summary.json"
     )]
-    Replay(ReplayArgs),
+    Replay(Box<ReplayArgs>),
     /// Work with detection rules: list, validate, self-test.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -148,7 +148,7 @@ fn init_logging(verbose: u8, quiet: bool) {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Replay(args) => replay(args, cli.quiet),
+        Command::Replay(args) => replay(*args, cli.quiet),
         Command::Rules(cmd) => rules(cmd),
     }
 }

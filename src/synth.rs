@@ -611,7 +611,7 @@ pub struct Attack {
 
 /// The attack snippets of `samples/attacks/`, placed at `start` + a few hours.
 pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
-    let mut g = Generator::new(seed ^ 0xA77A_C4);
+    let mut g = Generator::new(seed ^ 0x00A7_7AC4);
     let mut mallory = Who::new(
         "mallory@example.com",
         &["devs", "system:authenticated"],

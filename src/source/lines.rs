@@ -57,7 +57,7 @@ impl LineReader {
     }
 
     /// Reads the next non-blank record.
-    pub fn next(&mut self) -> Next {
+    pub fn next_record(&mut self) -> Next {
         loop {
             if self.done {
                 return Next::Eof;
@@ -178,26 +178,26 @@ mod tests {
     #[test]
     fn splits_lines_skips_blanks_and_tracks_positions() {
         let mut r = reader("{\"a\":1}\n\n{\"b\":2}", 100);
-        assert!(matches!(r.next(), Next::Record));
+        assert!(matches!(r.next_record(), Next::Record));
         assert_eq!(
             (r.record(), r.line(), r.offset()),
             (&b"{\"a\":1}"[..], 1, 0)
         );
-        assert!(matches!(r.next(), Next::Record));
+        assert!(matches!(r.next_record(), Next::Record));
         assert_eq!(
             (r.record(), r.line(), r.offset()),
             (&b"{\"b\":2}"[..], 3, 9)
         );
-        assert!(matches!(r.next(), Next::Eof));
+        assert!(matches!(r.next_record(), Next::Eof));
     }
 
     #[test]
     fn oversize_line_is_skipped_whole() {
         let long = "x".repeat(50);
         let mut r = reader(&format!("{long}\nok\n"), 10);
-        assert!(matches!(r.next(), Next::TooLong { len: 51 }));
+        assert!(matches!(r.next_record(), Next::TooLong { len: 51 }));
         assert_eq!(r.line(), 1);
-        assert!(matches!(r.next(), Next::Record));
+        assert!(matches!(r.next_record(), Next::Record));
         assert_eq!((r.record(), r.line()), (&b"ok"[..], 2));
     }
 
@@ -205,11 +205,11 @@ mod tests {
     fn pretty_printed_document_is_one_record() {
         let doc = "{\n  \"kind\": \"EventList\",\n  \"items\": []\n}\n";
         let mut r = reader(doc, 1000);
-        assert!(matches!(r.next(), Next::Record));
+        assert!(matches!(r.next_record(), Next::Record));
         let v: serde_json::Value = serde_json::from_slice(r.record()).unwrap();
         assert_eq!(v["kind"], "EventList");
-        assert!(matches!(r.next(), Next::Eof));
+        assert!(matches!(r.next_record(), Next::Eof));
         let mut small = reader(doc, 8);
-        assert!(matches!(small.next(), Next::TooLong { len } if len == doc.len() as u64));
+        assert!(matches!(small.next_record(), Next::TooLong { len } if len == doc.len() as u64));
     }
 }

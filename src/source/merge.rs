@@ -65,7 +65,7 @@ impl Merger {
         let scratch = Arc::new(AtomicU64::new(0));
         for i in 0..self.files.len() {
             match self.open_reader(i as u32, scratch.clone()) {
-                Ok(mut reader) => match reader.next() {
+                Ok(mut reader) => match reader.next_record() {
                     Next::Record => {
                         let t = sniff_time(reader.record()).unwrap_or(i64::MIN);
                         self.pending.push((t, i as u32));
@@ -139,7 +139,7 @@ impl Merger {
     /// Returns false at the end of the file.
     fn advance(&mut self, of: &mut OpenFile) -> bool {
         loop {
-            match of.reader.next() {
+            match of.reader.next_record() {
                 Next::Record => {
                     if let Some(t) = sniff_time(of.reader.record()) {
                         of.head_time = t;

@@ -1,0 +1,84 @@
+//! The rule tooling, through the built binary: the shipped library's own tests, and the errors
+//! a rule author sees.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn audithound(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_audithound"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .output()
+        .expect("run audithound")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn shipped_library_passes_its_own_tests() {
+    let listed = audithound(&["rules", "list", "detectors/"]);
+    assert!(listed.status.success());
+    let rules = stdout(&listed).lines().count();
+    assert!(rules >= 7, "{}", stdout(&listed));
+    let out = audithound(&["rules", "test", "detectors/"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains(&format!("{rules} passed, 0 failed")), "{}", stdout(&out));
+}
+
+fn write_rules(dir: &std::path::Path, body: &str) -> PathBuf {
+    let lists = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("detectors/00-lists.yaml")).unwrap();
+    std::fs::write(dir.join("00-lists.yaml"), lists).unwrap();
+    let p = dir.join("mine.yaml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+#[test]
+fn a_wrong_expectation_fails_the_rule_test() {
+    let dir = tempfile::tempdir().unwrap();
+    write_rules(
+        dir.path(),
+        r#"
+rules:
+  - id: test.get_secret
+    title: t
+    severity: low
+    condition: {all: [{verb: get}, {objectRef.resource: secrets}]}
+    summary: "{user.username}"
+    tests:
+      fire:
+        - {verb: get, objectRef: {resource: secrets}}
+      quiet:
+        - {verb: get, objectRef: {resource: secrets, namespace: x}}
+"#,
+    );
+    let out = audithound(&["rules", "test", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stdout(&out).contains("FAIL test.get_secret: tests.quiet[0] fired but should stay quiet"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("0 passed, 1 failed"));
+}
+
+#[test]
+fn bad_rules_are_reported_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_rules(
+        dir.path(),
+        "rules:\n  - id: bad\n    title: t\n    severity: urgent\n    condition: {verb: get}\n    summary: s\n",
+    );
+    let out = audithound(&["rules", "check", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:4:15", path.display())), "{err}");
+    assert!(err.contains("unknown variant `urgent`"), "{err}");
+
+    write_rules(
+        dir.path(),
+        "rules:\n  - id: bad\n    title: t\n    severity: low\n    condition: {all: [{verb: get}, {user.nmae: x}]}\n    summary: '{verb}'\n",
+    );
+    let out = audithound(&["rules", "check", dir.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("rules[0] (id bad).condition.all[1].user.nmae: unknown field \"user.nmae\""), "{err}");
+}
