@@ -17,22 +17,42 @@ use std::process::Command;
 use std::time::Instant;
 
 fn main() {
-    let mb: u64 = std::env::var("AUDITHOUND_BENCH_MB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
+    let mb: u64 = std::env::var("AUDITHOUND_BENCH_MB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1024);
     let data = ensure_input(mb);
     let bytes = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
-    println!("input: {} ({:.0} MiB)", data.display(), bytes as f64 / (1 << 20) as f64);
+    println!(
+        "input: {} ({:.0} MiB)",
+        data.display(),
+        bytes as f64 / (1 << 20) as f64
+    );
 
     // Best of two baseline runs (one warms the page cache), so noise cannot flatter the ratio.
     let (events, first) = bare_parse(&data);
     let (_, second) = bare_parse(&data);
     let base_secs = first.min(second);
     let base_rate = events as f64 / base_secs;
-    println!("{:<34} {:>12} {:>10} {:>8} {:>10}", "", "events/s", "MiB/s", "ratio", "peak RSS");
+    println!(
+        "{:<34} {:>12} {:>10} {:>8} {:>10}",
+        "", "events/s", "MiB/s", "ratio", "peak RSS"
+    );
     let mib_s = |secs: f64| bytes as f64 / (1 << 20) as f64 / secs;
-    println!("{:<34} {:>12.0} {:>10.1} {:>8.2} {:>10}", "(a) bare serde_json parse, 1 thread", base_rate, mib_s(base_secs), 1.0, "-");
+    println!(
+        "{:<34} {:>12.0} {:>10.1} {:>8.2} {:>10}",
+        "(a) bare serde_json parse, 1 thread",
+        base_rate,
+        mib_s(base_secs),
+        1.0,
+        "-"
+    );
     for threads in [1, 2] {
         let (secs, rss_kib, replay_events) = replay(&data, threads);
-        assert_eq!(replay_events, events, "replay and baseline saw different event counts");
+        assert_eq!(
+            replay_events, events,
+            "replay and baseline saw different event counts"
+        );
         println!(
             "{:<34} {:>12.0} {:>10.1} {:>8.2} {:>7} MiB",
             format!("(b) audithound replay, {threads} thread(s)"),
@@ -57,7 +77,10 @@ fn ensure_input(mb: u64) -> PathBuf {
     let target = mb << 20;
     let mut written = 0u64;
     let start = audithound::event::time::parse_rfc3339_micros("2025-03-04T00:00:00Z").unwrap_or(0);
-    eprintln!("generating {mb} MiB of audit events into {} …", path.display());
+    eprintln!(
+        "generating {mb} MiB of audit events into {} …",
+        path.display()
+    );
     audithound::synth::stream(7, start, |line| {
         w.write_all(line.as_bytes()).expect("write bench input");
         w.write_all(b"\n").expect("write bench input");
@@ -96,7 +119,15 @@ fn replay(path: &Path, threads: usize) -> (f64, u64, u64) {
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_audithound"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["replay", "-q", "--out", "/dev/null", "--threads", &threads.to_string(), "--summary-json"])
+        .args([
+            "replay",
+            "-q",
+            "--out",
+            "/dev/null",
+            "--threads",
+            &threads.to_string(),
+            "--summary-json",
+        ])
         .arg(&summary)
         .arg(path)
         .spawn()
@@ -108,8 +139,16 @@ fn replay(path: &Path, threads: usize) -> (f64, u64, u64) {
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(waited, pid, "wait4 failed");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "replay failed");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "replay failed"
+    );
     let _ = child.try_wait();
-    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("summary JSON");
-    (secs, usage.ru_maxrss as u64, s["events"].as_u64().unwrap_or(0))
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("summary JSON");
+    (
+        secs,
+        usage.ru_maxrss as u64,
+        s["events"].as_u64().unwrap_or(0),
+    )
 }

@@ -24,11 +24,18 @@ fn shipped_library_passes_its_own_tests() {
     assert!(rules >= 7, "{}", stdout(&listed));
     let out = audithound(&["rules", "test", "detectors/"]);
     assert!(out.status.success(), "{}", stdout(&out));
-    assert!(stdout(&out).contains(&format!("{rules} passed, 0 failed")), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("{rules} passed, 0 failed")),
+        "{}",
+        stdout(&out)
+    );
 }
 
 fn write_rules(dir: &std::path::Path, body: &str) -> PathBuf {
-    let lists = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("detectors/00-lists.yaml")).unwrap();
+    let lists = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("detectors/00-lists.yaml"),
+    )
+    .unwrap();
     std::fs::write(dir.join("00-lists.yaml"), lists).unwrap();
     let p = dir.join("mine.yaml");
     std::fs::write(&p, body).unwrap();
@@ -56,7 +63,11 @@ rules:
     );
     let out = audithound(&["rules", "test", dir.path().to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(stdout(&out).contains("FAIL test.get_secret: tests.quiet[0] fired but should stay quiet"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("FAIL test.get_secret: tests.quiet[0] fired but should stay quiet"),
+        "{}",
+        stdout(&out)
+    );
     assert!(stdout(&out).contains("0 passed, 1 failed"));
 }
 
@@ -80,5 +91,8 @@ fn bad_rules_are_reported_with_their_place() {
     let out = audithound(&["rules", "check", dir.path().to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("rules[0] (id bad).condition.all[1].user.nmae: unknown field \"user.nmae\""), "{err}");
+    assert!(
+        err.contains("rules[0] (id bad).condition.all[1].user.nmae: unknown field \"user.nmae\""),
+        "{err}"
+    );
 }
