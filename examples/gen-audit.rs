@@ -6,7 +6,9 @@
 //! Output is deterministic: the same seed writes the same bytes.
 
 use audithound::event::time::parse_rfc3339_micros;
-use audithound::synth;
+use audithound::event::Format;
+use audithound::synth::{self, formats};
+use serde_json::{json, Value};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -65,6 +67,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         w.flush()?;
     }
 
+    write_formats(out, seed, start, &mut expected)?;
+
     expected.sort();
     let mut w = BufWriter::new(File::create(out.join("expected-alerts.tsv"))?);
     writeln!(
@@ -80,5 +84,77 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         day.len(),
         out.display()
     );
+    Ok(())
+}
+
+/// `samples/formats/`: the cluster-admin binding and the privileged pod as each provider ships
+/// them, each file with its own audit IDs, plus the awkward records each provider produces.
+fn write_formats(
+    out: &Path,
+    seed: u64,
+    start: i64,
+    expected: &mut Vec<(String, String, String)>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = out.join("formats");
+    fs::create_dir_all(&dir)?;
+    let files: [(&str, Format, &str); 7] = [
+        ("native.log", Format::Native, "default"),
+        ("eventlist.json", Format::EventList, "default"),
+        ("ack.log", Format::Ack, "c5e8f0a1b2c3d4e5f60718293a4b5c6d7"),
+        ("eks-cloudwatch.json.gz", Format::Eks, "prod-eks"),
+        ("eks-s3-export.log", Format::Eks, "default"),
+        ("gke.log", Format::Gke, "prod-gke"),
+        ("aks.log", Format::Aks, "prod-aks"),
+    ];
+    for (i, (name, format, cluster)) in files.into_iter().enumerate() {
+        let attacks = synth::attacks(seed + 1 + i as u64, start);
+        let events: Vec<_> = attacks
+            .iter()
+            .take(2)
+            .flat_map(|a| a.events.iter())
+            .filter(|e| e.line.contains("ResponseComplete"))
+            .collect();
+        let values: Vec<Value> = events
+            .iter()
+            .map(|e| serde_json::from_str(&e.line))
+            .collect::<Result<_, _>>()?;
+        let mut content = if name == "eks-s3-export.log" {
+            formats::eks_s3_export(&values)
+        } else {
+            formats::render(format, &values, cluster)
+        };
+        match format {
+            Format::Aks => content.push_str(&format!(
+                "{}\n",
+                json!({"category": "kube-apiserver", "properties": {"log": "I0304 09:00:00.000000 1 controller.go:615] quota admission added evaluator"}, "time": "2025-03-04T09:00:00Z"})
+            )),
+            Format::Eks if name.ends_with(".gz") => {
+                let cut = &values[0].to_string()[..200];
+                let awkward = [
+                    json!({"messageType": "CONTROL_MESSAGE", "owner": "CloudwatchLogs", "logGroup": "", "logStream": "", "subscriptionFilters": [], "logEvents": [{"id": "", "timestamp": 0, "message": "CWL CONTROL MESSAGE: Checking health of destination Firehose."}]}),
+                    json!({"messageType": "DATA_MESSAGE", "logGroup": format!("/aws/eks/{cluster}/cluster"), "logEvents": [{"id": "1", "timestamp": 0, "message": format!("{cut}[Truncated...]")}]}),
+                ];
+                for a in awkward {
+                    content.push_str(&format!("{a}\n"));
+                }
+            }
+            _ => {}
+        }
+        let bytes = if name.ends_with(".gz") {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            e.write_all(content.as_bytes())?;
+            e.finish()?
+        } else {
+            content.into_bytes()
+        };
+        fs::write(dir.join(name), bytes)?;
+        for e in events {
+            expected.extend(
+                e.expect
+                    .iter()
+                    .map(|r| (r.to_string(), e.audit_id.clone(), format!("formats/{name}"))),
+            );
+        }
+    }
     Ok(())
 }

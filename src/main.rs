@@ -3,7 +3,7 @@
 use anyhow::Context;
 use audithound::alert::OutputFormat;
 use audithound::engine::{self, ReplayOptions};
-use audithound::event::{time, Stage};
+use audithound::event::{time, DecodeOptions, Format, Stage};
 use audithound::rules::{testing, RuleSet};
 use audithound::sink::JsonLines;
 use clap::{Args, Parser, Subcommand};
@@ -76,9 +76,21 @@ struct ReplayArgs {
     /// Write the run summary (counts, rejections by reason, alerts by rule) here as JSON.
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
-    /// Cluster name for events whose envelope names none.
+    /// Cluster name for events whose envelope (AKS resource id, GKE cluster_name, EKS log group,
+    /// ACK logstore) and path name none.
     #[arg(long, default_value = "default", value_name = "NAME")]
     cluster: String,
+    /// Regex over each file's path; its first capture group is the cluster of that file's events.
+    /// Example: --cluster-from-path 'clusters/([^/]+)/'
+    #[arg(long, value_name = "REGEX")]
+    cluster_from_path: Option<regex::Regex>,
+    /// Top-level field of flat ACK/SLS records that names the cluster. Example: --cluster-field cluster_id
+    #[arg(long, value_name = "KEY")]
+    cluster_field: Option<String>,
+    /// Input format: auto detects each record (native, EventList, ACK, EKS, GKE, AKS); naming one
+    /// rejects records of any other format as format_mismatch.
+    #[arg(long, value_enum, default_value = "auto")]
+    input_format: InputFormat,
     /// File-name glob picked up inside directories; repeat for more. Replaces the default set.
     #[arg(long, value_name = "GLOB")]
     include: Vec<String>,
@@ -105,6 +117,29 @@ struct RulesDir {
     /// Rule directories or files. Default: ./detectors
     #[arg(value_name = "DIR")]
     dirs: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum InputFormat {
+    Auto,
+    Native,
+    Ack,
+    Eks,
+    Gke,
+    Aks,
+}
+
+impl InputFormat {
+    fn expected(self) -> Option<Format> {
+        match self {
+            InputFormat::Auto => None,
+            InputFormat::Native => Some(Format::Native),
+            InputFormat::Ack => Some(Format::Ack),
+            InputFormat::Eks => Some(Format::Eks),
+            InputFormat::Gke => Some(Format::Gke),
+            InputFormat::Aks => Some(Format::Aks),
+        }
+    }
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
@@ -181,6 +216,11 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         stages: args.stages,
         max_record_bytes: args.max_line_bytes,
         default_cluster: args.cluster,
+        cluster_from_path: args.cluster_from_path,
+        decode: DecodeOptions {
+            expect: args.input_format.expected(),
+            cluster_field: args.cluster_field,
+        },
         progress: !args.no_progress && !quiet,
         ..ReplayOptions::default()
     };

@@ -727,3 +727,164 @@ pub fn stream(seed: u64, start: i64, mut f: impl FnMut(&str) -> bool) {
         chunk += 1;
     }
 }
+
+/// How the providers ship the same events: renders native events as one file of `format`.
+pub mod formats {
+    use crate::event::time::{format_micros, parse_rfc3339_micros};
+    use crate::event::Format;
+    use serde_json::{json, Value};
+
+    /// The file content of `events` (native event objects) as `format` ships them.
+    pub fn render(format: Format, events: &[Value], cluster: &str) -> String {
+        let lines: Vec<String> = match format {
+            Format::Native => events.iter().map(Value::to_string).collect(),
+            Format::EventList => {
+                let list = json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": events});
+                return serde_json::to_string_pretty(&list).unwrap_or_default() + "\n";
+            }
+            Format::Ack => events.iter().map(|e| ack(e, cluster).to_string()).collect(),
+            Format::Eks => return eks_subscription(events, cluster).to_string() + "\n",
+            Format::Gke => events.iter().map(|e| gke(e, cluster).to_string()).collect(),
+            Format::Aks => events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| aks(e, cluster, i % 2 == 0).to_string())
+                .collect(),
+        };
+        lines.join("\n") + "\n"
+    }
+
+    /// CloudWatch export to S3: each event prefixed with its ingestion time.
+    pub fn eks_s3_export(events: &[Value]) -> String {
+        events
+            .iter()
+            .map(|e| format!("{} {}\n", e["stageTimestamp"].as_str().unwrap_or(""), e))
+            .collect()
+    }
+
+    /// A CloudWatch Logs subscription batch (what a Lambda or Firehose receives, gzip aside).
+    pub fn eks_subscription(events: &[Value], cluster: &str) -> Value {
+        let log_events: Vec<Value> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let ms = e["stageTimestamp"]
+                    .as_str()
+                    .and_then(parse_rfc3339_micros)
+                    .unwrap_or(0)
+                    / 1000;
+                json!({"id": format!("{:056}", i), "timestamp": ms, "message": e.to_string()})
+            })
+            .collect();
+        json!({"messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": format!("/aws/eks/{cluster}/cluster"),
+               "logStream": "kube-apiserver-audit-0a1b2c3d4e5f", "subscriptionFilters": ["audithound"], "logEvents": log_events})
+    }
+
+    /// ACK via SLS: top-level keys flat, nested objects as JSON strings, SLS metadata beside them.
+    fn ack(e: &Value, cluster: &str) -> Value {
+        let mut out = serde_json::Map::new();
+        if let Some(obj) = e.as_object() {
+            for (k, v) in obj {
+                let flat = if v.is_object() || v.is_array() {
+                    Value::String(v.to_string())
+                } else {
+                    v.clone()
+                };
+                out.insert(k.clone(), flat);
+            }
+        }
+        out.insert("__topic__".into(), json!(""));
+        out.insert("__source__".into(), json!("10.0.0.10"));
+        out.insert("__logstore__".into(), json!(format!("audit-{cluster}")));
+        out.insert(
+            "__time__".into(),
+            json!(
+                e["stageTimestamp"]
+                    .as_str()
+                    .and_then(parse_rfc3339_micros)
+                    .unwrap_or(0)
+                    / 1_000_000
+            ),
+        );
+        Value::Object(out)
+    }
+
+    fn aks(e: &Value, cluster: &str, log_as_string: bool) -> Value {
+        let log = if log_as_string {
+            Value::String(e.to_string())
+        } else {
+            e.clone()
+        };
+        json!({"category": "kube-audit", "operationName": "Microsoft.ContainerService/managedClusters/diagnosticLogs/Read",
+               "resourceId": format!("/SUBSCRIPTIONS/0000/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.CONTAINERSERVICE/MANAGEDCLUSTERS/{}", cluster.to_uppercase()),
+               "properties": {"log": log, "pod": "kube-apiserver-5d9f8", "stream": "stdout"},
+               "time": e["stageTimestamp"]})
+    }
+
+    fn http_to_grpc(code: i64) -> i64 {
+        match code {
+            100..=399 => 0,
+            400 => 3,
+            401 => 16,
+            403 => 7,
+            404 => 5,
+            409 => 6,
+            429 => 8,
+            _ => 2,
+        }
+    }
+
+    fn gke(e: &Value, cluster: &str) -> Value {
+        let o = &e["objectRef"];
+        let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
+        let group = if s(&o["apiGroup"]).is_empty() {
+            "core".to_owned()
+        } else {
+            s(&o["apiGroup"])
+        };
+        let mut resource_name = format!(
+            "{group}/{}",
+            if s(&o["apiVersion"]).is_empty() {
+                "v1".into()
+            } else {
+                s(&o["apiVersion"])
+            }
+        );
+        if let Some(ns) = o["namespace"].as_str() {
+            resource_name.push_str(&format!("/namespaces/{ns}"));
+        }
+        resource_name.push_str(&format!("/{}", s(&o["resource"])));
+        let mut method = format!(
+            "io.k8s.{}.v1.{}",
+            group.replace('.', "_"),
+            s(&o["resource"])
+        );
+        if let Some(n) = o["name"].as_str() {
+            resource_name.push_str(&format!("/{n}"));
+        }
+        if let Some(sub) = o["subresource"].as_str() {
+            resource_name.push_str(&format!("/{sub}"));
+            method.push_str(&format!(".{sub}"));
+        }
+        method.push_str(&format!(".{}", s(&e["verb"])));
+        let code = e["responseStatus"]["code"].as_i64().unwrap_or(200);
+        let mut payload = json!({
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "serviceName": "k8s.io", "methodName": method, "resourceName": resource_name,
+            "authenticationInfo": {"principalEmail": e["user"]["username"]},
+            "requestMetadata": {"callerIp": e["sourceIPs"][0], "callerSuppliedUserAgent": e["userAgent"]},
+            "status": {"code": http_to_grpc(code)},
+        });
+        if let Some(req) = e.get("requestObject") {
+            payload["request"] = req.clone();
+        }
+        let time = e["stageTimestamp"]
+            .as_str()
+            .and_then(parse_rfc3339_micros)
+            .map(format_micros);
+        json!({"protoPayload": payload, "insertId": e["auditID"], "timestamp": time,
+               "resource": {"type": "k8s_cluster", "labels": {"cluster_name": cluster, "location": "europe-west1", "project_id": "acme-prod"}},
+               "labels": e["annotations"], "logName": "projects/acme-prod/logs/cloudaudit.googleapis.com%2Factivity",
+               "operation": {"id": e["auditID"], "producer": "k8s.io", "first": true, "last": true}})
+    }
+}

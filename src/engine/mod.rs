@@ -40,6 +40,9 @@ pub struct ReplayOptions {
     pub max_record_bytes: usize,
     pub batch_records: usize,
     pub default_cluster: String,
+    /// Regex over each file's path whose first capture group names its cluster.
+    pub cluster_from_path: Option<regex::Regex>,
+    pub decode: DecodeOptions,
     pub progress: bool,
     pub top_actors: usize,
 }
@@ -60,6 +63,8 @@ impl Default for ReplayOptions {
             max_record_bytes: 16 << 20,
             batch_records: 2048,
             default_cluster: "default".into(),
+            cluster_from_path: None,
+            decode: DecodeOptions::default(),
             progress: true,
             top_actors: 10,
         }
@@ -130,13 +135,13 @@ pub fn replay(
         batch_records: opts.batch_records,
         batch_bytes: 4 << 20,
     };
+    let file_clusters: Vec<String> = files.iter().map(|f| cluster_of(opts, &f.name)).collect();
     let mut merger = Merger::new(files, merge_opts, disk_bytes.clone());
     let ctx = Arc::new(WorkerContext {
         rules,
-        decode: DecodeOptions {
-            default_cluster: opts.default_cluster.clone(),
-        },
+        decode: opts.decode.clone(),
         files: merger.file_names().into(),
+        file_clusters: file_clusters.into(),
         stages: opts.stages.clone(),
         from: opts.from,
         to: opts.to,
@@ -208,6 +213,15 @@ pub fn replay(
     stats.disk_bytes = disk_bytes.load(Ordering::Relaxed);
     stats.finish(started.elapsed().as_secs_f64(), opts.top_actors);
     Ok(stats)
+}
+
+/// The cluster a file's events belong to unless their envelope says otherwise.
+fn cluster_of(opts: &ReplayOptions, path: &str) -> String {
+    opts.cluster_from_path
+        .as_ref()
+        .and_then(|re| re.captures(path))
+        .and_then(|c| c.get(1))
+        .map_or_else(|| opts.default_cluster.clone(), |m| m.as_str().to_owned())
 }
 
 fn emit(

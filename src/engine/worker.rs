@@ -17,6 +17,8 @@ pub struct WorkerContext {
     pub rules: Arc<RuleSet>,
     pub decode: DecodeOptions,
     pub files: Arc<[Arc<str>]>,
+    /// Cluster of each file's events when their envelope names none.
+    pub file_clusters: Arc<[String]>,
     pub stages: Vec<Stage>,
     pub from: Option<i64>,
     pub to: Option<i64>,
@@ -39,7 +41,8 @@ pub fn process(ctx: &WorkerContext, batch: Batch) -> Processed {
     for rec in &batch.records {
         stats.records += 1;
         let bytes = &batch.data[rec.start..rec.end];
-        decode_record(bytes, &ctx.decode, &mut |item| match item {
+        let cluster = &ctx.file_clusters[rec.file as usize];
+        decode_record(bytes, &ctx.decode, cluster, &mut |item| match item {
             Item::Event(ev, format) => {
                 stats.events += 1;
                 *stats.formats.entry(format.name()).or_default() += 1;

@@ -2,12 +2,12 @@
 //! to a callback, or says precisely why it could not.
 //!
 //! Callback style keeps the borrowed events valid: an event may borrow from the record itself or
-//! from a buffer this function owns (a JSON-encoded `properties.log` string, a mapped GKE entry).
+//! from a buffer this module owns (a JSON-encoded `properties.log` string, a mapped GKE entry).
+//! The provider envelopes themselves are unwrapped in `providers`.
 
+use super::providers;
 use super::{AuditEvent, JStr};
-use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -16,12 +16,16 @@ use std::fmt;
 pub enum Format {
     /// One `audit.k8s.io` Event per record (the log backend), v1 or v1beta1.
     Native,
-    /// An `EventList` (the webhook backend's batch).
+    /// An `EventList` or a JSON array of events (the webhook backend's batches).
     EventList,
-    /// Azure diagnostic settings / Event Hub export (`properties.log`).
-    Aks,
+    /// Alibaba Cloud ACK via SLS: flat records whose nested objects are JSON-encoded strings.
+    Ack,
+    /// Amazon EKS via CloudWatch Logs: subscription batches, exports, timestamp-prefixed S3 lines.
+    Eks,
     /// Google Cloud Audit Logs `LogEntry` with a `protoPayload`.
     Gke,
+    /// Azure diagnostic settings / Event Hub export (`properties.log`).
+    Aks,
 }
 
 impl Format {
@@ -29,16 +33,21 @@ impl Format {
         match self {
             Format::Native => "native",
             Format::EventList => "eventlist",
-            Format::Aks => "aks",
+            Format::Ack => "ack",
+            Format::Eks => "eks",
             Format::Gke => "gke",
+            Format::Aks => "aks",
         }
     }
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct DecodeOptions {
-    /// Cluster name used when the envelope does not name one.
-    pub default_cluster: String,
+    /// Accept only this format (`--input-format`); other records are rejected as
+    /// `format_mismatch` instead of being auto-detected. None: auto-detect every record.
+    pub expect: Option<Format>,
+    /// Top-level key of flat (ACK) records that names the cluster.
+    pub cluster_field: Option<String>,
 }
 
 /// Why a record (or one item of a batch) was rejected.
@@ -54,6 +63,10 @@ pub enum DecodeError {
     NotAuditEvent(String),
     /// An audit event without a usable timestamp: it cannot be placed in event time.
     BadTimestamp(String),
+    /// The shipper cut the event (CloudWatch's `[Truncated...]` marker): known loss upstream.
+    TruncatedUpstream(String),
+    /// `--input-format` names one format and the record is another.
+    FormatMismatch(String),
 }
 
 impl DecodeError {
@@ -66,10 +79,12 @@ impl DecodeError {
             DecodeError::WrongType(_) => "wrong_type",
             DecodeError::NotAuditEvent(_) => "not_audit_event",
             DecodeError::BadTimestamp(_) => "bad_timestamp",
+            DecodeError::TruncatedUpstream(_) => "truncated_upstream",
+            DecodeError::FormatMismatch(_) => "format_mismatch",
         }
     }
 
-    fn from_json(e: &serde_json::Error) -> Self {
+    pub(super) fn from_json(e: &serde_json::Error) -> Self {
         use serde_json::error::Category;
         match e.classify() {
             Category::Eof => DecodeError::Truncated(e.to_string()),
@@ -87,7 +102,9 @@ impl fmt::Display for DecodeError {
             | DecodeError::InvalidJson(m)
             | DecodeError::WrongType(m)
             | DecodeError::NotAuditEvent(m)
-            | DecodeError::BadTimestamp(m) => f.write_str(m),
+            | DecodeError::BadTimestamp(m)
+            | DecodeError::TruncatedUpstream(m)
+            | DecodeError::FormatMismatch(m) => f.write_str(m),
         }
     }
 }
@@ -101,15 +118,34 @@ pub enum Item<'e, 'a> {
     Skipped(&'static str),
 }
 
+/// Decoding state handed down through nested envelopes.
+#[derive(Clone, Copy)]
+pub(super) struct Ctx<'o> {
+    pub opts: &'o DecodeOptions,
+    /// Cluster for events whose envelope names none.
+    pub cluster: &'o str,
+}
+
+pub(super) type Sink<'f> = dyn FnMut(Item<'_, '_>) + 'f;
+
 /// Decodes one record (a line, or a whole JSON document) and calls `f` once per item.
-pub fn decode_record(bytes: &[u8], opts: &DecodeOptions, f: &mut dyn FnMut(Item<'_, '_>)) {
+/// `cluster` names the cluster when the record's envelope does not.
+pub fn decode_record(bytes: &[u8], opts: &DecodeOptions, cluster: &str, f: &mut Sink) {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return f(Item::Rejected(DecodeError::InvalidUtf8));
     };
+    let ctx = Ctx { opts, cluster };
     let text = text.trim_ascii();
     match text.as_bytes().first() {
-        Some(b'{') => decode_object(text, Format::Native, opts, f),
-        Some(b'[') => decode_array(text, Format::EventList, opts, f),
+        Some(b'{') => decode_object(text, Format::Native, ctx, f),
+        Some(b'[') => decode_array(text, Format::EventList, ctx, f),
+        Some(b'0'..=b'9') => match providers::strip_timestamp_prefix(text) {
+            Some(rest) => decode_object(rest, Format::Eks, ctx, f),
+            None => f(Item::Rejected(DecodeError::InvalidJson(
+                "record starts with a digit but not with an RFC 3339 timestamp and a JSON object"
+                    .into(),
+            ))),
+        },
         Some(_) => f(Item::Rejected(DecodeError::InvalidJson(
             "record does not start with '{' or '['".into(),
         ))),
@@ -117,32 +153,48 @@ pub fn decode_record(bytes: &[u8], opts: &DecodeOptions, f: &mut dyn FnMut(Item<
     }
 }
 
-fn decode_array(text: &str, format: Format, opts: &DecodeOptions, f: &mut dyn FnMut(Item)) {
+pub(super) fn decode_array(text: &str, format: Format, ctx: Ctx, f: &mut Sink) {
     match serde_json::from_str::<Vec<&RawValue>>(text) {
         Ok(items) => items
             .into_iter()
-            .for_each(|item| decode_object(item.get(), format, opts, f)),
+            .for_each(|item| decode_object(item.get(), format, ctx, f)),
         Err(e) => f(Item::Rejected(DecodeError::from_json(&e))),
     }
 }
 
 /// `format` is the shape of the container the object was found in (native for a bare line).
-fn decode_object(text: &str, format: Format, opts: &DecodeOptions, f: &mut dyn FnMut(Item)) {
+pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) {
     let mut ev: AuditEvent = match serde_json::from_str(text) {
         Ok(ev) => ev,
-        Err(e) => return f(Item::Rejected(DecodeError::from_json(&e))),
+        Err(e) => {
+            // ACK's flat records fail here on their first JSON-encoded object (`"user": "{…}"`).
+            let is_type_error = e.classify() == serde_json::error::Category::Data;
+            if is_type_error && format == Format::Native {
+                if let Some((native, cluster)) = providers::ack_to_native(text, ctx) {
+                    let cluster = cluster.as_deref().unwrap_or(ctx.cluster);
+                    return decode_object(&native, Format::Ack, Ctx { cluster, ..ctx }, f);
+                }
+            }
+            return f(Item::Rejected(DecodeError::from_json(&e)));
+        }
     };
     if let Some(items) = ev.envelope_items {
-        return decode_array(items.get(), Format::EventList, opts, f);
+        return decode_array(items.get(), Format::EventList, ctx, f);
     }
     if let Some(records) = ev.envelope_records {
-        return decode_array(records.get(), Format::Aks, opts, f);
+        return decode_array(records.get(), Format::Aks, ctx, f);
     }
     if let Some(props) = ev.envelope_properties {
-        return decode_aks(&ev, props, opts, f);
+        return providers::decode_aks(&ev, props, ctx, f);
     }
     if let Some(payload) = ev.envelope_proto_payload {
-        return decode_gke(text, payload, opts, f);
+        return providers::decode_gke(text, payload, ctx, f);
+    }
+    if ev.envelope_log_events.is_some() || ev.envelope_message_type.is_some() {
+        return providers::decode_eks_batch(&ev, ctx, f);
+    }
+    if let Some(message) = &ev.envelope_at_message {
+        return providers::decode_eks_message(message, Format::Eks, ctx, f);
     }
     match ev.kind.as_deref() {
         None | Some("Event") => {}
@@ -154,174 +206,27 @@ fn decode_object(text: &str, format: Format, opts: &DecodeOptions, f: &mut dyn F
     }
     if ev.audit_id.is_none() {
         return f(Item::Rejected(DecodeError::NotAuditEvent(
-            "object has no auditID and no known envelope (native, EventList, AKS, GKE)".into(),
+            "object has no auditID and no known envelope (native, EventList, ACK, EKS, GKE, AKS)"
+                .into(),
         )));
+    }
+    if let Some(expected) = ctx.opts.expect {
+        let native_family = matches!(format, Format::Native | Format::EventList);
+        if format != expected && !(expected == Format::Native && native_family) {
+            return f(Item::Rejected(DecodeError::FormatMismatch(format!(
+                "--input-format {} but the record is {}",
+                expected.name(),
+                format.name()
+            ))));
+        }
     }
     if ev.event_time().is_none() {
         return f(Item::Rejected(DecodeError::BadTimestamp(
             "no parseable stageTimestamp, requestReceivedTimestamp or timestamp".into(),
         )));
     }
-    if ev.cluster.is_none() {
-        ev.cluster = Some(JStr(Cow::Borrowed(opts.default_cluster.as_str())));
-    }
+    ev.cluster = Some(JStr(Cow::Borrowed(ctx.cluster)));
     f(Item::Event(&ev, format));
-}
-
-/// Azure: `{"category": "kube-audit", "properties": {"log": <event object or JSON string>}}`.
-fn decode_aks(env: &AuditEvent, props: &RawValue, opts: &DecodeOptions, f: &mut dyn FnMut(Item)) {
-    let category = env.envelope_category.as_deref().unwrap_or("");
-    if !matches!(category, "kube-audit" | "kube-audit-admin") {
-        return f(Item::Skipped("aks_non_audit_category"));
-    }
-    #[derive(Deserialize)]
-    struct Props<'a> {
-        #[serde(borrow)]
-        log: Option<&'a RawValue>,
-    }
-    let log = match serde_json::from_str::<Props>(props.get()) {
-        Ok(Props { log: Some(log) }) => log,
-        Ok(_) => {
-            return f(Item::Rejected(DecodeError::NotAuditEvent(
-                "AKS record without properties.log".into(),
-            )))
-        }
-        Err(e) => return f(Item::Rejected(DecodeError::from_json(&e))),
-    };
-    let cluster = env
-        .envelope_resource_id
-        .as_deref()
-        .and_then(|id| id.rsplit('/').find(|s| !s.is_empty()))
-        .map(str::to_ascii_lowercase);
-    let opts = match cluster {
-        Some(c) => Cow::Owned(DecodeOptions { default_cluster: c }),
-        None => Cow::Borrowed(opts),
-    };
-    // `properties.log` is an object in diagnostic settings and a JSON string in some exports.
-    let inner: Cow<str> = if log.get().starts_with('"') {
-        match serde_json::from_str::<JStr>(log.get()) {
-            Ok(s) => s.0,
-            Err(e) => return f(Item::Rejected(DecodeError::from_json(&e))),
-        }
-    } else {
-        Cow::Borrowed(log.get())
-    };
-    decode_object(&inner, Format::Aks, &opts, f);
-}
-
-/// Google Cloud Audit Logs `LogEntry` for `k8s.io`, mapped onto a native event. What GKE does not
-/// record (groups, credential id, stage) is left absent rather than invented.
-fn decode_gke(text: &str, payload: &RawValue, opts: &DecodeOptions, f: &mut dyn FnMut(Item)) {
-    match gke_to_native(text, payload, opts) {
-        Ok(Some((native, cluster))) => {
-            let opts = DecodeOptions {
-                default_cluster: cluster,
-            };
-            decode_object(&native, Format::Gke, &opts, f)
-        }
-        Ok(None) => f(Item::Skipped("gke_non_k8s_service")),
-        Err(e) => f(Item::Rejected(e)),
-    }
-}
-
-fn gke_to_native(
-    entry_text: &str,
-    payload: &RawValue,
-    opts: &DecodeOptions,
-) -> Result<Option<(String, String)>, DecodeError> {
-    let entry: Value = serde_json::from_str(entry_text).map_err(|e| DecodeError::from_json(&e))?;
-    let p: Value = serde_json::from_str(payload.get()).map_err(|e| DecodeError::from_json(&e))?;
-    let s = |v: &Value, path: &[&str]| -> Option<String> {
-        path.iter()
-            .try_fold(v, |v, k| v.get(k))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    if s(&p, &["serviceName"]).as_deref() != Some("k8s.io") {
-        return Ok(None);
-    }
-    let method = s(&p, &["methodName"]).unwrap_or_default();
-    let resource_name = s(&p, &["resourceName"]).unwrap_or_default();
-    let object_ref = gke_object_ref(&method, &resource_name);
-    let verb = method.rsplit('.').next().unwrap_or("").to_owned();
-    let grpc = p
-        .pointer("/status/code")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    let timestamp = s(&entry, &["timestamp"])
-        .ok_or_else(|| DecodeError::BadTimestamp("GKE LogEntry without timestamp".into()))?;
-    let audit_id = s(&entry, &["insertId"])
-        .or_else(|| s(&entry, &["operation", "id"]))
-        .ok_or_else(|| DecodeError::NotAuditEvent("GKE LogEntry without insertId".into()))?;
-    let cluster = s(&entry, &["resource", "labels", "cluster_name"])
-        .unwrap_or_else(|| opts.default_cluster.clone());
-    let mut event = json!({
-        "kind": "Event",
-        "apiVersion": "audit.k8s.io/v1",
-        "auditID": audit_id,
-        "stage": "ResponseComplete",
-        "level": if p.get("request").is_some() { "RequestResponse" } else { "Metadata" },
-        "verb": verb,
-        "requestURI": format!("/{resource_name}"),
-        "user": {"username": s(&p, &["authenticationInfo", "principalEmail"])},
-        "sourceIPs": s(&p, &["requestMetadata", "callerIp"]).into_iter().collect::<Vec<_>>(),
-        "userAgent": s(&p, &["requestMetadata", "callerSuppliedUserAgent"]),
-        "objectRef": object_ref,
-        "responseStatus": {"code": grpc_to_http(grpc), "message": s(&p, &["status", "message"])},
-        "stageTimestamp": timestamp,
-        "annotations": entry.get("labels").cloned().unwrap_or(Value::Null),
-    });
-    if let Some(req) = p.get("request") {
-        event["requestObject"] = req.clone();
-    }
-    if let Some(resp) = p.get("response") {
-        event["responseObject"] = resp.clone();
-    }
-    Ok(Some((event.to_string(), cluster)))
-}
-
-/// `io.k8s.core.v1.pods.exec.create` + `core/v1/namespaces/ns/pods/name/exec` → objectRef.
-fn gke_object_ref(method: &str, resource_name: &str) -> Value {
-    let parts: Vec<&str> = resource_name.split('/').filter(|s| !s.is_empty()).collect();
-    // resourceName: [group/]version[/namespaces/ns]/resource[/name[/subresource]]
-    let (group, version, rest) = match parts.as_slice() {
-        [g, v, rest @ ..] if v.starts_with('v') && !g.starts_with('v') => (*g, *v, rest),
-        [v, rest @ ..] if v.starts_with('v') => ("core", *v, rest),
-        _ => ("", "", &parts[..0]),
-    };
-    let (namespace, rest) = match rest {
-        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(*ns), rest),
-        _ => (None, rest),
-    };
-    let resource = rest.first().copied().unwrap_or_else(|| {
-        // Non-resource or unparsable: fall back to the method's resource segment.
-        method.rsplit('.').nth(1).unwrap_or("")
-    });
-    json!({
-        "resource": resource,
-        "namespace": namespace,
-        "name": rest.get(1),
-        "subresource": rest.get(2),
-        "apiGroup": if group == "core" { "" } else { group },
-        "apiVersion": version,
-    })
-}
-
-fn grpc_to_http(code: i64) -> i64 {
-    match code {
-        0 => 200,
-        3 | 9 | 11 => 400,
-        16 => 401,
-        7 => 403,
-        5 => 404,
-        6 | 10 => 409,
-        8 => 429,
-        1 => 499,
-        12 => 501,
-        14 => 503,
-        4 => 504,
-        _ => 500,
-    }
 }
 
 #[cfg(test)]
@@ -329,11 +234,9 @@ mod tests {
     use super::*;
 
     fn decode_all(line: &str) -> (Vec<(String, Format, String)>, Vec<&'static str>) {
-        let opts = DecodeOptions {
-            default_cluster: "dflt".into(),
-        };
+        let opts = DecodeOptions::default();
         let (mut events, mut errs) = (Vec::new(), Vec::new());
-        decode_record(line.as_bytes(), &opts, &mut |item| match item {
+        decode_record(line.as_bytes(), &opts, "dflt", &mut |item| match item {
             Item::Event(ev, fmt) => events.push((
                 ev.audit_id.as_deref().unwrap_or("").to_owned(),
                 fmt,
@@ -384,7 +287,7 @@ mod tests {
         let line = r#"{"protoPayload":{"serviceName":"k8s.io","methodName":"io.k8s.core.v1.pods.exec.create","resourceName":"core/v1/namespaces/prod/pods/web-1/exec","authenticationInfo":{"principalEmail":"eve@example.com"},"requestMetadata":{"callerIp":"1.2.3.4"},"status":{"code":7}},"insertId":"g1","resource":{"labels":{"cluster_name":"gke-1"}},"timestamp":"2025-01-01T00:00:00Z"}"#;
         let opts = DecodeOptions::default();
         let mut seen = false;
-        decode_record(line.as_bytes(), &opts, &mut |item| {
+        decode_record(line.as_bytes(), &opts, "dflt", &mut |item| {
             let Item::Event(ev, Format::Gke) = item else {
                 panic!("not an event")
             };
@@ -423,7 +326,7 @@ mod tests {
         invalid[30] = 0xff;
         let opts = DecodeOptions::default();
         let mut reasons = Vec::new();
-        decode_record(&invalid, &opts, &mut |i| {
+        decode_record(&invalid, &opts, "dflt", &mut |i| {
             if let Item::Rejected(e) = i {
                 reasons.push(e.reason())
             }

@@ -6,6 +6,7 @@
 
 mod decode;
 mod jstr;
+mod providers;
 pub mod time;
 
 pub use decode::{decode_record, DecodeError, DecodeOptions, Format, Item};
@@ -38,7 +39,7 @@ impl Stage {
 /// One `audit.k8s.io` `Event` (v1 or v1beta1), borrowing from the record it was parsed from.
 ///
 /// The `envelope_*` fields are top-level keys of the wrappers other backends put around events
-/// (webhook `EventList`, AKS diagnostics, GKE `LogEntry`). They ride along in this struct so a
+/// (webhook `EventList`, AKS diagnostics, GKE `LogEntry`, CloudWatch batches). They ride along in this struct so a
 /// native line is parsed exactly once; `decode_record` unwraps them.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -99,6 +100,14 @@ pub struct AuditEvent<'a> {
     pub(crate) envelope_resource_id: Option<JStr<'a>>,
     #[serde(rename = "protoPayload", borrow)]
     pub(crate) envelope_proto_payload: Option<&'a RawValue>,
+    #[serde(rename = "logEvents", borrow)]
+    pub(crate) envelope_log_events: Option<&'a RawValue>,
+    #[serde(rename = "logGroup", borrow)]
+    pub(crate) envelope_log_group: Option<JStr<'a>>,
+    #[serde(rename = "messageType", borrow)]
+    pub(crate) envelope_message_type: Option<JStr<'a>>,
+    #[serde(rename = "@message", borrow)]
+    pub(crate) envelope_at_message: Option<JStr<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

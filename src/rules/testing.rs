@@ -106,15 +106,20 @@ pub fn run(set: &RuleSet) -> TestReport {
 /// Whether `rule` fires on the event in `json` (decoded exactly as the pipeline decodes).
 pub fn fires(rule: &Rule, json: &str) -> Result<bool, String> {
     let mut result = Err("no event decoded".to_string());
-    decode_record(json.as_bytes(), &DecodeOptions::default(), &mut |item| {
-        result = match item {
-            Item::Event(ev, _) => match ev.event_time() {
-                Some(t) => Ok(rule.matches(&EventView::new(ev, t))),
-                None => Err("no timestamp".into()),
-            },
-            Item::Rejected(e) => Err(format!("event rejected: {e}")),
-            Item::Skipped(why) => Err(format!("event skipped: {why}")),
-        }
-    });
+    decode_record(
+        json.as_bytes(),
+        &DecodeOptions::default(),
+        "default",
+        &mut |item| {
+            result = match item {
+                Item::Event(ev, _) => match ev.event_time() {
+                    Some(t) => Ok(rule.matches(&EventView::new(ev, t))),
+                    None => Err("no timestamp".into()),
+                },
+                Item::Rejected(e) => Err(format!("event rejected: {e}")),
+                Item::Skipped(why) => Err(format!("event skipped: {why}")),
+            }
+        },
+    );
     result
 }
