@@ -9,11 +9,12 @@
 //!     end to end including process start, rule loading and the summary, with its peak RSS.
 //! Ratios b/a are what to compare across machines: both sides run on the same box at the same time.
 
+mod common;
+
 use audithound::event::AuditEvent;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 fn main() {
@@ -48,7 +49,7 @@ fn main() {
         "-"
     );
     for threads in [1, 2] {
-        let (secs, rss_kib, replay_events) = replay(&data, threads);
+        let (secs, rss_kib, replay_events) = common::replay(&data, threads, &[]);
         assert_eq!(
             replay_events, events,
             "replay and baseline saw different event counts"
@@ -111,44 +112,4 @@ fn bare_parse(path: &Path) -> (u64, f64) {
         }
     }
     (events, start.elapsed().as_secs_f64())
-}
-
-/// Runs the release binary; returns wall seconds, peak RSS in KiB and the events it decoded.
-fn replay(path: &Path, threads: usize) -> (f64, u64, u64) {
-    let summary = std::env::temp_dir().join(format!("audithound-bench-summary-{threads}.json"));
-    let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_audithound"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "replay",
-            "-q",
-            "--out",
-            "/dev/null",
-            "--threads",
-            &threads.to_string(),
-            "--summary-json",
-        ])
-        .arg(&summary)
-        .arg(path)
-        .spawn()
-        .expect("start audithound");
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting on our own child; `usage` is a valid out-pointer.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let secs = start.elapsed().as_secs_f64();
-    assert_eq!(waited, pid, "wait4 failed");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "replay failed"
-    );
-    let _ = child.try_wait();
-    let s: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("summary JSON");
-    (
-        secs,
-        usage.ru_maxrss as u64,
-        s["events"].as_u64().unwrap_or(0),
-    )
 }

@@ -155,40 +155,41 @@ pub fn decode_record(bytes: &[u8], opts: &DecodeOptions, cluster: &str, f: &mut 
 
 pub(super) fn decode_array(text: &str, format: Format, ctx: Ctx, f: &mut Sink) {
     match serde_json::from_str::<Vec<&RawValue>>(text) {
-        Ok(items) => items
-            .into_iter()
-            .for_each(|item| decode_object(item.get(), format, ctx, f)),
+        Ok(items) => decode_items(&items, format, ctx, f),
         Err(e) => f(Item::Rejected(DecodeError::from_json(&e))),
+    }
+}
+
+fn decode_items(items: &[&RawValue], format: Format, ctx: Ctx, f: &mut Sink) {
+    for item in items {
+        decode_object(item.get(), format, ctx, f);
     }
 }
 
 /// `format` is the shape of the container the object was found in (native for a bare line).
 pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) {
-    let mut ev: AuditEvent = match serde_json::from_str(text) {
+    let ev: AuditEvent = match serde_json::from_str(text) {
         Ok(ev) => ev,
         Err(e) => {
             // ACK's flat records fail here on their first JSON-encoded object (`"user": "{…}"`).
             let is_type_error = e.classify() == serde_json::error::Category::Data;
-            if is_type_error && format == Format::Native {
-                if let Some((native, cluster)) = providers::ack_to_native(text, ctx) {
-                    let cluster = cluster.as_deref().unwrap_or(ctx.cluster);
-                    return decode_object(&native, Format::Ack, Ctx { cluster, ..ctx }, f);
-                }
+            if is_type_error && format == Format::Native && providers::decode_ack(text, ctx, f) {
+                return;
             }
             return f(Item::Rejected(DecodeError::from_json(&e)));
         }
     };
-    if let Some(items) = ev.envelope_items {
-        return decode_array(items.get(), Format::EventList, ctx, f);
+    if let Some(items) = &ev.envelope_items {
+        return decode_items(items, Format::EventList, ctx, f);
     }
-    if let Some(records) = ev.envelope_records {
-        return decode_array(records.get(), Format::Aks, ctx, f);
+    if let Some(records) = &ev.envelope_records {
+        return decode_items(records, Format::Aks, ctx, f);
     }
-    if let Some(props) = ev.envelope_properties {
+    if let Some(props) = &ev.envelope_properties {
         return providers::decode_aks(&ev, props, ctx, f);
     }
-    if let Some(payload) = ev.envelope_proto_payload {
-        return providers::decode_gke(text, payload, ctx, f);
+    if ev.envelope_proto_payload.is_some() {
+        return providers::decode_gke(text, ctx, f);
     }
     if ev.envelope_log_events.is_some() || ev.envelope_message_type.is_some() {
         return providers::decode_eks_batch(&ev, ctx, f);
@@ -204,6 +205,11 @@ pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) 
             ))))
         }
     }
+    finish_event(ev, format, ctx, f)
+}
+
+/// Last checks on a decoded event, then hands it over.
+pub(super) fn finish_event<'a>(mut ev: AuditEvent<'a>, format: Format, ctx: Ctx<'a>, f: &mut Sink) {
     if ev.audit_id.is_none() {
         return f(Item::Rejected(DecodeError::NotAuditEvent(
             "object has no auditID and no known envelope (native, EventList, ACK, EKS, GKE, AKS)"

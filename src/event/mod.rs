@@ -89,11 +89,11 @@ pub struct AuditEvent<'a> {
     pub cluster: Option<JStr<'a>>,
 
     #[serde(rename = "items", borrow)]
-    pub(crate) envelope_items: Option<&'a RawValue>,
+    pub(crate) envelope_items: Option<Vec<&'a RawValue>>,
     #[serde(rename = "records", borrow)]
-    pub(crate) envelope_records: Option<&'a RawValue>,
+    pub(crate) envelope_records: Option<Vec<&'a RawValue>>,
     #[serde(rename = "properties", borrow)]
-    pub(crate) envelope_properties: Option<&'a RawValue>,
+    pub(crate) envelope_properties: Option<providers::AksProperties<'a>>,
     #[serde(rename = "category", borrow)]
     pub(crate) envelope_category: Option<JStr<'a>>,
     #[serde(rename = "resourceId", borrow)]
@@ -101,7 +101,7 @@ pub struct AuditEvent<'a> {
     #[serde(rename = "protoPayload", borrow)]
     pub(crate) envelope_proto_payload: Option<&'a RawValue>,
     #[serde(rename = "logEvents", borrow)]
-    pub(crate) envelope_log_events: Option<&'a RawValue>,
+    pub(crate) envelope_log_events: Option<Vec<providers::CloudWatchEvent<'a>>>,
     #[serde(rename = "logGroup", borrow)]
     pub(crate) envelope_log_group: Option<JStr<'a>>,
     #[serde(rename = "messageType", borrow)]

@@ -2,33 +2,37 @@
 //! AKS diagnostic records, GKE Cloud Audit Logs entries, EKS CloudWatch envelopes and ACK's flat
 //! SLS records. Each provider names its cluster in its own way; that name wins over the default.
 
-use super::decode::{decode_object, Ctx, DecodeError, Format, Item, Sink};
-use super::{AuditEvent, JStr};
+use super::decode::{decode_object, finish_event, Ctx, DecodeError, Format, Item, Sink};
+use super::{AuditEvent, JStr, ObjectRef, ResponseStatus, UserInfo};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+/// AKS `properties`: the event (object or JSON string) is in `log`.
+#[derive(Debug, Deserialize)]
+pub struct AksProperties<'a> {
+    #[serde(borrow)]
+    log: Option<&'a RawValue>,
+}
+
+/// One entry of a CloudWatch Logs batch's `logEvents`.
+#[derive(Debug, Deserialize)]
+pub struct CloudWatchEvent<'a> {
+    #[serde(borrow)]
+    message: Option<JStr<'a>>,
+}
+
 /// Azure: `{"category": "kube-audit", "properties": {"log": <event object or JSON string>}}`.
-pub(super) fn decode_aks(env: &AuditEvent, props: &RawValue, ctx: Ctx, f: &mut Sink) {
+pub(super) fn decode_aks(env: &AuditEvent, props: &AksProperties, ctx: Ctx, f: &mut Sink) {
     let category = env.envelope_category.as_deref().unwrap_or("");
     if !matches!(category, "kube-audit" | "kube-audit-admin") {
         return f(Item::Skipped("aks_non_audit_category"));
     }
-    #[derive(Deserialize)]
-    struct Props<'a> {
-        #[serde(borrow)]
-        log: Option<&'a RawValue>,
-    }
-    let log = match serde_json::from_str::<Props>(props.get()) {
-        Ok(Props { log: Some(log) }) => log,
-        Ok(_) => {
-            return f(Item::Rejected(DecodeError::NotAuditEvent(
-                "AKS record without properties.log".into(),
-            )))
-        }
-        Err(e) => return f(Item::Rejected(DecodeError::from_json(&e))),
+    let Some(log) = props.log else {
+        return f(Item::Rejected(DecodeError::NotAuditEvent(
+            "AKS record without properties.log".into(),
+        )));
     };
     // The resource id ends in `/MANAGEDCLUSTERS/<name>`; Azure ids are case-insensitive.
     let cluster = env
@@ -49,80 +53,143 @@ pub(super) fn decode_aks(env: &AuditEvent, props: &RawValue, ctx: Ctx, f: &mut S
     decode_object(&inner, Format::Aks, Ctx { cluster, ..ctx }, f);
 }
 
-/// Google Cloud Audit Logs `LogEntry` for `k8s.io`, mapped onto a native event. What GKE does not
-/// record (groups, credential id, stage) is left absent rather than invented.
-pub(super) fn decode_gke(text: &str, payload: &RawValue, ctx: Ctx, f: &mut Sink) {
-    match gke_to_native(text, payload) {
-        Ok(Some((native, cluster))) => {
-            let cluster = cluster.as_deref().unwrap_or(ctx.cluster);
-            decode_object(&native, Format::Gke, Ctx { cluster, ..ctx }, f)
-        }
-        Ok(None) => f(Item::Skipped("gke_non_k8s_service")),
-        Err(e) => f(Item::Rejected(e)),
-    }
+/// Google Cloud Audit Logs `LogEntry` for `k8s.io`, mapped field by field onto a borrowed event
+/// (no re-serialisation). What GKE does not record (groups, credential id, the exact HTTP status,
+/// stage) is left absent or approximated, never invented.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GkeEntry<'a> {
+    #[serde(borrow)]
+    proto_payload: GkePayload<'a>,
+    #[serde(borrow)]
+    insert_id: Option<JStr<'a>>,
+    #[serde(borrow)]
+    timestamp: Option<JStr<'a>>,
+    #[serde(borrow)]
+    resource: Option<GkeResource<'a>>,
+    #[serde(borrow)]
+    labels: Option<&'a RawValue>,
 }
 
-type Mapped = (String, Option<String>);
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GkePayload<'a> {
+    #[serde(borrow)]
+    service_name: Option<JStr<'a>>,
+    #[serde(borrow)]
+    method_name: Option<JStr<'a>>,
+    #[serde(borrow)]
+    resource_name: Option<JStr<'a>>,
+    #[serde(borrow)]
+    authentication_info: Option<GkeAuthn<'a>>,
+    #[serde(borrow)]
+    request_metadata: Option<GkeRequestMetadata<'a>>,
+    #[serde(borrow)]
+    status: Option<GkeStatus<'a>>,
+    #[serde(borrow)]
+    request: Option<&'a RawValue>,
+    #[serde(borrow)]
+    response: Option<&'a RawValue>,
+}
 
-fn gke_to_native(entry_text: &str, payload: &RawValue) -> Result<Option<Mapped>, DecodeError> {
-    let entry: Value = serde_json::from_str(entry_text).map_err(|e| DecodeError::from_json(&e))?;
-    let p: Value = serde_json::from_str(payload.get()).map_err(|e| DecodeError::from_json(&e))?;
-    let s = |v: &Value, path: &[&str]| -> Option<String> {
-        path.iter()
-            .try_fold(v, |v, k| v.get(k))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GkeAuthn<'a> {
+    #[serde(borrow)]
+    principal_email: Option<JStr<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GkeRequestMetadata<'a> {
+    #[serde(borrow)]
+    caller_ip: Option<&'a RawValue>,
+    #[serde(borrow)]
+    caller_supplied_user_agent: Option<JStr<'a>>,
+}
+
+#[derive(Deserialize)]
+struct GkeStatus<'a> {
+    code: Option<i64>,
+    #[serde(borrow)]
+    message: Option<JStr<'a>>,
+}
+
+#[derive(Deserialize)]
+struct GkeResource<'a> {
+    #[serde(borrow)]
+    labels: Option<GkeResourceLabels<'a>>,
+}
+
+#[derive(Deserialize)]
+struct GkeResourceLabels<'a> {
+    #[serde(borrow)]
+    cluster_name: Option<JStr<'a>>,
+}
+
+pub(super) fn decode_gke(text: &str, ctx: Ctx, f: &mut Sink) {
+    let entry: GkeEntry = match serde_json::from_str(text) {
+        Ok(e) => e,
+        Err(e) => return f(Item::Rejected(DecodeError::from_json(&e))),
     };
-    if s(&p, &["serviceName"]).as_deref() != Some("k8s.io") {
-        return Ok(None);
+    let p = &entry.proto_payload;
+    if p.service_name.as_deref() != Some("k8s.io") {
+        return f(Item::Skipped("gke_non_k8s_service"));
     }
-    let method = s(&p, &["methodName"]).unwrap_or_default();
-    let resource_name = s(&p, &["resourceName"]).unwrap_or_default();
-    let object_ref = gke_object_ref(&method, &resource_name);
-    let verb = method.rsplit('.').next().unwrap_or("").to_owned();
-    let grpc = p
-        .pointer("/status/code")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    let timestamp = s(&entry, &["timestamp"])
-        .ok_or_else(|| DecodeError::BadTimestamp("GKE LogEntry without timestamp".into()))?;
-    let audit_id = s(&entry, &["insertId"])
-        .or_else(|| s(&entry, &["operation", "id"]))
-        .ok_or_else(|| DecodeError::NotAuditEvent("GKE LogEntry without insertId".into()))?;
-    let mut event = json!({
-        "kind": "Event",
-        "apiVersion": "audit.k8s.io/v1",
-        "auditID": audit_id,
-        "stage": "ResponseComplete",
-        "level": if p.get("request").is_some() { "RequestResponse" } else { "Metadata" },
-        "verb": verb,
-        "requestURI": format!("/{resource_name}"),
-        "user": {"username": s(&p, &["authenticationInfo", "principalEmail"])},
-        "sourceIPs": s(&p, &["requestMetadata", "callerIp"]).into_iter().collect::<Vec<_>>(),
-        "userAgent": s(&p, &["requestMetadata", "callerSuppliedUserAgent"]),
-        "objectRef": object_ref,
-        "responseStatus": {"code": grpc_to_http(grpc), "message": s(&p, &["status", "message"])},
-        "stageTimestamp": timestamp,
-        "annotations": entry.get("labels").cloned().unwrap_or(Value::Null),
-    });
-    if let Some(req) = p.get("request") {
-        event["requestObject"] = req.clone();
-    }
-    if let Some(resp) = p.get("response") {
-        event["responseObject"] = resp.clone();
-    }
-    let cluster = s(&entry, &["resource", "labels", "cluster_name"]);
-    Ok(Some((event.to_string(), cluster)))
+    let method = p.method_name.as_deref().unwrap_or("");
+    let resource_name = p.resource_name.as_deref().unwrap_or("");
+    let meta = p.request_metadata.as_ref();
+    let status = p.status.as_ref();
+    let ev = AuditEvent {
+        kind: Some(JStr::borrowed("Event")),
+        api_version: Some(JStr::borrowed("audit.k8s.io/v1")),
+        audit_id: entry.insert_id.clone(),
+        stage: Some(JStr::borrowed("ResponseComplete")),
+        level: Some(JStr::borrowed(if p.request.is_some() {
+            "RequestResponse"
+        } else {
+            "Metadata"
+        })),
+        verb: method.rsplit('.').next().map(JStr::borrowed),
+        request_uri: Some(JStr(Cow::Owned(format!("/{resource_name}")))),
+        user: UserInfo {
+            username: p
+                .authentication_info
+                .as_ref()
+                .and_then(|a| a.principal_email.clone()),
+            ..UserInfo::default()
+        },
+        source_ips: meta.and_then(|m| m.caller_ip),
+        user_agent: meta.and_then(|m| m.caller_supplied_user_agent.clone()),
+        object_ref: Some(gke_object_ref(method, resource_name)),
+        response_status: Some(ResponseStatus {
+            code: Some(grpc_to_http(status.and_then(|s| s.code).unwrap_or(0))),
+            reason: None,
+            message: status.and_then(|s| s.message.clone()),
+        }),
+        request_object: p.request,
+        response_object: p.response,
+        stage_timestamp: entry.timestamp.clone(),
+        annotations: entry.labels,
+        ..AuditEvent::default()
+    };
+    let cluster = entry
+        .resource
+        .as_ref()
+        .and_then(|r| r.labels.as_ref())
+        .and_then(|l| l.cluster_name.as_deref())
+        .unwrap_or(ctx.cluster);
+    finish_event(ev, Format::Gke, Ctx { cluster, ..ctx }, f);
 }
 
 /// `io.k8s.core.v1.pods.exec.create` + `core/v1/namespaces/ns/pods/name/exec` → objectRef.
-fn gke_object_ref(method: &str, resource_name: &str) -> Value {
+fn gke_object_ref<'a>(method: &'a str, resource_name: &'a str) -> ObjectRef<'a> {
     let parts: Vec<&str> = resource_name.split('/').filter(|s| !s.is_empty()).collect();
-    // resourceName: [group/]version[/namespaces/ns]/resource[/name[/subresource]]
     let is_version = |s: &str| {
         s.strip_prefix('v')
             .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
     };
+    // resourceName: [group/]version[/namespaces/ns]/resource[/name[/subresource]]
     let (group, version, rest) = match parts.as_slice() {
         [g, v, rest @ ..] if is_version(v) && !is_version(g) => (*g, *v, rest),
         [v, rest @ ..] if is_version(v) => ("core", *v, rest),
@@ -132,18 +199,17 @@ fn gke_object_ref(method: &str, resource_name: &str) -> Value {
         ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(*ns), rest),
         _ => (None, rest),
     };
-    let resource = rest.first().copied().unwrap_or_else(|| {
-        // Non-resource or unparsable: fall back to the method's resource segment.
-        method.rsplit('.').nth(1).unwrap_or("")
-    });
-    json!({
-        "resource": resource,
-        "namespace": namespace,
-        "name": rest.get(1),
-        "subresource": rest.get(2),
-        "apiGroup": if group == "core" { "" } else { group },
-        "apiVersion": version,
-    })
+    // Non-resource or unparsable names: fall back to the method's resource segment.
+    let resource = rest.first().copied().or_else(|| method.rsplit('.').nth(1));
+    let some = |s: &'a str| (!s.is_empty()).then(|| JStr::borrowed(s));
+    ObjectRef {
+        resource: resource.map(JStr::borrowed),
+        subresource: rest.get(2).map(|s| JStr::borrowed(s)),
+        namespace: namespace.map(JStr::borrowed),
+        name: rest.get(1).map(|s| JStr::borrowed(s)),
+        api_group: Some(JStr::borrowed(if group == "core" { "" } else { group })),
+        api_version: some(version),
+    }
 }
 
 fn grpc_to_http(code: i64) -> i64 {
@@ -180,28 +246,18 @@ pub(super) fn decode_eks_batch(env: &AuditEvent, ctx: Ctx, f: &mut Sink) {
         cluster: cluster.unwrap_or(ctx.cluster),
         ..ctx
     };
-    #[derive(Deserialize)]
-    struct LogEvent<'a> {
-        #[serde(borrow)]
-        message: Option<JStr<'a>>,
-    }
-    let Some(raw) = env.envelope_log_events else {
+    let Some(events) = &env.envelope_log_events else {
         return f(Item::Rejected(DecodeError::NotAuditEvent(
             "CloudWatch record without logEvents".into(),
         )));
     };
-    match serde_json::from_str::<Vec<LogEvent>>(raw.get()) {
-        Ok(events) => {
-            for e in events {
-                match e.message {
-                    Some(m) => decode_eks_message(&m, Format::Eks, ctx, f),
-                    None => f(Item::Rejected(DecodeError::NotAuditEvent(
-                        "CloudWatch log event without message".into(),
-                    ))),
-                }
-            }
+    for e in events {
+        match &e.message {
+            Some(m) => decode_eks_message(m, Format::Eks, ctx, f),
+            None => f(Item::Rejected(DecodeError::NotAuditEvent(
+                "CloudWatch log event without message".into(),
+            ))),
         }
-        Err(e) => f(Item::Rejected(DecodeError::from_json(&e))),
     }
 }
 
@@ -234,75 +290,169 @@ pub(super) fn strip_timestamp_prefix(line: &str) -> Option<&str> {
     rest.starts_with('{').then_some(rest)
 }
 
-/// Keys of an Event that ACK's SLS export stores as JSON-encoded strings.
-const ACK_ENCODED: &[&str] = &[
-    "user",
-    "impersonatedUser",
-    "objectRef",
-    "responseStatus",
-    "annotations",
-    "sourceIPs",
-    "requestObject",
-    "responseObject",
-    "metadata",
-];
+/// ACK via SLS: the Event's keys flat at the top, its nested objects as JSON-encoded strings,
+/// SLS metadata beside them. Plain values are borrowed; each encoded object is unescaped and parsed
+/// once, straight into the event's typed fields.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AckRecord<'a> {
+    #[serde(borrow)]
+    kind: Option<JStr<'a>>,
+    #[serde(borrow)]
+    api_version: Option<JStr<'a>>,
+    #[serde(rename = "auditID", borrow)]
+    audit_id: Option<JStr<'a>>,
+    #[serde(borrow)]
+    stage: Option<JStr<'a>>,
+    #[serde(borrow)]
+    level: Option<JStr<'a>>,
+    #[serde(borrow)]
+    verb: Option<JStr<'a>>,
+    #[serde(rename = "requestURI", borrow)]
+    request_uri: Option<JStr<'a>>,
+    #[serde(borrow)]
+    user_agent: Option<JStr<'a>>,
+    #[serde(borrow)]
+    request_received_timestamp: Option<JStr<'a>>,
+    #[serde(borrow)]
+    stage_timestamp: Option<JStr<'a>>,
+    #[serde(borrow)]
+    user: Option<&'a RawValue>,
+    #[serde(borrow)]
+    impersonated_user: Option<&'a RawValue>,
+    #[serde(borrow)]
+    object_ref: Option<&'a RawValue>,
+    #[serde(borrow)]
+    response_status: Option<&'a RawValue>,
+    #[serde(borrow)]
+    annotations: Option<&'a RawValue>,
+    #[serde(rename = "sourceIPs", borrow)]
+    source_ips: Option<&'a RawValue>,
+    #[serde(borrow)]
+    request_object: Option<&'a RawValue>,
+    #[serde(borrow)]
+    response_object: Option<&'a RawValue>,
+    #[serde(rename = "__logstore__", borrow)]
+    logstore: Option<JStr<'a>>,
+    #[serde(rename = "__project__", borrow)]
+    project: Option<JStr<'a>>,
+}
 
-/// ACK: a flat SLS record whose nested objects are JSON-encoded strings. Rebuilds the native
-/// event (decoding each string once) and finds the cluster id. None when it is not that shape.
-pub(super) fn ack_to_native(text: &str, ctx: Ctx) -> Option<(String, Option<String>)> {
-    let fields: BTreeMap<JStr, &RawValue> = serde_json::from_str(text).ok()?;
-    if !fields.contains_key("auditID") {
-        return None;
+/// The JSON text of a field that may be JSON-encoded in a string.
+fn unwrap_encoded(raw: Option<&RawValue>) -> Result<Option<Cow<'_, str>>, DecodeError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return Ok(Some(Cow::Borrowed(text)));
     }
-    let mut encoded_seen = false;
-    let mut out = String::with_capacity(text.len());
-    out.push('{');
-    for (key, raw) in &fields {
-        if key.starts_with("__") {
-            continue; // SLS metadata (__topic__, __source__, __tag__:…)
-        }
-        let value = raw.get();
-        if !out.ends_with('{') {
-            out.push(',');
-        }
-        out.push_str(&serde_json::to_string(&**key).ok()?);
-        out.push(':');
-        let inner = value
-            .starts_with('"')
-            .then(|| serde_json::from_str::<JStr>(value).ok())
-            .flatten()
-            .filter(|s| ACK_ENCODED.contains(&&**key) && s.trim_start().starts_with(['{', '[']));
-        match inner {
-            Some(s) => {
-                encoded_seen = true;
-                out.push_str(&s);
+    let s: JStr = serde_json::from_str(text).map_err(|e| DecodeError::from_json(&e))?;
+    // A plain string (e.g. a single source IP) stays a JSON string.
+    Ok(Some(if s.trim_start().starts_with(['{', '[']) {
+        s.0
+    } else {
+        Cow::Borrowed(text)
+    }))
+}
+
+fn parse_inner<'s, T: Deserialize<'s>>(
+    text: &'s Option<Cow<str>>,
+    field: &str,
+) -> Result<Option<T>, DecodeError> {
+    text.as_deref()
+        .map(|t| serde_json::from_str(t))
+        .transpose()
+        .map_err(|e| match DecodeError::from_json(&e) {
+            DecodeError::WrongType(m) | DecodeError::InvalidJson(m) | DecodeError::Truncated(m) => {
+                DecodeError::WrongType(format!("ACK field {field}: {m}"))
             }
-            None => out.push_str(value),
-        }
+            other => other,
+        })
+}
+
+/// Decodes `text` if it is an ACK flat record; returns false when it is not that shape.
+pub(super) fn decode_ack(text: &str, ctx: Ctx, f: &mut Sink) -> bool {
+    let Ok(rec) = serde_json::from_str::<AckRecord>(text) else {
+        return false;
+    };
+    let encoded = [
+        rec.user,
+        rec.object_ref,
+        rec.response_status,
+        rec.impersonated_user,
+    ];
+    if rec.audit_id.is_none() || !encoded.iter().flatten().any(|r| r.get().starts_with('"')) {
+        return false;
     }
-    out.push('}');
-    if !encoded_seen {
-        return None;
+    let strings = [
+        rec.user,
+        rec.impersonated_user,
+        rec.object_ref,
+        rec.response_status,
+        rec.annotations,
+        rec.source_ips,
+        rec.request_object,
+        rec.response_object,
+    ]
+    .map(unwrap_encoded);
+    if let Some(Err(e)) = strings.iter().find(|r| r.is_err()) {
+        f(Item::Rejected(e.clone()));
+        return true;
     }
-    Some((out, ack_cluster(&fields, ctx)))
+    let [user, imp, obj, status, ann, ips, req, resp] = strings.map(|r| r.ok().flatten());
+    let built = (|| -> Result<AuditEvent, DecodeError> {
+        Ok(AuditEvent {
+            kind: rec.kind.clone(),
+            api_version: rec.api_version.clone(),
+            audit_id: rec.audit_id.clone(),
+            stage: rec.stage.clone(),
+            level: rec.level.clone(),
+            verb: rec.verb.clone(),
+            request_uri: rec.request_uri.clone(),
+            user: parse_inner(&user, "user")?.unwrap_or_default(),
+            impersonated_user: parse_inner(&imp, "impersonatedUser")?,
+            source_ips: parse_inner(&ips, "sourceIPs")?,
+            user_agent: rec.user_agent.clone(),
+            object_ref: parse_inner(&obj, "objectRef")?,
+            response_status: parse_inner(&status, "responseStatus")?,
+            request_object: parse_inner(&req, "requestObject")?,
+            response_object: parse_inner(&resp, "responseObject")?,
+            request_received_timestamp: rec.request_received_timestamp.clone(),
+            stage_timestamp: rec.stage_timestamp.clone(),
+            annotations: parse_inner(&ann, "annotations")?,
+            ..AuditEvent::default()
+        })
+    })();
+    let cluster = ack_cluster(text, &rec, ctx);
+    match built {
+        Ok(ev) => finish_event(
+            ev,
+            Format::Ack,
+            Ctx {
+                cluster: cluster.as_deref().unwrap_or(ctx.cluster),
+                ..ctx
+            },
+            f,
+        ),
+        Err(e) => f(Item::Rejected(e)),
+    }
+    true
 }
 
 /// The cluster of an ACK record: a configured field, else the SLS logstore or project name
 /// (`audit-<clusterid>`, `k8s-log-<clusterid>`).
-fn ack_cluster(fields: &BTreeMap<JStr, &RawValue>, ctx: Ctx) -> Option<String> {
-    let text = |k: &str| {
-        fields
-            .get(k)
-            .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
-    };
+fn ack_cluster(text: &str, rec: &AckRecord, ctx: Ctx) -> Option<String> {
     if let Some(field) = &ctx.opts.cluster_field {
-        if let Some(v) = text(field) {
+        let fields: BTreeMap<JStr, &RawValue> = serde_json::from_str(text).ok()?;
+        if let Some(v) = fields
+            .get(field.as_str())
+            .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+        {
             return Some(v);
         }
     }
-    ["__logstore__", "logstore", "__project__", "project"]
-        .iter()
-        .filter_map(|k| text(k))
+    [&rec.logstore, &rec.project]
+        .into_iter()
+        .flatten()
         .find_map(|name| {
             ["audit-", "k8s-log-"]
                 .iter()
