@@ -153,6 +153,8 @@ pub fn replay(
     let (batch_tx, batch_rx) = bounded(threads * 2);
     let (result_tx, result_rx) = bounded::<Processed>(in_flight);
     let (permit_tx, permit_rx) = bounded::<()>(in_flight);
+    // Spent batches go back to the reader so their buffers are reused.
+    let (spent_tx, spent_rx) = bounded(in_flight);
     for _ in 0..in_flight {
         permit_tx.send(())?;
     }
@@ -162,24 +164,31 @@ pub fn replay(
         // Owned here so that an early error return hangs up on the reader and the workers.
         let permit_tx = permit_tx;
         scope.spawn(move || {
-            while let Some(batch) = merger.next_batch() {
+            while let Some(batch) = merger.next_batch(spent_rx.try_recv().ok()) {
                 if permit_rx.recv().is_err() || batch_tx.send(batch).is_err() {
                     break; // the collector stopped (error); stop reading
                 }
             }
         });
         for _ in 0..threads {
-            let (rx, tx, ctx) = (batch_rx.clone(), result_tx.clone(), ctx.clone());
+            let (rx, tx, ctx, spent) = (
+                batch_rx.clone(),
+                result_tx.clone(),
+                ctx.clone(),
+                spent_tx.clone(),
+            );
             scope.spawn(move || {
-                for batch in rx {
-                    if tx.send(worker::process(&ctx, batch)).is_err() {
+                for mut batch in rx {
+                    if tx.send(worker::process(&ctx, &mut batch)).is_err() {
                         break;
                     }
+                    let _ = spent.try_send(batch);
                 }
             });
         }
         drop(result_tx);
         drop(batch_rx);
+        drop(spent_tx);
 
         let mut pending = BTreeMap::new();
         let mut next_seq = 0u64;

@@ -33,10 +33,10 @@ pub struct Processed {
     pub rejections: Vec<Rejection>,
 }
 
-pub fn process(ctx: &WorkerContext, batch: Batch) -> Processed {
+pub fn process(ctx: &WorkerContext, batch: &mut Batch) -> Processed {
     let mut stats = BatchStats::default();
     let mut alerts = Vec::new();
-    let mut rejections = batch.rejections;
+    let mut rejections = std::mem::take(&mut batch.rejections);
     let mut matched = Vec::new();
     for rec in &batch.records {
         stats.records += 1;

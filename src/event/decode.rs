@@ -168,6 +168,14 @@ fn decode_items(items: &[&RawValue], format: Format, ctx: Ctx, f: &mut Sink) {
 
 /// `format` is the shape of the container the object was found in (native for a bare line).
 pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) {
+    // Recognise ACK up front: failing a native parse on it first would cost a serde error that
+    // quotes the whole encoded object.
+    if format == Format::Native
+        && providers::looks_like_ack(text)
+        && providers::decode_ack(text, ctx, f)
+    {
+        return;
+    }
     let ev: AuditEvent = match serde_json::from_str(text) {
         Ok(ev) => ev,
         Err(e) => {
@@ -188,8 +196,8 @@ pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) 
     if let Some(props) = &ev.envelope_properties {
         return providers::decode_aks(&ev, props, ctx, f);
     }
-    if ev.envelope_proto_payload.is_some() {
-        return providers::decode_gke(text, ctx, f);
+    if let Some(payload) = &ev.envelope_proto_payload {
+        return providers::decode_gke(&ev, payload, ctx, f);
     }
     if ev.envelope_log_events.is_some() || ev.envelope_message_type.is_some() {
         return providers::decode_eks_batch(&ev, ctx, f);

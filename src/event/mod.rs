@@ -99,7 +99,13 @@ pub struct AuditEvent<'a> {
     #[serde(rename = "resourceId", borrow)]
     pub(crate) envelope_resource_id: Option<JStr<'a>>,
     #[serde(rename = "protoPayload", borrow)]
-    pub(crate) envelope_proto_payload: Option<&'a RawValue>,
+    pub(crate) envelope_proto_payload: Option<providers::GkePayload<'a>>,
+    #[serde(rename = "insertId", borrow)]
+    pub(crate) envelope_insert_id: Option<JStr<'a>>,
+    #[serde(rename = "resource", borrow)]
+    pub(crate) envelope_resource: Option<providers::GkeResource<'a>>,
+    #[serde(rename = "labels", borrow)]
+    pub(crate) envelope_labels: Option<&'a RawValue>,
     #[serde(rename = "logEvents", borrow)]
     pub(crate) envelope_log_events: Option<Vec<providers::CloudWatchEvent<'a>>>,
     #[serde(rename = "logGroup", borrow)]

@@ -53,27 +53,12 @@ pub(super) fn decode_aks(env: &AuditEvent, props: &AksProperties, ctx: Ctx, f: &
     decode_object(&inner, Format::Aks, Ctx { cluster, ..ctx }, f);
 }
 
-/// Google Cloud Audit Logs `LogEntry` for `k8s.io`, mapped field by field onto a borrowed event
-/// (no re-serialisation). What GKE does not record (groups, credential id, the exact HTTP status,
+/// Google Cloud Audit Logs `LogEntry` for `k8s.io` (its top-level keys ride in `AuditEvent`),
+/// mapped field by field onto a borrowed event (no second parse). What GKE does not record (groups, credential id, the exact HTTP status,
 /// stage) is left absent or approximated, never invented.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct GkeEntry<'a> {
-    #[serde(borrow)]
-    proto_payload: GkePayload<'a>,
-    #[serde(borrow)]
-    insert_id: Option<JStr<'a>>,
-    #[serde(borrow)]
-    timestamp: Option<JStr<'a>>,
-    #[serde(borrow)]
-    resource: Option<GkeResource<'a>>,
-    #[serde(borrow)]
-    labels: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GkePayload<'a> {
+pub struct GkePayload<'a> {
     #[serde(borrow)]
     service_name: Option<JStr<'a>>,
     #[serde(borrow)]
@@ -92,14 +77,14 @@ struct GkePayload<'a> {
     response: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GkeAuthn<'a> {
     #[serde(borrow)]
     principal_email: Option<JStr<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GkeRequestMetadata<'a> {
     #[serde(borrow)]
@@ -108,31 +93,26 @@ struct GkeRequestMetadata<'a> {
     caller_supplied_user_agent: Option<JStr<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct GkeStatus<'a> {
     code: Option<i64>,
     #[serde(borrow)]
     message: Option<JStr<'a>>,
 }
 
-#[derive(Deserialize)]
-struct GkeResource<'a> {
+#[derive(Debug, Deserialize)]
+pub struct GkeResource<'a> {
     #[serde(borrow)]
     labels: Option<GkeResourceLabels<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct GkeResourceLabels<'a> {
     #[serde(borrow)]
     cluster_name: Option<JStr<'a>>,
 }
 
-pub(super) fn decode_gke(text: &str, ctx: Ctx, f: &mut Sink) {
-    let entry: GkeEntry = match serde_json::from_str(text) {
-        Ok(e) => e,
-        Err(e) => return f(Item::Rejected(DecodeError::from_json(&e))),
-    };
-    let p = &entry.proto_payload;
+pub(super) fn decode_gke(entry: &AuditEvent, p: &GkePayload, ctx: Ctx, f: &mut Sink) {
     if p.service_name.as_deref() != Some("k8s.io") {
         return f(Item::Skipped("gke_non_k8s_service"));
     }
@@ -143,7 +123,7 @@ pub(super) fn decode_gke(text: &str, ctx: Ctx, f: &mut Sink) {
     let ev = AuditEvent {
         kind: Some(JStr::borrowed("Event")),
         api_version: Some(JStr::borrowed("audit.k8s.io/v1")),
-        audit_id: entry.insert_id.clone(),
+        audit_id: entry.envelope_insert_id.clone(),
         stage: Some(JStr::borrowed("ResponseComplete")),
         level: Some(JStr::borrowed(if p.request.is_some() {
             "RequestResponse"
@@ -170,11 +150,11 @@ pub(super) fn decode_gke(text: &str, ctx: Ctx, f: &mut Sink) {
         request_object: p.request,
         response_object: p.response,
         stage_timestamp: entry.timestamp.clone(),
-        annotations: entry.labels,
+        annotations: entry.envelope_labels,
         ..AuditEvent::default()
     };
     let cluster = entry
-        .resource
+        .envelope_resource
         .as_ref()
         .and_then(|r| r.labels.as_ref())
         .and_then(|l| l.cluster_name.as_deref())
@@ -367,6 +347,20 @@ fn parse_inner<'s, T: Deserialize<'s>>(
             }
             other => other,
         })
+}
+
+/// A cheap hint that a record is ACK-shaped: `user` or `objectRef` holding an encoded object.
+pub(super) fn looks_like_ack(text: &str) -> bool {
+    use memchr::memmem::Finder;
+    use std::sync::OnceLock;
+    static HINTS: OnceLock<[Finder<'static>; 2]> = OnceLock::new();
+    let hints = HINTS.get_or_init(|| {
+        [
+            Finder::new(r#""user":"{"#),
+            Finder::new(r#""objectRef":"{"#),
+        ]
+    });
+    hints.iter().any(|h| h.find(text.as_bytes()).is_some())
 }
 
 /// Decodes `text` if it is an ACK flat record; returns false when it is not that shape.

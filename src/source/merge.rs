@@ -176,14 +176,18 @@ impl Merger {
         }
     }
 
-    /// The next batch in event-time order, or None when every file is exhausted.
-    pub fn next_batch(&mut self) -> Option<Batch> {
-        let mut batch = Batch {
-            seq: self.seq,
+    /// The next batch in event-time order, or None when every file is exhausted. A spent batch
+    /// can be handed back for its buffers to be reused (saves page faults on fresh memory).
+    pub fn next_batch(&mut self, recycled: Option<Batch>) -> Option<Batch> {
+        let mut batch = recycled.unwrap_or_else(|| Batch {
             data: Vec::with_capacity(self.opts.batch_bytes.min(1 << 22) + 4096),
             records: Vec::with_capacity(self.opts.batch_records),
-            rejections: Vec::new(),
-        };
+            ..Batch::default()
+        });
+        batch.seq = self.seq;
+        batch.data.clear();
+        batch.records.clear();
+        batch.rejections.clear();
         loop {
             self.open_due();
             batch.rejections.append(&mut self.carry);
