@@ -49,7 +49,8 @@ fn main() {
         "-"
     );
     for threads in [1, 2] {
-        let (secs, rss_kib, replay_events) = common::replay(&data, threads, &[]);
+        let run = common::replay(&data, threads, &[]);
+        let (secs, rss_kib, replay_events) = (run.wall_secs, run.peak_rss_kib, run.events);
         assert_eq!(
             replay_events, events,
             "replay and baseline saw different event counts"

@@ -4,8 +4,18 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-/// Runs the release binary; returns wall seconds, peak RSS in KiB and the events it decoded.
-pub fn replay(path: &Path, threads: usize, extra: &[&str]) -> (f64, u64, u64) {
+/// What one run of the binary cost.
+#[allow(dead_code)] // each bench reads the fields it reports
+pub struct Run {
+    pub wall_secs: f64,
+    /// User + system CPU seconds of all its threads: steadier than wall time on a shared box.
+    pub cpu_secs: f64,
+    pub peak_rss_kib: u64,
+    pub events: u64,
+}
+
+/// Runs the release binary on `path` and measures it.
+pub fn replay(path: &Path, threads: usize, extra: &[&str]) -> Run {
     let summary = std::env::temp_dir().join(format!(
         "audithound-bench-summary-{}-{threads}.json",
         std::process::id()
@@ -41,9 +51,11 @@ pub fn replay(path: &Path, threads: usize, extra: &[&str]) -> (f64, u64, u64) {
     let _ = child.try_wait();
     let s: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("summary JSON");
-    (
-        secs,
-        usage.ru_maxrss as u64,
-        s["events"].as_u64().unwrap_or(0),
-    )
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Run {
+        wall_secs: secs,
+        cpu_secs: tv(usage.ru_utime) + tv(usage.ru_stime),
+        peak_rss_kib: usage.ru_maxrss as u64,
+        events: s["events"].as_u64().unwrap_or(0),
+    }
 }

@@ -202,7 +202,7 @@ pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) 
     if ev.envelope_log_events.is_some() || ev.envelope_message_type.is_some() {
         return providers::decode_eks_batch(&ev, ctx, f);
     }
-    if let Some(message) = &ev.envelope_at_message {
+    if let Some(message) = ev.envelope_at_message {
         return providers::decode_eks_message(message, Format::Eks, ctx, f);
     }
     match ev.kind.as_deref() {

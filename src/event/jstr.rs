@@ -115,9 +115,77 @@ pub fn for_each_str(raw: &RawValue, f: &mut dyn FnMut(&str) -> bool) -> bool {
     Seed(f).deserialize(&mut de).unwrap_or(false)
 }
 
+/// The text of a JSON string literal (`raw` includes its quotes), unescaped; None if `raw` is not
+/// a valid string literal. Written for the JSON-in-a-string payloads CloudWatch, AKS and SLS ship,
+/// where every quote is escaped: a plain byte loop beats serde's per-escape scratch path there.
+pub fn unescape_literal(raw: &str) -> Option<Cow<'_, str>> {
+    let body = raw.strip_prefix('"')?.strip_suffix('"')?;
+    let b = body.as_bytes();
+    let Some(first) = b.iter().position(|&c| c == b'\\') else {
+        return Some(Cow::Borrowed(body));
+    };
+    let mut out = Vec::with_capacity(body.len());
+    out.extend_from_slice(&b[..first]);
+    let mut i = first;
+    while i < b.len() {
+        let c = b[i];
+        if c != b'\\' {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let simple = match *b.get(i + 1)? {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 8,
+            b'f' => 12,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => 0,
+            _ => return None,
+        };
+        if simple != 0 {
+            out.push(simple);
+            i += 2;
+            continue;
+        }
+        let hex = |at: usize| body.get(at..at + 4).and_then(|h| u32::from_str_radix(h, 16).ok());
+        let hi = hex(i + 2)?;
+        i += 6;
+        let ch = if (0xD800..0xDC00).contains(&hi) {
+            // A surrogate pair: \uD83D\uDE00
+            if body.get(i..i + 2) != Some("\\u") {
+                return None;
+            }
+            let lo = hex(i + 2)?;
+            i += 6;
+            char::from_u32(0x10000 + ((hi - 0xD800) << 10) + lo.checked_sub(0xDC00)?)?
+        } else {
+            char::from_u32(hi)?
+        };
+        let mut utf8 = [0u8; 4];
+        out.extend_from_slice(ch.encode_utf8(&mut utf8).as_bytes());
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unescapes_like_serde() {
+        for s in ["plain", "{\"a\":\"b\\\\c\"}\n\t", "caf\u{e9} \u{1F600} \u{8}\u{c}/", ""] {
+            let literal = serde_json::to_string(s).unwrap();
+            assert_eq!(unescape_literal(&literal).as_deref(), Some(s), "{literal}");
+        }
+        assert_eq!(unescape_literal(r#""\ud83d\ude00 \/""#).as_deref(), Some("\u{1F600} /"));
+        for bad in [r#""\x""#, r#""\u12""#, r#""\ud83d""#, "no quotes", r#""trailing\""#] {
+            assert_eq!(unescape_literal(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn borrows_plain_strings_and_owns_escaped_ones() {

@@ -3,6 +3,7 @@
 //! SLS records. Each provider names its cluster in its own way; that name wins over the default.
 
 use super::decode::{decode_object, finish_event, Ctx, DecodeError, Format, Item, Sink};
+use super::jstr::unescape_literal;
 use super::{AuditEvent, JStr, ObjectRef, ResponseStatus, UserInfo};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -19,8 +20,9 @@ pub struct AksProperties<'a> {
 /// One entry of a CloudWatch Logs batch's `logEvents`.
 #[derive(Debug, Deserialize)]
 pub struct CloudWatchEvent<'a> {
+    /// Kept raw: it is unescaped once by `unescape_literal`, not through serde's scratch buffer.
     #[serde(borrow)]
-    message: Option<JStr<'a>>,
+    message: Option<&'a RawValue>,
 }
 
 /// Azure: `{"category": "kube-audit", "properties": {"log": <event object or JSON string>}}`.
@@ -43,9 +45,9 @@ pub(super) fn decode_aks(env: &AuditEvent, props: &AksProperties, ctx: Ctx, f: &
     let cluster = cluster.as_deref().unwrap_or(ctx.cluster);
     // `properties.log` is an object in diagnostic settings and a JSON string in some exports.
     let inner: Cow<str> = if log.get().starts_with('"') {
-        match serde_json::from_str::<JStr>(log.get()) {
-            Ok(s) => s.0,
-            Err(e) => return f(Item::Rejected(DecodeError::from_json(&e))),
+        match unescape_literal(log.get()) {
+            Some(s) => s,
+            None => return f(Item::Rejected(DecodeError::InvalidJson("bad string escape in properties.log".into()))),
         }
     } else {
         Cow::Borrowed(log.get())
@@ -232,7 +234,7 @@ pub(super) fn decode_eks_batch(env: &AuditEvent, ctx: Ctx, f: &mut Sink) {
         )));
     };
     for e in events {
-        match &e.message {
+        match e.message {
             Some(m) => decode_eks_message(m, Format::Eks, ctx, f),
             None => f(Item::Rejected(DecodeError::NotAuditEvent(
                 "CloudWatch log event without message".into(),
@@ -242,7 +244,12 @@ pub(super) fn decode_eks_batch(env: &AuditEvent, ctx: Ctx, f: &mut Sink) {
 }
 
 /// One CloudWatch message: an event as a JSON string, possibly cut by CloudWatch.
-pub(super) fn decode_eks_message(message: &str, format: Format, ctx: Ctx, f: &mut Sink) {
+pub(super) fn decode_eks_message(message: &RawValue, format: Format, ctx: Ctx, f: &mut Sink) {
+    let Some(message) = unescape_literal(message.get()) else {
+        return f(Item::Rejected(DecodeError::NotAuditEvent(
+            "CloudWatch message is not a JSON string".into(),
+        )));
+    };
     let message = message.trim_ascii();
     if message.ends_with(CLOUDWATCH_TRUNCATED) {
         return f(Item::Rejected(DecodeError::TruncatedUpstream(format!(
