@@ -55,10 +55,15 @@ fn main() {
         "format", "MiB", "events/CPU-s", "events/s wall", "ratio (CPU)", "ratio (wall)"
     );
     let rates = |r: &common::Run| (r.events as f64 / r.cpu_secs, r.events as f64 / r.wall_secs);
-    let Some(native) = best[0].as_ref().map(rates) else { return };
+    let Some(native) = best[0].as_ref().map(rates) else {
+        return;
+    };
     for ((name, _), run) in cases.iter().zip(&best) {
         let Some(run) = run else { continue };
-        let size = std::fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or(0) as f64 / (1 << 20) as f64;
+        let size = std::fs::metadata(dir.join(name))
+            .map(|m| m.len())
+            .unwrap_or(0) as f64
+            / (1 << 20) as f64;
         let (cpu, wall) = rates(run);
         println!(
             "{name:<22} {size:>6.0} {cpu:>14.0} {wall:>14.0} {:>12.2} {:>12.2}",

@@ -193,8 +193,8 @@ pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) 
     if let Some(records) = &ev.envelope_records {
         return decode_items(records, Format::Aks, ctx, f);
     }
-    if let Some(props) = &ev.envelope_properties {
-        return providers::decode_aks(&ev, props, ctx, f);
+    if ev.envelope_properties.is_some() {
+        return providers::decode_aks(ev, ctx, f);
     }
     if let Some(payload) = &ev.envelope_proto_payload {
         return providers::decode_gke(&ev, payload, ctx, f);
@@ -202,9 +202,14 @@ pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) 
     if ev.envelope_log_events.is_some() || ev.envelope_message_type.is_some() {
         return providers::decode_eks_batch(&ev, ctx, f);
     }
-    if let Some(message) = ev.envelope_at_message {
+    if let Some(message) = &ev.envelope_at_message {
         return providers::decode_eks_message(message, Format::Eks, ctx, f);
     }
+    finish_event(ev, format, ctx, f)
+}
+
+/// Last checks on a decoded event, then hands it over.
+pub(super) fn finish_event<'a>(mut ev: AuditEvent<'a>, format: Format, ctx: Ctx<'a>, f: &mut Sink) {
     match ev.kind.as_deref() {
         None | Some("Event") => {}
         Some(other) => {
@@ -213,11 +218,6 @@ pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) 
             ))))
         }
     }
-    finish_event(ev, format, ctx, f)
-}
-
-/// Last checks on a decoded event, then hands it over.
-pub(super) fn finish_event<'a>(mut ev: AuditEvent<'a>, format: Format, ctx: Ctx<'a>, f: &mut Sink) {
     if ev.audit_id.is_none() {
         return f(Item::Rejected(DecodeError::NotAuditEvent(
             "object has no auditID and no known envelope (native, EventList, ACK, EKS, GKE, AKS)"

@@ -151,7 +151,10 @@ pub fn unescape_literal(raw: &str) -> Option<Cow<'_, str>> {
             i += 2;
             continue;
         }
-        let hex = |at: usize| body.get(at..at + 4).and_then(|h| u32::from_str_radix(h, 16).ok());
+        let hex = |at: usize| {
+            body.get(at..at + 4)
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+        };
         let hi = hex(i + 2)?;
         i += 6;
         let ch = if (0xD800..0xDC00).contains(&hi) {
@@ -177,12 +180,26 @@ mod tests {
 
     #[test]
     fn unescapes_like_serde() {
-        for s in ["plain", "{\"a\":\"b\\\\c\"}\n\t", "caf\u{e9} \u{1F600} \u{8}\u{c}/", ""] {
+        for s in [
+            "plain",
+            "{\"a\":\"b\\\\c\"}\n\t",
+            "caf\u{e9} \u{1F600} \u{8}\u{c}/",
+            "",
+        ] {
             let literal = serde_json::to_string(s).unwrap();
             assert_eq!(unescape_literal(&literal).as_deref(), Some(s), "{literal}");
         }
-        assert_eq!(unescape_literal(r#""\ud83d\ude00 \/""#).as_deref(), Some("\u{1F600} /"));
-        for bad in [r#""\x""#, r#""\u12""#, r#""\ud83d""#, "no quotes", r#""trailing\""#] {
+        assert_eq!(
+            unescape_literal(r#""\ud83d\ude00 \/""#).as_deref(),
+            Some("\u{1F600} /")
+        );
+        for bad in [
+            r#""\x""#,
+            r#""\u12""#,
+            r#""\ud83d""#,
+            "no quotes",
+            r#""trailing\""#,
+        ] {
             assert_eq!(unescape_literal(bad), None, "{bad}");
         }
     }

@@ -113,7 +113,7 @@ pub struct AuditEvent<'a> {
     #[serde(rename = "messageType", borrow)]
     pub(crate) envelope_message_type: Option<JStr<'a>>,
     #[serde(rename = "@message", borrow)]
-    pub(crate) envelope_at_message: Option<&'a RawValue>,
+    pub(crate) envelope_at_message: Option<JStr<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

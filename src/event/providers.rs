@@ -14,45 +14,98 @@ use std::collections::BTreeMap;
 #[derive(Debug, Deserialize)]
 pub struct AksProperties<'a> {
     #[serde(borrow)]
-    log: Option<&'a RawValue>,
+    log: Option<AksLog<'a>>,
+}
+
+/// `properties.log`, decoded in the same pass as the envelope: an event object straight into the
+/// borrowed struct, a JSON string unescaped by serde on the way.
+#[derive(Debug)]
+pub enum AksLog<'a> {
+    Event(Box<AuditEvent<'a>>),
+    Encoded(JStr<'a>),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for AksLog<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AksLog<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an audit event object or a JSON string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(AksLog::Encoded(JStr::borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(AksLog::Encoded(JStr(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let de = serde::de::value::MapAccessDeserializer::new(map);
+                AuditEvent::deserialize(de).map(|e| AksLog::Event(Box::new(e)))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(AksLog::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(AksLog::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(AksLog::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(AksLog::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(AksLog::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(AksLog::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// One entry of a CloudWatch Logs batch's `logEvents`.
 #[derive(Debug, Deserialize)]
 pub struct CloudWatchEvent<'a> {
-    /// Kept raw: it is unescaped once by `unescape_literal`, not through serde's scratch buffer.
+    /// Unescaped by serde in the same pass that finds the batch's structure.
     #[serde(borrow)]
-    message: Option<&'a RawValue>,
+    message: Option<JStr<'a>>,
 }
 
 /// Azure: `{"category": "kube-audit", "properties": {"log": <event object or JSON string>}}`.
-pub(super) fn decode_aks(env: &AuditEvent, props: &AksProperties, ctx: Ctx, f: &mut Sink) {
+pub(super) fn decode_aks<'a>(mut env: AuditEvent<'a>, ctx: Ctx<'a>, f: &mut Sink) {
     let category = env.envelope_category.as_deref().unwrap_or("");
     if !matches!(category, "kube-audit" | "kube-audit-admin") {
         return f(Item::Skipped("aks_non_audit_category"));
     }
-    let Some(log) = props.log else {
-        return f(Item::Rejected(DecodeError::NotAuditEvent(
-            "AKS record without properties.log".into(),
-        )));
-    };
     // The resource id ends in `/MANAGEDCLUSTERS/<name>`; Azure ids are case-insensitive.
     let cluster = env
         .envelope_resource_id
         .as_deref()
         .and_then(|id| id.rsplit('/').find(|s| !s.is_empty()))
         .map(str::to_ascii_lowercase);
-    let cluster = cluster.as_deref().unwrap_or(ctx.cluster);
-    // `properties.log` is an object in diagnostic settings and a JSON string in some exports.
-    let inner: Cow<str> = if log.get().starts_with('"') {
-        match unescape_literal(log.get()) {
-            Some(s) => s,
-            None => return f(Item::Rejected(DecodeError::InvalidJson("bad string escape in properties.log".into()))),
-        }
-    } else {
-        Cow::Borrowed(log.get())
+    let ctx = Ctx {
+        cluster: cluster.as_deref().unwrap_or(ctx.cluster),
+        ..ctx
     };
-    decode_object(&inner, Format::Aks, Ctx { cluster, ..ctx }, f);
+    // `properties.log` is an object in diagnostic settings and a JSON string in some exports.
+    match env.envelope_properties.take().and_then(|p| p.log) {
+        Some(AksLog::Event(ev)) => finish_event(*ev, Format::Aks, ctx, f),
+        Some(AksLog::Encoded(s)) => decode_object(&s, Format::Aks, ctx, f),
+        Some(AksLog::Other) | None => f(Item::Rejected(DecodeError::NotAuditEvent(
+            "AKS record without an event in properties.log".into(),
+        ))),
+    }
 }
 
 /// Google Cloud Audit Logs `LogEntry` for `k8s.io` (its top-level keys ride in `AuditEvent`),
@@ -234,7 +287,7 @@ pub(super) fn decode_eks_batch(env: &AuditEvent, ctx: Ctx, f: &mut Sink) {
         )));
     };
     for e in events {
-        match e.message {
+        match &e.message {
             Some(m) => decode_eks_message(m, Format::Eks, ctx, f),
             None => f(Item::Rejected(DecodeError::NotAuditEvent(
                 "CloudWatch log event without message".into(),
@@ -244,12 +297,7 @@ pub(super) fn decode_eks_batch(env: &AuditEvent, ctx: Ctx, f: &mut Sink) {
 }
 
 /// One CloudWatch message: an event as a JSON string, possibly cut by CloudWatch.
-pub(super) fn decode_eks_message(message: &RawValue, format: Format, ctx: Ctx, f: &mut Sink) {
-    let Some(message) = unescape_literal(message.get()) else {
-        return f(Item::Rejected(DecodeError::NotAuditEvent(
-            "CloudWatch message is not a JSON string".into(),
-        )));
-    };
+pub(super) fn decode_eks_message(message: &str, format: Format, ctx: Ctx, f: &mut Sink) {
     let message = message.trim_ascii();
     if message.ends_with(CLOUDWATCH_TRUNCATED) {
         return f(Item::Rejected(DecodeError::TruncatedUpstream(format!(
@@ -332,10 +380,11 @@ fn unwrap_encoded(raw: Option<&RawValue>) -> Result<Option<Cow<'_, str>>, Decode
     if !text.starts_with('"') {
         return Ok(Some(Cow::Borrowed(text)));
     }
-    let s: JStr = serde_json::from_str(text).map_err(|e| DecodeError::from_json(&e))?;
+    let s = unescape_literal(text)
+        .ok_or_else(|| DecodeError::InvalidJson("bad string escape".into()))?;
     // A plain string (e.g. a single source IP) stays a JSON string.
     Ok(Some(if s.trim_start().starts_with(['{', '[']) {
-        s.0
+        s
     } else {
         Cow::Borrowed(text)
     }))
