@@ -4,7 +4,7 @@
 //!     AUDITHOUND_BENCH_MB=300 cargo bench --bench formats
 //!
 //! The same events are rendered as each provider ships them (EKS and EventList in batches of
-//! 50), then the release binary replays each file with 2 threads, in three interleaved rounds. Events/s is the fair unit:
+//! 50), then the release binary replays each file with 2 threads, in five interleaved rounds. Events/s is the fair unit:
 //! envelopes make files of different sizes for the same events.
 
 mod common;
@@ -24,15 +24,16 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("target/bench-data/formats-{mb}MiB"));
-    let cases: [(&str, Format); 7] = [
+        .join(format!("target/bench-data/formats-v2-{mb}MiB"));
+    let cases: [(&str, Format); 8] = [
         ("native.log", Format::Native),
         ("eventlist.log", Format::EventList),
         ("ack.log", Format::Ack),
         ("eks-cloudwatch.log", Format::Eks),
         ("eks-s3.log", Format::Eks),
         ("gke.log", Format::Gke),
-        ("aks.log", Format::Aks),
+        ("aks-object.log", Format::Aks),
+        ("aks-string.log", Format::Aks),
     ];
     if !dir.join("done").exists() {
         generate(&dir, mb, &cases);
@@ -40,7 +41,7 @@ fn main() {
     // Rounds interleave the formats and each keeps its cheapest run, so a noisy moment on a
     // shared machine cannot decide a ratio. CPU seconds (all threads) measure the work per event;
     // wall time is shown beside it.
-    const ROUNDS: usize = 3;
+    const ROUNDS: usize = 5;
     let mut best: Vec<Option<common::Run>> = cases.iter().map(|_| None).collect();
     for _ in 0..ROUNDS {
         for (i, (name, _)) in cases.iter().enumerate() {
@@ -91,6 +92,8 @@ fn generate(dir: &std::path::Path, mb: u64, cases: &[(&str, Format)]) {
         for ((name, format), w) in cases.iter().zip(writers.iter_mut()) {
             let text = match (*name, format) {
                 ("eks-s3.log", _) => formats::eks_s3_export(batch),
+                ("aks-object.log", _) => formats::aks_lines(batch, "bench", false),
+                ("aks-string.log", _) => formats::aks_lines(batch, "bench", true),
                 (_, Format::Eks) => formats::eks_subscription(batch, "bench").to_string() + "\n",
                 // One webhook batch per line.
                 (_, Format::EventList) => {

@@ -754,6 +754,14 @@ pub mod formats {
         lines.join("\n") + "\n"
     }
 
+    /// AKS records with `properties.log` all as objects (diagnostic settings) or all as strings.
+    pub fn aks_lines(events: &[Value], cluster: &str, log_as_string: bool) -> String {
+        events
+            .iter()
+            .map(|e| aks(e, cluster, log_as_string).to_string() + "\n")
+            .collect()
+    }
+
     /// CloudWatch export to S3: each event prefixed with its ingestion time.
     pub fn eks_s3_export(events: &[Value]) -> String {
         events
