@@ -6,6 +6,7 @@
 //! `metrics` counts everything.
 
 pub mod alert;
+pub mod detect;
 pub mod engine;
 pub mod event;
 pub mod metrics;

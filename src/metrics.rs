@@ -62,6 +62,11 @@ pub struct RunStats {
     pub rejected_examples: Vec<RejectionExample>,
     pub alerts: u64,
     pub duplicate_alerts: u64,
+    /// Alerts held back by a rule's `suppress` period.
+    pub suppressed_alerts: u64,
+    /// Keys held by stateful rules at the end, and keys evicted by the memory cap.
+    pub state_keys: u64,
+    pub state_evictions: u64,
     pub alerts_by_rule: BTreeMap<String, u64>,
     pub alerts_by_severity: BTreeMap<String, u64>,
     pub top_actors: Vec<(String, u64)>,
@@ -158,6 +163,11 @@ impl RunStats {
             ),
             ("rejected", self.rejected_total().to_string()),
             ("alerts", self.alerts.to_string()),
+            ("alerts suppressed", self.suppressed_alerts.to_string()),
+            (
+                "stateful keys (evicted)",
+                format!("{} ({})", self.state_keys, self.state_evictions),
+            ),
             ("elapsed", format!("{:.2} s", self.elapsed_secs)),
             (
                 "throughput",

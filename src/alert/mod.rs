@@ -75,7 +75,16 @@ pub struct Outcome {
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct Evidence {
     pub audit_ids: Vec<String>,
+    /// Events behind the alert (1 for a single-event rule).
     pub count: u64,
+    /// Event time of the first event counted (stateful rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_seconds: Option<i64>,
+    /// Alerts of this rule for this actor held back by `suppress` since the previous one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<u64>,
 }
 
 impl Alert {
@@ -125,6 +134,7 @@ impl Alert {
             evidence: Evidence {
                 audit_ids: vec![audit_id],
                 count: 1,
+                ..Evidence::default()
             },
             summary: rule.summary.render(view),
             remediation: rule.remediation.clone(),

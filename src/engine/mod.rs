@@ -11,7 +11,7 @@
 
 mod worker;
 
-use crate::alert::Alert;
+use crate::detect::{Stateful, Suppressor, DEFAULT_MAX_KEYS};
 use crate::event::{DecodeOptions, Stage};
 use crate::metrics::RunStats;
 use crate::rules::RuleSet;
@@ -25,7 +25,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use worker::{Processed, WorkerContext};
+use worker::{Output, Processed, WorkerContext};
 
 pub struct ReplayOptions {
     pub paths: Vec<String>,
@@ -137,6 +137,15 @@ pub fn replay(
     };
     let file_clusters: Vec<String> = files.iter().map(|f| cluster_of(opts, &f.name)).collect();
     let mut merger = Merger::new(files, merge_opts, disk_bytes.clone());
+    let mut detectors = Detectors {
+        stateful: Stateful::new(&rules, DEFAULT_MAX_KEYS),
+        suppressor: Suppressor::default(),
+        dedupe: Dedupe {
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+        },
+        rules: rules.clone(),
+    };
     let ctx = Arc::new(WorkerContext {
         rules,
         decode: opts.decode.clone(),
@@ -192,15 +201,11 @@ pub fn replay(
 
         let mut pending = BTreeMap::new();
         let mut next_seq = 0u64;
-        let mut dedupe = Dedupe {
-            seen: HashSet::new(),
-            order: VecDeque::new(),
-        };
         for result in result_rx {
             pending.insert(result.seq, result);
             while let Some(done) = pending.remove(&next_seq) {
                 next_seq += 1;
-                emit(done, &mut stats, &mut dedupe, sink, &mut dead_letter)?;
+                emit(done, &mut stats, &mut detectors, sink, &mut dead_letter)?;
                 // The reader may be gone already at the end of input.
                 let _ = permit_tx.send(());
                 progress.set_position(disk_bytes.load(Ordering::Relaxed));
@@ -233,10 +238,18 @@ fn cluster_of(opts: &ReplayOptions, path: &str) -> String {
         .map_or_else(|| opts.default_cluster.clone(), |m| m.as_str().to_owned())
 }
 
+/// What the collector owns: stateful detector state and the alert filters, fed in input order.
+struct Detectors {
+    rules: Arc<RuleSet>,
+    stateful: Stateful,
+    suppressor: Suppressor,
+    dedupe: Dedupe,
+}
+
 fn emit(
     done: Processed,
     stats: &mut RunStats,
-    dedupe: &mut Dedupe,
+    det: &mut Detectors,
     sink: &mut dyn AlertSink,
     dead_letter: &mut Option<&mut dyn Write>,
 ) -> anyhow::Result<()> {
@@ -244,24 +257,29 @@ fn emit(
     for r in &done.rejections {
         report_rejection(stats, r, dead_letter)?;
     }
-    for alert in &done.alerts {
-        send_alert(alert, stats, dedupe, sink)?;
+    let mut fired = Vec::new();
+    for output in done.outputs {
+        match output {
+            Output::Alert(a) => fired.push(a),
+            Output::Observation(o) => det.stateful.observe(&det.rules, o, &mut fired),
+        }
+        for mut alert in fired.drain(..) {
+            if !det.dedupe.first_time(&alert.id) {
+                stats.duplicate_alerts += 1;
+                continue;
+            }
+            let period = det.rules.get(&alert.rule.id).and_then(|r| r.suppress);
+            if !det.suppressor.admit(&mut alert, period) {
+                stats.suppressed_alerts += 1;
+                continue;
+            }
+            stats.count_alert(&alert);
+            sink.send(&alert)?;
+        }
     }
+    stats.state_evictions = det.stateful.stats.evictions;
+    stats.state_keys = det.stateful.key_count();
     Ok(())
-}
-
-fn send_alert(
-    alert: &Alert,
-    stats: &mut RunStats,
-    dedupe: &mut Dedupe,
-    sink: &mut dyn AlertSink,
-) -> anyhow::Result<()> {
-    if !dedupe.first_time(&alert.id) {
-        stats.duplicate_alerts += 1;
-        return Ok(());
-    }
-    stats.count_alert(alert);
-    sink.send(alert)
 }
 
 fn report_rejection(

@@ -3,6 +3,7 @@
 //! per-batch result.
 
 use crate::alert::Alert;
+use crate::detect::{self, Observation};
 use crate::event::{decode_record, DecodeOptions, Item, Stage};
 use crate::metrics::BatchStats;
 use crate::rules::field::EventView;
@@ -29,13 +30,20 @@ pub struct WorkerContext {
 pub struct Processed {
     pub seq: u64,
     pub stats: BatchStats,
-    pub alerts: Vec<Alert>,
+    /// Single-event alerts and stateful observations, in event order.
+    pub outputs: Vec<Output>,
     pub rejections: Vec<Rejection>,
+}
+
+pub enum Output {
+    Alert(Alert),
+    Observation(Observation),
 }
 
 pub fn process(ctx: &WorkerContext, batch: &mut Batch) -> Processed {
     let mut stats = BatchStats::default();
-    let mut alerts = Vec::new();
+    let mut outputs = Vec::new();
+    let (mut alerts, mut observations) = (Vec::new(), Vec::new());
     let mut rejections = std::mem::take(&mut batch.rejections);
     let mut matched = Vec::new();
     for rec in &batch.records {
@@ -60,10 +68,15 @@ pub fn process(ctx: &WorkerContext, batch: &mut Batch) -> Processed {
                 stats.analysed += 1;
                 stats.count_actor(ev.username());
                 let view = EventView::new(ev, time);
-                ctx.rules.matching(&view, &mut matched);
-                for &i in &matched {
-                    alerts.push(Alert::from_match(&ctx.rules.rules[i as usize], &view));
-                }
+                detect::evaluate(
+                    &ctx.rules,
+                    &view,
+                    &mut matched,
+                    &mut alerts,
+                    &mut observations,
+                );
+                outputs.extend(alerts.drain(..).map(Output::Alert));
+                outputs.extend(observations.drain(..).map(Output::Observation));
             }
             Item::Skipped(what) => *stats.skipped.entry(what).or_default() += 1,
             Item::Rejected(e) => rejections.push(Rejection {
@@ -83,7 +96,7 @@ pub fn process(ctx: &WorkerContext, batch: &mut Batch) -> Processed {
     Processed {
         seq: batch.seq,
         stats,
-        alerts,
+        outputs,
         rejections,
     }
 }

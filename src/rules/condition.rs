@@ -19,7 +19,7 @@ use serde_yaml::Value as Y;
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Cond {
     All(Vec<Cond>),
     Any(Vec<Cond>),
@@ -27,14 +27,14 @@ pub enum Cond {
     Match(Matcher),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Matcher {
     pub path: String,
     pub field: Field,
     pub op: Op,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Op {
     Eq(Scalar),
     In(HashSet<String>),

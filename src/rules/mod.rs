@@ -6,6 +6,7 @@
 
 pub mod condition;
 pub mod field;
+pub mod kind;
 pub mod template;
 pub mod testing;
 
@@ -39,13 +40,7 @@ impl Severity {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// One event decides.
-    #[default]
-    Match,
-}
+pub use kind::Kind;
 
 /// A compiled rule.
 #[derive(Debug)]
@@ -57,7 +52,11 @@ pub struct Rule {
     pub mitre: Vec<String>,
     pub tags: Vec<String>,
     pub kind: Kind,
+    /// The filter every kind applies first (for a sequence: its own condition and any step).
     pub condition: Cond,
+    /// At most one alert per actor and cluster per this many microseconds; the next alert
+    /// counts what was suppressed.
+    pub suppress: Option<i64>,
     /// The rule stays quiet when any exception holds.
     pub except: Vec<Cond>,
     pub summary: Template,
@@ -96,11 +95,16 @@ struct RawRule {
     mitre: Vec<String>,
     #[serde(default)]
     tags: Vec<String>,
-    #[serde(default)]
-    kind: Kind,
+    #[serde(default = "match_kind")]
+    kind: String,
+    threshold: Option<kind::RawThreshold>,
+    new_terms: Option<kind::RawNewTerms>,
+    sequence: Option<kind::RawSequence>,
+    suppress: Option<String>,
     #[serde(default = "yes")]
     enabled: bool,
-    condition: Y,
+    #[serde(default)]
+    condition: Option<Y>,
     #[serde(default)]
     except: Vec<Y>,
     summary: String,
@@ -112,6 +116,10 @@ struct RawRule {
 
 fn yes() -> bool {
     true
+}
+
+fn match_kind() -> String {
+    "match".into()
 }
 
 /// All rules of a run, indexed by `objectRef.resource`.
@@ -280,6 +288,11 @@ fn read_rule_file(path: &Path) -> Result<RuleFile, String> {
     })
 }
 
+/// The value, or None with the error recorded: lets a rule report all its problems at once.
+fn keep<T>(errors: &mut Vec<String>, r: Result<T, String>) -> Option<T> {
+    r.map_err(|e| errors.push(e)).ok()
+}
+
 fn compile_rule(
     raw: RawRule,
     path: &Path,
@@ -290,44 +303,78 @@ fn compile_rule(
         return Ok(None);
     }
     let mut errors = Vec::new();
-    if raw.id.is_empty()
-        || !raw
+    let id_ok = !raw.id.is_empty()
+        && raw
             .id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    {
-        errors.push(format!(
-            "{at}: id must be non-empty and use only letters, digits, '.', '_' and '-'"
-        ));
-    }
-    let condition = Cond::compile(&raw.condition, scope, &format!("{at}.condition"));
-    let except: Vec<_> = raw
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    keep(
+        &mut errors,
+        if id_ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{at}: id must be non-empty and use only letters, digits, '.', '_' and '-'"
+            ))
+        },
+    );
+    let kind = keep(
+        &mut errors,
+        kind::compile(
+            &raw.kind,
+            raw.threshold,
+            raw.new_terms,
+            raw.sequence,
+            scope,
+            at,
+        ),
+    );
+    let filter = match (&raw.condition, &kind) {
+        (Some(c), _) => keep(
+            &mut errors,
+            Cond::compile(c, scope, &format!("{at}.condition")),
+        ),
+        (None, Some(Kind::Sequence(_))) => Some(Cond::All(Vec::new())),
+        (None, _) => keep(&mut errors, Err(format!("{at}: missing `condition`"))),
+    };
+    let except: Vec<Option<Cond>> = raw
         .except
         .iter()
         .enumerate()
-        .map(|(i, e)| Cond::compile(e, scope, &format!("{at}.except[{i}]")))
+        .map(|(i, e)| {
+            keep(
+                &mut errors,
+                Cond::compile(e, scope, &format!("{at}.except[{i}]")),
+            )
+        })
         .collect();
-    let summary = Template::parse(&raw.summary).map_err(|e| format!("{at}.summary: {e}"));
-    let tests = testing::RuleTests::from_raw(raw.tests).map_err(|e| format!("{at}.tests: {e}"));
-    let (condition, summary, tests) = match (condition, summary, tests) {
-        (Ok(c), Ok(s), Ok(t)) => (Some(c), Some(s), Some(t)),
-        (c, s, t) => {
-            errors.extend([c.err(), s.err(), t.err()].into_iter().flatten());
-            (None, None, None)
-        }
+    let summary = keep(
+        &mut errors,
+        Template::parse(&raw.summary).map_err(|e| format!("{at}.summary: {e}")),
+    );
+    let tests = keep(
+        &mut errors,
+        testing::RuleTests::from_raw(raw.tests).map_err(|e| format!("{at}.tests: {e}")),
+    );
+    let suppress = match &raw.suppress {
+        Some(d) => keep(
+            &mut errors,
+            kind::parse_duration(d).map_err(|e| format!("{at}.suppress: {e}")),
+        ),
+        None => Some(0),
     };
-    let mut compiled_except = Vec::new();
-    for e in except {
-        match e {
-            Ok(c) => compiled_except.push(c),
-            Err(e) => errors.push(e),
-        }
-    }
+    let (Some(kind), Some(filter), Some(summary), Some(tests), Some(suppress)) =
+        (kind, filter, summary, tests, suppress)
+    else {
+        return Err(errors);
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
-    let (Some(condition), Some(summary), Some(tests)) = (condition, summary, tests) else {
-        return Err(vec![format!("{at}: failed to compile")]);
+    // A sequence's filter also admits any step, so that every step reaches its state.
+    let condition = match &kind {
+        Kind::Sequence(spec) => Cond::All(vec![filter, Cond::Any(spec.steps.clone())]),
+        _ => filter,
     };
     Ok(Some(Rule {
         id: raw.id,
@@ -336,9 +383,10 @@ fn compile_rule(
         severity: raw.severity,
         mitre: raw.mitre,
         tags: raw.tags,
-        kind: raw.kind,
+        kind,
         condition,
-        except: compiled_except,
+        suppress: (suppress > 0).then_some(suppress),
+        except: except.into_iter().flatten().collect(),
         summary,
         remediation: raw.remediation,
         tests,

@@ -1,0 +1,372 @@
+//! Stateful detection on event time: threshold (count or distinct count in a window), new_terms
+//! (first time a combination is seen, after a learning period) and sequence (ordered steps by the
+//! same key within a span), plus per-rule suppression.
+//!
+//! Workers turn each event that passes a stateful rule's filter into an `Observation`; the
+//! collector feeds them here in input order, so state sees every key's events in order and the
+//! alerts are the same for any thread count. State is bounded per rule; evictions are counted.
+
+use crate::alert::Alert;
+use crate::rules::field::{EventView, Field};
+use crate::rules::{Kind, RuleSet};
+use std::collections::{HashMap, VecDeque};
+
+/// Keys kept per rule before the least recently seen are evicted.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+/// Audit IDs carried as evidence per alert.
+const MAX_EVIDENCE_IDS: usize = 10;
+
+/// One event as a stateful rule sees it, extracted by a worker.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub rule: u32,
+    pub time: i64,
+    /// Cluster and the rule's `by` values: whose state this is.
+    pub key: Box<str>,
+    /// threshold: the `distinct` field's value; new_terms: the term.
+    pub value: Option<Box<str>>,
+    /// sequence: bit i set when step i's condition holds.
+    pub steps: u32,
+    /// The alert this event would raise, completed with evidence if the rule fires.
+    pub seed: Alert,
+}
+
+#[derive(Default)]
+struct Window {
+    /// (time, distinct value) of the events in the window, oldest first.
+    events: VecDeque<(i64, Option<Box<str>>)>,
+    distinct: HashMap<Box<str>, u32>,
+    audit_ids: VecDeque<String>,
+    /// No new alert for this key before this time (one alert per key per window).
+    quiet_until: i64,
+    last_seen: i64,
+}
+
+struct Progress {
+    next_step: usize,
+    start: i64,
+    audit_ids: Vec<String>,
+    last_seen: i64,
+}
+
+enum State {
+    Threshold(HashMap<Box<str>, Window>),
+    NewTerms {
+        first_time: Option<i64>,
+        seen: HashMap<Box<str>, i64>,
+    },
+    Sequence(HashMap<Box<str>, Progress>),
+    None,
+}
+
+/// Counters reported in the run summary.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct StateStats {
+    pub evictions: u64,
+}
+
+/// `suppress:` — at most one alert per rule, cluster and actor per period; the next alert that
+/// gets through carries how many were held back.
+#[derive(Default)]
+pub struct Suppressor {
+    quiet: HashMap<(String, String, String), (i64, u64)>,
+    pub suppressed: u64,
+}
+
+impl Suppressor {
+    /// Whether `alert` goes out; updates its evidence with the count suppressed before it.
+    pub fn admit(&mut self, alert: &mut Alert, period: Option<i64>) -> bool {
+        let Some(period) = period else { return true };
+        let key = (
+            alert.rule.id.clone(),
+            alert.cluster.clone(),
+            alert.actor.username.clone(),
+        );
+        let now = alert.time_micros;
+        match self.quiet.get_mut(&key) {
+            Some((until, held)) if now < *until => {
+                *held += 1;
+                self.suppressed += 1;
+                false
+            }
+            Some(entry) => {
+                alert.evidence.suppressed = (entry.1 > 0).then_some(entry.1);
+                *entry = (now + period, 0);
+                true
+            }
+            None => {
+                if self.quiet.len() >= DEFAULT_MAX_KEYS {
+                    self.quiet.retain(|_, (until, _)| *until > now);
+                }
+                self.quiet.insert(key, (now + period, 0));
+                true
+            }
+        }
+    }
+}
+
+/// Runs every rule that can match `view`: single-event matches become alerts, stateful rules'
+/// events become observations for the collector. Shared by the workers and `rules test`.
+pub fn evaluate(
+    rules: &RuleSet,
+    view: &EventView,
+    matched: &mut Vec<u32>,
+    alerts: &mut Vec<Alert>,
+    observations: &mut Vec<Observation>,
+) {
+    rules.matching(view, matched);
+    for &i in matched.iter() {
+        let rule = &rules.rules[i as usize];
+        let cluster = view.event.cluster.as_deref().unwrap_or("");
+        let key = |by: &[Field]| -> Box<str> {
+            let mut k = String::from(cluster);
+            for f in by {
+                k.push('\u{1f}');
+                k.push_str(&f.first_text(view).unwrap_or_default());
+            }
+            k.into()
+        };
+        let (key, value, steps) = match &rule.kind {
+            Kind::Match => {
+                alerts.push(Alert::from_match(rule, view));
+                continue;
+            }
+            Kind::Threshold(t) => (
+                key(&t.by),
+                t.distinct
+                    .as_ref()
+                    .map(|f| f.first_text(view).unwrap_or_default().into()),
+                0,
+            ),
+            Kind::NewTerms(n) => (Box::from(""), Some(key(&n.fields)), 0),
+            Kind::Sequence(s) => {
+                let steps = s.steps.iter().enumerate().fold(0u32, |m, (b, c)| {
+                    if c.eval(view) {
+                        m | 1 << b
+                    } else {
+                        m
+                    }
+                });
+                (key(&s.by), None, steps)
+            }
+        };
+        observations.push(Observation {
+            rule: i,
+            time: view.time,
+            key,
+            value,
+            steps,
+            seed: Alert::from_match(rule, view),
+        });
+    }
+}
+
+pub struct Stateful {
+    states: Vec<State>,
+    max_keys: usize,
+    pub stats: StateStats,
+}
+
+impl Stateful {
+    pub fn new(rules: &RuleSet, max_keys: usize) -> Self {
+        let states = rules
+            .rules
+            .iter()
+            .map(|r| match &r.kind {
+                Kind::Threshold(_) => State::Threshold(HashMap::new()),
+                Kind::NewTerms(_) => State::NewTerms {
+                    first_time: None,
+                    seen: HashMap::new(),
+                },
+                Kind::Sequence(_) => State::Sequence(HashMap::new()),
+                Kind::Match => State::None,
+            })
+            .collect();
+        Stateful {
+            states,
+            max_keys: max_keys.max(1),
+            stats: StateStats::default(),
+        }
+    }
+
+    /// Applies one observation; pushes the alert it completes, if any.
+    pub fn observe(&mut self, rules: &RuleSet, obs: Observation, out: &mut Vec<Alert>) {
+        let rule = &rules.rules[obs.rule as usize];
+        let fired = match (&rule.kind, &mut self.states[obs.rule as usize]) {
+            (Kind::Threshold(spec), State::Threshold(keys)) => {
+                let fired = threshold(keys, spec.count, spec.window, spec.distinct.is_some(), &obs);
+                self.stats.evictions += evict(keys, self.max_keys, |w| w.last_seen);
+                fired
+            }
+            (Kind::NewTerms(spec), State::NewTerms { first_time, seen }) => {
+                let fired = new_terms(first_time, seen, spec.learning, &obs);
+                self.stats.evictions += evict(seen, self.max_keys, |t| *t);
+                fired
+            }
+            (Kind::Sequence(spec), State::Sequence(keys)) => {
+                let fired = sequence(keys, spec.steps.len(), spec.max_span, &obs);
+                self.stats.evictions += evict(keys, self.max_keys, |p| p.last_seen);
+                fired
+            }
+            _ => None,
+        };
+        out.extend(fired);
+    }
+
+    pub fn key_count(&self) -> u64 {
+        self.states
+            .iter()
+            .map(|s| match s {
+                State::Threshold(m) => m.len(),
+                State::NewTerms { seen, .. } => seen.len(),
+                State::Sequence(m) => m.len(),
+                State::None => 0,
+            } as u64)
+            .sum()
+    }
+}
+
+/// Drops the least recently seen tenth of the keys when over the cap; returns how many.
+fn evict<V>(map: &mut HashMap<Box<str>, V>, cap: usize, last_seen: impl Fn(&V) -> i64) -> u64 {
+    if map.len() <= cap {
+        return 0;
+    }
+    let mut times: Vec<i64> = map.values().map(&last_seen).collect();
+    let drop = (cap / 10).max(map.len() - cap);
+    let nth = drop.min(times.len() - 1);
+    let (_, cut, _) = times.select_nth_unstable(nth);
+    let cut = *cut;
+    let before = map.len();
+    map.retain(|_, v| last_seen(v) > cut);
+    (before - map.len()) as u64
+}
+
+fn push_id(ids: &mut VecDeque<String>, id: &str) {
+    if ids.len() == MAX_EVIDENCE_IDS {
+        ids.pop_front();
+    }
+    ids.push_back(id.to_owned());
+}
+
+fn threshold(
+    keys: &mut HashMap<Box<str>, Window>,
+    count: u64,
+    window: i64,
+    distinct: bool,
+    obs: &Observation,
+) -> Option<Alert> {
+    let w = keys.entry(obs.key.clone()).or_default();
+    w.last_seen = w.last_seen.max(obs.time);
+    while let Some((t, _)) = w.events.front() {
+        if *t > obs.time - window {
+            break;
+        }
+        if let Some((_, Some(v))) = w.events.pop_front() {
+            if let Some(n) = w.distinct.get_mut(&v) {
+                *n -= 1;
+                if *n == 0 {
+                    w.distinct.remove(&v);
+                }
+            }
+        }
+    }
+    if distinct {
+        if let Some(v) = &obs.value {
+            *w.distinct.entry(v.clone()).or_default() += 1;
+        }
+    }
+    w.events
+        .push_back((obs.time, if distinct { obs.value.clone() } else { None }));
+    push_id(
+        &mut w.audit_ids,
+        obs.seed
+            .evidence
+            .audit_ids
+            .first()
+            .map_or("", String::as_str),
+    );
+    let n = if distinct {
+        w.distinct.len() as u64
+    } else {
+        w.events.len() as u64
+    };
+    if n < count || obs.time < w.quiet_until {
+        return None;
+    }
+    w.quiet_until = obs.time + window;
+    let first = w.events.front().map_or(obs.time, |e| e.0);
+    let mut alert = obs.seed.clone();
+    alert.evidence.count = n;
+    alert.evidence.audit_ids = w.audit_ids.iter().cloned().collect();
+    alert.evidence.window_seconds = Some(window / 1_000_000);
+    alert.evidence.first_time = Some(crate::event::time::format_micros(first));
+    alert.id = crate::alert::alert_id(&alert.rule.id, &obs.key, &[&alert.evidence.audit_ids[0]]);
+    Some(alert)
+}
+
+fn new_terms(
+    first_time: &mut Option<i64>,
+    seen: &mut HashMap<Box<str>, i64>,
+    learning: i64,
+    obs: &Observation,
+) -> Option<Alert> {
+    let start = *first_time.get_or_insert(obs.time);
+    let term = obs.value.clone().unwrap_or_default();
+    let known = seen.insert(term, obs.time).is_some();
+    if known || obs.time < start + learning {
+        return None;
+    }
+    let mut alert = obs.seed.clone();
+    alert.evidence.first_time = Some(crate::event::time::format_micros(start));
+    Some(alert)
+}
+
+fn sequence(
+    keys: &mut HashMap<Box<str>, Progress>,
+    steps: usize,
+    max_span: i64,
+    obs: &Observation,
+) -> Option<Alert> {
+    let audit_id = obs
+        .seed
+        .evidence
+        .audit_ids
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    if let Some(p) = keys.get(&obs.key) {
+        if obs.time - p.start > max_span {
+            keys.remove(&obs.key);
+        }
+    }
+    match keys.get_mut(&obs.key) {
+        Some(p) if obs.steps & (1 << p.next_step) != 0 => {
+            p.next_step += 1;
+            p.last_seen = obs.time;
+            p.audit_ids.push(audit_id);
+        }
+        Some(_) => return None,
+        None if obs.steps & 1 != 0 => {
+            let p = Progress {
+                next_step: 1,
+                start: obs.time,
+                audit_ids: vec![audit_id],
+                last_seen: obs.time,
+            };
+            keys.insert(obs.key.clone(), p);
+        }
+        None => return None,
+    }
+    if keys.get(&obs.key).is_some_and(|p| p.next_step == steps) {
+        let p = keys.remove(&obs.key)?;
+        let mut alert = obs.seed.clone();
+        alert.evidence.count = p.audit_ids.len() as u64;
+        alert.evidence.first_time = Some(crate::event::time::format_micros(p.start));
+        alert.evidence.window_seconds = Some(max_span / 1_000_000);
+        let ids: Vec<&str> = p.audit_ids.iter().map(String::as_str).collect();
+        alert.id = crate::alert::alert_id(&alert.rule.id, &obs.key, &ids);
+        alert.evidence.audit_ids = p.audit_ids;
+        return Some(alert);
+    }
+    None
+}

@@ -1,0 +1,208 @@
+//! Rule kinds beyond a single-event match: their YAML and their compiled parameters.
+//!
+//! ```yaml
+//! kind: threshold
+//! threshold: {by: [user.username], count: 20, distinct: objectRef.name, window: 5m}
+//!
+//! kind: new_terms
+//! new_terms: {fields: [user.username, userAgent], learning: 24h}
+//!
+//! kind: sequence
+//! sequence:
+//!   by: [user.username]
+//!   max_span: 5m
+//!   steps: [{objectRef.resource: clusterrolebindings}, {objectRef.resource: deployments}]
+//! ```
+
+use super::condition::{Cond, Scope};
+use super::field::Field;
+use serde::Deserialize;
+use serde_yaml::Value as Y;
+
+#[derive(Debug)]
+pub enum Kind {
+    /// One event decides.
+    Match,
+    Threshold(ThresholdSpec),
+    NewTerms(NewTermsSpec),
+    Sequence(SequenceSpec),
+}
+
+impl Kind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Match => "match",
+            Kind::Threshold(_) => "threshold",
+            Kind::NewTerms(_) => "new_terms",
+            Kind::Sequence(_) => "sequence",
+        }
+    }
+}
+
+/// Count (or distinct count of `distinct`) of matching events per `by` key in an event-time window.
+#[derive(Debug)]
+pub struct ThresholdSpec {
+    pub by: Vec<Field>,
+    pub count: u64,
+    pub distinct: Option<Field>,
+    /// Microseconds.
+    pub window: i64,
+}
+
+/// The first time a combination of `fields` is seen, once `learning` has passed.
+#[derive(Debug)]
+pub struct NewTermsSpec {
+    pub fields: Vec<Field>,
+    pub learning: i64,
+}
+
+/// `steps` in order by the same `by` key within `max_span`.
+#[derive(Debug)]
+pub struct SequenceSpec {
+    pub by: Vec<Field>,
+    pub max_span: i64,
+    pub steps: Vec<Cond>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThreshold {
+    #[serde(default)]
+    by: Vec<String>,
+    count: u64,
+    distinct: Option<String>,
+    window: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNewTerms {
+    fields: Vec<String>,
+    #[serde(default = "no_learning")]
+    learning: String,
+}
+
+fn no_learning() -> String {
+    "0s".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSequence {
+    #[serde(default)]
+    by: Vec<String>,
+    max_span: String,
+    steps: Vec<Y>,
+}
+
+/// `30s`, `5m`, `1h`, `7d` → microseconds.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = n
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: expected a number and a unit, like 5m"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("bad duration {s:?}: unit must be s, m, h or d")),
+    };
+    Ok(n * secs * 1_000_000)
+}
+
+fn fields(paths: &[String], at: &str) -> Result<Vec<Field>, String> {
+    paths
+        .iter()
+        .map(|p| Field::parse(p).map_err(|e| format!("{at}: {e}")))
+        .collect()
+}
+
+/// Builds the kind named `name` from its parameter block; also returns the step conditions a
+/// sequence adds to the rule's filter (any step may start or advance it).
+pub fn compile(
+    name: &str,
+    threshold: Option<RawThreshold>,
+    new_terms: Option<RawNewTerms>,
+    sequence: Option<RawSequence>,
+    scope: &Scope,
+    at: &str,
+) -> Result<Kind, String> {
+    let given = [threshold.is_some(), new_terms.is_some(), sequence.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    let expect_block = name != "match";
+    if given > usize::from(expect_block) || (expect_block && given == 0) {
+        return Err(format!(
+            "{at}: kind {name:?} needs exactly its own `{name}:` block and no other kind's"
+        ));
+    }
+    Ok(match (name, threshold, new_terms, sequence) {
+        ("match", ..) => Kind::Match,
+        ("threshold", Some(t), ..) => {
+            if t.count == 0 {
+                return Err(format!("{at}.threshold.count: must be at least 1"));
+            }
+            Kind::Threshold(ThresholdSpec {
+                by: fields(&t.by, &format!("{at}.threshold.by"))?,
+                count: t.count,
+                distinct: t
+                    .distinct
+                    .as_deref()
+                    .map(Field::parse)
+                    .transpose()
+                    .map_err(|e| format!("{at}.threshold.distinct: {e}"))?,
+                window: parse_duration(&t.window)
+                    .map_err(|e| format!("{at}.threshold.window: {e}"))?,
+            })
+        }
+        ("new_terms", _, Some(n), _) => {
+            if n.fields.is_empty() {
+                return Err(format!("{at}.new_terms.fields: name at least one field"));
+            }
+            Kind::NewTerms(NewTermsSpec {
+                fields: fields(&n.fields, &format!("{at}.new_terms.fields"))?,
+                learning: parse_duration(&n.learning)
+                    .map_err(|e| format!("{at}.new_terms.learning: {e}"))?,
+            })
+        }
+        ("sequence", _, _, Some(s)) => {
+            if !(2..=32).contains(&s.steps.len()) {
+                return Err(format!("{at}.sequence.steps: a sequence has 2 to 32 steps"));
+            }
+            let steps = s
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, y)| Cond::compile(y, scope, &format!("{at}.sequence.steps[{i}]")))
+                .collect::<Result<_, _>>()?;
+            Kind::Sequence(SequenceSpec {
+                by: fields(&s.by, &format!("{at}.sequence.by"))?,
+                max_span: parse_duration(&s.max_span)
+                    .map_err(|e| format!("{at}.sequence.max_span: {e}"))?,
+                steps,
+            })
+        }
+        (other, ..) => {
+            return Err(format!(
+                "{at}.kind: unknown kind {other:?}; use match, threshold, new_terms or sequence"
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(300_000_000));
+        assert_eq!(parse_duration("2d"), Ok(172_800_000_000));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("5w").is_err());
+    }
+}
