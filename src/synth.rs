@@ -702,8 +702,96 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
                 uri: Some("/api/v1/secrets?limit=500".into()),
                 ..Req::default()
             },
-            vec!["k8s.secrets.cluster_wide_list"],
+            // After the day's learning period, curl is also a new client for this identity.
+            vec![
+                "k8s.secrets.cluster_wide_list",
+                "k8s.secrets.new_user_agent",
+            ],
         )],
+    );
+    let reads: Vec<_> = (0..15)
+        .map(|i| {
+            let ns = APP_NAMESPACES[i % APP_NAMESPACES.len()];
+            let req = Req {
+                verb: "get",
+                resource: "secrets",
+                namespace: Some(ns.into()),
+                name: Some(format!(
+                    "{}-credentials",
+                    APPS[(i / APP_NAMESPACES.len()) % APPS.len()]
+                )),
+                code: 200,
+                ..Req::default()
+            };
+            // The first read is a new client for this identity; the tenth distinct one crosses the threshold.
+            let expect = match i {
+                0 => vec!["k8s.secrets.new_user_agent"],
+                9 => vec!["k8s.secrets.enumeration"],
+                _ => vec![],
+            };
+            (
+                16 * HOUR + 30 * 60 * SEC + i as i64 * 5 * SEC,
+                &mallory,
+                req,
+                expect,
+            )
+        })
+        .collect();
+    snippet(
+        &mut g,
+        "secret-enumeration",
+        "Fifteen different Secrets read one after another with the stolen credential.",
+        reads,
+    );
+    let mut ci_stolen = Who::new(
+        "system:serviceaccount:ci:deployer",
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:ci",
+            "system:authenticated",
+        ],
+        "curl/8.5.0",
+        "198.51.100.78",
+    );
+    ci_stolen.credential_id = Some("JTI=2f4c6a8e-0b1d-4e3f-a5c7-9e1b3d5f7a90".into());
+    let probes: Vec<_> = (0..12)
+        .map(|i| {
+            let req = Req {
+                verb: "get",
+                resource: "secrets",
+                namespace: Some("kube-system".into()),
+                name: Some(format!("bootstrap-token-{i:06x}")),
+                code: 403,
+                ..Req::default()
+            };
+            (
+                17 * HOUR + i as i64 * 10 * SEC,
+                &ci_stolen,
+                req,
+                if i == 9 {
+                    vec!["k8s.secrets.denied_burst"]
+                } else {
+                    vec![]
+                },
+            )
+        })
+        .collect();
+    snippet(
+        &mut g,
+        "denied-secret-burst",
+        "The CI service account's token, taken outside, probing kube-system Secrets and refused.",
+        probes,
+    );
+    snippet(
+        &mut g,
+        "rbac-then-workload",
+        "The stolen credential grants itself `edit` in a namespace, then deploys there two minutes later.",
+        vec![
+            (18 * HOUR, &mallory, Req { verb: "create", resource: "rolebindings", api_group: "rbac.authorization.k8s.io", namespace: Some("shop".into()), name: Some("mallory-edit".into()), code: 201,
+                request_object: Some(json!({"kind": "RoleBinding", "roleRef": {"kind": "ClusterRole", "name": "edit"}, "subjects": [{"kind": "User", "name": "mallory@example.com"}]})), ..Req::default() }, vec![]),
+            (18 * HOUR + 2 * 60 * SEC, &mallory, Req { verb: "create", resource: "deployments", api_group: "apps", namespace: Some("shop".into()), code: 201,
+                request_object: Some(deployment("metrics-helper", "ghcr.io/mallory/miner:latest")), ..Req::default() }, vec!["k8s.rbac.change_then_workload"]),
+        ],
     );
     attacks
 }

@@ -30,11 +30,11 @@ fn rule_and_audit_ids(alerts: &[Value]) -> BTreeSet<(String, String)> {
     alerts
         .iter()
         .map(|a| {
+            // The last audit ID is the event that completed the finding.
             let ids = a["evidence"]["audit_ids"].as_array().expect("audit ids");
-            assert_eq!(ids.len(), 1);
             (
                 a["rule"]["id"].as_str().unwrap().to_owned(),
-                ids[0].as_str().unwrap().to_owned(),
+                ids.last().and_then(|id| id.as_str()).unwrap().to_owned(),
             )
         })
         .collect()
@@ -81,6 +81,10 @@ fn samples_raise_exactly_the_expected_alerts() {
         "k8s.workload.privileged",
         "k8s.exec.into_system_pod",
         "k8s.secrets.cluster_wide_list",
+        "k8s.secrets.enumeration",
+        "k8s.secrets.denied_burst",
+        "k8s.secrets.new_user_agent",
+        "k8s.rbac.change_then_workload",
     ] {
         assert!(
             expected.iter().any(|(r, _)| r == rule),
@@ -91,7 +95,7 @@ fn samples_raise_exactly_the_expected_alerts() {
     let s = summary(&summary_path);
     // samples/formats/ carries one event CloudWatch cut: explained, counted, not analysed.
     assert_eq!(s["rejected"], serde_json::json!({"truncated_upstream": 1}));
-    assert_eq!(s["files"], 14);
+    assert_eq!(s["files"], 17);
     // RequestReceived twins are read but not analysed, so nothing is double-counted.
     let (events, analysed, skipped) = (
         s["events"].as_u64().unwrap(),
@@ -168,7 +172,7 @@ fn ocsf_output_is_a_detection_finding() {
     let out = audithound(&["replay", "samples/attacks/", "-q", "--format", "ocsf"]);
     assert!(out.status.success());
     let findings = alerts(&out.stdout);
-    assert_eq!(findings.len(), 6);
+    assert_eq!(findings.len(), 9);
     for f in &findings {
         assert_eq!(f["class_uid"], 2004);
         assert_eq!(f["type_uid"], 200401);
@@ -177,7 +181,7 @@ fn ocsf_output_is_a_detection_finding() {
             .unwrap()
             .starts_with("k8s."));
         assert!(f["severity_id"].as_u64().unwrap() >= 3);
-        assert_eq!(f["actor"]["user"]["name"], "mallory@example.com");
+        assert!(f["actor"]["user"]["name"].as_str().is_some());
     }
 }
 

@@ -370,3 +370,193 @@ fn sequence(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{decode_record, DecodeOptions, Item};
+
+    fn rules(yaml: &str) -> RuleSet {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("r.yaml"), yaml).unwrap();
+        RuleSet::load(&[dir.path().to_path_buf()]).unwrap()
+    }
+
+    const THRESHOLD: &str = r#"
+rules:
+  - id: t
+    title: t
+    severity: low
+    kind: threshold
+    threshold: {by: [user.username], distinct: objectRef.name, count: 3, window: 60s}
+    condition: {objectRef.resource: secrets}
+    summary: s
+"#;
+
+    /// Feeds (user, name, second) events through evaluate + observe; returns the seconds that fired.
+    fn run(set: &RuleSet, state: &mut Stateful, events: &[(&str, &str, i64)]) -> Vec<i64> {
+        let mut fired_at = Vec::new();
+        for (user, name, sec) in events {
+            let json = format!(
+                r#"{{"auditID":"{user}-{name}-{sec}","stage":"ResponseComplete","verb":"get","user":{{"username":"{user}"}},"objectRef":{{"resource":"secrets","name":"{name}"}},"stageTimestamp":"{}"}}"#,
+                crate::event::time::format_micros(sec * 1_000_000)
+            );
+            let (mut m, mut a, mut o) = (Vec::new(), Vec::new(), Vec::new());
+            decode_record(
+                json.as_bytes(),
+                &DecodeOptions::default(),
+                "c",
+                &mut |item| {
+                    if let Item::Event(ev, _) = item {
+                        evaluate(
+                            set,
+                            &EventView::new(ev, ev.event_time().unwrap()),
+                            &mut m,
+                            &mut a,
+                            &mut o,
+                        );
+                    }
+                },
+            );
+            let mut out = Vec::new();
+            for obs in o {
+                state.observe(set, obs, &mut out);
+            }
+            fired_at.extend(out.iter().map(|_| *sec));
+        }
+        fired_at
+    }
+
+    #[test]
+    fn threshold_counts_distinct_values_inside_the_window_only() {
+        let set = rules(THRESHOLD);
+        let mut s = Stateful::new(&set, 100);
+        // a, b at 0 and 10; c at 60 is exactly one window after a: a has left, so only 2 distinct.
+        assert!(run(
+            &set,
+            &mut s,
+            &[("u", "a", 0), ("u", "b", 10), ("u", "c", 60)]
+        )
+        .is_empty());
+        // d at 61: b, c, d in (1, 61] → fires once; e right after stays quiet (one per window).
+        assert_eq!(
+            run(&set, &mut s, &[("u", "d", 61), ("u", "e", 62)]),
+            vec![61]
+        );
+        // Repeats of one value never count twice; another user has its own state.
+        assert!(run(
+            &set,
+            &mut s,
+            &[("v", "x", 70), ("v", "x", 71), ("v", "x", 72)]
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn threshold_accepts_slightly_late_events() {
+        let set = rules(THRESHOLD);
+        let mut s = Stateful::new(&set, 100);
+        // Out of order by a few seconds (two API servers): still counted in the window.
+        assert_eq!(
+            run(
+                &set,
+                &mut s,
+                &[("u", "a", 10), ("u", "b", 8), ("u", "c", 12)]
+            ),
+            vec![12]
+        );
+    }
+
+    #[test]
+    fn state_is_capped_and_evictions_counted() {
+        let set = rules(THRESHOLD);
+        let mut s = Stateful::new(&set, 50);
+        let users: Vec<String> = (0..200).map(|i| format!("user{i}")).collect();
+        let events: Vec<(&str, &str, i64)> = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.as_str(), "a", i as i64))
+            .collect();
+        run(&set, &mut s, &events);
+        assert!(s.key_count() <= 50, "{}", s.key_count());
+        assert!(s.stats.evictions >= 150);
+        // The most recent users survive eviction.
+        assert_eq!(
+            run(
+                &set,
+                &mut s,
+                &[("user199", "b", 200), ("user199", "c", 201)]
+            ),
+            vec![201]
+        );
+    }
+
+    #[test]
+    fn new_terms_learns_then_alerts_once_per_term() {
+        let set = rules(
+            r#"
+rules:
+  - id: n
+    title: n
+    severity: low
+    kind: new_terms
+    new_terms: {fields: [user.username, objectRef.name], learning: 100s}
+    condition: {objectRef.resource: secrets}
+    summary: s
+"#,
+        );
+        let mut s = Stateful::new(&set, 100);
+        assert!(
+            run(&set, &mut s, &[("u", "a", 0), ("u", "b", 99)]).is_empty(),
+            "learning"
+        );
+        assert!(
+            run(&set, &mut s, &[("u", "a", 150), ("u", "b", 151)]).is_empty(),
+            "known terms"
+        );
+        assert_eq!(
+            run(
+                &set,
+                &mut s,
+                &[("u", "c", 152), ("u", "c", 153), ("w", "a", 154)]
+            ),
+            vec![152, 154]
+        );
+    }
+
+    #[test]
+    fn suppression_holds_back_and_counts() {
+        let mut sup = Suppressor::default();
+        let alert = |t: i64| Alert {
+            id: t.to_string(),
+            rule: crate::alert::RuleInfo {
+                id: "r".into(),
+                title: String::new(),
+                severity: crate::rules::Severity::Low,
+                mitre: vec![],
+            },
+            time: String::new(),
+            time_micros: t,
+            cluster: "c".into(),
+            actor: crate::alert::Actor {
+                username: "u".into(),
+                ..Default::default()
+            },
+            target: Default::default(),
+            outcome: Default::default(),
+            evidence: Default::default(),
+            summary: String::new(),
+            remediation: String::new(),
+        };
+        let period = Some(100);
+        let admitted: Vec<bool> = [0, 50, 99, 100, 150]
+            .iter()
+            .map(|t| sup.admit(&mut alert(*t), period))
+            .collect();
+        assert_eq!(admitted, [true, false, false, true, false]);
+        let mut later = alert(300);
+        assert!(sup.admit(&mut later, period));
+        assert_eq!(later.evidence.suppressed, Some(1));
+        assert_eq!(sup.suppressed, 3);
+    }
+}

@@ -1,7 +1,14 @@
-//! Rule self-tests: every rule carries events that must fire it and near-misses that must not.
+//! Rule self-tests: every rule carries scenarios that must fire it and near-misses that must not.
+//!
+//! A test case is one event (a mapping), a list of events replayed in order (for stateful
+//! rules), or `{repeat: N, event: {...}}`, which repeats an event N times with `{i}` in its
+//! strings replaced by 0…N-1. Events are run through the same decoder and detectors as a replay.
 
 use super::field::EventView;
-use super::{Rule, RuleSet};
+use super::RuleSet;
+use crate::alert::Alert;
+use crate::detect::{self, Stateful};
+use crate::event::time::format_micros;
 use crate::event::{decode_record, DecodeOptions, Item};
 use serde::Deserialize;
 use serde_json::Value;
@@ -15,46 +22,90 @@ pub struct RawTests {
     quiet: Vec<serde_yaml::Value>,
 }
 
-/// Test events as native JSON lines, with the boilerplate a rule author may leave out filled in.
+/// Each case is a list of native JSON events, boilerplate filled in.
 #[derive(Debug, Default)]
 pub struct RuleTests {
-    pub fire: Vec<String>,
-    pub quiet: Vec<String>,
+    pub fire: Vec<Vec<String>>,
+    pub quiet: Vec<Vec<String>>,
 }
+
+/// 2025-01-01T00:00:00Z: test events without a timestamp are one second apart from here.
+const BASE_TIME: i64 = 1_735_689_600_000_000;
 
 impl RuleTests {
     pub fn from_raw(raw: RawTests) -> Result<RuleTests, String> {
-        let convert = |events: Vec<serde_yaml::Value>, kind: &str| -> Result<Vec<String>, String> {
+        Ok(RuleTests {
+            fire: cases(raw.fire, "fire")?,
+            quiet: cases(raw.quiet, "quiet")?,
+        })
+    }
+}
+
+fn cases(items: Vec<serde_yaml::Value>, kind: &str) -> Result<Vec<Vec<String>>, String> {
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(c, y)| {
+            let at = format!("{kind}[{c}]");
+            let v: Value = serde_json::to_value(y).map_err(|e| format!("{at}: {e}"))?;
+            let events: Vec<Value> = match v {
+                Value::Array(events) => events,
+                Value::Object(ref m) if m.contains_key("repeat") => {
+                    let n = m["repeat"]
+                        .as_u64()
+                        .ok_or_else(|| format!("{at}.repeat: expected a count"))?;
+                    let event = m
+                        .get("event")
+                        .ok_or_else(|| format!("{at}: `repeat` needs an `event`"))?;
+                    (0..n).map(|i| substitute(event, i)).collect()
+                }
+                other => vec![other],
+            };
             events
                 .into_iter()
                 .enumerate()
-                .map(|(i, y)| {
-                    let mut v: Value =
-                        serde_json::to_value(y).map_err(|e| format!("{kind}[{i}]: {e}"))?;
-                    let Some(obj) = v.as_object_mut() else {
-                        return Err(format!("{kind}[{i}]: a test event must be a mapping"));
-                    };
-                    let defaults = [
-                        ("kind", Value::from("Event")),
-                        ("apiVersion", Value::from("audit.k8s.io/v1")),
-                        ("auditID", Value::from(format!("{kind}-{i}"))),
-                        ("stage", Value::from("ResponseComplete")),
-                        ("level", Value::from("RequestResponse")),
-                        ("stageTimestamp", Value::from("2025-01-01T00:00:00Z")),
-                        ("responseStatus", serde_json::json!({"code": 200})),
-                    ];
-                    for (k, d) in defaults {
-                        obj.entry(k).or_insert(d);
-                    }
-                    Ok(v.to_string())
+                .map(|(i, e)| {
+                    with_defaults(e, &format!("{kind}-{c}-{i}"), i)
+                        .map_err(|m| format!("{at}: {m}"))
                 })
                 .collect()
-        };
-        Ok(RuleTests {
-            fire: convert(raw.fire, "fire")?,
-            quiet: convert(raw.quiet, "quiet")?,
         })
+        .collect()
+}
+
+fn substitute(v: &Value, i: u64) -> Value {
+    match v {
+        Value::String(s) => Value::String(s.replace("{i}", &i.to_string())),
+        Value::Array(a) => Value::Array(a.iter().map(|x| substitute(x, i)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), substitute(x, i)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
+}
+
+fn with_defaults(mut v: Value, audit_id: &str, index: usize) -> Result<String, String> {
+    let Some(obj) = v.as_object_mut() else {
+        return Err("a test event must be a mapping".into());
+    };
+    let defaults = [
+        ("kind", Value::from("Event")),
+        ("apiVersion", Value::from("audit.k8s.io/v1")),
+        ("auditID", Value::from(audit_id)),
+        ("stage", Value::from("ResponseComplete")),
+        ("level", Value::from("RequestResponse")),
+        (
+            "stageTimestamp",
+            Value::from(format_micros(BASE_TIME + index as i64 * 1_000_000)),
+        ),
+        ("responseStatus", serde_json::json!({"code": 200})),
+    ];
+    for (k, d) in defaults {
+        obj.entry(k).or_insert(d);
+    }
+    Ok(v.to_string())
 }
 
 /// Outcome of running every rule's tests.
@@ -70,27 +121,31 @@ pub fn run(set: &RuleSet) -> TestReport {
         rules: set.rules.len(),
         ..Default::default()
     };
-    for rule in &set.rules {
+    for (index, rule) in set.rules.iter().enumerate() {
         if rule.tests.fire.is_empty() {
             report
                 .failures
-                .push(format!("{}: has no `tests.fire` event", rule.id));
+                .push(format!("{}: has no `tests.fire` case", rule.id));
         }
         if rule.tests.quiet.is_empty() {
             report
                 .failures
                 .push(format!("{}: has no `tests.quiet` near-miss", rule.id));
         }
-        for (want, events) in [(true, &rule.tests.fire), (false, &rule.tests.quiet)] {
-            for (i, json) in events.iter().enumerate() {
+        for (want, cases) in [(true, &rule.tests.fire), (false, &rule.tests.quiet)] {
+            for (i, events) in cases.iter().enumerate() {
                 report.cases += 1;
                 let kind = if want { "fire" } else { "quiet" };
-                match fires(rule, json) {
-                    Ok(got) if got == want => {}
+                match fires(set, index, events) {
+                    Ok(got) if got.is_empty() != want => {}
                     Ok(got) => report.failures.push(format!(
                         "{}: tests.{kind}[{i}] {} but should {}",
                         rule.id,
-                        if got { "fired" } else { "did not fire" },
+                        if got.is_empty() {
+                            "did not fire"
+                        } else {
+                            "fired"
+                        },
                         if want { "fire" } else { "stay quiet" }
                     )),
                     Err(e) => report
@@ -103,23 +158,39 @@ pub fn run(set: &RuleSet) -> TestReport {
     report
 }
 
-/// Whether `rule` fires on the event in `json` (decoded exactly as the pipeline decodes).
-pub fn fires(rule: &Rule, json: &str) -> Result<bool, String> {
-    let mut result = Err("no event decoded".to_string());
-    decode_record(
-        json.as_bytes(),
-        &DecodeOptions::default(),
-        "default",
-        &mut |item| {
-            result = match item {
-                Item::Event(ev, _) => match ev.event_time() {
-                    Some(t) => Ok(rule.matches(&EventView::new(ev, t))),
-                    None => Err("no timestamp".into()),
-                },
-                Item::Rejected(e) => Err(format!("event rejected: {e}")),
-                Item::Skipped(why) => Err(format!("event skipped: {why}")),
-            }
-        },
-    );
-    result
+/// The alerts rule `index` raises on `events`, replayed in order through the real decoder and
+/// detectors (stateful rules included).
+pub fn fires(set: &RuleSet, index: usize, events: &[String]) -> Result<Vec<Alert>, String> {
+    let mut state = Stateful::new(set, detect::DEFAULT_MAX_KEYS);
+    let (mut matched, mut alerts, mut observations) = (Vec::new(), Vec::new(), Vec::new());
+    let mut fired = Vec::new();
+    for json in events {
+        let mut problem = Some("no event decoded".to_string());
+        decode_record(
+            json.as_bytes(),
+            &DecodeOptions::default(),
+            "default",
+            &mut |item| match item {
+                Item::Event(ev, _) => {
+                    problem = None;
+                    let view = EventView::new(ev, ev.event_time().unwrap_or(0));
+                    detect::evaluate(set, &view, &mut matched, &mut alerts, &mut observations);
+                }
+                Item::Rejected(e) => problem = Some(format!("event rejected: {e}")),
+                Item::Skipped(why) => problem = Some(format!("event skipped: {why}")),
+            },
+        );
+        if let Some(p) = problem {
+            return Err(p);
+        }
+        for obs in observations.drain(..).filter(|o| o.rule as usize == index) {
+            state.observe(set, obs, &mut fired);
+        }
+        fired.extend(
+            alerts
+                .drain(..)
+                .filter(|a| a.rule.id == set.rules[index].id),
+        );
+    }
+    Ok(fired)
 }
