@@ -13,8 +13,8 @@ mod common;
 
 use audithound::event::AuditEvent;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::time::Instant;
 
 fn main() {
@@ -22,7 +22,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1024);
-    let data = ensure_input(mb);
+    let data = common::ensure_input(mb);
     let bytes = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
     println!(
         "input: {} ({:.0} MiB)",
@@ -64,35 +64,6 @@ fn main() {
             rss_kib / 1024
         );
     }
-}
-
-/// Generates (once) a benign-traffic log of about `mb` MiB under target/bench-data.
-fn ensure_input(mb: u64) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
-    let path = dir.join(format!("audit-{mb}MiB.log"));
-    if path.exists() {
-        return path;
-    }
-    std::fs::create_dir_all(&dir).expect("create target/bench-data");
-    let tmp = path.with_extension("partial");
-    let mut w = BufWriter::new(File::create(&tmp).expect("create bench input"));
-    let target = mb << 20;
-    let mut written = 0u64;
-    let start = audithound::event::time::parse_rfc3339_micros("2025-03-04T00:00:00Z").unwrap_or(0);
-    eprintln!(
-        "generating {mb} MiB of audit events into {} …",
-        path.display()
-    );
-    audithound::synth::stream(7, start, |line| {
-        w.write_all(line.as_bytes()).expect("write bench input");
-        w.write_all(b"\n").expect("write bench input");
-        written += line.len() as u64 + 1;
-        written < target
-    });
-    w.flush().expect("flush bench input");
-    drop(w);
-    std::fs::rename(&tmp, &path).expect("rename bench input");
-    path
 }
 
 fn bare_parse(path: &Path) -> (u64, f64) {

@@ -1,6 +1,8 @@
 //! Shared by the benchmarks: running the release binary and measuring it.
 
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -58,4 +60,33 @@ pub fn replay(path: &Path, threads: usize, extra: &[&str]) -> Run {
         peak_rss_kib: usage.ru_maxrss as u64,
         events: s["events"].as_u64().unwrap_or(0),
     }
+}
+
+/// Generates (once) a benign-traffic log of about `mb` MiB under target/bench-data.
+pub fn ensure_input(mb: u64) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    let path = dir.join(format!("audit-{mb}MiB.log"));
+    if path.exists() {
+        return path;
+    }
+    std::fs::create_dir_all(&dir).expect("create target/bench-data");
+    let tmp = path.with_extension("partial");
+    let mut w = BufWriter::new(File::create(&tmp).expect("create bench input"));
+    let target = mb << 20;
+    let mut written = 0u64;
+    let start = audithound::event::time::parse_rfc3339_micros("2025-03-04T00:00:00Z").unwrap_or(0);
+    eprintln!(
+        "generating {mb} MiB of audit events into {} …",
+        path.display()
+    );
+    audithound::synth::stream(7, start, |line| {
+        w.write_all(line.as_bytes()).expect("write bench input");
+        w.write_all(b"\n").expect("write bench input");
+        written += line.len() as u64 + 1;
+        written < target
+    });
+    w.flush().expect("flush bench input");
+    drop(w);
+    std::fs::rename(&tmp, &path).expect("rename bench input");
+    path
 }

@@ -27,8 +27,35 @@ pub struct Observation {
     pub value: Option<Box<str>>,
     /// sequence: bit i set when step i's condition holds.
     pub steps: u32,
-    /// The alert this event would raise, completed with evidence if the rule fires.
-    pub seed: Alert,
+    pub audit_id: Box<str>,
+    /// What the alert is built from if the rule fires.
+    pub seed: Seed,
+}
+
+/// The event behind an observation. Most observations never fire, so the alert is not built up
+/// front: the event's own JSON is kept (one copy) and decoded again only when needed.
+#[derive(Debug, Clone)]
+pub enum Seed {
+    Event {
+        json: Box<str>,
+        cluster: Box<str>,
+    },
+    /// For events mapped from a provider format, which have no JSON of their own.
+    Alert(Box<Alert>),
+}
+
+impl Seed {
+    fn alert(&self, rule: &crate::rules::Rule, time: i64) -> Alert {
+        match self {
+            Seed::Alert(a) => (**a).clone(),
+            Seed::Event { json, cluster } => {
+                let mut ev: crate::event::AuditEvent =
+                    serde_json::from_str(json).unwrap_or_default();
+                ev.cluster = Some(crate::event::JStr::borrowed(cluster));
+                Alert::from_match(rule, &EventView::new(&ev, time))
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -156,7 +183,14 @@ pub fn evaluate(
             key,
             value,
             steps,
-            seed: Alert::from_match(rule, view),
+            audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
+            seed: match view.event.source {
+                Some(json) => Seed::Event {
+                    json: json.into(),
+                    cluster: cluster.into(),
+                },
+                None => Seed::Alert(Box::new(Alert::from_match(rule, view))),
+            },
         });
     }
 }
@@ -194,17 +228,24 @@ impl Stateful {
         let rule = &rules.rules[obs.rule as usize];
         let fired = match (&rule.kind, &mut self.states[obs.rule as usize]) {
             (Kind::Threshold(spec), State::Threshold(keys)) => {
-                let fired = threshold(keys, spec.count, spec.window, spec.distinct.is_some(), &obs);
+                let fired = threshold(
+                    keys,
+                    spec.count,
+                    spec.window,
+                    spec.distinct.is_some(),
+                    &obs,
+                    rule,
+                );
                 self.stats.evictions += evict(keys, self.max_keys, |w| w.last_seen);
                 fired
             }
             (Kind::NewTerms(spec), State::NewTerms { first_time, seen }) => {
-                let fired = new_terms(first_time, seen, spec.learning, &obs);
+                let fired = new_terms(first_time, seen, spec.learning, &obs, rule);
                 self.stats.evictions += evict(seen, self.max_keys, |t| *t);
                 fired
             }
             (Kind::Sequence(spec), State::Sequence(keys)) => {
-                let fired = sequence(keys, spec.steps.len(), spec.max_span, &obs);
+                let fired = sequence(keys, spec.steps.len(), spec.max_span, &obs, rule);
                 self.stats.evictions += evict(keys, self.max_keys, |p| p.last_seen);
                 fired
             }
@@ -254,6 +295,7 @@ fn threshold(
     window: i64,
     distinct: bool,
     obs: &Observation,
+    rule: &crate::rules::Rule,
 ) -> Option<Alert> {
     let w = keys.entry(obs.key.clone()).or_default();
     w.last_seen = w.last_seen.max(obs.time);
@@ -277,14 +319,7 @@ fn threshold(
     }
     w.events
         .push_back((obs.time, if distinct { obs.value.clone() } else { None }));
-    push_id(
-        &mut w.audit_ids,
-        obs.seed
-            .evidence
-            .audit_ids
-            .first()
-            .map_or("", String::as_str),
-    );
+    push_id(&mut w.audit_ids, &obs.audit_id);
     let n = if distinct {
         w.distinct.len() as u64
     } else {
@@ -295,7 +330,7 @@ fn threshold(
     }
     w.quiet_until = obs.time + window;
     let first = w.events.front().map_or(obs.time, |e| e.0);
-    let mut alert = obs.seed.clone();
+    let mut alert = obs.seed.alert(rule, obs.time);
     alert.evidence.count = n;
     alert.evidence.audit_ids = w.audit_ids.iter().cloned().collect();
     alert.evidence.window_seconds = Some(window / 1_000_000);
@@ -309,6 +344,7 @@ fn new_terms(
     seen: &mut HashMap<Box<str>, i64>,
     learning: i64,
     obs: &Observation,
+    rule: &crate::rules::Rule,
 ) -> Option<Alert> {
     let start = *first_time.get_or_insert(obs.time);
     let term = obs.value.clone().unwrap_or_default();
@@ -316,7 +352,7 @@ fn new_terms(
     if known || obs.time < start + learning {
         return None;
     }
-    let mut alert = obs.seed.clone();
+    let mut alert = obs.seed.alert(rule, obs.time);
     alert.evidence.first_time = Some(crate::event::time::format_micros(start));
     Some(alert)
 }
@@ -326,14 +362,9 @@ fn sequence(
     steps: usize,
     max_span: i64,
     obs: &Observation,
+    rule: &crate::rules::Rule,
 ) -> Option<Alert> {
-    let audit_id = obs
-        .seed
-        .evidence
-        .audit_ids
-        .first()
-        .cloned()
-        .unwrap_or_default();
+    let audit_id = obs.audit_id.to_string();
     if let Some(p) = keys.get(&obs.key) {
         if obs.time - p.start > max_span {
             keys.remove(&obs.key);
@@ -359,7 +390,7 @@ fn sequence(
     }
     if keys.get(&obs.key).is_some_and(|p| p.next_step == steps) {
         let p = keys.remove(&obs.key)?;
-        let mut alert = obs.seed.clone();
+        let mut alert = obs.seed.alert(rule, obs.time);
         alert.evidence.count = p.audit_ids.len() as u64;
         alert.evidence.first_time = Some(crate::event::time::format_micros(p.start));
         alert.evidence.window_seconds = Some(max_span / 1_000_000);

@@ -205,6 +205,10 @@ pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) 
     if let Some(message) = &ev.envelope_at_message {
         return providers::decode_eks_message(message, Format::Eks, ctx, f);
     }
+    let ev = AuditEvent {
+        source: Some(text),
+        ..ev
+    };
     finish_event(ev, format, ctx, f)
 }
 

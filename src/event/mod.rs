@@ -87,6 +87,9 @@ pub struct AuditEvent<'a> {
     /// Cluster the event came from: set by the decoder from the envelope or the configured default.
     #[serde(skip)]
     pub cluster: Option<JStr<'a>>,
+    /// The event's own JSON text, when it has one (not for events mapped from GKE or ACK).
+    #[serde(skip)]
+    pub source: Option<&'a str>,
 
     #[serde(rename = "items", borrow)]
     pub(crate) envelope_items: Option<Vec<&'a RawValue>>,

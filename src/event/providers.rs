@@ -405,18 +405,20 @@ fn parse_inner<'s, T: Deserialize<'s>>(
         })
 }
 
-/// A cheap hint that a record is ACK-shaped: `user` or `objectRef` holding an encoded object.
+/// A cheap hint that a record is ACK-shaped: `user`, `objectRef` or `responseStatus` holding an
+/// encoded object. One scan for the rare `":"{\"` (a string value that is JSON), then the key.
 pub(super) fn looks_like_ack(text: &str) -> bool {
     use memchr::memmem::Finder;
     use std::sync::OnceLock;
-    static HINTS: OnceLock<[Finder<'static>; 2]> = OnceLock::new();
-    let hints = HINTS.get_or_init(|| {
-        [
-            Finder::new(r#""user":"{"#),
-            Finder::new(r#""objectRef":"{"#),
-        ]
-    });
-    hints.iter().any(|h| h.find(text.as_bytes()).is_some())
+    static ENCODED_OBJECT: OnceLock<Finder<'static>> = OnceLock::new();
+    let finder = ENCODED_OBJECT.get_or_init(|| Finder::new(r#"":"{\""#));
+    let bytes = text.as_bytes();
+    finder.find_iter(bytes).take(4).any(|at| {
+        let before = &bytes[..at];
+        [&b"\"user"[..], b"\"objectRef", b"\"responseStatus"]
+            .iter()
+            .any(|k| before.ends_with(k))
+    })
 }
 
 /// Decodes `text` if it is an ACK flat record; returns false when it is not that shape.

@@ -37,16 +37,55 @@ pub struct Matcher {
 #[derive(Debug, Clone)]
 pub enum Op {
     Eq(Scalar),
-    In(HashSet<String>),
-    InIcase(HashSet<String>),
-    Glob(GlobSet),
+    In(StrSet),
+    InIcase(StrSet),
+    /// Globs that are only a literal with a leading and/or trailing `*` are tested as plain
+    /// string checks; the rest go through the glob set.
+    Glob(Vec<SimpleGlob>, Option<GlobSet>),
     Prefix(Vec<String>, bool),
     Suffix(Vec<String>, bool),
     Contains(Vec<String>, bool),
-    Regex(Regex),
+    /// The regex, and the literal every match must start with (tested first: far cheaper).
+    Regex(Regex, Option<String>),
     Cidr(Vec<IpNet>),
     Cmp(CmpOp, f64),
     Exists(bool),
+}
+
+/// A set of strings: a short list is scanned (faster than hashing a handful), a long one hashed.
+#[derive(Debug, Clone)]
+pub enum StrSet {
+    Few(Vec<String>),
+    Many(HashSet<String>),
+}
+
+impl FromIterator<String> for StrSet {
+    fn from_iter<I: IntoIterator<Item = String>>(items: I) -> Self {
+        let mut v: Vec<String> = items.into_iter().collect();
+        v.sort();
+        v.dedup();
+        if v.len() <= 16 {
+            StrSet::Few(v)
+        } else {
+            StrSet::Many(v.into_iter().collect())
+        }
+    }
+}
+
+impl StrSet {
+    pub fn contains(&self, s: &str) -> bool {
+        match self {
+            StrSet::Few(v) => v.iter().any(|x| x == s),
+            StrSet::Many(h) => h.contains(s),
+        }
+    }
+
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            StrSet::Few(v) => v.clone(),
+            StrSet::Many(h) => h.iter().cloned().collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +115,43 @@ const OPS: &[&str] = &[
 ];
 
 impl Cond {
+    /// A rough price of evaluating this condition: top-level fields are cheap, lazily parsed maps
+    /// and JSON paths dear, regexes dearer than literals. `All`/`Any` test cheap children first.
+    pub fn cost(&self) -> u32 {
+        match self {
+            Cond::All(cs) | Cond::Any(cs) => cs.iter().map(Cond::cost).sum(),
+            Cond::Not(c) => c.cost(),
+            Cond::Match(m) => {
+                let field = match m.field {
+                    Field::Str(_) | Field::StatusCode => 1,
+                    Field::List(_) => 2,
+                    Field::Extra(_) | Field::Annotation(_) => 4,
+                    Field::Json(..) => 8,
+                };
+                let op = match m.op {
+                    Op::Glob(..) | Op::Cidr(_) => 1,
+                    Op::Regex(..) => 2,
+                    _ => 0,
+                };
+                field + op
+            }
+        }
+    }
+
+    /// Reorders `all`/`any` children cheapest first; the result is the same, only faster.
+    fn order_by_cost(mut self) -> Cond {
+        if let Cond::All(cs) | Cond::Any(cs) = &mut self {
+            let taken = std::mem::take(cs);
+            let mut sorted: Vec<Cond> = taken.into_iter().map(Cond::order_by_cost).collect();
+            sorted.sort_by_key(Cond::cost);
+            *cs = sorted;
+        }
+        if let Cond::Not(c) = self {
+            return Cond::Not(Box::new(c.order_by_cost()));
+        }
+        self
+    }
+
     pub fn eval(&self, ev: &EventView) -> bool {
         match self {
             Cond::All(cs) => cs.iter().all(|c| c.eval(ev)),
@@ -91,7 +167,7 @@ impl Cond {
         match self {
             Cond::Match(Matcher { path: p, op, .. }) if p == path => match op {
                 Op::Eq(Scalar::Str(s, false)) => Some(vec![s.clone()]),
-                Op::In(set) => Some(set.iter().cloned().collect()),
+                Op::In(set) => Some(set.to_vec()),
                 _ => None,
             },
             Cond::All(cs) => cs.iter().find_map(|c| c.required_values(path)),
@@ -107,7 +183,7 @@ impl Cond {
     }
 
     pub fn compile(y: &Y, scope: &Scope, at: &str) -> Result<Cond, String> {
-        Self::compile_depth(y, scope, at, 0)
+        Self::compile_depth(y, scope, at, 0).map(Cond::order_by_cost)
     }
 
     fn compile_depth(y: &Y, scope: &Scope, at: &str, depth: usize) -> Result<Cond, String> {
@@ -241,7 +317,14 @@ fn compile_op(op: &str, arg: &Y, icase: bool, scope: &Scope, at: &str) -> Result
         "contains" => Op::Contains(lower(strings(arg, scope, at)?), icase),
         "glob" => {
             let mut b = GlobSetBuilder::new();
+            let mut simple = Vec::new();
+            let mut complex = 0;
             for g in strings(arg, scope, at)? {
+                if let Some(sg) = (!icase).then(|| SimpleGlob::parse(&g)).flatten() {
+                    simple.push(sg);
+                    continue;
+                }
+                complex += 1;
                 let glob = GlobBuilder::new(&g)
                     .case_insensitive(icase)
                     .literal_separator(false)
@@ -249,7 +332,12 @@ fn compile_op(op: &str, arg: &Y, icase: bool, scope: &Scope, at: &str) -> Result
                     .map_err(|e| format!("{at}: bad glob {g:?}: {e}"))?;
                 b.add(glob);
             }
-            Op::Glob(b.build().map_err(|e| format!("{at}: {e}"))?)
+            let set = if complex > 0 {
+                Some(b.build().map_err(|e| format!("{at}: {e}"))?)
+            } else {
+                None
+            };
+            Op::Glob(simple, set)
         }
         "regex" => {
             let src = arg
@@ -260,7 +348,11 @@ fn compile_op(op: &str, arg: &Y, icase: bool, scope: &Scope, at: &str) -> Result
             } else {
                 src.to_owned()
             };
-            Op::Regex(Regex::new(&src).map_err(|e| format!("{at}: bad regex: {e}"))?)
+            let prefix = (!icase).then(|| literal_prefix(&src)).flatten();
+            Op::Regex(
+                Regex::new(&src).map_err(|e| format!("{at}: bad regex: {e}"))?,
+                prefix,
+            )
         }
         "cidr" => Op::Cidr(
             strings(arg, scope, at)?
@@ -363,7 +455,9 @@ impl Op {
                 other => set.contains(&other.to_text()),
             },
             (Op::InIcase(set), v) => set.contains(&v.to_text().to_lowercase()),
-            (Op::Glob(g), Val::Str(s)) => g.is_match(s),
+            (Op::Glob(simple, set), Val::Str(s)) => {
+                simple.iter().any(|g| g.matches(s)) || set.as_ref().is_some_and(|g| g.is_match(s))
+            }
             (Op::Prefix(ps, icase), Val::Str(s)) => {
                 with_case(s, *icase, |s| ps.iter().any(|p| s.starts_with(p.as_str())))
             }
@@ -373,7 +467,9 @@ impl Op {
             (Op::Contains(ps, icase), Val::Str(s)) => {
                 with_case(s, *icase, |s| ps.iter().any(|p| s.contains(p.as_str())))
             }
-            (Op::Regex(r), Val::Str(s)) => r.is_match(s),
+            (Op::Regex(r, prefix), Val::Str(s)) => {
+                prefix.as_ref().is_none_or(|p| s.starts_with(p.as_str())) && r.is_match(s)
+            }
             (Op::Cidr(nets), Val::Str(s)) => s
                 .parse::<IpAddr>()
                 .is_ok_and(|ip| nets.iter().any(|n| n.contains(&ip))),
@@ -396,6 +492,70 @@ impl Op {
             _ => false,
         }
     }
+}
+
+/// `abc`, `abc*`, `*abc`, `*abc*`: a glob that needs no glob engine.
+#[derive(Debug, Clone)]
+pub enum SimpleGlob {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+}
+
+impl SimpleGlob {
+    fn parse(g: &str) -> Option<SimpleGlob> {
+        let (lead, trail) = (g.starts_with('*'), g.ends_with('*') && g.len() > 1);
+        let core = &g[usize::from(lead)..g.len() - usize::from(trail)];
+        if core.is_empty() || core.contains(['*', '?', '[', ']', '{', '}', '\\']) {
+            return None;
+        }
+        let core = core.to_owned();
+        Some(match (lead, trail) {
+            (false, false) => SimpleGlob::Exact(core),
+            (false, true) => SimpleGlob::Prefix(core),
+            (true, false) => SimpleGlob::Suffix(core),
+            (true, true) => SimpleGlob::Contains(core),
+        })
+    }
+
+    fn matches(&self, s: &str) -> bool {
+        match self {
+            SimpleGlob::Exact(c) => s == c,
+            SimpleGlob::Prefix(c) => s.starts_with(c.as_str()),
+            SimpleGlob::Suffix(c) => s.ends_with(c.as_str()),
+            SimpleGlob::Contains(c) => s.contains(c.as_str()),
+        }
+    }
+}
+
+/// The literal text an anchored regex (`^abc…`) requires at the start, if any.
+fn literal_prefix(src: &str) -> Option<String> {
+    let body = src.strip_prefix('^')?;
+    let mut prefix = String::new();
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(e) if !e.is_ascii_alphanumeric() => prefix.push(e),
+                _ => break,
+            },
+            '.' | '[' | '(' | '|' | '$' | '{' | '^' => break,
+            // A quantifier applies to the char before it: that char is not required.
+            '*' | '?' | '+' => {
+                prefix.pop();
+                break;
+            }
+            c => {
+                if matches!(chars.peek(), Some('*' | '?' | '{')) {
+                    break;
+                }
+                prefix.push(c);
+            }
+        }
+    }
+    // An alternation anywhere makes the prefix optional.
+    (!prefix.is_empty() && !src.contains('|')).then_some(prefix)
 }
 
 fn with_case(s: &str, icase: bool, f: impl Fn(&str) -> bool) -> bool {
@@ -449,6 +609,11 @@ mod tests {
         assert!(check("userAgent: {prefix: kubectl/, icase: true}", EV));
         assert!(!check("userAgent: {prefix: kubectl/}", EV));
         assert!(check("userAgent: {glob: 'kubectl*', icase: true}", EV));
+        assert!(check("userAgent: {glob: ['*/v1.30', 'x']}", EV));
+        assert!(check("userAgent: {glob: '*Ctl/*'}", EV));
+        assert!(check("userAgent: {glob: 'KubeCtl/v1.3[0-9]'}", EV));
+        assert!(!check("userAgent: {glob: 'KubeCtl'}", EV));
+        assert!(check("userAgent: {glob: 'KubeCtl/v1.30'}", EV));
         assert!(check("userAgent: {regex: '^KubeCtl/v1\\.[0-9]+$'}", EV));
         assert!(check("sourceIPs: {cidr: [8.8.8.0/24]}", EV));
         assert!(!check("sourceIPs: {cidr: [192.168.0.0/16]}", EV));
@@ -461,6 +626,18 @@ mod tests {
             "[{verb: create}, {userAgent: {contains: ctl, icase: true}}]",
             EV
         ));
+    }
+
+    #[test]
+    fn regex_literal_prefixes() {
+        assert_eq!(literal_prefix("^kubectl/v1"), Some("kubectl/v1".into()));
+        assert_eq!(literal_prefix(r"^curl/\d+"), Some("curl/".into()));
+        assert_eq!(literal_prefix(r"^a\.b[cd]"), Some("a.b".into()));
+        assert_eq!(literal_prefix("^abc*"), Some("ab".into()));
+        assert_eq!(literal_prefix("^ab?c"), Some("a".into()));
+        assert_eq!(literal_prefix("^a{2}"), None);
+        assert_eq!(literal_prefix("kubectl"), None);
+        assert_eq!(literal_prefix("^a|b"), None);
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Rule {
     pub suppress: Option<i64>,
     /// The rule stays quiet when any exception holds.
     pub except: Vec<Cond>,
+    /// Exceptions are cheaper to test than the condition.
+    except_first: bool,
     pub summary: Template,
     pub remediation: String,
     pub tests: testing::RuleTests,
@@ -68,7 +70,13 @@ pub struct Rule {
 
 impl Rule {
     pub fn matches(&self, ev: &EventView) -> bool {
-        self.condition.eval(ev) && !self.except.iter().any(|c| c.eval(ev))
+        let excepted = || self.except.iter().any(|c| c.eval(ev));
+        // Test whichever side is cheaper first; the answer is the same.
+        if self.except_first {
+            !excepted() && self.condition.eval(ev)
+        } else {
+            self.condition.eval(ev) && !excepted()
+        }
     }
 }
 
@@ -126,8 +134,27 @@ fn match_kind() -> String {
 #[derive(Debug, Default)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
-    by_resource: HashMap<String, Vec<u32>>,
-    any_resource: Vec<u32>,
+    index: Index,
+}
+
+/// Which rules can match an event with a given `objectRef.resource` and `verb`: every pinned
+/// value gets a slot (0 is "anything else"), and each (resource, verb) slot pair holds its
+/// candidate list, in rule order, computed once at load.
+#[derive(Debug, Default)]
+struct Index {
+    resources: HashMap<String, usize>,
+    verbs: HashMap<String, usize>,
+    lists: Vec<Vec<u32>>,
+}
+
+impl Index {
+    fn candidates(&self, resource: &str, verb: &str) -> &[u32] {
+        let r = self.resources.get(resource).copied().unwrap_or(0);
+        let v = self.verbs.get(verb).copied().unwrap_or(0);
+        self.lists
+            .get(r * (self.verbs.len() + 1) + v)
+            .map_or(&[], Vec::as_slice)
+    }
 }
 
 /// Problems found while loading rules; each line names the file and the place in it.
@@ -231,46 +258,62 @@ impl RuleSet {
     }
 
     fn build_index(&mut self) {
-        for (i, rule) in self.rules.iter().enumerate() {
-            match rule.condition.required_values("objectRef.resource") {
-                Some(resources) => {
-                    for r in resources {
-                        let list = self.by_resource.entry(r).or_default();
-                        if list.last() != Some(&(i as u32)) {
-                            list.push(i as u32);
-                        }
-                    }
-                }
-                None => self.any_resource.push(i as u32),
+        let pins: Vec<_> = self
+            .rules
+            .iter()
+            .map(|r| {
+                (
+                    r.condition.required_values("objectRef.resource"),
+                    r.condition.required_values("verb"),
+                )
+            })
+            .collect();
+        let slots = |values: Vec<&String>| -> HashMap<String, usize> {
+            let mut m = HashMap::new();
+            for v in values {
+                let next = m.len() + 1;
+                m.entry(v.clone()).or_insert(next);
+            }
+            m
+        };
+        let resources = slots(pins.iter().filter_map(|p| p.0.as_ref()).flatten().collect());
+        let verbs = slots(pins.iter().filter_map(|p| p.1.as_ref()).flatten().collect());
+        let name_of = |m: &HashMap<String, usize>, slot: usize| {
+            m.iter().find(|(_, s)| **s == slot).map(|(k, _)| k.clone())
+        };
+        let width = verbs.len() + 1;
+        let mut lists = vec![Vec::new(); (resources.len() + 1) * width];
+        for r in 0..=resources.len() {
+            let resource = name_of(&resources, r);
+            for v in 0..=verbs.len() {
+                let verb = name_of(&verbs, v);
+                let admits =
+                    |pinned: &Option<Vec<String>>, value: &Option<String>| match (pinned, value) {
+                        (None, _) => true,
+                        (Some(p), Some(x)) => p.contains(x),
+                        (Some(_), None) => false,
+                    };
+                lists[r * width + v] = (0..self.rules.len() as u32)
+                    .filter(|&i| {
+                        admits(&pins[i as usize].0, &resource) && admits(&pins[i as usize].1, &verb)
+                    })
+                    .collect();
             }
         }
+        self.index = Index {
+            resources,
+            verbs,
+            lists,
+        };
     }
 
     /// Indices of the rules that fire on this event, in rule order.
     pub fn matching(&self, ev: &EventView, out: &mut Vec<u32>) {
         out.clear();
-        let resource = ev.event.resource();
-        let indexed = self
-            .by_resource
-            .get(resource)
-            .map_or(&[][..], Vec::as_slice);
-        // Merge the two sorted candidate lists so alerts come out in rule order.
-        let (mut a, mut b) = (
-            indexed.iter().peekable(),
-            self.any_resource.iter().peekable(),
-        );
-        loop {
-            let next = match (a.peek(), b.peek()) {
-                (Some(&&x), Some(&&y)) if x <= y => a.next(),
-                (Some(_), Some(_)) => b.next(),
-                (Some(_), None) => a.next(),
-                (None, Some(_)) => b.next(),
-                (None, None) => break,
-            };
-            if let Some(&i) = next {
-                if self.rules[i as usize].matches(ev) {
-                    out.push(i);
-                }
+        let verb = ev.event.verb.as_deref().unwrap_or("");
+        for &i in self.index.candidates(ev.event.resource(), verb) {
+            if self.rules[i as usize].matches(ev) {
+                out.push(i);
             }
         }
     }
@@ -376,6 +419,8 @@ fn compile_rule(
         Kind::Sequence(spec) => Cond::All(vec![filter, Cond::Any(spec.steps.clone())]),
         _ => filter,
     };
+    let except: Vec<Cond> = except.into_iter().flatten().collect();
+    let except_first = except.iter().map(Cond::cost).sum::<u32>() < condition.cost();
     Ok(Some(Rule {
         id: raw.id,
         title: raw.title,
@@ -386,7 +431,8 @@ fn compile_rule(
         kind,
         condition,
         suppress: (suppress > 0).then_some(suppress),
-        except: except.into_iter().flatten().collect(),
+        except,
+        except_first,
         summary,
         remediation: raw.remediation,
         tests,

@@ -1,0 +1,106 @@
+//! What the rule library costs: replay throughput with one rule, with the shipped library, and
+//! with the library plus 200 generated rules, over the same input in one run.
+//!
+//!     cargo bench --bench rules                          # 200 MiB input
+//!     AUDITHOUND_BENCH_MB=500 cargo bench --bench rules
+//!
+//! Ratios use CPU seconds (all threads), best of five interleaved rounds.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let mb: u64 = std::env::var("AUDITHOUND_BENCH_MB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let data = common::ensure_input(mb);
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("detectors");
+    let work = tempfile::tempdir().expect("temp dir");
+    let one = work.path().join("one");
+    let many = work.path().join("many");
+    for dir in [&one, &many] {
+        std::fs::create_dir_all(dir).expect("rule dir");
+        std::fs::copy(shipped.join("00-lists.yaml"), dir.join("00-lists.yaml"))
+            .expect("copy lists");
+    }
+    std::fs::copy(shipped.join("access.yaml"), one.join("access.yaml"))
+        .expect("copy one rule file");
+    for f in std::fs::read_dir(&shipped)
+        .expect("read detectors")
+        .flatten()
+    {
+        let p = f.path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            std::fs::copy(&p, many.join(p.file_name().unwrap_or_default())).expect("copy rules");
+        }
+    }
+    std::fs::write(many.join("zz-generated.yaml"), generated_rules(200))
+        .expect("write generated rules");
+
+    let cases: [(&str, &Path); 3] = [
+        ("access.yaml only (3 rules)", &one),
+        ("shipped library", &shipped),
+        ("library + 200 generated rules", &many),
+    ];
+    let mut best: Vec<Option<common::Run>> = cases.iter().map(|_| None).collect();
+    for _ in 0..5 {
+        for (i, (_, dir)) in cases.iter().enumerate() {
+            let rules = dir.to_string_lossy().into_owned();
+            let run = common::replay(&data, 2, &["--rules", &rules]);
+            if best[i].as_ref().is_none_or(|b| run.cpu_secs < b.cpu_secs) {
+                best[i] = Some(run);
+            }
+        }
+    }
+    println!("input: {} ({mb} MiB)", data.display());
+    println!(
+        "{:<32} {:>14} {:>14} {:>12}",
+        "rules loaded", "events/CPU-s", "events/s wall", "ratio (CPU)"
+    );
+    let Some(base) = best[0].as_ref().map(|r| r.events as f64 / r.cpu_secs) else {
+        return;
+    };
+    for ((name, _), run) in cases.iter().zip(&best) {
+        let Some(run) = run else { continue };
+        let cpu = run.events as f64 / run.cpu_secs;
+        println!(
+            "{name:<32} {cpu:>14.0} {:>14.0} {:>12.2}",
+            run.events as f64 / run.wall_secs,
+            cpu / base
+        );
+    }
+}
+
+/// Rules shaped like real ones: most pinned to a resource, with string, glob and regex
+/// matchers, a fifth matching any resource.
+fn generated_rules(n: usize) -> String {
+    let resources = [
+        "pods",
+        "secrets",
+        "configmaps",
+        "deployments",
+        "leases",
+        "nodes",
+        "services",
+        "serviceaccounts",
+    ];
+    let mut y = String::from("rules:\n");
+    for i in 0..n {
+        let condition = if i % 5 == 4 {
+            format!("{{all: [{{user.username: {{glob: \"intruder-{i}-*\"}}}}, {{verb: [create, patch]}}]}}")
+        } else {
+            format!(
+                "{{all: [{{objectRef.resource: {}}}, {{verb: [get, list, create, patch]}}, {{userAgent: {{regex: '^scanner-{i}/[0-9.]+'}}}}, {{not: {{macro: control_plane}}}}]}}",
+                resources[i % resources.len()]
+            )
+        };
+        let _ = writeln!(
+            y,
+            "  - id: bench.generated_{i}\n    title: generated {i}\n    severity: low\n    condition: {condition}\n    summary: \"{{user.username}}\""
+        );
+    }
+    y
+}
