@@ -63,6 +63,7 @@ pub fn replay(path: &Path, threads: usize, extra: &[&str]) -> Run {
 }
 
 /// Generates (once) a benign-traffic log of about `mb` MiB under target/bench-data.
+#[allow(dead_code)] // not every bench needs the generated log
 pub fn ensure_input(mb: u64) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
     let path = dir.join(format!("audit-{mb}MiB.log"));

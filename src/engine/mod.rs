@@ -260,7 +260,7 @@ fn emit(
     let mut fired = Vec::new();
     for output in done.outputs {
         match output {
-            Output::Alert(a) => fired.push(a),
+            Output::Alert(a) => fired.push(*a),
             Output::Observation(o) => det.stateful.observe(&det.rules, o, &mut fired),
         }
         for mut alert in fired.drain(..) {

@@ -36,7 +36,7 @@ pub struct Processed {
 }
 
 pub enum Output {
-    Alert(Alert),
+    Alert(Box<Alert>),
     Observation(Observation),
 }
 
@@ -75,7 +75,7 @@ pub fn process(ctx: &WorkerContext, batch: &mut Batch) -> Processed {
                     &mut alerts,
                     &mut observations,
                 );
-                outputs.extend(alerts.drain(..).map(Output::Alert));
+                outputs.extend(alerts.drain(..).map(|a| Output::Alert(Box::new(a))));
                 outputs.extend(observations.drain(..).map(Output::Observation));
             }
             Item::Skipped(what) => *stats.skipped.entry(what).or_default() += 1,

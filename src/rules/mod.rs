@@ -73,10 +73,12 @@ impl Rule {
         let excepted = || self.except.iter().any(|c| c.eval(ev));
         // Test whichever side is cheaper first; the answer is the same.
         if self.except_first {
-            !excepted() && self.condition.eval(ev)
-        } else {
-            self.condition.eval(ev) && !excepted()
+            if excepted() {
+                return false;
+            }
+            return self.condition.eval(ev);
         }
+        self.condition.eval(ev) && !excepted()
     }
 }
 
