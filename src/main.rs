@@ -110,6 +110,22 @@ enum RulesCommand {
     /// Run each rule's `tests:` (events that must fire, near-misses that must not).
     #[command(after_help = "Example:\n  audithound rules test detectors/")]
     Test(RulesDir),
+    /// Show why a rule does or does not match an event, matcher by matcher.
+    #[command(
+        after_help = "Example:\n  audithound rules explain k8s.rbac.admin_binding event.json\n  (the file may hold one event, a line of any supported format, or an EventList)"
+    )]
+    Explain(ExplainArgs),
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// Rule id, as `rules list` shows it.
+    rule: String,
+    /// File holding the event(s).
+    event: PathBuf,
+    /// Rule directories or files. Default: ./detectors
+    #[arg(long, value_name = "DIR")]
+    rules: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -276,6 +292,40 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn explain(args: ExplainArgs, out: &mut dyn std::io::Write) -> anyhow::Result<ExitCode> {
+    use audithound::event::{decode_record, Item};
+    use audithound::rules::field::EventView;
+    let set = load_rules(args.rules)?;
+    let Some(rule) = set.get(&args.rule) else {
+        anyhow::bail!(
+            "no rule {:?}; `audithound rules list` shows the ids",
+            args.rule
+        );
+    };
+    let bytes = std::fs::read(&args.event)
+        .with_context(|| format!("cannot read {}", args.event.display()))?;
+    let mut report = String::new();
+    decode_record(
+        &bytes,
+        &DecodeOptions::default(),
+        "default",
+        &mut |item| match item {
+            Item::Event(ev, format) => {
+                report.push_str(&format!(
+                    "event {} ({}):\n",
+                    ev.audit_id.as_deref().unwrap_or("?"),
+                    format.name()
+                ));
+                report.push_str(&rule.explain(&EventView::new(ev, ev.event_time().unwrap_or(0))));
+            }
+            Item::Rejected(e) => report.push_str(&format!("rejected [{}]: {e}\n", e.reason())),
+            Item::Skipped(why) => report.push_str(&format!("skipped: {why}\n")),
+        },
+    );
+    out.write_all(report.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -290,6 +340,7 @@ fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
             let set = load_rules(d.dirs)?;
             writeln!(out, "ok: {} rules", set.rules.len())?;
         }
+        RulesCommand::Explain(args) => return explain(args, &mut out),
         RulesCommand::Test(d) => {
             let set = load_rules(d.dirs)?;
             let report = testing::run(&set);

@@ -96,3 +96,98 @@ fn bad_rules_are_reported_with_their_place() {
         "{err}"
     );
 }
+
+#[test]
+fn overrides_disable_rules_and_append_exceptions_without_editing_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("site.yaml"),
+        r#"
+lists:
+  secret_list_allowed_users: [mallory@example.com]   # appended to the shipped list
+overrides:
+  - {rule: k8s.exec.into_system_pod, enabled: false}
+  - {rule: k8s.rbac.admin_binding, except: [{requestObject.metadata.name: backup-operator}]}
+  - {rule: k8s.workload.privileged, severity: critical}
+"#,
+    )
+    .unwrap();
+    let site = dir.path().to_str().unwrap();
+    let listed = stdout(&audithound(&["rules", "list", "detectors/", site]));
+    assert!(!listed.contains("k8s.exec.into_system_pod"), "{listed}");
+    let out = audithound(&[
+        "replay",
+        "samples/attacks/",
+        "-q",
+        "--rules",
+        "detectors",
+        "--rules",
+        site,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fired = stdout(&out);
+    assert!(!fired.contains("k8s.exec.into_system_pod"));
+    assert!(
+        !fired.contains("k8s.secrets.cluster_wide_list"),
+        "the appended list entry excepts mallory"
+    );
+    assert!(
+        !fired.contains("k8s.rbac.admin_binding"),
+        "the appended exception holds"
+    );
+    let privileged: Vec<&str> = fired
+        .lines()
+        .filter(|l| l.contains("k8s.workload.privileged"))
+        .collect();
+    assert_eq!(privileged.len(), 1);
+    assert!(privileged[0].contains(r#""severity":"critical""#));
+
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "overrides:\n  - {rule: no.such.rule, enabled: false}\n",
+    )
+    .unwrap();
+    let out = audithound(&["rules", "check", "detectors/", site]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("override of no.such.rule: no rule with this id is loaded"));
+}
+
+#[test]
+fn explain_shows_each_matcher_and_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = dir.path().join("ev.json");
+    std::fs::write(
+        &event,
+        r#"{"kind":"Event","auditID":"x1","stage":"ResponseComplete","verb":"create","user":{"username":"eve"},"objectRef":{"resource":"pods","subresource":"exec","namespace":"kube-system","name":"etcd-0"},"responseStatus":{"code":101},"stageTimestamp":"2025-01-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let out = audithound(&[
+        "rules",
+        "explain",
+        "k8s.exec.into_system_pod",
+        event.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.contains("✓ objectRef.namespace: \"$system_namespaces\"   (event has: kube-system)"),
+        "{text}"
+    );
+    assert!(text.contains("verdict: MATCHES"), "{text}");
+    let out = audithound(&[
+        "rules",
+        "explain",
+        "k8s.exec.into_pod",
+        event.to_str().unwrap(),
+    ]);
+    assert!(
+        stdout(&out).contains("verdict: does not match: an exception holds"),
+        "{}",
+        stdout(&out)
+    );
+}

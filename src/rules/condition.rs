@@ -30,6 +30,8 @@ pub enum Cond {
 #[derive(Debug, Clone)]
 pub struct Matcher {
     pub path: String,
+    /// The matcher as written, for `rules explain`.
+    pub spec: String,
     pub field: Field,
     pub op: Op,
 }
@@ -152,6 +154,60 @@ impl Cond {
         self
     }
 
+    /// Evaluates every branch (no short cut) and writes why, one line per node.
+    pub fn explain(&self, ev: &EventView, depth: usize, out: &mut String) -> bool {
+        use std::fmt::Write as _;
+        let pad = "  ".repeat(depth);
+        let mark = |b: bool| if b { "✓" } else { "✗" };
+        match self {
+            Cond::All(cs) | Cond::Any(cs) => {
+                let all = matches!(self, Cond::All(_));
+                let mut lines = String::new();
+                let results: Vec<bool> = cs
+                    .iter()
+                    .map(|c| c.explain(ev, depth + 1, &mut lines))
+                    .collect();
+                let r = if all {
+                    results.iter().all(|b| *b)
+                } else {
+                    results.iter().any(|b| *b)
+                };
+                let _ = writeln!(
+                    out,
+                    "{pad}{} {}",
+                    mark(r),
+                    if all { "all of" } else { "any of" }
+                );
+                out.push_str(&lines);
+                r
+            }
+            Cond::Not(c) => {
+                let mut lines = String::new();
+                let r = !c.explain(ev, depth + 1, &mut lines);
+                let _ = writeln!(out, "{pad}{} not", mark(r));
+                out.push_str(&lines);
+                r
+            }
+            Cond::Match(m) => {
+                let r = m.eval(ev);
+                let got = m.field.all_text(ev);
+                let got = if got.is_empty() {
+                    "(absent)".to_string()
+                } else {
+                    got.join(", ")
+                };
+                let _ = writeln!(
+                    out,
+                    "{pad}{} {}: {}   (event has: {got})",
+                    mark(r),
+                    m.path,
+                    m.spec
+                );
+                r
+            }
+        }
+    }
+
     pub fn eval(&self, ev: &EventView) -> bool {
         match self {
             Cond::All(cs) => cs.iter().all(|c| c.eval(ev)),
@@ -258,9 +314,11 @@ fn compile_list(items: &[Y], scope: &Scope, at: &str, depth: usize) -> Result<Ve
 
 fn compile_field(path: &str, v: &Y, scope: &Scope, at: &str) -> Result<Cond, String> {
     let field = Field::parse(path).map_err(|e| format!("{at}: {e}"))?;
+    let spec = serde_json::to_string(v).unwrap_or_default();
     let matcher = |op| {
         Cond::Match(Matcher {
             path: path.to_owned(),
+            spec: spec.clone(),
             field: field.clone(),
             op,
         })

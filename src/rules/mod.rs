@@ -66,9 +66,39 @@ pub struct Rule {
     pub tests: testing::RuleTests,
     /// File the rule was loaded from.
     pub source: PathBuf,
+    /// `enabled: false` rules are checked when loaded, and run only if an override enables them.
+    pub enabled: bool,
 }
 
 impl Rule {
+    /// Why this rule does or does not match the event, matcher by matcher.
+    pub fn explain(&self, ev: &EventView) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!(
+            "rule {} ({}, kind {})\ncondition:\n",
+            self.id,
+            self.severity.name(),
+            self.kind.name()
+        );
+        let hit = self.condition.explain(ev, 1, &mut out);
+        let mut excepted = false;
+        for (i, e) in self.except.iter().enumerate() {
+            let _ = writeln!(out, "except[{i}]:");
+            excepted |= e.explain(ev, 1, &mut out);
+        }
+        let verdict = match (hit, excepted, &self.kind) {
+            (false, _, _) => "does not match: the condition is false".to_string(),
+            (true, true, _) => "does not match: an exception holds".to_string(),
+            (true, false, Kind::Match) => "MATCHES: this event raises the alert".to_string(),
+            (true, false, k) => format!(
+                "passes the filter: the event counts towards this {} rule's state",
+                k.name()
+            ),
+        };
+        let _ = writeln!(out, "verdict: {verdict}");
+        out
+    }
+
     pub fn matches(&self, ev: &EventView) -> bool {
         let excepted = || self.except.iter().any(|c| c.eval(ev));
         // Test whichever side is cheaper first; the answer is the same.
@@ -91,6 +121,20 @@ struct RuleFile {
     macros: BTreeMap<String, Y>,
     #[serde(default)]
     rules: Vec<RawRule>,
+    #[serde(default)]
+    overrides: Vec<RawOverride>,
+}
+
+/// Changes to a rule defined elsewhere, so teams tune the shipped library without editing it:
+/// `{rule: ID, enabled: false}`, `{rule: ID, except: [...]}` (appended), `{rule: ID, severity: low}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverride {
+    rule: String,
+    enabled: Option<bool>,
+    #[serde(default)]
+    except: Vec<Y>,
+    severity: Option<Severity>,
 }
 
 #[derive(Deserialize)]
@@ -238,7 +282,9 @@ impl RuleSet {
         };
         let mut set = RuleSet::default();
         let mut seen = HashMap::new();
+        let mut overrides = Vec::new();
         for (path, file) in parsed {
+            overrides.extend(file.overrides.into_iter().map(|o| (path.clone(), o)));
             for (i, raw) in file.rules.into_iter().enumerate() {
                 let at = format!("{}: rules[{i}] (id {})", path.display(), raw.id);
                 if let Some(prev) = seen.insert(raw.id.clone(), at.clone()) {
@@ -246,12 +292,35 @@ impl RuleSet {
                     continue;
                 }
                 match compile_rule(raw, &path, &scope, &at) {
-                    Ok(Some(rule)) => set.rules.push(rule),
-                    Ok(None) => {}
+                    Ok(rule) => set.rules.push(rule),
                     Err(mut e) => errors.append(&mut e),
                 }
             }
         }
+        for (path, o) in overrides {
+            let at = format!("{}: override of {}", path.display(), o.rule);
+            let Some(rule) = set.rules.iter_mut().find(|r| r.id == o.rule) else {
+                if !seen.contains_key(&o.rule) {
+                    errors.push(format!("{at}: no rule with this id is loaded"));
+                }
+                continue;
+            };
+            if let Some(enabled) = o.enabled {
+                rule.enabled = enabled;
+            }
+            if let Some(severity) = o.severity {
+                rule.severity = severity;
+            }
+            for (i, e) in o.except.iter().enumerate() {
+                match Cond::compile(e, &scope, &format!("{at}.except[{i}]")) {
+                    Ok(c) => rule.except.push(c),
+                    Err(e) => errors.push(e),
+                }
+            }
+            rule.except_first =
+                rule.except.iter().map(Cond::cost).sum::<u32>() < rule.condition.cost();
+        }
+        set.rules.retain(|r| r.enabled);
         if !errors.is_empty() {
             return Err(LoadErrors(errors));
         }
@@ -338,15 +407,7 @@ fn keep<T>(errors: &mut Vec<String>, r: Result<T, String>) -> Option<T> {
     r.map_err(|e| errors.push(e)).ok()
 }
 
-fn compile_rule(
-    raw: RawRule,
-    path: &Path,
-    scope: &Scope,
-    at: &str,
-) -> Result<Option<Rule>, Vec<String>> {
-    if !raw.enabled {
-        return Ok(None);
-    }
+fn compile_rule(raw: RawRule, path: &Path, scope: &Scope, at: &str) -> Result<Rule, Vec<String>> {
     let mut errors = Vec::new();
     let id_ok = !raw.id.is_empty()
         && raw
@@ -423,8 +484,9 @@ fn compile_rule(
     };
     let except: Vec<Cond> = except.into_iter().flatten().collect();
     let except_first = except.iter().map(Cond::cost).sum::<u32>() < condition.cost();
-    Ok(Some(Rule {
+    Ok(Rule {
         id: raw.id,
+        enabled: raw.enabled,
         title: raw.title,
         description: raw.description,
         severity: raw.severity,
@@ -439,5 +501,5 @@ fn compile_rule(
         remediation: raw.remediation,
         tests,
         source: path.to_path_buf(),
-    }))
+    })
 }
