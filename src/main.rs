@@ -70,6 +70,10 @@ struct ReplayArgs {
     /// Records longer than this are rejected as line_too_long (without being buffered whole).
     #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
     max_line_bytes: usize,
+    /// Revocation list (YAML, JSON or CSV) for the built-in revoked-credential detector: entries
+    /// with username, uid, group and/or credential_id, and revoked_at. Example: --revocations offboarded.yaml
+    #[arg(long, value_name = "FILE")]
+    revocations: Option<PathBuf>,
     /// Write every rejected record (reason, file, line, offset, raw bytes) here as JSON lines.
     #[arg(long, value_name = "FILE")]
     dead_letter: Option<PathBuf>,
@@ -240,6 +244,12 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         progress: !args.no_progress && !quiet,
         ..ReplayOptions::default()
     };
+    if let Some(path) = &args.revocations {
+        let list = audithound::detect::revoked::RevocationList::load(path)
+            .map_err(|e| anyhow::anyhow!("revocation list: {e}"))?;
+        tracing::debug!(entries = list.entries.len(), "revocation list loaded");
+        opts.revocations = Arc::new(list);
+    }
     if let Some(n) = args.threads {
         opts.threads = n.max(1);
     }

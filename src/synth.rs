@@ -793,6 +793,33 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
                 request_object: Some(deployment("metrics-helper", "ghcr.io/mallory/miner:latest")), ..Req::default() }, vec!["k8s.rbac.change_then_workload"]),
         ],
     );
+    // Dave left on 2025-03-04 at 12:00 (samples/revocations.yaml) but his kubeconfig was never revoked.
+    let mut dave = Who::new(
+        "dave@example.com",
+        &["devs", "system:authenticated"],
+        "kubectl/v1.29.4 (linux/amd64) kubernetes/55fb4f1",
+        "203.0.113.41",
+    );
+    dave.credential_id =
+        Some("X509SHA256=4e1f0c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f".into());
+    let get = |verb: &'static str, resource: &'static str, ns: &str, code: i64| Req {
+        verb,
+        resource,
+        namespace: Some(ns.into()),
+        code,
+        ..Req::default()
+    };
+    snippet(
+        &mut g,
+        "revoked-credential",
+        "A departed engineer's kubeconfig still works after offboarding: used before the revocation time (fine), then after it.",
+        vec![
+            (10 * HOUR, &dave, get("list", "pods", "payments", 200), vec![]),
+            (14 * HOUR, &dave, get("list", "secrets", "payments", 200), vec!["k8s.credentials.revoked_in_use", "k8s.secrets.new_user_agent"]),
+            (14 * HOUR + 5 * 60 * SEC, &dave, get("get", "pods", "payments", 200), vec![]),
+            (14 * HOUR + 10 * 60 * SEC, &dave, get("list", "secrets", "kube-system", 403), vec!["k8s.credentials.revoked_in_use"]),
+        ],
+    );
     attacks
 }
 

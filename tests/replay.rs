@@ -51,6 +51,8 @@ fn samples_raise_exactly_the_expected_alerts() {
     let out = audithound(&[
         "replay",
         "samples/",
+        "--revocations",
+        "samples/revocations.yaml",
         "--threads",
         "2",
         "--summary-json",
@@ -85,6 +87,7 @@ fn samples_raise_exactly_the_expected_alerts() {
         "k8s.secrets.denied_burst",
         "k8s.secrets.new_user_agent",
         "k8s.rbac.change_then_workload",
+        "k8s.credentials.revoked_in_use",
     ] {
         assert!(
             expected.iter().any(|(r, _)| r == rule),
@@ -95,7 +98,7 @@ fn samples_raise_exactly_the_expected_alerts() {
     let s = summary(&summary_path);
     // samples/formats/ carries one event CloudWatch cut: explained, counted, not analysed.
     assert_eq!(s["rejected"], serde_json::json!({"truncated_upstream": 1}));
-    assert_eq!(s["files"], 17);
+    assert_eq!(s["files"], 18);
     // RequestReceived twins are read but not analysed, so nothing is double-counted.
     let (events, analysed, skipped) = (
         s["events"].as_u64().unwrap(),
@@ -131,8 +134,18 @@ fn samples_raise_exactly_the_expected_alerts() {
 
 #[test]
 fn output_is_identical_for_any_thread_count() {
-    let one = audithound(&["replay", "samples/", "--threads", "1", "-q"]);
-    let eight = audithound(&["replay", "samples/", "--threads", "8", "-q"]);
+    let run = |threads: &str| {
+        audithound(&[
+            "replay",
+            "samples/",
+            "--revocations",
+            "samples/revocations.yaml",
+            "--threads",
+            threads,
+            "-q",
+        ])
+    };
+    let (one, eight) = (run("1"), run("8"));
     assert!(one.status.success() && eight.status.success());
     assert!(!one.stdout.is_empty());
     assert_eq!(one.stdout, eight.stdout);
@@ -407,4 +420,49 @@ fn real_public_logs_parse_without_unexplained_rejections() {
         s["skipped_stage"].as_u64().unwrap() > 0,
         "v1beta1 log has RequestReceived events"
     );
+}
+
+#[test]
+fn revocation_lists_in_every_format_and_bad_ones_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("revoked.csv");
+    std::fs::write(&csv, "username,revoked_at,reason,ticket\ndave@example.com,2025-03-04T12:00:00Z,\"left, no notice\",HR-1\n").unwrap();
+    let json = dir.path().join("revoked.json");
+    std::fs::write(
+        &json,
+        r#"[{"username": "dave@example.com", "revoked_at": "2025-03-04T12:00:00Z"}]"#,
+    )
+    .unwrap();
+    for list in [&csv, &json] {
+        let out = audithound(&[
+            "replay",
+            "samples/attacks/revoked-credential.log",
+            "-q",
+            "--revocations",
+            list.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let severities: Vec<String> = alerts(&out.stdout)
+            .iter()
+            .filter(|a| a["rule"]["id"] == "k8s.credentials.revoked_in_use")
+            .map(|a| a["rule"]["severity"].as_str().unwrap().to_owned())
+            .collect();
+        // Allowed use → critical, denied attempt → high; the 14:05 use is counted, not re-alerted.
+        assert_eq!(severities, ["critical", "high"], "{}", list.display());
+    }
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "- username: dave\n  revoked_at: last tuesday\n").unwrap();
+    let out = audithound(&[
+        "replay",
+        "samples/attacks/",
+        "--revocations",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("entry 1: revoked_at \"last tuesday\" is not an RFC 3339 time"));
 }

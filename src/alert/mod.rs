@@ -82,6 +82,9 @@ pub struct Evidence {
     pub first_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window_seconds: Option<i64>,
+    /// The revocation-list entry a revoked-credential alert matched, and how.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<serde_json::Value>,
     /// Alerts of this rule for this actor held back by `suppress` since the previous one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<u64>,

@@ -6,9 +6,12 @@
 //! collector feeds them here in input order, so state sees every key's events in order and the
 //! alerts are the same for any thread count. State is bounded per rule; evictions are counted.
 
+pub mod revoked;
+
 use crate::alert::Alert;
 use crate::rules::field::{EventView, Field};
 use crate::rules::{Kind, RuleSet};
+use revoked::{RevocationList, Role};
 use std::collections::{HashMap, VecDeque};
 
 /// Keys kept per rule before the least recently seen are evicted.
@@ -83,6 +86,8 @@ enum State {
         seen: HashMap<Box<str>, i64>,
     },
     Sequence(HashMap<Box<str>, Progress>),
+    /// Per revoked entry and cluster: (quiet until, uses since the last alert, last seen).
+    Revoked(HashMap<Box<str>, (i64, u64, i64)>),
     None,
 }
 
@@ -136,6 +141,7 @@ impl Suppressor {
 /// events become observations for the collector. Shared by the workers and `rules test`.
 pub fn evaluate(
     rules: &RuleSet,
+    revocations: &RevocationList,
     view: &EventView,
     matched: &mut Vec<u32>,
     alerts: &mut Vec<Alert>,
@@ -166,6 +172,24 @@ pub fn evaluate(
                 0,
             ),
             Kind::NewTerms(n) => (Box::from(""), Some(key(&n.fields)), 0),
+            Kind::Revoked(_) => {
+                let mut hits = Vec::new();
+                revocations.matches(view, &mut hits);
+                let allowed = is_allowed(view);
+                for (entry, role) in hits {
+                    let steps = u32::from(allowed) | if role == Role::Impersonated { 2 } else { 0 };
+                    observations.push(Observation {
+                        rule: i,
+                        time: view.time,
+                        key: format!("{cluster}\u{1f}{entry}\u{1f}{steps}").into(),
+                        value: Some(entry.to_string().into()),
+                        steps,
+                        audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
+                        seed: seed(rule, view, cluster),
+                    });
+                }
+                continue;
+            }
             Kind::Sequence(s) => {
                 let steps = s.steps.iter().enumerate().fold(0u32, |m, (b, c)| {
                     if c.eval(view) {
@@ -213,6 +237,7 @@ impl Stateful {
                     seen: HashMap::new(),
                 },
                 Kind::Sequence(_) => State::Sequence(HashMap::new()),
+                Kind::Revoked(_) => State::Revoked(HashMap::new()),
                 Kind::Match => State::None,
             })
             .collect();
@@ -224,7 +249,13 @@ impl Stateful {
     }
 
     /// Applies one observation; pushes the alert it completes, if any.
-    pub fn observe(&mut self, rules: &RuleSet, obs: Observation, out: &mut Vec<Alert>) {
+    pub fn observe(
+        &mut self,
+        rules: &RuleSet,
+        revocations: &RevocationList,
+        obs: Observation,
+        out: &mut Vec<Alert>,
+    ) {
         let rule = &rules.rules[obs.rule as usize];
         let fired = match (&rule.kind, &mut self.states[obs.rule as usize]) {
             (Kind::Threshold(spec), State::Threshold(keys)) => {
@@ -249,6 +280,11 @@ impl Stateful {
                 self.stats.evictions += evict(keys, self.max_keys, |p| p.last_seen);
                 fired
             }
+            (Kind::Revoked(spec), State::Revoked(keys)) => {
+                let fired = revoked_use(keys, spec.window, &obs, rule, revocations);
+                self.stats.evictions += evict(keys, self.max_keys, |k| k.2);
+                fired
+            }
             _ => None,
         };
         out.extend(fired);
@@ -261,10 +297,105 @@ impl Stateful {
                 State::Threshold(m) => m.len(),
                 State::NewTerms { seen, .. } => seen.len(),
                 State::Sequence(m) => m.len(),
+                State::Revoked(m) => m.len(),
                 State::None => 0,
             } as u64)
             .sum()
     }
+}
+
+fn seed(rule: &crate::rules::Rule, view: &EventView, cluster: &str) -> Seed {
+    match view.event.source {
+        Some(json) => Seed::Event {
+            json: json.into(),
+            cluster: cluster.into(),
+        },
+        None => Seed::Alert(Box::new(Alert::from_match(rule, view))),
+    }
+}
+
+/// The request went through: 1xx-3xx, or an allow decision when no status was recorded.
+fn is_allowed(view: &EventView) -> bool {
+    match view.event.status_code() {
+        Some(code) => code < 400,
+        None => view.annotation(crate::event::DECISION_KEY) == Some("allow"),
+    }
+}
+
+/// One alert per revoked entry (and cluster, role, outcome) per window; the uses in between are
+/// counted into the next alert.
+fn revoked_use(
+    keys: &mut HashMap<Box<str>, (i64, u64, i64)>,
+    window: i64,
+    obs: &Observation,
+    rule: &crate::rules::Rule,
+    revocations: &RevocationList,
+) -> Option<Alert> {
+    let state = keys
+        .entry(obs.key.clone())
+        .or_insert((i64::MIN, 0, obs.time));
+    state.1 += 1;
+    state.2 = obs.time;
+    if obs.time < state.0 {
+        return None;
+    }
+    let uses = std::mem::take(&mut state.1);
+    state.0 = obs.time.saturating_add(window);
+    let entry = revocations
+        .entries
+        .get(obs.value.as_deref()?.parse::<usize>().ok()?)?;
+    let allowed = obs.steps & 1 != 0;
+    let impersonated = obs.steps & 2 != 0;
+    let mut alert = obs.seed.alert(rule, obs.time);
+    alert.rule.severity = if allowed {
+        crate::rules::Severity::Critical
+    } else {
+        crate::rules::Severity::High
+    };
+    alert.evidence.count = uses;
+    alert.evidence.window_seconds = Some(window / 1_000_000);
+    alert.evidence.revocation = Some(serde_json::json!({
+        "entry": entry, "role": if impersonated { "impersonated" } else { "actor" },
+    }));
+    let who = if impersonated {
+        format!(
+            "{} impersonating revoked {}",
+            alert.actor.username,
+            alert.actor.impersonated_user.as_deref().unwrap_or("?")
+        )
+    } else {
+        alert.actor.username.clone()
+    };
+    let outcome = if allowed {
+        "the API server ALLOWED it"
+    } else {
+        "it was denied"
+    };
+    let t = &alert.target;
+    let mut target = format!("{} {}", t.verb, t.resource);
+    if !t.name.is_empty() {
+        target.push_str(&format!(" {}", t.name));
+    }
+    if !t.namespace.is_empty() {
+        target.push_str(&format!(" in {}", t.namespace));
+    }
+    let why = match (entry.reason.is_empty(), entry.ticket.is_empty()) {
+        (true, true) => String::new(),
+        (false, true) => format!(" ({})", entry.reason),
+        (true, false) => format!(" (ticket {})", entry.ticket),
+        (false, false) => format!(" ({}, ticket {})", entry.reason, entry.ticket),
+    };
+    let since = if uses > 1 {
+        format!("; {uses} uses since the previous alert")
+    } else {
+        String::new()
+    };
+    alert.summary = format!(
+        "{who} used a credential revoked at {}{why} to {target}, and {outcome}{since}.",
+        entry.revoked_at
+    );
+    alert.id = crate::alert::alert_id(&alert.rule.id, &obs.key, &[&obs.audit_id]);
+    Some(alert)
 }
 
 /// Drops the least recently seen tenth of the keys when over the cap; returns how many.
@@ -441,6 +572,7 @@ rules:
                     if let Item::Event(ev, _) = item {
                         evaluate(
                             set,
+                            &RevocationList::default(),
                             &EventView::new(ev, ev.event_time().unwrap()),
                             &mut m,
                             &mut a,
@@ -451,7 +583,7 @@ rules:
             );
             let mut out = Vec::new();
             for obs in o {
-                state.observe(set, obs, &mut out);
+                state.observe(set, &RevocationList::default(), obs, &mut out);
             }
             fired_at.extend(out.iter().map(|_| *sec));
         }

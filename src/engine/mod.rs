@@ -11,6 +11,7 @@
 
 mod worker;
 
+use crate::detect::revoked::RevocationList;
 use crate::detect::{Stateful, Suppressor, DEFAULT_MAX_KEYS};
 use crate::event::{DecodeOptions, Stage};
 use crate::metrics::RunStats;
@@ -43,6 +44,8 @@ pub struct ReplayOptions {
     /// Regex over each file's path whose first capture group names its cluster.
     pub cluster_from_path: Option<regex::Regex>,
     pub decode: DecodeOptions,
+    /// For the built-in `revoked` rule; empty when no list is given.
+    pub revocations: Arc<RevocationList>,
     pub progress: bool,
     pub top_actors: usize,
 }
@@ -65,6 +68,7 @@ impl Default for ReplayOptions {
             default_cluster: "default".into(),
             cluster_from_path: None,
             decode: DecodeOptions::default(),
+            revocations: Arc::default(),
             progress: true,
             top_actors: 10,
         }
@@ -145,9 +149,11 @@ pub fn replay(
             order: VecDeque::new(),
         },
         rules: rules.clone(),
+        revocations: opts.revocations.clone(),
     };
     let ctx = Arc::new(WorkerContext {
         rules,
+        revocations: opts.revocations.clone(),
         decode: opts.decode.clone(),
         files: merger.file_names().into(),
         file_clusters: file_clusters.into(),
@@ -241,6 +247,7 @@ fn cluster_of(opts: &ReplayOptions, path: &str) -> String {
 /// What the collector owns: stateful detector state and the alert filters, fed in input order.
 struct Detectors {
     rules: Arc<RuleSet>,
+    revocations: Arc<RevocationList>,
     stateful: Stateful,
     suppressor: Suppressor,
     dedupe: Dedupe,
@@ -261,7 +268,10 @@ fn emit(
     for output in done.outputs {
         match output {
             Output::Alert(a) => fired.push(*a),
-            Output::Observation(o) => det.stateful.observe(&det.rules, o, &mut fired),
+            Output::Observation(o) => {
+                det.stateful
+                    .observe(&det.rules, &det.revocations, o, &mut fired)
+            }
         }
         for mut alert in fired.drain(..) {
             if !det.dedupe.first_time(&alert.id) {

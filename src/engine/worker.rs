@@ -3,6 +3,7 @@
 //! per-batch result.
 
 use crate::alert::Alert;
+use crate::detect::revoked::RevocationList;
 use crate::detect::{self, Observation};
 use crate::event::{decode_record, DecodeOptions, Item, Stage};
 use crate::metrics::BatchStats;
@@ -16,6 +17,7 @@ const DEAD_LETTER_RAW_MAX: usize = 64 * 1024;
 
 pub struct WorkerContext {
     pub rules: Arc<RuleSet>,
+    pub revocations: Arc<RevocationList>,
     pub decode: DecodeOptions,
     pub files: Arc<[Arc<str>]>,
     /// Cluster of each file's events when their envelope names none.
@@ -70,6 +72,7 @@ pub fn process(ctx: &WorkerContext, batch: &mut Batch) -> Processed {
                 let view = EventView::new(ev, time);
                 detect::evaluate(
                     &ctx.rules,
+                    &ctx.revocations,
                     &view,
                     &mut matched,
                     &mut alerts,

@@ -26,6 +26,21 @@ pub enum Kind {
     Threshold(ThresholdSpec),
     NewTerms(NewTermsSpec),
     Sequence(SequenceSpec),
+    /// Built-in: uses of revoked credentials (the list comes from `--revocations`).
+    Revoked(RevokedSpec),
+}
+
+/// One alert per revoked credential per `window`, counting the uses in between.
+#[derive(Debug)]
+pub struct RevokedSpec {
+    pub window: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuiltin {
+    name: String,
+    window: Option<String>,
 }
 
 impl Kind {
@@ -35,6 +50,7 @@ impl Kind {
             Kind::Threshold(_) => "threshold",
             Kind::NewTerms(_) => "new_terms",
             Kind::Sequence(_) => "sequence",
+            Kind::Revoked(_) => "builtin:revoked",
         }
     }
 }
@@ -126,13 +142,19 @@ pub fn compile(
     threshold: Option<RawThreshold>,
     new_terms: Option<RawNewTerms>,
     sequence: Option<RawSequence>,
+    builtin: Option<RawBuiltin>,
     scope: &Scope,
     at: &str,
 ) -> Result<Kind, String> {
-    let given = [threshold.is_some(), new_terms.is_some(), sequence.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let given = [
+        threshold.is_some(),
+        new_terms.is_some(),
+        sequence.is_some(),
+        builtin.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     let expect_block = name != "match";
     if given > usize::from(expect_block) || (expect_block && given == 0) {
         return Err(format!(
@@ -185,9 +207,19 @@ pub fn compile(
                 steps,
             })
         }
+        ("builtin", ..) => match builtin {
+            Some(b) if b.name == "revoked" => Kind::Revoked(RevokedSpec {
+                window: parse_duration(b.window.as_deref().unwrap_or("1h"))
+                    .map_err(|e| format!("{at}.builtin.window: {e}"))?,
+            }),
+            Some(b) => {
+                return Err(format!("{at}.builtin.name: unknown built-in {:?}; available: revoked", b.name))
+            }
+            None => return Err(format!("{at}: kind builtin needs a `builtin:` block")),
+        },
         (other, ..) => {
             return Err(format!(
-                "{at}.kind: unknown kind {other:?}; use match, threshold, new_terms or sequence"
+                "{at}.kind: unknown kind {other:?}; use match, threshold, new_terms, sequence or builtin"
             ))
         }
     })

@@ -154,6 +154,7 @@ struct RawRule {
     threshold: Option<kind::RawThreshold>,
     new_terms: Option<kind::RawNewTerms>,
     sequence: Option<kind::RawSequence>,
+    builtin: Option<kind::RawBuiltin>,
     suppress: Option<String>,
     #[serde(default = "yes")]
     enabled: bool,
@@ -431,6 +432,7 @@ fn compile_rule(raw: RawRule, path: &Path, scope: &Scope, at: &str) -> Result<Ru
             raw.threshold,
             raw.new_terms,
             raw.sequence,
+            raw.builtin,
             scope,
             at,
         ),
@@ -440,7 +442,7 @@ fn compile_rule(raw: RawRule, path: &Path, scope: &Scope, at: &str) -> Result<Ru
             &mut errors,
             Cond::compile(c, scope, &format!("{at}.condition")),
         ),
-        (None, Some(Kind::Sequence(_))) => Some(Cond::All(Vec::new())),
+        (None, Some(Kind::Sequence(_) | Kind::Revoked(_))) => Some(Cond::All(Vec::new())),
         (None, _) => keep(&mut errors, Err(format!("{at}: missing `condition`"))),
     };
     let except: Vec<Option<Cond>> = raw

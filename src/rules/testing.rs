@@ -7,6 +7,7 @@
 use super::field::EventView;
 use super::RuleSet;
 use crate::alert::Alert;
+use crate::detect::revoked::RevocationList;
 use crate::detect::{self, Stateful};
 use crate::event::time::format_micros;
 use crate::event::{decode_record, DecodeOptions, Item};
@@ -20,6 +21,9 @@ pub struct RawTests {
     fire: Vec<serde_yaml::Value>,
     #[serde(default)]
     quiet: Vec<serde_yaml::Value>,
+    /// For the built-in `revoked` rule: the revocation list its cases run against.
+    #[serde(default)]
+    revocations: Vec<crate::detect::revoked::Revocation>,
 }
 
 /// Each case is a list of native JSON events, boilerplate filled in.
@@ -27,6 +31,7 @@ pub struct RawTests {
 pub struct RuleTests {
     pub fire: Vec<Vec<String>>,
     pub quiet: Vec<Vec<String>>,
+    pub revocations: RevocationList,
 }
 
 /// 2025-01-01T00:00:00Z: test events without a timestamp are one second apart from here.
@@ -37,6 +42,8 @@ impl RuleTests {
         Ok(RuleTests {
             fire: cases(raw.fire, "fire")?,
             quiet: cases(raw.quiet, "quiet")?,
+            revocations: RevocationList::new(raw.revocations)
+                .map_err(|e| format!("revocations: {e}"))?,
         })
     }
 }
@@ -161,6 +168,7 @@ pub fn run(set: &RuleSet) -> TestReport {
 /// The alerts rule `index` raises on `events`, replayed in order through the real decoder and
 /// detectors (stateful rules included).
 pub fn fires(set: &RuleSet, index: usize, events: &[String]) -> Result<Vec<Alert>, String> {
+    let revocations = &set.rules[index].tests.revocations;
     let mut state = Stateful::new(set, detect::DEFAULT_MAX_KEYS);
     let (mut matched, mut alerts, mut observations) = (Vec::new(), Vec::new(), Vec::new());
     let mut fired = Vec::new();
@@ -174,7 +182,14 @@ pub fn fires(set: &RuleSet, index: usize, events: &[String]) -> Result<Vec<Alert
                 Item::Event(ev, _) => {
                     problem = None;
                     let view = EventView::new(ev, ev.event_time().unwrap_or(0));
-                    detect::evaluate(set, &view, &mut matched, &mut alerts, &mut observations);
+                    detect::evaluate(
+                        set,
+                        revocations,
+                        &view,
+                        &mut matched,
+                        &mut alerts,
+                        &mut observations,
+                    );
                 }
                 Item::Rejected(e) => problem = Some(format!("event rejected: {e}")),
                 Item::Skipped(why) => problem = Some(format!("event skipped: {why}")),
@@ -184,7 +199,7 @@ pub fn fires(set: &RuleSet, index: usize, events: &[String]) -> Result<Vec<Alert
             return Err(p);
         }
         for obs in observations.drain(..).filter(|o| o.rule as usize == index) {
-            state.observe(set, obs, &mut fired);
+            state.observe(set, revocations, obs, &mut fired);
         }
         fired.extend(
             alerts
