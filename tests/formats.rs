@@ -1,23 +1,13 @@
 //! Every provider's shipping format carries the same attack to the same alerts.
 
+mod common;
+
+use common::{audithound, root};
+
 use audithound::event::{decode_record, DecodeOptions, Item};
 use audithound::rules::field::{EventView, Field};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn audithound(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_audithound"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("run audithound")
-}
 
 const FILES: &[(&str, &str)] = &[
     ("native.log", "default"),

@@ -1,23 +1,14 @@
 //! End-to-end tests of `audithound replay`: the built binary on `samples/`, on real public logs
 //! and on crafted bad input.
 
+mod common;
+
+use common::{audithound, root};
+
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn audithound(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_audithound"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("run audithound")
-}
+use std::path::Path;
 
 fn alerts(stdout: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(stdout)

@@ -1,20 +1,11 @@
 //! The rule tooling, through the built binary: the shipped library's own tests, and the errors
 //! a rule author sees.
 
+mod common;
+
+use common::{audithound, stdout};
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn audithound(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_audithound"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(args)
-        .output()
-        .expect("run audithound")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 #[test]
 fn shipped_library_passes_its_own_tests() {
