@@ -162,7 +162,8 @@ impl RuleInfo {
     }
 }
 
-fn first_string(v: &serde_json::Value) -> Option<String> {
+/// A string, or the first string of a list (`user.extra` values are lists).
+pub(crate) fn first_string(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Array(items) => {

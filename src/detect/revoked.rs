@@ -119,7 +119,10 @@ impl RevocationList {
         };
         push(&self.by_username, ev.user.username.as_deref());
         push(&self.by_uid, ev.user.uid.as_deref());
-        let credential = view.extra().get(CREDENTIAL_ID_KEY).and_then(first_string);
+        let credential = view
+            .extra()
+            .get(CREDENTIAL_ID_KEY)
+            .and_then(crate::alert::first_string);
         push(&self.by_credential, credential.as_deref());
         let groups = string_list(ev.user.groups);
         for g in &groups {
@@ -190,14 +193,6 @@ impl Identity<'_> {
             && e.group
                 .as_deref()
                 .is_none_or(|g| self.groups.iter().any(|x| x == g))
-    }
-}
-
-fn first_string(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Array(a) => a.first().and_then(|x| x.as_str()).map(str::to_owned),
-        _ => None,
     }
 }
 

@@ -195,26 +195,4 @@ impl<'a> AuditEvent<'a> {
             .and_then(|o| o.resource.as_deref())
             .unwrap_or("")
     }
-
-    /// Value of one annotation, parsed lazily from the raw `annotations` object.
-    pub fn annotation(&self, key: &str) -> Option<String> {
-        raw_map_get(self.annotations?, key).and_then(|v| v.as_str().map(str::to_owned))
-    }
-
-    /// Values of one `user.extra` key (each is a list of strings).
-    pub fn user_extra(&self, key: &str) -> Vec<String> {
-        self.user
-            .extra
-            .and_then(|raw| raw_map_get(raw, key))
-            .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
-            .unwrap_or_default()
-    }
-}
-
-/// Looks one key up in a raw JSON object without materialising the others' values.
-fn raw_map_get(raw: &RawValue, key: &str) -> Option<serde_json::Value> {
-    let map: std::collections::HashMap<JStr<'_>, &RawValue> =
-        serde_json::from_str(raw.get()).ok()?;
-    let v = map.get(key)?;
-    serde_json::from_str(v.get()).ok()
 }
