@@ -768,10 +768,15 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
                 17 * HOUR + i as i64 * 10 * SEC,
                 &ci_stolen,
                 req,
-                if i == 9 {
-                    vec!["k8s.secrets.denied_burst"]
-                } else {
-                    vec![]
+                // A service account's token, from outside, in curl: flagged on first use (then
+                // suppressed for an hour); the tenth refusal makes the burst.
+                match i {
+                    0 => vec![
+                        "k8s.serviceaccount.token_from_outside",
+                        "k8s.serviceaccount.token_used_by_human_client",
+                    ],
+                    9 => vec!["k8s.secrets.denied_burst"],
+                    _ => vec![],
                 },
             )
         })
