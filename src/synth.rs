@@ -645,10 +645,10 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
             (9 * HOUR, &mallory, Req { verb: "list", resource: "secrets", namespace: Some("payments".into()), code: 403, ..Req::default() }, vec![]),
             (9 * HOUR + 40 * SEC, &mallory, Req { verb: "create", resource: "clusterrolebindings", api_group: "rbac.authorization.k8s.io", name: Some("backup-operator".into()), code: 201,
                 request_object: Some(json!({"kind": "ClusterRoleBinding", "metadata": {"name": "backup-operator"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-                    "subjects": [{"kind": "User", "name": "mallory@example.com", "apiGroup": "rbac.authorization.k8s.io"}]})), ..Req::default() }, vec!["k8s.rbac.admin_binding"]),
+                    "subjects": [{"kind": "User", "name": "mallory@example.com", "apiGroup": "rbac.authorization.k8s.io"}]})), ..Req::default() }, vec!["k8s.rbac.admin_binding", "k8s.rbac.self_grant"]),
             // A benign near-miss right beside it: binding the read-only `view` role.
             (9 * HOUR + 50 * SEC, &mallory, Req { verb: "create", resource: "rolebindings", api_group: "rbac.authorization.k8s.io", namespace: Some("shop".into()), name: Some("viewers".into()), code: 201,
-                request_object: Some(json!({"kind": "RoleBinding", "roleRef": {"kind": "ClusterRole", "name": "view"}, "subjects": [{"kind": "Group", "name": "devs"}]})), ..Req::default() }, vec![]),
+                request_object: Some(json!({"kind": "RoleBinding", "roleRef": {"kind": "ClusterRole", "name": "view"}, "subjects": [{"kind": "Group", "name": "sre"}]})), ..Req::default() }, vec![]),
         ],
     );
     snippet(
@@ -793,7 +793,7 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
         "The stolen credential grants itself `edit` in a namespace, then deploys there two minutes later.",
         vec![
             (18 * HOUR, &mallory, Req { verb: "create", resource: "rolebindings", api_group: "rbac.authorization.k8s.io", namespace: Some("shop".into()), name: Some("mallory-edit".into()), code: 201,
-                request_object: Some(json!({"kind": "RoleBinding", "roleRef": {"kind": "ClusterRole", "name": "edit"}, "subjects": [{"kind": "User", "name": "mallory@example.com"}]})), ..Req::default() }, vec![]),
+                request_object: Some(json!({"kind": "RoleBinding", "roleRef": {"kind": "ClusterRole", "name": "edit"}, "subjects": [{"kind": "User", "name": "mallory@example.com"}]})), ..Req::default() }, vec!["k8s.rbac.self_grant"]),
             (18 * HOUR + 2 * 60 * SEC, &mallory, Req { verb: "create", resource: "deployments", api_group: "apps", namespace: Some("shop".into()), code: 201,
                 request_object: Some(deployment("metrics-helper", "ghcr.io/mallory/miner:latest")), ..Req::default() }, vec!["k8s.rbac.change_then_workload"]),
         ],

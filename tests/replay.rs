@@ -176,7 +176,7 @@ fn ocsf_output_is_a_detection_finding() {
     let out = audithound(&["replay", "samples/attacks/", "-q", "--format", "ocsf"]);
     assert!(out.status.success());
     let findings = alerts(&out.stdout);
-    assert_eq!(findings.len(), 11);
+    assert_eq!(findings.len(), 13);
     for f in &findings {
         assert_eq!(f["class_uid"], 2004);
         assert_eq!(f["type_uid"], 200401);

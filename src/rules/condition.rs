@@ -52,6 +52,9 @@ pub enum Op {
     Cidr(Vec<IpNet>),
     Cmp(CmpOp, f64),
     Exists(bool),
+    /// Some value equals some value of another field of the same event
+    /// (`requestObject.subjects[*].name: {same_as: user.username}`).
+    SameAs(Field),
 }
 
 /// A set of strings: a short list is scanned (faster than hashing a handful), a long one hashed.
@@ -113,7 +116,7 @@ pub struct Scope<'s> {
 
 const OPS: &[&str] = &[
     "equals", "in", "glob", "prefix", "suffix", "contains", "regex", "cidr", "gt", "gte", "lt",
-    "lte", "exists",
+    "lte", "exists", "same_as",
 ];
 
 impl Cond {
@@ -131,6 +134,7 @@ impl Cond {
                     Field::Json(..) => 8,
                 };
                 let op = match m.op {
+                    Op::SameAs(_) => 4,
                     Op::Glob(..) | Op::Cidr(_) => 1,
                     Op::Regex(..) => 2,
                     _ => 0,
@@ -434,6 +438,11 @@ fn compile_op(op: &str, arg: &Y, icase: bool, scope: &Scope, at: &str) -> Result
             };
             Op::Cmp(c, n)
         }
+        "same_as" => Op::SameAs(
+            arg.as_str()
+                .ok_or_else(|| format!("{at}: expected a field path"))
+                .and_then(|p| Field::parse(p).map_err(|e| format!("{at}: {e}")))?,
+        ),
         "exists" => Op::Exists(
             arg.as_bool()
                 .ok_or_else(|| format!("{at}: expected true or false"))?,
@@ -491,6 +500,11 @@ impl Matcher {
     pub fn eval(&self, ev: &EventView) -> bool {
         if let Op::Exists(want) = self.op {
             return self.field.exists(ev) == want;
+        }
+        if let Op::SameAs(other) = &self.op {
+            let theirs = other.all_text(ev);
+            return !theirs.is_empty()
+                && self.field.any(ev, &mut |v| theirs.contains(&v.to_text()));
         }
         self.field.any(ev, &mut |v| self.op.test(v))
     }
@@ -679,6 +693,12 @@ mod tests {
         assert!(check("responseStatus.code: 201", EV));
         assert!(check("requestObject.roleRef: {exists: true}", EV));
         assert!(check("requestObject.subjects: {exists: false}", EV));
+        assert!(check(
+            "requestObject.roleRef.name: {same_as: requestObject.roleRef.name}",
+            EV
+        ));
+        assert!(!check("verb: {same_as: userAgent}", EV));
+        assert!(!check("verb: {same_as: requestObject.nothing}", EV));
         assert!(check("{any: [{verb: delete}, {not: {verb: delete}}]}", EV));
         assert!(check(
             "[{verb: create}, {userAgent: {contains: ctl, icase: true}}]",
