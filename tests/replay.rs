@@ -457,3 +457,23 @@ fn revocation_lists_in_every_format_and_bad_ones_refused() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("entry 1: revoked_at \"last tuesday\" is not an RFC 3339 time"));
 }
+
+#[test]
+fn the_benign_day_raises_nothing_above_low() {
+    let out = audithound(&[
+        "replay",
+        "samples/cluster-day",
+        "-q",
+        "--revocations",
+        "samples/revocations.yaml",
+    ]);
+    assert!(out.status.success());
+    let got = alerts(&out.stdout);
+    assert!(
+        !got.is_empty(),
+        "the day has a few expected low alerts (humans exec into app pods)"
+    );
+    for a in &got {
+        assert_eq!(a["rule"]["severity"], "low", "{a}");
+    }
+}
