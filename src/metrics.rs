@@ -195,14 +195,21 @@ impl RunStats {
         if !sev.is_empty() {
             let _ = writeln!(s, "  alerts by severity:");
             for (k, v) in sev {
-                let _ = writeln!(s, "    {k:<28} {v:>14}");
+                let _ = writeln!(s, "    {k:<28} {v:>10}");
             }
         }
         section(&mut s, "alerts by rule", &self.alerts_by_rule);
         if !self.top_actors.is_empty() {
             let _ = writeln!(s, "  top actors (events analysed):");
+            let width = self
+                .top_actors
+                .iter()
+                .map(|(a, _)| a.len())
+                .max()
+                .unwrap_or(0)
+                .max(28);
             for (a, n) in &self.top_actors {
-                let _ = writeln!(s, "    {a:<48} {n:>10}");
+                let _ = writeln!(s, "    {a:<width$} {n:>10}");
             }
         }
         s
@@ -221,8 +228,9 @@ fn section(s: &mut String, title: &str, m: &BTreeMap<String, u64>) {
         return;
     }
     let _ = writeln!(s, "  {title}:");
+    let width = m.keys().map(String::len).max().unwrap_or(0).max(28);
     for (k, v) in m {
-        let _ = writeln!(s, "    {k:<28} {v:>14}");
+        let _ = writeln!(s, "    {k:<width$} {v:>10}");
     }
 }
 
