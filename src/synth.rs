@@ -798,6 +798,38 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
                 request_object: Some(deployment("metrics-helper", "ghcr.io/mallory/miner:latest")), ..Req::default() }, vec!["k8s.rbac.change_then_workload"]),
         ],
     );
+    // A retired exporter's service account is deleted at 12:30, but a forgotten deployment in
+    // another cluster namespace still holds its legacy token and keeps calling in the evening.
+    let bob = Who::new(
+        "bob@example.com",
+        &["sre", "system:authenticated"],
+        "kubectl/v1.29.1 (darwin/arm64) kubernetes/bc401b9",
+        "203.0.113.22",
+    );
+    let exporter = Who::new(
+        "system:serviceaccount:monitoring:old-exporter",
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:monitoring",
+            "system:authenticated",
+        ],
+        "old-exporter/0.9.1",
+        "10.0.3.7",
+    );
+    snippet(
+        &mut g,
+        "deleted-serviceaccount-used",
+        "A service account deleted at midday keeps authenticating in the evening: its token outlived it.",
+        vec![
+            (
+                12 * HOUR + 30 * 60 * SEC,
+                &bob,
+                Req { verb: "delete", resource: "serviceaccounts", namespace: Some("monitoring".into()), name: Some("old-exporter".into()), code: 200, ..Req::default() },
+                vec![],
+            ),
+            (19 * HOUR, &exporter, Req { verb: "list", resource: "pods", code: 200, ..Req::default() }, vec!["k8s.serviceaccount.used_after_deletion"]),
+        ],
+    );
     // Dave left on 2025-03-04 at 12:00 (samples/revocations.yaml) but his kubeconfig was never revoked.
     let mut dave = Who::new(
         "dave@example.com",

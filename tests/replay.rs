@@ -79,6 +79,7 @@ fn samples_raise_exactly_the_expected_alerts() {
         "k8s.secrets.new_user_agent",
         "k8s.rbac.change_then_workload",
         "k8s.credentials.revoked_in_use",
+        "k8s.serviceaccount.used_after_deletion",
     ] {
         assert!(
             expected.iter().any(|(r, _)| r == rule),
@@ -89,7 +90,7 @@ fn samples_raise_exactly_the_expected_alerts() {
     let s = summary(&summary_path);
     // samples/formats/ carries one event CloudWatch cut: explained, counted, not analysed.
     assert_eq!(s["rejected"], serde_json::json!({"truncated_upstream": 1}));
-    assert_eq!(s["files"], 18);
+    assert_eq!(s["files"], 19);
     // RequestReceived twins are read but not analysed, so nothing is double-counted.
     let (events, analysed, skipped) = (
         s["events"].as_u64().unwrap(),
@@ -176,7 +177,7 @@ fn ocsf_output_is_a_detection_finding() {
     let out = audithound(&["replay", "samples/attacks/", "-q", "--format", "ocsf"]);
     assert!(out.status.success());
     let findings = alerts(&out.stdout);
-    assert_eq!(findings.len(), 13);
+    assert_eq!(findings.len(), 14);
     for f in &findings {
         assert_eq!(f["class_uid"], 2004);
         assert_eq!(f["type_uid"], 200401);

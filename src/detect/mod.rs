@@ -191,14 +191,30 @@ pub fn evaluate(
                 continue;
             }
             Kind::Sequence(s) => {
-                let steps = s.steps.iter().enumerate().fold(0u32, |m, (b, c)| {
-                    if c.eval(view) {
-                        m | 1 << b
-                    } else {
-                        m
+                // Steps that hold are grouped by the key they advance (usually one key).
+                let mut groups: Vec<(Box<str>, u32)> = Vec::new();
+                for (b, _) in s.steps.iter().enumerate().filter(|(_, c)| c.eval(view)) {
+                    let k = match &s.step_keys[b] {
+                        Some(t) => format!("{cluster}\u{1f}{}", t.render(view)).into(),
+                        None => key(&s.by),
+                    };
+                    match groups.iter_mut().find(|g| g.0 == k) {
+                        Some(g) => g.1 |= 1 << b,
+                        None => groups.push((k, 1 << b)),
                     }
-                });
-                (key(&s.by), None, steps)
+                }
+                for (key, steps) in groups {
+                    observations.push(Observation {
+                        rule: i,
+                        time: view.time,
+                        key,
+                        value: None,
+                        steps,
+                        audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
+                        seed: seed(rule, view, cluster),
+                    });
+                }
+                continue;
             }
         };
         observations.push(Observation {
@@ -208,13 +224,7 @@ pub fn evaluate(
             value,
             steps,
             audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
-            seed: match view.event.source {
-                Some(json) => Seed::Event {
-                    json: json.into(),
-                    cluster: cluster.into(),
-                },
-                None => Seed::Alert(Box::new(Alert::from_match(rule, view))),
-            },
+            seed: seed(rule, view, cluster),
         });
     }
 }

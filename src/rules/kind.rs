@@ -16,6 +16,7 @@
 
 use super::condition::{Cond, Scope};
 use super::field::Field;
+use super::template::Template;
 use serde::Deserialize;
 use serde_yaml::Value as Y;
 
@@ -78,6 +79,9 @@ pub struct SequenceSpec {
     pub by: Vec<Field>,
     pub max_span: i64,
     pub steps: Vec<Cond>,
+    /// A step's own key (`key: "system:serviceaccount:{objectRef.namespace}:{objectRef.name}"`),
+    /// for sequences whose steps are done by different identities; None: the `by` fields.
+    pub step_keys: Vec<Option<Template>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,17 +198,36 @@ pub fn compile(
             if !(2..=32).contains(&s.steps.len()) {
                 return Err(format!("{at}.sequence.steps: a sequence has 2 to 32 steps"));
             }
-            let steps = s
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(i, y)| Cond::compile(y, scope, &format!("{at}.sequence.steps[{i}]")))
-                .collect::<Result<_, _>>()?;
+            let mut steps = Vec::new();
+            let mut step_keys = Vec::new();
+            for (i, y) in s.steps.iter().enumerate() {
+                let here = format!("{at}.sequence.steps[{i}]");
+                // A step is a condition, or `{when: condition, key: template}`.
+                match y.get("when") {
+                    Some(when) => {
+                        steps.push(Cond::compile(when, scope, &format!("{here}.when"))?);
+                        let key = match y.get("key") {
+                            Some(k) => Some(
+                                k.as_str()
+                                    .ok_or_else(|| format!("{here}.key: expected a template string"))
+                                    .and_then(|k| Template::parse(k).map_err(|e| format!("{here}.key: {e}")))?,
+                            ),
+                            None => None,
+                        };
+                        step_keys.push(key);
+                    }
+                    None => {
+                        steps.push(Cond::compile(y, scope, &here)?);
+                        step_keys.push(None);
+                    }
+                }
+            }
             Kind::Sequence(SequenceSpec {
                 by: fields(&s.by, &format!("{at}.sequence.by"))?,
                 max_span: parse_duration(&s.max_span)
                     .map_err(|e| format!("{at}.sequence.max_span: {e}"))?,
                 steps,
+                step_keys,
             })
         }
         ("builtin", ..) => match builtin {
