@@ -7,6 +7,7 @@
 pub mod condition;
 pub mod field;
 pub mod kind;
+pub mod sigma;
 pub mod template;
 pub mod testing;
 
@@ -112,7 +113,7 @@ impl Rule {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RuleFile {
     #[serde(default)]
@@ -397,10 +398,25 @@ impl RuleSet {
 
 fn read_rule_file(path: &Path) -> Result<RuleFile, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_yaml::from_str(&text).map_err(|e| match e.location() {
+    let located = |e: serde_yaml::Error| match e.location() {
         Some(l) => format!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
         None => format!("{}: {e}", path.display()),
-    })
+    };
+    let doc: Y = serde_yaml::from_str(&text).map_err(located)?;
+    if sigma::is_sigma(&doc) {
+        return match sigma::translate(&doc)
+            .map_err(|e| format!("{} (Sigma): {e}", path.display()))?
+        {
+            Some(ours) => {
+                serde_yaml::from_value(ours).map_err(|e| format!("{} (Sigma): {e}", path.display()))
+            }
+            None => {
+                tracing::warn!(file = %path.display(), "skipped: a Sigma rule for another log source than kubernetes/audit");
+                Ok(RuleFile::default())
+            }
+        };
+    }
+    serde_yaml::from_str(&text).map_err(located)
 }
 
 /// The value, or None with the error recorded: lets a rule report all its problems at once.
