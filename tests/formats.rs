@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{audithound, root};
+use common::{audithound, replay_with_summary, root};
 
 use audithound::event::{decode_record, DecodeOptions, Item};
 use audithound::rules::field::{EventView, Field};
@@ -150,17 +150,7 @@ fn every_field_the_detectors_use_is_mapped() {
 
 #[test]
 fn awkward_records_are_explained_not_rejected_as_garbage() {
-    let dir = tempfile::tempdir().unwrap();
-    let s_path = dir.path().join("s.json");
-    let out = audithound(&[
-        "replay",
-        "samples/formats/",
-        "-q",
-        "--summary-json",
-        s_path.to_str().unwrap(),
-    ]);
-    assert!(out.status.success());
-    let s: Value = serde_json::from_slice(&std::fs::read(&s_path).unwrap()).unwrap();
+    let (_, s) = replay_with_summary(&["samples/formats/", "-q"]);
     assert_eq!(s["rejected"], serde_json::json!({"truncated_upstream": 1}));
     assert_eq!(
         s["skipped"],
@@ -174,19 +164,7 @@ fn awkward_records_are_explained_not_rejected_as_garbage() {
 
 #[test]
 fn a_named_input_format_rejects_the_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let s_path = dir.path().join("s.json");
-    let out = audithound(&[
-        "replay",
-        "samples/formats/",
-        "-q",
-        "--input-format",
-        "gke",
-        "--summary-json",
-        s_path.to_str().unwrap(),
-    ]);
-    assert!(out.status.success());
-    let s: Value = serde_json::from_slice(&std::fs::read(&s_path).unwrap()).unwrap();
+    let (_, s) = replay_with_summary(&["samples/formats/", "-q", "--input-format", "gke"]);
     assert_eq!(s["formats"], serde_json::json!({"gke": 4}));
     assert_eq!(s["rejected"]["format_mismatch"], 24);
 }

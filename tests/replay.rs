@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{audithound, root};
+use common::{audithound, replay_with_summary, root};
 
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -37,23 +37,13 @@ fn summary(path: &Path) -> Value {
 
 #[test]
 fn samples_raise_exactly_the_expected_alerts() {
-    let dir = tempfile::tempdir().unwrap();
-    let summary_path = dir.path().join("summary.json");
-    let out = audithound(&[
-        "replay",
+    let (out, s) = replay_with_summary(&[
         "samples/",
         "--revocations",
         "samples/revocations.yaml",
         "--threads",
         "2",
-        "--summary-json",
-        summary_path.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 
     let expected: BTreeSet<(String, String)> =
         std::fs::read_to_string(root().join("samples/expected-alerts.tsv"))
@@ -87,7 +77,6 @@ fn samples_raise_exactly_the_expected_alerts() {
         );
     }
 
-    let s = summary(&summary_path);
     // samples/formats/ carries one event CloudWatch cut: explained, counted, not analysed.
     assert_eq!(s["rejected"], serde_json::json!({"truncated_upstream": 1}));
     assert_eq!(s["files"], 19);
@@ -302,20 +291,8 @@ fn garbage_inside_a_damaged_archive_is_rejected_line_by_line() {
     let mid = gz.len() / 2;
     gz[mid..mid + 64].fill(0xAA); // deflate decodes garbage until the CRC check at the end
     std::fs::write(dir.path().join("damaged.log.gz"), &gz).unwrap();
-    let summary_path = dir.path().join("s.json");
-    let out = audithound(&[
-        "replay",
-        dir.path().join("damaged.log.gz").to_str().unwrap(),
-        "-q",
-        "--summary-json",
-        summary_path.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = summary(&summary_path);
+    let damaged = dir.path().join("damaged.log.gz");
+    let (_, s) = replay_with_summary(&[damaged.to_str().unwrap(), "-q"]);
     let rejected: u64 = s["rejected"]
         .as_object()
         .unwrap()
@@ -386,21 +363,7 @@ fn real_public_logs_parse_without_unexplained_rejections() {
         "{} is missing: CI clones main with shared/ beside it",
         realdata.display()
     );
-    let dir = tempfile::tempdir().unwrap();
-    let summary_path = dir.path().join("s.json");
-    let out = audithound(&[
-        "replay",
-        realdata.to_str().unwrap(),
-        "-q",
-        "--summary-json",
-        summary_path.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s = summary(&summary_path);
+    let (_, s) = replay_with_summary(&[realdata.to_str().unwrap(), "-q"]);
     assert_eq!(s["rejected"], serde_json::json!({}), "{s:#}");
     // 757 v1beta1 events + 2 native + 1 GKE + 2 AKS.
     assert_eq!(s["events"], 762);

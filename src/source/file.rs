@@ -158,18 +158,8 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
 /// Opens a file, sniffing gzip/zstd magic bytes, and returns a buffered reader of its content.
-pub fn open(
-    file: &InputFile,
-    disk_bytes: Arc<AtomicU64>,
-) -> io::Result<(Box<dyn BufRead + Send>, Compression)> {
+pub fn open(file: &InputFile, disk_bytes: Arc<AtomicU64>) -> io::Result<Box<dyn BufRead + Send>> {
     let mut f = File::open(&file.path)?;
     let mut magic = [0u8; 4];
     let n = read_up_to(&mut f, &mut magic)?;
@@ -178,25 +168,17 @@ pub fn open(
         counter: disk_bytes,
     };
     const BUF: usize = 256 * 1024;
+    // Chosen by content, not by name: rotated and renamed archives keep working.
     Ok(match magic[..n] {
-        [0x1f, 0x8b, ..] => (
-            Box::new(BufReader::with_capacity(
-                BUF,
-                flate2::read::MultiGzDecoder::new(BufReader::with_capacity(BUF, raw)),
-            )),
-            Compression::Gzip,
-        ),
-        [0x28, 0xb5, 0x2f, 0xfd] => (
-            Box::new(BufReader::with_capacity(
-                BUF,
-                zstd::stream::read::Decoder::new(raw)?,
-            )),
-            Compression::Zstd,
-        ),
-        _ => (
-            Box::new(BufReader::with_capacity(BUF, raw)),
-            Compression::None,
-        ),
+        [0x1f, 0x8b, ..] => Box::new(BufReader::with_capacity(
+            BUF,
+            flate2::read::MultiGzDecoder::new(BufReader::with_capacity(BUF, raw)),
+        )),
+        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(BufReader::with_capacity(
+            BUF,
+            zstd::stream::read::Decoder::new(raw)?,
+        )),
+        _ => Box::new(BufReader::with_capacity(BUF, raw)),
     })
 }
 

@@ -89,7 +89,7 @@ impl Merger {
     }
 
     fn open_reader(&self, index: u32, counter: Arc<AtomicU64>) -> std::io::Result<LineReader> {
-        let (r, _) = file::open(&self.files[index as usize], counter)?;
+        let r = file::open(&self.files[index as usize], counter)?;
         Ok(LineReader::new(r, self.opts.max_record_bytes))
     }
 

@@ -19,3 +19,22 @@ pub fn audithound(args: &[&str]) -> Output {
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// `audithound replay ARGS --summary-json <temp>`: asserts the run succeeded and returns its
+/// output with the parsed summary.
+pub fn replay_with_summary(args: &[&str]) -> (Output, serde_json::Value) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("summary.json");
+    let mut all = vec!["replay"];
+    all.extend_from_slice(args);
+    all.extend(["--summary-json", path.to_str().expect("utf-8 temp path")]);
+    let out = audithound(&all);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = serde_json::from_slice(&std::fs::read(&path).expect("summary written"))
+        .expect("summary is JSON");
+    (out, summary)
+}
