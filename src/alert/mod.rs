@@ -85,6 +85,9 @@ pub struct Evidence {
     /// The revocation-list entry a revoked-credential alert matched, and how.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revocation: Option<serde_json::Value>,
+    /// Figures a built-in detector worked from: a rate spike's baseline, a chain's steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
     /// Alerts of this rule for this actor held back by `suppress` since the previous one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<u64>,

@@ -6,7 +6,11 @@
 //! collector feeds them here in input order, so state sees every key's events in order and the
 //! alerts are the same for any thread count. State is bounded per rule; evictions are counted.
 
+pub mod chain;
+pub mod rbac;
 pub mod revoked;
+pub mod spike;
+pub mod unbound;
 
 use crate::alert::Alert;
 use crate::rules::field::{EventView, Field};
@@ -28,8 +32,10 @@ pub struct Observation {
     pub key: Box<str>,
     /// threshold: the `distinct` field's value; new_terms: the term.
     pub value: Option<Box<str>>,
-    /// sequence: bit i set when step i's condition holds.
+    /// sequence: bit i set when step i's condition holds; built-ins: which kind of event this is.
     pub steps: u32,
+    /// Built-ins: the actor's groups, or the subjects a binding names. Usually empty (no allocation).
+    pub terms: Box<[Box<str>]>,
     pub audit_id: Box<str>,
     /// What the alert is built from if the rule fires.
     pub seed: Seed,
@@ -88,6 +94,9 @@ enum State {
     Sequence(HashMap<Box<str>, Progress>),
     /// Per revoked entry and cluster: (quiet until, uses since the last alert, last seen).
     Revoked(HashMap<Box<str>, (i64, u64, i64)>),
+    Chain(HashMap<Box<str>, chain::Pending>),
+    Unbound(unbound::State),
+    Spike(HashMap<Box<str>, spike::Series>),
     None,
 }
 
@@ -175,7 +184,7 @@ pub fn evaluate(
             Kind::Revoked(_) => {
                 let mut hits = Vec::new();
                 revocations.matches(view, &mut hits);
-                let allowed = is_allowed(view);
+                let allowed = rbac::is_allowed(view);
                 for (entry, role) in hits {
                     let steps = u32::from(allowed) | if role == Role::Impersonated { 2 } else { 0 };
                     observations.push(Observation {
@@ -184,12 +193,37 @@ pub fn evaluate(
                         key: format!("{cluster}\u{1f}{entry}\u{1f}{steps}").into(),
                         value: Some(entry.to_string().into()),
                         steps,
+                        terms: Box::default(),
                         audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
                         seed: seed(rule, view, cluster),
                     });
                 }
                 continue;
             }
+            Kind::Chain(_) | Kind::Unbound(_) => {
+                let classified = match &rule.kind {
+                    Kind::Chain(_) => chain::classify(view),
+                    _ => unbound::classify(view),
+                };
+                if let Some((steps, value, terms)) = classified {
+                    observations.push(Observation {
+                        rule: i,
+                        time: view.time,
+                        key: format!("{cluster}\u{1f}{}", view.event.username()).into(),
+                        value: Some(value),
+                        steps,
+                        terms,
+                        audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
+                        seed: seed(rule, view, cluster),
+                    });
+                }
+                continue;
+            }
+            Kind::Spike(_) => (
+                format!("{cluster}\u{1f}{}", view.event.username()).into(),
+                None,
+                0,
+            ),
             Kind::Sequence(s) => {
                 // Steps that hold are grouped by the key they advance (usually one key).
                 let mut groups: Vec<(Box<str>, u32)> = Vec::new();
@@ -210,6 +244,7 @@ pub fn evaluate(
                         key,
                         value: None,
                         steps,
+                        terms: Box::default(),
                         audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
                         seed: seed(rule, view, cluster),
                     });
@@ -223,6 +258,7 @@ pub fn evaluate(
             key,
             value,
             steps,
+            terms: Box::default(),
             audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
             seed: seed(rule, view, cluster),
         });
@@ -248,6 +284,9 @@ impl Stateful {
                 },
                 Kind::Sequence(_) => State::Sequence(HashMap::new()),
                 Kind::Revoked(_) => State::Revoked(HashMap::new()),
+                Kind::Chain(_) => State::Chain(HashMap::new()),
+                Kind::Unbound(_) => State::Unbound(unbound::State::default()),
+                Kind::Spike(_) => State::Spike(HashMap::new()),
                 Kind::Match => State::None,
             })
             .collect();
@@ -295,6 +334,21 @@ impl Stateful {
                 self.stats.evictions += evict(keys, self.max_keys, |k| k.2);
                 fired
             }
+            (Kind::Chain(spec), State::Chain(keys)) => {
+                let fired = chain::observe(keys, spec.window, &obs, rule);
+                self.stats.evictions += evict(keys, self.max_keys, |p| p.last_seen);
+                fired
+            }
+            (Kind::Unbound(spec), State::Unbound(state)) => {
+                let fired = unbound::observe(state, spec.window, &obs, rule);
+                self.stats.evictions += state.evict(self.max_keys);
+                fired
+            }
+            (Kind::Spike(spec), State::Spike(keys)) => {
+                let fired = spike::observe(keys, spec, &obs, rule);
+                self.stats.evictions += evict(keys, self.max_keys, |s| s.last_seen);
+                fired
+            }
             _ => None,
         };
         out.extend(fired);
@@ -308,6 +362,9 @@ impl Stateful {
                 State::NewTerms { seen, .. } => seen.len(),
                 State::Sequence(m) => m.len(),
                 State::Revoked(m) => m.len(),
+                State::Chain(m) => m.len(),
+                State::Unbound(s) => s.len(),
+                State::Spike(m) => m.len(),
                 State::None => 0,
             } as u64)
             .sum()
@@ -321,14 +378,6 @@ fn seed(rule: &crate::rules::Rule, view: &EventView, cluster: &str) -> Seed {
             cluster: cluster.into(),
         },
         None => Seed::Alert(Box::new(Alert::from_match(rule, view))),
-    }
-}
-
-/// The request went through: 1xx-3xx, or an allow decision when no status was recorded.
-fn is_allowed(view: &EventView) -> bool {
-    match view.event.status_code() {
-        Some(code) => code < 400,
-        None => view.annotation(crate::event::DECISION_KEY) == Some("allow"),
     }
 }
 

@@ -76,6 +76,12 @@ fn opt<'e>(s: &'e Option<JStr<'_>>) -> Option<&'e str> {
     s.as_deref()
 }
 
+fn service_account(username: &str) -> Option<(&str, &str)> {
+    username
+        .strip_prefix("system:serviceaccount:")?
+        .split_once(':')
+}
+
 /// Every field path a rule may use, by its fixed name.
 const STR_FIELDS: &[(&str, StrGetter)] = &[
     ("verb", |e| opt(&e.verb)),
@@ -88,6 +94,13 @@ const STR_FIELDS: &[(&str, StrGetter)] = &[
     ("apiVersion", |e| opt(&e.api_version)),
     ("user.username", |e| opt(&e.user.username)),
     ("user.uid", |e| opt(&e.user.uid)),
+    // Parts of a service account's username, `system:serviceaccount:<namespace>:<name>`.
+    ("serviceAccount.namespace", |e| {
+        service_account(e.username()).map(|(ns, _)| ns)
+    }),
+    ("serviceAccount.name", |e| {
+        service_account(e.username()).map(|(_, name)| name)
+    }),
     ("impersonatedUser.username", |e| {
         e.impersonated_user.as_ref().and_then(|u| opt(&u.username))
     }),

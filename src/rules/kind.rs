@@ -29,6 +29,37 @@ pub enum Kind {
     Sequence(SequenceSpec),
     /// Built-in: uses of revoked credentials (the list comes from `--revocations`).
     Revoked(RevokedSpec),
+    /// Built-in: refused, then granted by an RBAC change, then allowed (same identity and action).
+    Chain(ChainSpec),
+    /// Built-in: an identity still succeeding after the stream removed all its bindings.
+    Unbound(UnboundSpec),
+    /// Built-in: an identity's rate far above its own history (median and MAD).
+    Spike(SpikeSpec),
+}
+
+/// `denied → granted → used` within `window`.
+#[derive(Debug)]
+pub struct ChainSpec {
+    pub window: i64,
+}
+
+/// How long after its last binding was removed an identity's success still counts.
+#[derive(Debug)]
+pub struct UnboundSpec {
+    pub window: i64,
+}
+
+/// Rate-spike parameters: counts per `bucket`, compared with the last `history` buckets.
+#[derive(Debug)]
+pub struct SpikeSpec {
+    pub bucket: i64,
+    pub history: usize,
+    /// Buckets of history an identity needs before it can spike (its learning period).
+    pub min_history: usize,
+    /// How many robust standard deviations (1.4826 × MAD, at least 1) above the median.
+    pub factor: f64,
+    /// Never fire below this many events in a bucket.
+    pub floor: u32,
 }
 
 /// One alert per revoked credential per `window`, counting the uses in between.
@@ -42,6 +73,11 @@ pub struct RevokedSpec {
 pub struct RawBuiltin {
     name: String,
     window: Option<String>,
+    bucket: Option<String>,
+    history: Option<usize>,
+    min_history: Option<usize>,
+    factor: Option<f64>,
+    floor: Option<u32>,
 }
 
 impl Kind {
@@ -52,6 +88,9 @@ impl Kind {
             Kind::NewTerms(_) => "new_terms",
             Kind::Sequence(_) => "sequence",
             Kind::Revoked(_) => "builtin:revoked",
+            Kind::Chain(_) => "builtin:escalation_chain",
+            Kind::Unbound(_) => "builtin:unbound_identity",
+            Kind::Spike(_) => "builtin:rate_spike",
         }
     }
 }
@@ -231,13 +270,7 @@ pub fn compile(
             })
         }
         ("builtin", ..) => match builtin {
-            Some(b) if b.name == "revoked" => Kind::Revoked(RevokedSpec {
-                window: parse_duration(b.window.as_deref().unwrap_or("1h"))
-                    .map_err(|e| format!("{at}.builtin.window: {e}"))?,
-            }),
-            Some(b) => {
-                return Err(format!("{at}.builtin.name: unknown built-in {:?}; available: revoked", b.name))
-            }
+            Some(b) => compile_builtin(b, at)?,
             None => return Err(format!("{at}: kind builtin needs a `builtin:` block")),
         },
         (other, ..) => {
@@ -246,6 +279,66 @@ pub fn compile(
             ))
         }
     })
+}
+
+const BUILTINS: &str = "revoked, escalation_chain, unbound_identity, rate_spike";
+
+fn compile_builtin(b: RawBuiltin, at: &str) -> Result<Kind, String> {
+    let duration = |v: &Option<String>, default: &str, name: &str| {
+        parse_duration(v.as_deref().unwrap_or(default))
+            .map_err(|e| format!("{at}.builtin.{name}: {e}"))
+    };
+    let only_window = b.bucket.is_none()
+        && b.history.is_none()
+        && b.min_history.is_none()
+        && b.factor.is_none()
+        && b.floor.is_none();
+    let kind = match b.name.as_str() {
+        "revoked" => Kind::Revoked(RevokedSpec {
+            window: duration(&b.window, "1h", "window")?,
+        }),
+        "escalation_chain" => Kind::Chain(ChainSpec {
+            window: duration(&b.window, "1h", "window")?,
+        }),
+        "unbound_identity" => Kind::Unbound(UnboundSpec {
+            window: duration(&b.window, "7d", "window")?,
+        }),
+        "rate_spike" => {
+            if b.window.is_some() {
+                return Err(format!(
+                    "{at}.builtin.window: rate_spike takes bucket, history, min_history, factor and floor"
+                ));
+            }
+            let spec = SpikeSpec {
+                bucket: duration(&b.bucket, "10m", "bucket")?,
+                history: b.history.unwrap_or(36),
+                min_history: b.min_history.unwrap_or(6),
+                factor: b.factor.unwrap_or(8.0),
+                floor: b.floor.unwrap_or(30),
+            };
+            if !(3..=1024).contains(&spec.history) || spec.min_history > spec.history {
+                return Err(format!(
+                    "{at}.builtin.history: between 3 and 1024 buckets, and at least min_history"
+                ));
+            }
+            if !(spec.factor > 0.0) {
+                return Err(format!("{at}.builtin.factor: must be above 0"));
+            }
+            return Ok(Kind::Spike(spec));
+        }
+        other => {
+            return Err(format!(
+                "{at}.builtin.name: unknown built-in {other:?}; available: {BUILTINS}"
+            ))
+        }
+    };
+    if !only_window {
+        return Err(format!(
+            "{at}.builtin: {} takes only `window`; bucket, history, min_history, factor and floor belong to rate_spike",
+            b.name
+        ));
+    }
+    Ok(kind)
 }
 
 #[cfg(test)]

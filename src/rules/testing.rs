@@ -55,19 +55,15 @@ fn cases(items: Vec<serde_yaml::Value>, kind: &str) -> Result<Vec<Vec<String>>, 
         .map(|(c, y)| {
             let at = format!("{kind}[{c}]");
             let v: Value = serde_json::to_value(y).map_err(|e| format!("{at}: {e}"))?;
-            let events: Vec<Value> = match v {
-                Value::Array(events) => events,
-                Value::Object(ref m) if m.contains_key("repeat") => {
-                    let n = m["repeat"]
-                        .as_u64()
-                        .ok_or_else(|| format!("{at}.repeat: expected a count"))?;
-                    let event = m
-                        .get("event")
-                        .ok_or_else(|| format!("{at}: `repeat` needs an `event`"))?;
-                    (0..n).map(|i| substitute(event, i)).collect()
+            let mut events = Vec::new();
+            match v {
+                Value::Array(items) => {
+                    for (j, item) in items.into_iter().enumerate() {
+                        expand(item, &format!("{at}[{j}]"), &mut events)?;
+                    }
                 }
-                other => vec![other],
-            };
+                other => expand(other, &at, &mut events)?,
+            }
             events
                 .into_iter()
                 .enumerate()
@@ -78,6 +74,46 @@ fn cases(items: Vec<serde_yaml::Value>, kind: &str) -> Result<Vec<Vec<String>>, 
                 .collect()
         })
         .collect()
+}
+
+/// One event, or a `{repeat: N, event: {...}}` block: N copies with `{i}` replaced by 0..N, and
+/// with `from: <RFC 3339>` (and optionally `every: 5m`) timestamps spaced through time.
+fn expand(v: Value, at: &str, out: &mut Vec<Value>) -> Result<(), String> {
+    let Value::Object(ref m) = v else {
+        out.push(v);
+        return Ok(());
+    };
+    if !m.contains_key("repeat") {
+        out.push(v);
+        return Ok(());
+    }
+    let n = m["repeat"]
+        .as_u64()
+        .ok_or_else(|| format!("{at}.repeat: expected a count"))?;
+    let event = m
+        .get("event")
+        .ok_or_else(|| format!("{at}: `repeat` needs an `event`"))?;
+    let from = match m.get("from").map(|f| f.as_str()) {
+        None => None,
+        Some(f) => Some(
+            f.and_then(crate::event::time::parse_rfc3339_micros)
+                .ok_or_else(|| format!("{at}.from: expected an RFC 3339 time"))?,
+        ),
+    };
+    let every = match m.get("every") {
+        None => 1_000_000,
+        Some(e) => crate::rules::kind::parse_duration(e.as_str().unwrap_or(""))
+            .map_err(|e| format!("{at}.every: {e}"))?,
+    };
+    for i in 0..n {
+        let mut e = substitute(event, i);
+        if let (Some(from), Some(obj)) = (from, e.as_object_mut()) {
+            let t = format_micros(from + i as i64 * every);
+            obj.insert("stageTimestamp".into(), Value::from(t));
+        }
+        out.push(e);
+    }
+    Ok(())
 }
 
 fn substitute(v: &Value, i: u64) -> Value {

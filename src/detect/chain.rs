@@ -1,0 +1,150 @@
+//! `escalation_chain`: an identity is refused an action, an RBAC binding then names it (directly,
+//! as its service account, or through one of its groups), and the same action then succeeds, all
+//! within the window. Each step alone is routine; together they are someone acquiring a right
+//! they were just refused.
+
+use super::rbac::{self, BindingChange};
+use super::{Observation, MAX_EVIDENCE_IDS};
+use crate::alert::Alert;
+use crate::event::time::format_micros;
+use crate::rules::field::EventView;
+use crate::rules::Rule;
+use std::collections::HashMap;
+
+pub const DENIED: u32 = 1;
+pub const GRANT: u32 = 2;
+pub const SUCCESS: u32 = 4;
+
+/// Refused actions remembered per identity.
+const MAX_DENIALS: usize = 8;
+
+/// How a worker classifies one event: (step, value, terms) for the observation.
+/// Denied: the action and the actor's groups. Grant: who bound what, and the subjects. Success: the action.
+pub fn classify(view: &EventView) -> Option<(u32, Box<str>, Box<[Box<str>]>)> {
+    if matches!(rbac::binding_change(view), Some(BindingChange::Write)) && rbac::is_allowed(view) {
+        let subjects = rbac::binding_subjects(view)?;
+        let what = format!("{} via {}", view.event.username(), rbac::binding_id(view));
+        return Some((GRANT, what.into(), subjects.into()));
+    }
+    if rbac::is_denied(view) {
+        let groups = rbac::actor_groups(view);
+        return Some((DENIED, rbac::action(view).into(), groups.into()));
+    }
+    if rbac::is_allowed(view) {
+        return Some((SUCCESS, rbac::action(view).into(), Box::default()));
+    }
+    None
+}
+
+struct Denial {
+    action: Box<str>,
+    time: i64,
+    audit_id: Box<str>,
+}
+
+struct Grant {
+    time: i64,
+    audit_id: Box<str>,
+    what: Box<str>,
+}
+
+/// One identity's refusals and the grant that may follow them.
+pub struct Pending {
+    groups: Box<[Box<str>]>,
+    denials: Vec<Denial>,
+    grant: Option<Grant>,
+    pub last_seen: i64,
+}
+
+/// Applies one observation to the per-identity state (`cluster\x1fusername` keys).
+pub fn observe(
+    pending: &mut HashMap<Box<str>, Pending>,
+    window: i64,
+    obs: &Observation,
+    rule: &Rule,
+) -> Option<Alert> {
+    let value = obs.value.as_deref().unwrap_or("");
+    match obs.steps {
+        DENIED => {
+            let p = pending.entry(obs.key.clone()).or_insert_with(|| Pending {
+                groups: Box::default(),
+                denials: Vec::new(),
+                grant: None,
+                last_seen: obs.time,
+            });
+            p.groups = obs.terms.clone();
+            p.last_seen = obs.time;
+            p.denials.retain(|d| obs.time - d.time <= window);
+            if !p.denials.iter().any(|d| &*d.action == value) {
+                if p.denials.len() == MAX_DENIALS {
+                    p.denials.remove(0);
+                }
+                p.denials.push(Denial {
+                    action: value.into(),
+                    time: obs.time,
+                    audit_id: obs.audit_id.clone(),
+                });
+            }
+            None
+        }
+        GRANT => {
+            let cluster = obs.key.split('\u{1f}').next().unwrap_or("");
+            for (key, p) in pending.iter_mut() {
+                let Some(user) = key.strip_prefix(cluster).and_then(|k| k.strip_prefix('\u{1f}'))
+                else {
+                    continue;
+                };
+                let named = obs
+                    .terms
+                    .iter()
+                    .any(|s| &**s == user || p.groups.contains(s));
+                if named && p.denials.iter().any(|d| d.time <= obs.time) {
+                    p.grant = Some(Grant {
+                        time: obs.time,
+                        audit_id: obs.audit_id.clone(),
+                        what: value.into(),
+                    });
+                }
+            }
+            None
+        }
+        SUCCESS => {
+            let p = pending.get_mut(&obs.key)?;
+            let grant = p.grant.as_ref()?;
+            if obs.time < grant.time {
+                return None;
+            }
+            let at = p.denials.iter().position(|d| {
+                &*d.action == value && d.time <= grant.time && obs.time - d.time <= window
+            })?;
+            let denial = p.denials.remove(at);
+            let mut alert = obs.seed.alert(rule, obs.time);
+            let ids = [&*denial.audit_id, &*grant.audit_id, &*obs.audit_id];
+            alert.id = crate::alert::alert_id(&rule.id, &obs.key, &ids);
+            alert.evidence.audit_ids = ids.iter().map(|s| s.to_string()).collect();
+            alert.evidence.audit_ids.truncate(MAX_EVIDENCE_IDS);
+            alert.evidence.count = 3;
+            alert.evidence.first_time = Some(format_micros(denial.time));
+            alert.evidence.window_seconds = Some(window / 1_000_000);
+            alert.evidence.detail = Some(serde_json::json!({
+                "denied": {"action": &*denial.action, "time": format_micros(denial.time), "audit_id": &*denial.audit_id},
+                "granted": {"by": &*grant.what, "time": format_micros(grant.time), "audit_id": &*grant.audit_id},
+                "used": {"time": format_micros(obs.time), "audit_id": &*obs.audit_id},
+            }));
+            alert.summary = format!(
+                "{} was refused {:?} at {}, was then granted access ({}) at {}, and the same action succeeded at {}.",
+                alert.actor.username,
+                &*denial.action,
+                format_micros(denial.time),
+                grant.what,
+                format_micros(grant.time),
+                alert.time
+            );
+            if p.denials.is_empty() {
+                pending.remove(&obs.key);
+            }
+            Some(alert)
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,144 @@
+//! `rate_spike`: an identity's matching events per time bucket, compared with its own recent
+//! history by median and MAD (median absolute deviation). Both ignore a few past bursts, unlike
+//! a mean and standard deviation, so one earlier spike does not hide the next. The threshold is
+//! `max(floor, median + factor × max(1.4826 × MAD, 1))`; 1.4826 × MAD estimates the standard
+//! deviation of normal data, and the `max(…, 1)` keeps a perfectly steady identity from
+//! alerting on one extra event.
+
+use super::Observation;
+use crate::alert::Alert;
+use crate::event::time::format_micros;
+use crate::rules::kind::SpikeSpec;
+use crate::rules::Rule;
+use std::collections::{HashMap, VecDeque};
+
+/// One identity's counts.
+pub struct Series {
+    /// Index of the bucket being counted (event time / bucket length).
+    bucket: i64,
+    current: u32,
+    /// Finished buckets, newest last, at most `history` (quiet buckets count as 0).
+    past: VecDeque<u16>,
+    /// Buckets since the identity was first seen, capped: its learning progress.
+    age: u16,
+    fired: bool,
+    first_audit_id: Box<str>,
+    pub last_seen: i64,
+}
+
+/// The threshold for the next bucket given the past ones, with the median and MAD behind it.
+pub fn threshold(past: &VecDeque<u16>, spec: &SpikeSpec) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = past.iter().map(|&c| f64::from(c)).collect();
+    let median = median_of(&mut v);
+    let mut dev: Vec<f64> = v.iter().map(|c| (c - median).abs()).collect();
+    let mad = median_of(&mut dev);
+    let limit = (median + spec.factor * (1.4826 * mad).max(1.0)).max(f64::from(spec.floor));
+    (limit, median, mad)
+}
+
+fn median_of(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+pub fn observe(
+    series: &mut HashMap<Box<str>, Series>,
+    spec: &SpikeSpec,
+    obs: &Observation,
+    rule: &Rule,
+) -> Option<Alert> {
+    let bucket = obs.time.div_euclid(spec.bucket);
+    let s = series.entry(obs.key.clone()).or_insert_with(|| Series {
+        bucket,
+        current: 0,
+        past: VecDeque::with_capacity(spec.history),
+        age: 0,
+        fired: false,
+        first_audit_id: obs.audit_id.clone(),
+        last_seen: obs.time,
+    });
+    s.last_seen = s.last_seen.max(obs.time);
+    // Late events (another API server a little behind) count in the current bucket.
+    if bucket > s.bucket {
+        let gap = (bucket - s.bucket).min(spec.history as i64 + 1);
+        for i in 0..gap {
+            let count = if i == 0 { s.current } else { 0 };
+            if s.past.len() == spec.history {
+                s.past.pop_front();
+            }
+            s.past.push_back(count.min(u32::from(u16::MAX)) as u16);
+        }
+        s.age = s.age.saturating_add(gap as u16);
+        s.bucket = bucket;
+        s.current = 0;
+        s.fired = false;
+        s.first_audit_id = obs.audit_id.clone();
+    }
+    s.current += 1;
+    if s.fired || usize::from(s.age) < spec.min_history {
+        return None;
+    }
+    let (limit, median, mad) = threshold(&s.past, spec);
+    if f64::from(s.current) < limit {
+        return None;
+    }
+    s.fired = true;
+    let start = s.bucket * spec.bucket;
+    let mut alert = obs.seed.alert(rule, obs.time);
+    alert.id = crate::alert::alert_id(&rule.id, &obs.key, &[&s.first_audit_id, &obs.audit_id]);
+    alert.evidence.audit_ids = vec![s.first_audit_id.to_string(), obs.audit_id.to_string()];
+    alert.evidence.count = u64::from(s.current);
+    alert.evidence.first_time = Some(format_micros(start));
+    alert.evidence.window_seconds = Some(spec.bucket / 1_000_000);
+    alert.evidence.detail = Some(serde_json::json!({
+        "baseline": {"buckets": s.past.len(), "median": median, "mad": mad, "threshold": limit.ceil()},
+    }));
+    alert.summary = format!(
+        "{} made {} matching requests in the {} minutes from {}, against a usual {} per {} minutes (median of the last {} buckets, MAD {}; threshold {}).",
+        alert.actor.username,
+        s.current,
+        spec.bucket / 60_000_000,
+        format_micros(start),
+        median,
+        spec.bucket / 60_000_000,
+        s.past.len(),
+        mad,
+        limit.ceil()
+    );
+    Some(alert)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SpikeSpec {
+        SpikeSpec {
+            bucket: 600_000_000,
+            history: 6,
+            min_history: 3,
+            factor: 4.0,
+            floor: 10,
+        }
+    }
+
+    #[test]
+    fn threshold_is_robust_to_one_past_burst() {
+        let past: VecDeque<u16> = [20, 22, 19, 21, 500, 20].into_iter().collect();
+        let (limit, median, mad) = threshold(&past, &spec());
+        assert_eq!(median, 20.5);
+        assert_eq!(mad, 1.0);
+        assert!((limit - (20.5 + 4.0 * 1.4826)).abs() < 1e-9, "{limit}");
+        // An idle identity falls back to the floor.
+        let idle: VecDeque<u16> = [0, 0, 0].into_iter().collect();
+        assert_eq!(threshold(&idle, &spec()).0, 10.0);
+    }
+}
