@@ -724,8 +724,10 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
                 ..Req::default()
             };
             // The first read is a new client for this identity; the tenth distinct one crosses the threshold.
+            // The first read in each namespace is a first for this identity there too.
             let expect = match i {
-                0 => vec!["k8s.secrets.new_user_agent"],
+                0 => vec!["k8s.secrets.new_user_agent", "k8s.secrets.new_namespace"],
+                1..=3 => vec!["k8s.secrets.new_namespace"],
                 9 => vec!["k8s.secrets.enumeration"],
                 _ => vec![],
             };
@@ -852,7 +854,7 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
         "A departed engineer's kubeconfig still works after offboarding: used before the revocation time (fine), then after it.",
         vec![
             (10 * HOUR, &dave, get("list", "pods", "payments", 200), vec![]),
-            (14 * HOUR, &dave, get("list", "secrets", "payments", 200), vec!["k8s.credentials.revoked_in_use", "k8s.secrets.new_user_agent"]),
+            (14 * HOUR, &dave, get("list", "secrets", "payments", 200), vec!["k8s.credentials.revoked_in_use", "k8s.secrets.new_user_agent", "k8s.secrets.new_namespace"]),
             (14 * HOUR + 5 * 60 * SEC, &dave, get("get", "pods", "payments", 200), vec![]),
             (14 * HOUR + 10 * 60 * SEC, &dave, get("list", "secrets", "kube-system", 403), vec!["k8s.credentials.revoked_in_use"]),
         ],
