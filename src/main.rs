@@ -244,11 +244,17 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         progress: !args.no_progress && !quiet,
         ..ReplayOptions::default()
     };
+    // Reloaded when the file changes or on SIGHUP, for long replays and followed inputs.
+    let mut _watch = None;
     if let Some(path) = &args.revocations {
-        let list = audithound::detect::revoked::RevocationList::load(path)
+        let live = audithound::detect::reload::LiveRevocations::load(path)
             .map_err(|e| anyhow::anyhow!("revocation list: {e}"))?;
-        tracing::debug!(entries = list.entries.len(), "revocation list loaded");
-        opts.revocations = Arc::new(list);
+        tracing::debug!(
+            entries = live.current().entries.len(),
+            "revocation list loaded"
+        );
+        _watch = Some(live.watch()?);
+        opts.revocations = live;
     }
     if let Some(n) = args.threads {
         opts.threads = n.max(1);

@@ -4,7 +4,7 @@
 //! they were just refused.
 
 use super::rbac::{self, BindingChange};
-use super::{Observation, MAX_EVIDENCE_IDS};
+use super::{Classified, Observation, Terms, MAX_EVIDENCE_IDS};
 use crate::alert::Alert;
 use crate::event::time::format_micros;
 use crate::rules::field::EventView;
@@ -20,7 +20,7 @@ const MAX_DENIALS: usize = 8;
 
 /// How a worker classifies one event: (step, value, terms) for the observation.
 /// Denied: the action and the actor's groups. Grant: who bound what, and the subjects. Success: the action.
-pub fn classify(view: &EventView) -> Option<(u32, Box<str>, Box<[Box<str>]>)> {
+pub fn classify(view: &EventView) -> Option<Classified> {
     if matches!(rbac::binding_change(view), Some(BindingChange::Write)) && rbac::is_allowed(view) {
         let subjects = rbac::binding_subjects(view)?;
         let what = format!("{} via {}", view.event.username(), rbac::binding_id(view));
@@ -50,7 +50,7 @@ struct Grant {
 
 /// One identity's refusals and the grant that may follow them.
 pub struct Pending {
-    groups: Box<[Box<str>]>,
+    groups: Terms,
     denials: Vec<Denial>,
     grant: Option<Grant>,
     pub last_seen: i64,
@@ -90,7 +90,9 @@ pub fn observe(
         GRANT => {
             let cluster = obs.key.split('\u{1f}').next().unwrap_or("");
             for (key, p) in pending.iter_mut() {
-                let Some(user) = key.strip_prefix(cluster).and_then(|k| k.strip_prefix('\u{1f}'))
+                let Some(user) = key
+                    .strip_prefix(cluster)
+                    .and_then(|k| k.strip_prefix('\u{1f}'))
                 else {
                     continue;
                 };

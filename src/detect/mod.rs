@@ -8,6 +8,7 @@
 
 pub mod chain;
 pub mod rbac;
+pub mod reload;
 pub mod revoked;
 pub mod spike;
 pub mod unbound;
@@ -15,13 +16,19 @@ pub mod unbound;
 use crate::alert::Alert;
 use crate::rules::field::{EventView, Field};
 use crate::rules::{Kind, RuleSet};
-use revoked::{RevocationList, Role};
+use revoked::{Revocation, RevocationList, Role};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 /// Keys kept per rule before the least recently seen are evicted.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 /// Audit IDs carried as evidence per alert.
 const MAX_EVIDENCE_IDS: usize = 10;
+
+/// Strings a built-in carries with an observation (groups, binding subjects).
+pub type Terms = Box<[Box<str>]>;
+/// How a built-in classifies an event: (step bit, value, terms).
+pub type Classified = (u32, Box<str>, Terms);
 
 /// One event as a stateful rule sees it, extracted by a worker.
 #[derive(Debug, Clone)]
@@ -35,7 +42,9 @@ pub struct Observation {
     /// sequence: bit i set when step i's condition holds; built-ins: which kind of event this is.
     pub steps: u32,
     /// Built-ins: the actor's groups, or the subjects a binding names. Usually empty (no allocation).
-    pub terms: Box<[Box<str>]>,
+    pub terms: Terms,
+    /// revoked: the revocation-list entry the event matched.
+    pub revocation: Option<Arc<revoked::Revocation>>,
     pub audit_id: Box<str>,
     /// What the alert is built from if the rule fires.
     pub seed: Seed,
@@ -190,10 +199,11 @@ pub fn evaluate(
                     observations.push(Observation {
                         rule: i,
                         time: view.time,
-                        key: format!("{cluster}\u{1f}{entry}\u{1f}{steps}").into(),
-                        value: Some(entry.to_string().into()),
+                        key: revocation_key(cluster, &entry, steps),
+                        value: None,
                         steps,
                         terms: Box::default(),
+                        revocation: Some(entry),
                         audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
                         seed: seed(rule, view, cluster),
                     });
@@ -213,6 +223,7 @@ pub fn evaluate(
                         value: Some(value),
                         steps,
                         terms,
+                        revocation: None,
                         audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
                         seed: seed(rule, view, cluster),
                     });
@@ -245,6 +256,7 @@ pub fn evaluate(
                         value: None,
                         steps,
                         terms: Box::default(),
+                        revocation: None,
                         audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
                         seed: seed(rule, view, cluster),
                     });
@@ -259,6 +271,7 @@ pub fn evaluate(
             value,
             steps,
             terms: Box::default(),
+            revocation: None,
             audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
             seed: seed(rule, view, cluster),
         });
@@ -298,13 +311,7 @@ impl Stateful {
     }
 
     /// Applies one observation; pushes the alert it completes, if any.
-    pub fn observe(
-        &mut self,
-        rules: &RuleSet,
-        revocations: &RevocationList,
-        obs: Observation,
-        out: &mut Vec<Alert>,
-    ) {
+    pub fn observe(&mut self, rules: &RuleSet, obs: Observation, out: &mut Vec<Alert>) {
         let rule = &rules.rules[obs.rule as usize];
         let fired = match (&rule.kind, &mut self.states[obs.rule as usize]) {
             (Kind::Threshold(spec), State::Threshold(keys)) => {
@@ -330,7 +337,7 @@ impl Stateful {
                 fired
             }
             (Kind::Revoked(spec), State::Revoked(keys)) => {
-                let fired = revoked_use(keys, spec.window, &obs, rule, revocations);
+                let fired = revoked_use(keys, spec.window, &obs, rule);
                 self.stats.evictions += evict(keys, self.max_keys, |k| k.2);
                 fired
             }
@@ -363,12 +370,27 @@ impl Stateful {
                 State::Sequence(m) => m.len(),
                 State::Revoked(m) => m.len(),
                 State::Chain(m) => m.len(),
-                State::Unbound(s) => s.len(),
+                State::Unbound(s) => s.key_count(),
                 State::Spike(m) => m.len(),
                 State::None => 0,
             } as u64)
             .sum()
     }
+}
+
+/// One state per entry, cluster, role and outcome. The entry is named by its selectors and
+/// time, so a reloaded list that keeps an entry keeps its state.
+fn revocation_key(cluster: &str, entry: &Revocation, steps: u32) -> Box<str> {
+    let sel = |s: &Option<String>| s.as_deref().unwrap_or("").to_owned();
+    format!(
+        "{cluster}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{steps}",
+        sel(&entry.username),
+        sel(&entry.uid),
+        sel(&entry.group),
+        sel(&entry.credential_id),
+        entry.revoked_at_micros
+    )
+    .into()
 }
 
 fn seed(rule: &crate::rules::Rule, view: &EventView, cluster: &str) -> Seed {
@@ -388,7 +410,6 @@ fn revoked_use(
     window: i64,
     obs: &Observation,
     rule: &crate::rules::Rule,
-    revocations: &RevocationList,
 ) -> Option<Alert> {
     let state = keys
         .entry(obs.key.clone())
@@ -400,9 +421,7 @@ fn revoked_use(
     }
     let uses = std::mem::take(&mut state.1);
     state.0 = obs.time.saturating_add(window);
-    let entry = revocations
-        .entries
-        .get(obs.value.as_deref()?.parse::<usize>().ok()?)?;
+    let entry = obs.revocation.as_deref()?;
     let allowed = obs.steps & 1 != 0;
     let impersonated = obs.steps & 2 != 0;
     let mut alert = obs.seed.alert(rule, obs.time);
@@ -642,7 +661,7 @@ rules:
             );
             let mut out = Vec::new();
             for obs in o {
-                state.observe(set, &RevocationList::default(), obs, &mut out);
+                state.observe(set, obs, &mut out);
             }
             fired_at.extend(out.iter().map(|_| *sec));
         }

@@ -7,6 +7,7 @@ use crate::rules::field::EventView;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// One revoked identity or credential. At least one selector is set; all set selectors must match.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
@@ -34,7 +35,9 @@ pub struct Revocation {
 /// The list, indexed by each selector's value.
 #[derive(Debug, Default)]
 pub struct RevocationList {
-    pub entries: Vec<Revocation>,
+    /// Shared with the observations that matched them, so a reload never changes what an
+    /// in-flight observation refers to.
+    pub entries: Vec<Arc<Revocation>>,
     by_username: HashMap<String, Vec<u32>>,
     by_uid: HashMap<String, Vec<u32>>,
     by_group: HashMap<String, Vec<u32>>,
@@ -96,7 +99,7 @@ impl RevocationList {
                 ));
             }
         }
-        list.entries = entries;
+        list.entries = entries.into_iter().map(Arc::new).collect();
         Ok(list)
     }
 
@@ -105,7 +108,7 @@ impl RevocationList {
     }
 
     /// Entries revoked before the event that its actor or impersonated user matches.
-    pub fn matches(&self, view: &EventView, out: &mut Vec<(u32, Role)>) {
+    pub fn matches(&self, view: &EventView, out: &mut Vec<(Arc<Revocation>, Role)>) {
         out.clear();
         if self.is_empty() {
             return;
@@ -167,7 +170,7 @@ impl RevocationList {
             for &i in ids.iter() {
                 let e = &self.entries[i as usize];
                 if view.time > e.revoked_at_micros && who.matches(e) {
-                    out.push((i, role));
+                    out.push((e.clone(), role));
                 }
             }
         }
@@ -303,12 +306,18 @@ mod tests {
         RevocationList::new(serde_yaml::from_str(&yaml).unwrap()).unwrap()
     }
 
+    /// (entry index, role) of each hit.
     fn hits(list: &RevocationList, event: &str, time: &str) -> Vec<(u32, Role)> {
         let ev: AuditEvent = serde_json::from_str(event).unwrap();
         let view = EventView::new(&ev, time::parse_rfc3339_micros(time).unwrap());
         let mut out = Vec::new();
         list.matches(&view, &mut out);
-        out
+        out.iter()
+            .map(|(e, role)| {
+                let i = list.entries.iter().position(|x| Arc::ptr_eq(x, e)).unwrap();
+                (i as u32, *role)
+            })
+            .collect()
     }
 
     const EV: &str = r#"{"user":{"username":"dave","uid":"u-1","groups":["devs"],"extra":{"authentication.kubernetes.io/credential-id":["X509SHA256=ab"]}},

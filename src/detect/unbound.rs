@@ -7,7 +7,7 @@
 //! known; an identity none of whose bindings was ever seen is never "unbound".
 
 use super::rbac::{self, BindingChange};
-use super::Observation;
+use super::{Classified, Observation, Terms};
 use crate::alert::Alert;
 use crate::event::time::format_micros;
 use crate::rules::field::EventView;
@@ -20,7 +20,7 @@ pub const USE: u32 = 4;
 
 /// (step, value, terms): a binding written (its id, its user and service-account subjects), a
 /// binding deleted (its id), or a successful request (nothing more needed).
-pub fn classify(view: &EventView) -> Option<(u32, Box<str>, Box<[Box<str>]>)> {
+pub fn classify(view: &EventView) -> Option<Classified> {
     if !rbac::is_allowed(view) {
         return None;
     }
@@ -30,7 +30,9 @@ pub fn classify(view: &EventView) -> Option<(u32, Box<str>, Box<[Box<str>]>)> {
             subjects.retain(|s| !s.starts_with("group:"));
             Some((BIND, rbac::binding_id(view).into(), subjects.into()))
         }
-        Some(BindingChange::Delete) => Some((UNBIND, rbac::binding_id(view).into(), Box::default())),
+        Some(BindingChange::Delete) => {
+            Some((UNBIND, rbac::binding_id(view).into(), Box::default()))
+        }
         None => Some((USE, Box::default(), Box::default())),
     }
 }
@@ -45,14 +47,14 @@ struct Unbound {
 #[derive(Default)]
 pub struct State {
     /// `cluster\x1fbinding` → its subjects and when it was last written.
-    bindings: HashMap<Box<str>, (Box<[Box<str>]>, i64)>,
+    bindings: HashMap<Box<str>, (Terms, i64)>,
     /// `cluster\x1fidentity` → how many known bindings name it, and when that last changed.
     counts: HashMap<Box<str>, (u32, i64)>,
     unbound: HashMap<Box<str>, Unbound>,
 }
 
 impl State {
-    pub fn len(&self) -> usize {
+    pub fn key_count(&self) -> usize {
         self.bindings.len() + self.counts.len() + self.unbound.len()
     }
 
@@ -118,7 +120,8 @@ pub fn observe(state: &mut State, window: i64, obs: &Observation, rule: &Rule) -
                 "last_binding_removed": {"binding": &*u.binding, "time": format_micros(u.time), "audit_id": &*u.audit_id},
             }));
             let t = &alert.target;
-            alert.summary = format!(
+            alert.summary =
+                format!(
                 "{} lost its last known binding ({}) at {} but still succeeded: {} {} {} at {}.",
                 alert.actor.username,
                 u.binding,

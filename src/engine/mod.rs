@@ -11,7 +11,7 @@
 
 mod worker;
 
-use crate::detect::revoked::RevocationList;
+use crate::detect::reload::LiveRevocations;
 use crate::detect::{Stateful, Suppressor, DEFAULT_MAX_KEYS};
 use crate::event::{DecodeOptions, Stage};
 use crate::metrics::RunStats;
@@ -45,7 +45,7 @@ pub struct ReplayOptions {
     pub cluster_from_path: Option<regex::Regex>,
     pub decode: DecodeOptions,
     /// For the built-in `revoked` rule; empty when no list is given.
-    pub revocations: Arc<RevocationList>,
+    pub revocations: Arc<LiveRevocations>,
     pub progress: bool,
     pub top_actors: usize,
 }
@@ -68,7 +68,7 @@ impl Default for ReplayOptions {
             default_cluster: "default".into(),
             cluster_from_path: None,
             decode: DecodeOptions::default(),
-            revocations: Arc::default(),
+            revocations: LiveRevocations::fixed(Default::default()),
             progress: true,
             top_actors: 10,
         }
@@ -149,7 +149,6 @@ pub fn replay(
             order: VecDeque::new(),
         },
         rules: rules.clone(),
-        revocations: opts.revocations.clone(),
     };
     let ctx = Arc::new(WorkerContext {
         rules,
@@ -247,7 +246,6 @@ fn cluster_of(opts: &ReplayOptions, path: &str) -> String {
 /// What the collector owns: stateful detector state and the alert filters, fed in input order.
 struct Detectors {
     rules: Arc<RuleSet>,
-    revocations: Arc<RevocationList>,
     stateful: Stateful,
     suppressor: Suppressor,
     dedupe: Dedupe,
@@ -268,10 +266,7 @@ fn emit(
     for output in done.outputs {
         match output {
             Output::Alert(a) => fired.push(*a),
-            Output::Observation(o) => {
-                det.stateful
-                    .observe(&det.rules, &det.revocations, o, &mut fired)
-            }
+            Output::Observation(o) => det.stateful.observe(&det.rules, o, &mut fired),
         }
         for mut alert in fired.drain(..) {
             if !det.dedupe.first_time(&alert.id) {

@@ -3,7 +3,7 @@
 //! per-batch result.
 
 use crate::alert::Alert;
-use crate::detect::revoked::RevocationList;
+use crate::detect::reload::LiveRevocations;
 use crate::detect::{self, Observation};
 use crate::event::{decode_record, DecodeOptions, Item, Stage};
 use crate::metrics::BatchStats;
@@ -17,7 +17,7 @@ const DEAD_LETTER_RAW_MAX: usize = 64 * 1024;
 
 pub struct WorkerContext {
     pub rules: Arc<RuleSet>,
-    pub revocations: Arc<RevocationList>,
+    pub revocations: Arc<LiveRevocations>,
     pub decode: DecodeOptions,
     pub files: Arc<[Arc<str>]>,
     /// Cluster of each file's events when their envelope names none.
@@ -48,6 +48,8 @@ pub fn process(ctx: &WorkerContext, batch: &mut Batch) -> Processed {
     let (mut alerts, mut observations) = (Vec::new(), Vec::new());
     let mut rejections = std::mem::take(&mut batch.rejections);
     let mut matched = Vec::new();
+    // One snapshot per batch: a reload takes effect from the next batch.
+    let revocations = ctx.revocations.current();
     for rec in &batch.records {
         stats.records += 1;
         let bytes = &batch.data[rec.start..rec.end];
@@ -72,7 +74,7 @@ pub fn process(ctx: &WorkerContext, batch: &mut Batch) -> Processed {
                 let view = EventView::new(ev, time);
                 detect::evaluate(
                     &ctx.rules,
-                    &ctx.revocations,
+                    &revocations,
                     &view,
                     &mut matched,
                     &mut alerts,

@@ -321,7 +321,7 @@ fn compile_builtin(b: RawBuiltin, at: &str) -> Result<Kind, String> {
                     "{at}.builtin.history: between 3 and 1024 buckets, and at least min_history"
                 ));
             }
-            if !(spec.factor > 0.0) {
+            if spec.factor.is_nan() || spec.factor <= 0.0 {
                 return Err(format!("{at}.builtin.factor: must be above 0"));
             }
             return Ok(Kind::Spike(spec));

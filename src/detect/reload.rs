@@ -1,0 +1,175 @@
+//! Keeps the revocation list current while audithound runs: the file is watched (editors that
+//! save by rename included) and re-read on SIGHUP. A bad edit is rejected with its error and the
+//! previous list stays in force, so a typo never switches the detector off.
+
+use super::revoked::RevocationList;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// The list in force; workers take a snapshot per batch.
+pub struct LiveRevocations {
+    path: Option<PathBuf>,
+    current: RwLock<Arc<RevocationList>>,
+}
+
+impl LiveRevocations {
+    /// A fixed list (no file behind it): nothing to reload.
+    pub fn fixed(list: RevocationList) -> Arc<Self> {
+        Arc::new(LiveRevocations {
+            path: None,
+            current: RwLock::new(Arc::new(list)),
+        })
+    }
+
+    /// Loads `path`; an error here stops the start-up, unlike errors on reload.
+    pub fn load(path: &Path) -> Result<Arc<Self>, String> {
+        let list = RevocationList::load(path)?;
+        Ok(Arc::new(LiveRevocations {
+            path: Some(path.to_owned()),
+            current: RwLock::new(Arc::new(list)),
+        }))
+    }
+
+    pub fn current(&self) -> Arc<RevocationList> {
+        match self.current.read() {
+            Ok(list) => list.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the file; on error the previous list stays. Returns the new entry count.
+    pub fn reload(&self) -> Result<usize, String> {
+        let Some(path) = &self.path else {
+            return Ok(self.current().entries.len());
+        };
+        let list = RevocationList::load(path)?;
+        let n = list.entries.len();
+        match self.current.write() {
+            Ok(mut cur) => *cur = Arc::new(list),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(list),
+        }
+        Ok(n)
+    }
+
+    fn reload_logged(&self, why: &str) {
+        let path = self.path.as_deref().unwrap_or(Path::new("")).display();
+        match self.reload() {
+            Ok(n) => tracing::info!(%path, entries = n, why, "revocation list reloaded"),
+            Err(e) => tracing::error!(
+                %path,
+                why,
+                "revocation list NOT reloaded, the previous list stays in force: {e}"
+            ),
+        }
+    }
+
+    /// Starts reloading on file changes and on SIGHUP. Keep the returned guard alive as long
+    /// as reloading should happen.
+    pub fn watch(self: &Arc<Self>) -> anyhow::Result<Watch> {
+        use notify::Watcher;
+        let Some(path) = self.path.clone() else {
+            return Ok(Watch { _watcher: None });
+        };
+        // Watch the directory: saving by rename replaces the file's inode.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let name = path.file_name().map(|n| n.to_owned());
+        let live = Arc::clone(self);
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+                Ok(ev) if ev.kind.is_create() || ev.kind.is_modify() => {
+                    if ev.paths.iter().any(|p| p.file_name() == name.as_deref()) {
+                        live.reload_logged("file changed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("watching the revocation list: {e}"),
+            })?;
+        watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+        let live = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("revocations-sighup".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    live.reload_logged("SIGHUP");
+                }
+            })?;
+        Ok(Watch {
+            _watcher: Some(Box::new(watcher)),
+        })
+    }
+}
+
+/// Stops watching the file when dropped (SIGHUP keeps working for the process's life).
+pub struct Watch {
+    _watcher: Option<Box<dyn notify::Watcher + Send>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn wait_for(live: &LiveRevocations, n: usize) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if live.current().entries.len() == n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    const ONE: &str = "- {username: dave, revoked_at: \"2025-01-01T00:00:00Z\"}\n";
+    const TWO: &str = "- {username: dave, revoked_at: \"2025-01-01T00:00:00Z\"}\n- {credential_id: \"JTI=1\", revoked_at: \"2025-01-01T00:00:00Z\"}\n";
+
+    #[test]
+    fn edits_are_picked_up_and_bad_edits_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("revoked.yaml");
+        std::fs::write(&path, ONE).unwrap();
+        let live = LiveRevocations::load(&path).unwrap();
+        let _watch = live.watch().unwrap();
+        assert_eq!(live.current().entries.len(), 1);
+
+        std::fs::write(&path, TWO).unwrap();
+        assert!(wait_for(&live, 2), "the edit was not picked up");
+
+        // A broken edit (bad time) keeps the previous list.
+        std::fs::write(&path, "- {username: eve, revoked_at: yesterday}\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(live.current().entries.len(), 2);
+        assert!(live.reload().unwrap_err().contains("revoked_at"));
+
+        // Saved by rename, as editors do.
+        let tmp = dir.path().join(".revoked.yaml.swp");
+        std::fs::write(&tmp, ONE).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert!(wait_for(&live, 1), "the renamed file was not picked up");
+    }
+
+    #[test]
+    fn sighup_rereads_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("revoked.csv");
+        std::fs::write(&path, "username,revoked_at\ndave,2025-01-01T00:00:00Z\n").unwrap();
+        let live = LiveRevocations::load(&path).unwrap();
+        let _watch = live.watch().unwrap();
+        drop(_watch); // no file events from here on: only the signal can reload
+        std::fs::write(
+            &path,
+            "username,revoked_at\ndave,2025-01-01T00:00:00Z\nerin,2025-01-01T00:00:00Z\n",
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(live.current().entries.len(), 1);
+        // SAFETY: signalling our own process; the handler is installed by watch().
+        unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+        assert!(wait_for(&live, 2), "SIGHUP did not reload");
+    }
+}
