@@ -68,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     write_formats(out, seed, start, &mut expected)?;
+    write_scenarios(out, seed, start)?;
 
     expected.sort();
     let mut w = BufWriter::new(File::create(out.join("expected-alerts.tsv"))?);
@@ -84,6 +85,59 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         day.len(),
         out.display()
     );
+    Ok(())
+}
+
+/// `samples/scenarios/`: one attack per file inside its own benign background, the benign
+/// baseline, the labels (`expected.jsonl`), the revocation list the suite uses and an index.
+fn write_scenarios(out: &Path, seed: u64, start: i64) -> Result<(), Box<dyn std::error::Error>> {
+    use synth::scenarios;
+    let dir = out.join("scenarios");
+    fs::create_dir_all(&dir)?;
+    let mut labels = Vec::new();
+    let mut index = String::from(
+        "# Scenario suite\n\nWritten by `cargo run --example gen-audit -- samples`; scored by\n\
+         `audithound eval samples/scenarios`. Each file is replayed on its own: one attack inside\n\
+         about 20 hours of benign traffic of a small cluster. `expected.jsonl` lists every alert\n\
+         each file must raise (rule and audit ID); anything else is a false positive.\n\n\
+         | file | detector | what happens |\n|---|---|---|\n",
+    );
+    let mut write = |name: String, events: &[synth::GenEvent]| -> std::io::Result<()> {
+        let file = File::create(dir.join(&name))?;
+        let mut w = zstd::stream::write::Encoder::new(BufWriter::new(file), 19)?.auto_finish();
+        for e in events {
+            writeln!(w, "{}", e.line)?;
+            for rule in &e.expect {
+                labels
+                    .push(json!({"file": name, "rule": rule, "audit_id": e.audit_id}).to_string());
+            }
+        }
+        w.flush()
+    };
+    for (i, s) in scenarios::scenarios(seed, start).iter().enumerate() {
+        let name = format!("{:02}-{}.log.zst", i + 1, s.name);
+        let events = scenarios::with_background(s, seed + 100 + i as u64, start);
+        write(name.clone(), &events)?;
+        index.push_str(&format!(
+            "| `{name}` | {} | {} |\n",
+            s.family.name(),
+            s.description
+        ));
+    }
+    let baseline = scenarios::baseline(seed + 7, start, 120_000);
+    write("baseline.log.zst".into(), &baseline)?;
+    index.push_str(&format!(
+        "| `baseline.log.zst` | (none) | {} events of a benign day: controllers, kubelets, operators reading Secrets, CI, people. Only people's low-severity execs into application pods are expected. |\n",
+        baseline.len()
+    ));
+    fs::write(dir.join("expected.jsonl"), labels.join("\n") + "\n")?;
+    fs::write(dir.join("README.md"), index)?;
+    fs::write(
+        dir.join("revocations.yaml"),
+        "# Revocation list for the scenario suite (eval reads it from here).\n\
+         - username: dave@example.com\n  revoked_at: \"2025-03-04T12:00:00Z\"\n  reason: left the company; cloud account deleted\n  ticket: HR-2291\n\
+         - credential_id: \"JTI=7d3e9b1a-5c2f-4e8d-b6a0-3f9c1e7d5b24\"\n  revoked_at: \"2025-03-04T06:00:00Z\"\n  reason: CI token leaked in a build log\n  ticket: SEC-93\n",
+    )?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod detect;
 pub mod engine;
+pub mod eval;
 pub mod event;
 pub mod metrics;
 pub mod rules;

@@ -16,7 +16,7 @@ use std::sync::Arc;
     name = "audithound",
     version,
     about = "Find revoked credentials in use, privilege escalation and anomalous Secret access in Kubernetes audit logs.",
-    after_help = "Examples:\n  audithound replay samples/                       replay a directory with the shipped detectors\n  audithound replay 'logs/*.gz' --out alerts.jsonl  alerts to a file, summary on stderr\n  audithound rules test detectors/                 run every rule's own tests"
+    after_help = "Examples:\n  audithound replay samples/                       replay a directory with the shipped detectors\n  audithound replay 'logs/*.gz' --out alerts.jsonl  alerts to a file, summary on stderr\n  audithound rules test detectors/                 run every rule's own tests\n  audithound eval samples/scenarios                precision and recall on the scenario suite"
 )]
 struct Cli {
     /// More log output on stderr (-v debug, -vv trace). RUST_LOG overrides.
@@ -39,6 +39,33 @@ enum Command {
     /// Work with detection rules: list, validate, self-test.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Score the detectors on a labelled scenario suite: precision and recall per detector.
+    #[command(
+        long_about = "Score the detectors on a labelled scenario suite.\n\n\
+            Every log file in DIR is replayed on its own (fresh detector state) and its alerts are\n\
+            compared with DIR/expected.jsonl, lines of {\"file\", \"rule\", \"audit_id\"}. A label is\n\
+            found when an alert of that rule carries the audit ID in its evidence; an alert no label\n\
+            accounts for is a false positive. DIR/revocations.yaml, if present, is the revocation list.\n\
+            Exit status 1 when any label is missed or any alert is unexpected.",
+        after_help = "Examples:\n  audithound eval samples/scenarios\n  audithound eval samples/scenarios --json report.json --rules detectors/ --rules my-overrides/"
+    )]
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Scenario directory: log files plus expected.jsonl.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Rule directory or file; repeat to add more. Default: ./detectors.
+    #[arg(long, value_name = "DIR")]
+    rules: Vec<PathBuf>,
+    /// Also write the full report (per file, rule and detector) as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Decode/detect worker threads per file. Default: all cores.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(Args)]
@@ -205,7 +232,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Replay(args) => replay(*args, cli.quiet),
         Command::Rules(cmd) => rules(cmd),
+        Command::Eval(args) => eval(args, cli.quiet),
     }
+}
+
+fn eval(args: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let rules = Arc::new(load_rules(args.rules)?);
+    let mut opts = ReplayOptions {
+        progress: false,
+        ..ReplayOptions::default()
+    };
+    if let Some(n) = args.threads {
+        opts.threads = n.max(1);
+    }
+    let revocations = args.dir.join("revocations.yaml");
+    if revocations.is_file() {
+        opts.revocations = audithound::detect::reload::LiveRevocations::load(&revocations)
+            .map_err(|e| anyhow::anyhow!("revocation list: {e}"))?;
+    }
+    let report = audithound::eval::run(&args.dir, rules, &opts, |file| {
+        if !quiet {
+            tracing::info!("replaying {file}");
+        }
+    })?;
+    print!("{}", report.render());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let clean = report.total.found == report.total.expected && report.total.false_positives == 0;
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The shipped library: ./detectors when run from a checkout, else the one this binary was built from.

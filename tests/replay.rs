@@ -38,7 +38,9 @@ fn summary(path: &Path) -> Value {
 #[test]
 fn samples_raise_exactly_the_expected_alerts() {
     let (out, s) = replay_with_summary(&[
-        "samples/",
+        "samples/cluster-day",
+        "samples/attacks",
+        "samples/formats",
         "--revocations",
         "samples/revocations.yaml",
         "--threads",
@@ -118,7 +120,9 @@ fn output_is_identical_for_any_thread_count() {
     let run = |threads: &str| {
         audithound(&[
             "replay",
-            "samples/",
+            "samples/cluster-day",
+            "samples/attacks",
+            "samples/formats",
             "--revocations",
             "samples/revocations.yaml",
             "--threads",
@@ -136,7 +140,9 @@ fn output_is_identical_for_any_thread_count() {
 fn time_window_limits_the_replay() {
     let out = audithound(&[
         "replay",
-        "samples/",
+        "samples/cluster-day",
+        "samples/attacks",
+        "samples/formats",
         "-q",
         "--from",
         "2025-03-04T10:00:00Z",

@@ -101,14 +101,14 @@ pub fn observe(
     alert.evidence.detail = Some(serde_json::json!({
         "baseline": {"buckets": s.past.len(), "median": median, "mad": mad, "threshold": limit.ceil()},
     }));
+    // The rule's own sentence, then the figures behind it.
     alert.summary = format!(
-        "{} made {} matching requests in the {} minutes from {}, against a usual {} per {} minutes (median of the last {} buckets, MAD {}; threshold {}).",
-        alert.actor.username,
+        "{}: {} in the {} minutes from {}, where the usual is {} (median of the last {} buckets, MAD {}, threshold {}).",
+        alert.summary.trim_end_matches('.'),
         s.current,
         spec.bucket / 60_000_000,
         format_micros(start),
         median,
-        spec.bucket / 60_000_000,
         s.past.len(),
         mad,
         limit.ceil()

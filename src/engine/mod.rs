@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use worker::{Output, Processed, WorkerContext};
 
+#[derive(Clone)]
 pub struct ReplayOptions {
     pub paths: Vec<String>,
     /// Files never read as input (this run's own outputs, when written beside the logs).

@@ -182,6 +182,8 @@ fn match_kind() -> String {
 #[derive(Debug, Default)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
+    /// Loaded and checked, but switched off (`enabled: false`): kept for listings and reports.
+    pub disabled: Vec<Rule>,
     index: Index,
 }
 
@@ -322,7 +324,11 @@ impl RuleSet {
             rule.except_first =
                 rule.except.iter().map(Cond::cost).sum::<u32>() < rule.condition.cost();
         }
-        set.rules.retain(|r| r.enabled);
+        let (on, off) = std::mem::take(&mut set.rules)
+            .into_iter()
+            .partition(|r| r.enabled);
+        set.rules = on;
+        set.disabled = off;
         if !errors.is_empty() {
             return Err(LoadErrors(errors));
         }

@@ -7,6 +7,8 @@
 //! event carries the rule ids it is expected to fire, so tests compare against intent, not
 //! against a previous run. Deterministic for a given seed.
 
+pub mod scenarios;
+
 use crate::event::time::format_micros;
 use serde_json::{json, Value};
 
@@ -70,6 +72,8 @@ pub struct Req {
     pub request_object: Option<Value>,
     /// Overrides the request URI built from the fields above (non-resource URLs, exec commands).
     pub uri: Option<String>,
+    /// Top-level event fields to add (`impersonatedUser`); `annotations` are merged in.
+    pub merge: Option<Value>,
 }
 
 /// One generated event: its JSON line and the rule ids expected to fire on it.
@@ -180,6 +184,16 @@ impl Generator {
         if let Some(o) = &req.request_object {
             ev["requestObject"] = o.clone();
         }
+        if let Some(Value::Object(fields)) = &req.merge {
+            for (k, v) in fields {
+                match (k.as_str(), v, ev["annotations"].as_object_mut()) {
+                    ("annotations", Value::Object(extra), Some(ann)) => {
+                        ann.extend(extra.clone());
+                    }
+                    _ => ev[k] = v.clone(),
+                }
+            }
+        }
         let mut out = Vec::new();
         if with_received {
             let mut rr = ev.clone();
@@ -268,6 +282,14 @@ fn cast() -> Cast {
         cert_manager: sa("cert-manager", "cert-manager", "cert-manager-controller/v1.14.4 (linux/amd64) cert-manager/0d2b2d1", "10.0.2.30"),
         probe: Who::new("system:anonymous", &["system:unauthenticated"], "kube-probe/1.30", "10.0.0.1"),
         humans: vec![alice, bob],
+    }
+}
+
+fn home_namespace(username: &str) -> &'static str {
+    if username.starts_with("alice") {
+        "shop"
+    } else {
+        "payments"
     }
 }
 
@@ -530,10 +552,11 @@ pub fn benign(seed: u64, start: i64, hours: i64, events: usize, servers: usize) 
                         vec![],
                     ),
                     16 => (
+                        // People read Secrets of the namespace their team runs.
                         Req {
                             verb: "list",
                             resource: "secrets",
-                            namespace: Some(ns),
+                            namespace: Some(home_namespace(&human.username).into()),
                             code: 200,
                             ..Req::default()
                         },
