@@ -4,12 +4,11 @@
 //! they were just refused.
 
 use super::rbac::{self, BindingChange};
-use super::{Classified, Observation, Terms, MAX_EVIDENCE_IDS};
+use super::{AuditId, Classified, Observation, Terms, MAX_EVIDENCE_IDS};
 use crate::alert::Alert;
 use crate::event::time::format_micros;
 use crate::rules::field::EventView;
-use crate::rules::Rule;
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 pub const DENIED: u32 = 1;
 pub const GRANT: u32 = 2;
@@ -39,12 +38,12 @@ pub fn classify(view: &EventView) -> Option<Classified> {
 struct Denial {
     action: Box<str>,
     time: i64,
-    audit_id: Box<str>,
+    audit_id: AuditId,
 }
 
 struct Grant {
     time: i64,
-    audit_id: Box<str>,
+    audit_id: AuditId,
     what: Box<str>,
 }
 
@@ -61,7 +60,8 @@ pub fn observe(
     pending: &mut HashMap<Box<str>, Pending>,
     window: i64,
     obs: &Observation,
-    rule: &Rule,
+    rule_id: &str,
+    alert: &dyn Fn() -> Alert,
 ) -> Option<Alert> {
     let value = obs.value.as_deref().unwrap_or("");
     match obs.steps {
@@ -120,18 +120,19 @@ pub fn observe(
                 &*d.action == value && d.time <= grant.time && obs.time - d.time <= window
             })?;
             let denial = p.denials.remove(at);
-            let mut alert = obs.seed.alert(rule, obs.time);
-            let ids = [&*denial.audit_id, &*grant.audit_id, &*obs.audit_id];
-            alert.id = crate::alert::alert_id(&rule.id, &obs.key, &ids);
-            alert.evidence.audit_ids = ids.iter().map(|s| s.to_string()).collect();
+            let mut alert = alert();
+            let ids = [&denial.audit_id, &grant.audit_id, &obs.audit_id].map(AuditId::to_string);
+            alert.id =
+                crate::alert::alert_id(rule_id, &obs.key, &ids.each_ref().map(String::as_str));
+            alert.evidence.audit_ids = ids.to_vec();
             alert.evidence.audit_ids.truncate(MAX_EVIDENCE_IDS);
             alert.evidence.count = 3;
             alert.evidence.first_time = Some(format_micros(denial.time));
             alert.evidence.window_seconds = Some(window / 1_000_000);
             alert.evidence.detail = Some(serde_json::json!({
-                "denied": {"action": &*denial.action, "time": format_micros(denial.time), "audit_id": &*denial.audit_id},
-                "granted": {"by": &*grant.what, "time": format_micros(grant.time), "audit_id": &*grant.audit_id},
-                "used": {"time": format_micros(obs.time), "audit_id": &*obs.audit_id},
+                "denied": {"action": &*denial.action, "time": format_micros(denial.time), "audit_id": denial.audit_id.to_string()},
+                "granted": {"by": &*grant.what, "time": format_micros(grant.time), "audit_id": grant.audit_id.to_string()},
+                "used": {"time": format_micros(obs.time), "audit_id": obs.audit_id.to_string()},
             }));
             alert.summary = format!(
                 "{} was refused {:?} at {}, was then granted access ({}) at {}, and the same action succeeded at {}.",

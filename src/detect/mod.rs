@@ -6,6 +6,7 @@
 //! collector feeds them here in input order, so state sees every key's events in order and the
 //! alerts are the same for any thread count. State is bounded per rule; evictions are counted.
 
+pub mod audit_id;
 pub mod chain;
 pub mod rbac;
 pub mod reload;
@@ -16,8 +17,11 @@ pub mod unbound;
 use crate::alert::Alert;
 use crate::rules::field::{EventView, Field};
 use crate::rules::{Kind, RuleSet};
+use audit_id::AuditId;
 use revoked::{Revocation, RevocationList, Role};
-use std::collections::{HashMap, VecDeque};
+// foldhash: seeded per process (no hash flooding by crafted usernames), much faster than SipHash.
+use foldhash::{HashMap, HashMapExt};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Keys kept per rule before the least recently seen are evicted.
@@ -45,33 +49,83 @@ pub struct Observation {
     pub terms: Terms,
     /// revoked: the revocation-list entry the event matched.
     pub revocation: Option<Arc<revoked::Revocation>>,
-    pub audit_id: Box<str>,
+    pub audit_id: AuditId,
     /// What the alert is built from if the rule fires.
     pub seed: Seed,
 }
 
 /// The event behind an observation. Most observations never fire, so the alert is not built up
-/// front: the event's own JSON is kept (one copy) and decoded again only when needed.
+/// front: the event's JSON is found again (and decoded again) only when one does.
 #[derive(Debug, Clone)]
 pub enum Seed {
-    Event {
-        json: Box<str>,
-        cluster: Box<str>,
+    /// The event's JSON lies in the batch it was read from, which the collector holds while it
+    /// applies that batch's observations: no copy at all.
+    InBatch {
+        start: u32,
+        len: u32,
+        cluster: Arc<str>,
     },
+    /// A copy of the event's JSON, when it was not read from a batch as is (unescaped from an
+    /// envelope string, rule tests).
+    Event { json: Box<str>, cluster: Arc<str> },
     /// For events mapped from a provider format, which have no JSON of their own.
     Alert(Box<Alert>),
 }
 
 impl Seed {
-    fn alert(&self, rule: &crate::rules::Rule, time: i64) -> Alert {
-        match self {
-            Seed::Alert(a) => (**a).clone(),
-            Seed::Event { json, cluster } => {
-                let mut ev: crate::event::AuditEvent =
-                    serde_json::from_str(json).unwrap_or_default();
-                ev.cluster = Some(crate::event::JStr::borrowed(cluster));
-                Alert::from_match(rule, &EventView::new(&ev, time))
+    /// The alert `rule` raises on this event; `batch` is the data of the batch it came from.
+    fn alert(&self, rule: &crate::rules::Rule, time: i64, batch: &[u8]) -> Alert {
+        let (json, cluster) = match self {
+            Seed::Alert(a) => return (**a).clone(),
+            Seed::Event { json, cluster } => (&**json, cluster),
+            Seed::InBatch {
+                start,
+                len,
+                cluster,
+            } => {
+                let (start, end) = (*start as usize, *start as usize + *len as usize);
+                let bytes = batch.get(start..end).unwrap_or_default();
+                (std::str::from_utf8(bytes).unwrap_or_default(), cluster)
             }
+        };
+        let mut ev: crate::event::AuditEvent = serde_json::from_str(json).unwrap_or_default();
+        ev.cluster = Some(crate::event::JStr::borrowed(cluster));
+        Alert::from_match(rule, &EventView::new(&ev, time))
+    }
+}
+
+/// Builds an observation's seed, sharing one cluster string across the event's observations.
+struct Seeder<'b> {
+    batch: &'b [u8],
+    cluster: Option<Arc<str>>,
+}
+
+impl Seeder<'_> {
+    fn seed(&mut self, rule: &crate::rules::Rule, view: &EventView, cluster: &str) -> Seed {
+        let Some(json) = view.event.source else {
+            return Seed::Alert(Box::new(Alert::from_match(rule, view)));
+        };
+        let cluster = self
+            .cluster
+            .get_or_insert_with(|| Arc::from(cluster))
+            .clone();
+        let base = self.batch.as_ptr() as usize;
+        let at = json.as_ptr() as usize;
+        let inside = at >= base && at + json.len() <= base + self.batch.len();
+        match (
+            inside,
+            u32::try_from(at.wrapping_sub(base)),
+            u32::try_from(json.len()),
+        ) {
+            (true, Ok(start), Ok(len)) => Seed::InBatch {
+                start,
+                len,
+                cluster,
+            },
+            _ => Seed::Event {
+                json: json.into(),
+                cluster,
+            },
         }
     }
 }
@@ -81,7 +135,7 @@ struct Window {
     /// (time, distinct value) of the events in the window, oldest first.
     events: VecDeque<(i64, Option<Box<str>>)>,
     distinct: HashMap<Box<str>, u32>,
-    audit_ids: VecDeque<String>,
+    audit_ids: VecDeque<AuditId>,
     /// No new alert for this key before this time (one alert per key per window).
     quiet_until: i64,
     last_seen: i64,
@@ -90,7 +144,7 @@ struct Window {
 struct Progress {
     next_step: usize,
     start: i64,
-    audit_ids: Vec<String>,
+    audit_ids: Vec<AuditId>,
     last_seen: i64,
 }
 
@@ -160,12 +214,17 @@ impl Suppressor {
 pub fn evaluate(
     rules: &RuleSet,
     revocations: &RevocationList,
+    batch: &[u8],
     view: &EventView,
     matched: &mut Vec<u32>,
     alerts: &mut Vec<Alert>,
     observations: &mut Vec<Observation>,
 ) {
     rules.matching(view, matched);
+    let mut seeder = Seeder {
+        batch,
+        cluster: None,
+    };
     for &i in matched.iter() {
         let rule = &rules.rules[i as usize];
         let cluster = view.event.cluster.as_deref().unwrap_or("");
@@ -204,8 +263,8 @@ pub fn evaluate(
                         steps,
                         terms: Box::default(),
                         revocation: Some(entry),
-                        audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
-                        seed: seed(rule, view, cluster),
+                        audit_id: AuditId::new(view.event.audit_id.as_deref().unwrap_or("")),
+                        seed: seeder.seed(rule, view, cluster),
                     });
                 }
                 continue;
@@ -224,8 +283,8 @@ pub fn evaluate(
                         steps,
                         terms,
                         revocation: None,
-                        audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
-                        seed: seed(rule, view, cluster),
+                        audit_id: AuditId::new(view.event.audit_id.as_deref().unwrap_or("")),
+                        seed: seeder.seed(rule, view, cluster),
                     });
                 }
                 continue;
@@ -257,8 +316,8 @@ pub fn evaluate(
                         steps,
                         terms: Box::default(),
                         revocation: None,
-                        audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
-                        seed: seed(rule, view, cluster),
+                        audit_id: AuditId::new(view.event.audit_id.as_deref().unwrap_or("")),
+                        seed: seeder.seed(rule, view, cluster),
                     });
                 }
                 continue;
@@ -272,8 +331,8 @@ pub fn evaluate(
             steps,
             terms: Box::default(),
             revocation: None,
-            audit_id: view.event.audit_id.as_deref().unwrap_or("").into(),
-            seed: seed(rule, view, cluster),
+            audit_id: AuditId::new(view.event.audit_id.as_deref().unwrap_or("")),
+            seed: seeder.seed(rule, view, cluster),
         });
     }
 }
@@ -311,8 +370,16 @@ impl Stateful {
     }
 
     /// Applies one observation; pushes the alert it completes, if any.
-    pub fn observe(&mut self, rules: &RuleSet, obs: Observation, out: &mut Vec<Alert>) {
+    /// `batch` is the data of the batch `obs` came from (seeds point into it).
+    pub fn observe(
+        &mut self,
+        rules: &RuleSet,
+        obs: Observation,
+        batch: &[u8],
+        out: &mut Vec<Alert>,
+    ) {
         let rule = &rules.rules[obs.rule as usize];
+        let alert = || obs.seed.alert(rule, obs.time, batch);
         let fired = match (&rule.kind, &mut self.states[obs.rule as usize]) {
             (Kind::Threshold(spec), State::Threshold(keys)) => {
                 let fired = threshold(
@@ -321,38 +388,45 @@ impl Stateful {
                     spec.window,
                     spec.distinct.is_some(),
                     &obs,
-                    rule,
+                    &alert,
                 );
                 self.stats.evictions += evict(keys, self.max_keys, |w| w.last_seen);
                 fired
             }
             (Kind::NewTerms(spec), State::NewTerms { first_time, seen }) => {
-                let fired = new_terms(first_time, seen, spec.learning, &obs, rule);
+                let fired = new_terms(first_time, seen, spec.learning, &obs, &alert);
                 self.stats.evictions += evict(seen, self.max_keys, |t| *t);
                 fired
             }
             (Kind::Sequence(spec), State::Sequence(keys)) => {
-                let fired = sequence(keys, spec.steps.len(), spec.max_span, &obs, rule);
+                let fired = sequence(
+                    keys,
+                    spec.steps.len(),
+                    spec.max_span,
+                    &obs,
+                    &rule.id,
+                    &alert,
+                );
                 self.stats.evictions += evict(keys, self.max_keys, |p| p.last_seen);
                 fired
             }
             (Kind::Revoked(spec), State::Revoked(keys)) => {
-                let fired = revoked_use(keys, spec.window, &obs, rule);
+                let fired = revoked_use(keys, spec.window, &obs, &rule.id, &alert);
                 self.stats.evictions += evict(keys, self.max_keys, |k| k.2);
                 fired
             }
             (Kind::Chain(spec), State::Chain(keys)) => {
-                let fired = chain::observe(keys, spec.window, &obs, rule);
+                let fired = chain::observe(keys, spec.window, &obs, &rule.id, &alert);
                 self.stats.evictions += evict(keys, self.max_keys, |p| p.last_seen);
                 fired
             }
             (Kind::Unbound(spec), State::Unbound(state)) => {
-                let fired = unbound::observe(state, spec.window, &obs, rule);
+                let fired = unbound::observe(state, spec.window, &obs, &rule.id, &alert);
                 self.stats.evictions += state.evict(self.max_keys);
                 fired
             }
             (Kind::Spike(spec), State::Spike(keys)) => {
-                let fired = spike::observe(keys, spec, &obs, rule);
+                let fired = spike::observe(keys, spec, &obs, &rule.id, &alert);
                 self.stats.evictions += evict(keys, self.max_keys, |s| s.last_seen);
                 fired
             }
@@ -393,23 +467,14 @@ fn revocation_key(cluster: &str, entry: &Revocation, steps: u32) -> Box<str> {
     .into()
 }
 
-fn seed(rule: &crate::rules::Rule, view: &EventView, cluster: &str) -> Seed {
-    match view.event.source {
-        Some(json) => Seed::Event {
-            json: json.into(),
-            cluster: cluster.into(),
-        },
-        None => Seed::Alert(Box::new(Alert::from_match(rule, view))),
-    }
-}
-
 /// One alert per revoked entry (and cluster, role, outcome) per window; the uses in between are
 /// counted into the next alert.
 fn revoked_use(
     keys: &mut HashMap<Box<str>, (i64, u64, i64)>,
     window: i64,
     obs: &Observation,
-    rule: &crate::rules::Rule,
+    rule_id: &str,
+    alert: &dyn Fn() -> Alert,
 ) -> Option<Alert> {
     let state = keys
         .entry(obs.key.clone())
@@ -424,7 +489,7 @@ fn revoked_use(
     let entry = obs.revocation.as_deref()?;
     let allowed = obs.steps & 1 != 0;
     let impersonated = obs.steps & 2 != 0;
-    let mut alert = obs.seed.alert(rule, obs.time);
+    let mut alert = alert();
     alert.rule.severity = if allowed {
         crate::rules::Severity::Critical
     } else {
@@ -472,7 +537,7 @@ fn revoked_use(
         "{who} used a credential revoked at {}{why} to {target}, and {outcome}{since}.",
         entry.revoked_at
     );
-    alert.id = crate::alert::alert_id(&alert.rule.id, &obs.key, &[&obs.audit_id]);
+    alert.id = crate::alert::alert_id(rule_id, &obs.key, &[&obs.audit_id.to_string()]);
     Some(alert)
 }
 
@@ -491,11 +556,11 @@ fn evict<V>(map: &mut HashMap<Box<str>, V>, cap: usize, last_seen: impl Fn(&V) -
     (before - map.len()) as u64
 }
 
-fn push_id(ids: &mut VecDeque<String>, id: &str) {
+fn push_id(ids: &mut VecDeque<AuditId>, id: &AuditId) {
     if ids.len() == MAX_EVIDENCE_IDS {
         ids.pop_front();
     }
-    ids.push_back(id.to_owned());
+    ids.push_back(id.clone());
 }
 
 fn threshold(
@@ -504,7 +569,7 @@ fn threshold(
     window: i64,
     distinct: bool,
     obs: &Observation,
-    rule: &crate::rules::Rule,
+    alert: &dyn Fn() -> Alert,
 ) -> Option<Alert> {
     let w = keys.entry(obs.key.clone()).or_default();
     w.last_seen = w.last_seen.max(obs.time);
@@ -539,9 +604,9 @@ fn threshold(
     }
     w.quiet_until = obs.time + window;
     let first = w.events.front().map_or(obs.time, |e| e.0);
-    let mut alert = obs.seed.alert(rule, obs.time);
+    let mut alert = alert();
     alert.evidence.count = n;
-    alert.evidence.audit_ids = w.audit_ids.iter().cloned().collect();
+    alert.evidence.audit_ids = w.audit_ids.iter().map(AuditId::to_string).collect();
     alert.evidence.window_seconds = Some(window / 1_000_000);
     alert.evidence.first_time = Some(crate::event::time::format_micros(first));
     alert.id = crate::alert::alert_id(&alert.rule.id, &obs.key, &[&alert.evidence.audit_ids[0]]);
@@ -553,7 +618,7 @@ fn new_terms(
     seen: &mut HashMap<Box<str>, i64>,
     learning: i64,
     obs: &Observation,
-    rule: &crate::rules::Rule,
+    alert: &dyn Fn() -> Alert,
 ) -> Option<Alert> {
     let start = *first_time.get_or_insert(obs.time);
     let term = obs.value.clone().unwrap_or_default();
@@ -561,7 +626,7 @@ fn new_terms(
     if known || obs.time < start + learning {
         return None;
     }
-    let mut alert = obs.seed.alert(rule, obs.time);
+    let mut alert = alert();
     alert.evidence.first_time = Some(crate::event::time::format_micros(start));
     Some(alert)
 }
@@ -571,9 +636,10 @@ fn sequence(
     steps: usize,
     max_span: i64,
     obs: &Observation,
-    rule: &crate::rules::Rule,
+    rule_id: &str,
+    alert: &dyn Fn() -> Alert,
 ) -> Option<Alert> {
-    let audit_id = obs.audit_id.to_string();
+    let audit_id = obs.audit_id.clone();
     if let Some(p) = keys.get(&obs.key) {
         if obs.time - p.start > max_span {
             keys.remove(&obs.key);
@@ -599,13 +665,14 @@ fn sequence(
     }
     if keys.get(&obs.key).is_some_and(|p| p.next_step == steps) {
         let p = keys.remove(&obs.key)?;
-        let mut alert = obs.seed.alert(rule, obs.time);
+        let mut alert = alert();
         alert.evidence.count = p.audit_ids.len() as u64;
         alert.evidence.first_time = Some(crate::event::time::format_micros(p.start));
         alert.evidence.window_seconds = Some(max_span / 1_000_000);
-        let ids: Vec<&str> = p.audit_ids.iter().map(String::as_str).collect();
-        alert.id = crate::alert::alert_id(&alert.rule.id, &obs.key, &ids);
-        alert.evidence.audit_ids = p.audit_ids;
+        let ids: Vec<String> = p.audit_ids.iter().map(AuditId::to_string).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        alert.id = crate::alert::alert_id(rule_id, &obs.key, &refs);
+        alert.evidence.audit_ids = ids;
         return Some(alert);
     }
     None
@@ -651,6 +718,7 @@ rules:
                         evaluate(
                             set,
                             &RevocationList::default(),
+                            &[],
                             &EventView::new(ev, ev.event_time().unwrap()),
                             &mut m,
                             &mut a,
@@ -661,7 +729,7 @@ rules:
             );
             let mut out = Vec::new();
             for obs in o {
-                state.observe(set, obs, &mut out);
+                state.observe(set, obs, &[], &mut out);
             }
             fired_at.extend(out.iter().map(|_| *sec));
         }

@@ -4,8 +4,8 @@
 
 use crate::event::{time, CREDENTIAL_ID_KEY};
 use crate::rules::field::EventView;
+use foldhash::HashMap;
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -122,17 +122,31 @@ impl RevocationList {
         };
         push(&self.by_username, ev.user.username.as_deref());
         push(&self.by_uid, ev.user.uid.as_deref());
-        let credential = view
-            .extra()
-            .get(CREDENTIAL_ID_KEY)
-            .and_then(crate::alert::first_string);
+        // Groups and credential ids are only looked at when some entry names one: no entry can
+        // need them otherwise, and most lists have neither.
+        let credential = if self.by_credential.is_empty() {
+            None
+        } else {
+            view.extra()
+                .get(CREDENTIAL_ID_KEY)
+                .and_then(crate::alert::first_string)
+        };
         push(&self.by_credential, credential.as_deref());
-        let groups = string_list(ev.user.groups);
+        let with_groups = !self.by_group.is_empty();
+        let groups = if with_groups {
+            string_list(ev.user.groups)
+        } else {
+            Vec::new()
+        };
         for g in &groups {
             push(&self.by_group, Some(g));
         }
         let imp = ev.impersonated_user.as_ref();
-        let imp_groups = string_list(imp.and_then(|u| u.groups));
+        let imp_groups = if with_groups {
+            string_list(imp.and_then(|u| u.groups))
+        } else {
+            Vec::new()
+        };
         let mut imp_candidates: Vec<u32> = Vec::new();
         if let Some(u) = imp {
             for (map, key) in [
@@ -148,6 +162,9 @@ impl RevocationList {
                     imp_candidates.extend(ids);
                 }
             }
+        }
+        if candidates.is_empty() && imp_candidates.is_empty() {
+            return;
         }
         let actor = Identity {
             username: ev.user.username.as_deref(),

@@ -5,12 +5,12 @@
 //! deviation of normal data, and the `max(…, 1)` keeps a perfectly steady identity from
 //! alerting on one extra event.
 
-use super::Observation;
+use super::{AuditId, Observation};
 use crate::alert::Alert;
 use crate::event::time::format_micros;
 use crate::rules::kind::SpikeSpec;
-use crate::rules::Rule;
-use std::collections::{HashMap, VecDeque};
+use foldhash::HashMap;
+use std::collections::VecDeque;
 
 /// One identity's counts.
 pub struct Series {
@@ -22,7 +22,7 @@ pub struct Series {
     /// Buckets since the identity was first seen, capped: its learning progress.
     age: u16,
     fired: bool,
-    first_audit_id: Box<str>,
+    first_audit_id: AuditId,
     pub last_seen: i64,
 }
 
@@ -53,7 +53,8 @@ pub fn observe(
     series: &mut HashMap<Box<str>, Series>,
     spec: &SpikeSpec,
     obs: &Observation,
-    rule: &Rule,
+    rule_id: &str,
+    alert: &dyn Fn() -> Alert,
 ) -> Option<Alert> {
     let bucket = obs.time.div_euclid(spec.bucket);
     let s = series.entry(obs.key.clone()).or_insert_with(|| Series {
@@ -92,9 +93,10 @@ pub fn observe(
     }
     s.fired = true;
     let start = s.bucket * spec.bucket;
-    let mut alert = obs.seed.alert(rule, obs.time);
-    alert.id = crate::alert::alert_id(&rule.id, &obs.key, &[&s.first_audit_id, &obs.audit_id]);
-    alert.evidence.audit_ids = vec![s.first_audit_id.to_string(), obs.audit_id.to_string()];
+    let mut alert = alert();
+    let ids = [s.first_audit_id.to_string(), obs.audit_id.to_string()];
+    alert.id = crate::alert::alert_id(rule_id, &obs.key, &[&ids[0], &ids[1]]);
+    alert.evidence.audit_ids = ids.to_vec();
     alert.evidence.count = u64::from(s.current);
     alert.evidence.first_time = Some(format_micros(start));
     alert.evidence.window_seconds = Some(spec.bucket / 1_000_000);

@@ -7,12 +7,11 @@
 //! known; an identity none of whose bindings was ever seen is never "unbound".
 
 use super::rbac::{self, BindingChange};
-use super::{Classified, Observation, Terms};
+use super::{AuditId, Classified, Observation, Terms};
 use crate::alert::Alert;
 use crate::event::time::format_micros;
 use crate::rules::field::EventView;
-use crate::rules::Rule;
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 pub const BIND: u32 = 1;
 pub const UNBIND: u32 = 2;
@@ -40,7 +39,7 @@ pub fn classify(view: &EventView) -> Option<Classified> {
 /// When and by which event an identity lost its last known binding.
 struct Unbound {
     time: i64,
-    audit_id: Box<str>,
+    audit_id: AuditId,
     binding: Box<str>,
 }
 
@@ -66,7 +65,13 @@ impl State {
     }
 }
 
-pub fn observe(state: &mut State, window: i64, obs: &Observation, rule: &Rule) -> Option<Alert> {
+pub fn observe(
+    state: &mut State,
+    window: i64,
+    obs: &Observation,
+    rule_id: &str,
+    alert: &dyn Fn() -> Alert,
+) -> Option<Alert> {
     let cluster = obs.key.split('\u{1f}').next().unwrap_or("");
     let id = |name: &str| -> Box<str> { format!("{cluster}\u{1f}{name}").into() };
     match obs.steps {
@@ -110,14 +115,15 @@ pub fn observe(state: &mut State, window: i64, obs: &Observation, rule: &Rule) -
             if obs.time - u.time > window {
                 return None;
             }
-            let mut alert = obs.seed.alert(rule, obs.time);
-            alert.id = crate::alert::alert_id(&rule.id, &obs.key, &[&u.audit_id, &obs.audit_id]);
-            alert.evidence.audit_ids = vec![u.audit_id.to_string(), obs.audit_id.to_string()];
+            let mut alert = alert();
+            let ids = [u.audit_id.to_string(), obs.audit_id.to_string()];
+            alert.id = crate::alert::alert_id(rule_id, &obs.key, &[&ids[0], &ids[1]]);
+            alert.evidence.audit_ids = ids.to_vec();
             alert.evidence.count = 2;
             alert.evidence.first_time = Some(format_micros(u.time));
             alert.evidence.window_seconds = Some(window / 1_000_000);
             alert.evidence.detail = Some(serde_json::json!({
-                "last_binding_removed": {"binding": &*u.binding, "time": format_micros(u.time), "audit_id": &*u.audit_id},
+                "last_binding_removed": {"binding": &*u.binding, "time": format_micros(u.time), "audit_id": u.audit_id.to_string()},
             }));
             let t = &alert.target;
             alert.summary =

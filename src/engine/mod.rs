@@ -19,7 +19,7 @@ use crate::rules::RuleSet;
 use crate::sink::AlertSink;
 use crate::source::file::{self, InputFile};
 use crate::source::merge::{MergeOptions, Merger};
-use crate::source::Rejection;
+use crate::source::{Batch, Rejection};
 use crossbeam_channel::bounded;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::Write;
@@ -186,24 +186,17 @@ pub fn replay(
             }
         });
         for _ in 0..threads {
-            let (rx, tx, ctx, spent) = (
-                batch_rx.clone(),
-                result_tx.clone(),
-                ctx.clone(),
-                spent_tx.clone(),
-            );
+            let (rx, tx, ctx) = (batch_rx.clone(), result_tx.clone(), ctx.clone());
             scope.spawn(move || {
-                for mut batch in rx {
-                    if tx.send(worker::process(&ctx, &mut batch)).is_err() {
+                for batch in rx {
+                    if tx.send(worker::process(&ctx, batch)).is_err() {
                         break;
                     }
-                    let _ = spent.try_send(batch);
                 }
             });
         }
         drop(result_tx);
         drop(batch_rx);
-        drop(spent_tx);
 
         let mut pending = BTreeMap::new();
         let mut next_seq = 0u64;
@@ -211,7 +204,8 @@ pub fn replay(
             pending.insert(result.seq, result);
             while let Some(done) = pending.remove(&next_seq) {
                 next_seq += 1;
-                emit(done, &mut stats, &mut detectors, sink, &mut dead_letter)?;
+                let spent = emit(done, &mut stats, &mut detectors, sink, &mut dead_letter)?;
+                let _ = spent_tx.try_send(spent);
                 // The reader may be gone already at the end of input.
                 let _ = permit_tx.send(());
                 progress.set_position(disk_bytes.load(Ordering::Relaxed));
@@ -258,7 +252,7 @@ fn emit(
     det: &mut Detectors,
     sink: &mut dyn AlertSink,
     dead_letter: &mut Option<&mut dyn Write>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Batch> {
     stats.merge_batch(done.stats);
     for r in &done.rejections {
         report_rejection(stats, r, dead_letter)?;
@@ -267,7 +261,10 @@ fn emit(
     for output in done.outputs {
         match output {
             Output::Alert(a) => fired.push(*a),
-            Output::Observation(o) => det.stateful.observe(&det.rules, o, &mut fired),
+            Output::Observation(o) => {
+                det.stateful
+                    .observe(&det.rules, o, &done.batch.data, &mut fired)
+            }
         }
         for mut alert in fired.drain(..) {
             if !det.dedupe.first_time(&alert.id) {
@@ -285,7 +282,7 @@ fn emit(
     }
     stats.state_evictions = det.stateful.stats.evictions;
     stats.state_keys = det.stateful.key_count();
-    Ok(())
+    Ok(done.batch)
 }
 
 fn report_rejection(

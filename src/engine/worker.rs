@@ -31,6 +31,9 @@ pub struct WorkerContext {
 
 pub struct Processed {
     pub seq: u64,
+    /// The batch itself: observations' seeds point into its data. The collector returns it to
+    /// the reader once it has applied them.
+    pub batch: Batch,
     pub stats: BatchStats,
     /// Single-event alerts and stateful observations, in event order.
     pub outputs: Vec<Output>,
@@ -42,7 +45,7 @@ pub enum Output {
     Observation(Observation),
 }
 
-pub fn process(ctx: &WorkerContext, batch: &mut Batch) -> Processed {
+pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
     let mut stats = BatchStats::default();
     let mut outputs = Vec::new();
     let (mut alerts, mut observations) = (Vec::new(), Vec::new());
@@ -75,6 +78,7 @@ pub fn process(ctx: &WorkerContext, batch: &mut Batch) -> Processed {
                 detect::evaluate(
                     &ctx.rules,
                     &revocations,
+                    &batch.data,
                     &view,
                     &mut matched,
                     &mut alerts,
@@ -100,6 +104,7 @@ pub fn process(ctx: &WorkerContext, batch: &mut Batch) -> Processed {
     }
     Processed {
         seq: batch.seq,
+        batch,
         stats,
         outputs,
         rejections,

@@ -79,13 +79,11 @@ pub fn for_each_str(raw: &RawValue, f: &mut dyn FnMut(&str) -> bool) -> bool {
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
             let mut hit = false;
-            while let Some(item) = seq.next_element::<serde_json::Value>()? {
-                if !hit {
-                    if let Some(s) = item.as_str() {
-                        hit = (self.0)(s);
-                    }
-                }
-            }
+            // Elements are visited in place: no Value or String per element.
+            while seq
+                .next_element_seed(Element(&mut *self.0, &mut hit))?
+                .is_some()
+            {}
             Ok(hit)
         }
         fn visit_unit<E>(self) -> Result<bool, E> {
@@ -113,6 +111,56 @@ pub fn for_each_str(raw: &RawValue, f: &mut dyn FnMut(&str) -> bool) -> bool {
     }
     let mut de = serde_json::Deserializer::from_str(raw.get());
     Seed(f).deserialize(&mut de).unwrap_or(false)
+}
+
+/// One element of a list for `for_each_str`: strings go to the callback (until it has said
+/// yes), anything else is skipped.
+struct Element<'f, 'h>(&'f mut dyn FnMut(&str) -> bool, &'h mut bool);
+
+impl<'de> DeserializeSeed<'de> for Element<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Element<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        if !*self.1 {
+            *self.1 = (self.0)(v);
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
 }
 
 /// The text of a JSON string literal (`raw` includes its quotes), unescaped; None if `raw` is not

@@ -12,11 +12,12 @@
 //! A field matcher holds when any value of the field satisfies it.
 
 use super::field::{EventView, Field, Val};
+use foldhash::HashSet;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use ipnet::IpNet;
 use regex::Regex;
 use serde_yaml::Value as Y;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 #[derive(Debug, Clone)]
@@ -130,12 +131,14 @@ impl Cond {
                 let field = match m.field {
                     Field::Str(_) | Field::StatusCode => 1,
                     Field::List(_) => 2,
+                    // Cheap to rule out: a substring check before any parsing.
                     Field::Extra(_) | Field::Annotation(_) => 4,
                     Field::Json(..) => 8,
                 };
                 let op = match m.op {
                     Op::SameAs(_) => 4,
-                    Op::Glob(..) | Op::Cidr(_) => 1,
+                    Op::Glob(..) => 1,
+                    Op::Cidr(_) => 1,
                     Op::Regex(..) => 2,
                     _ => 0,
                 };

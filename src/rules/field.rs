@@ -225,14 +225,20 @@ impl Field {
                 .event
                 .status_code()
                 .is_some_and(|c| f(Val::Num(c as f64))),
-            Field::Extra(key) => ev
-                .extra()
-                .get(key.as_str())
-                .is_some_and(|v| visit_json(v, &[], f)),
-            Field::Annotation(key) => ev
-                .annotations()
-                .get(key.as_str())
-                .is_some_and(|v| visit_json(v, &[], f)),
+            Field::Extra(key) => {
+                may_hold(ev.event.user.extra, key)
+                    && ev
+                        .extra()
+                        .get(key.as_str())
+                        .is_some_and(|v| visit_json(v, &[], f))
+            }
+            Field::Annotation(key) => {
+                may_hold(ev.event.annotations, key)
+                    && ev
+                        .annotations()
+                        .get(key.as_str())
+                        .is_some_and(|v| visit_json(v, &[], f))
+            }
             Field::Json(root, path) => ev.json_root(*root).is_some_and(|v| visit_json(v, path, f)),
         }
     }
@@ -264,6 +270,14 @@ impl Field {
             _ => self.any(ev, &mut |_| true),
         }
     }
+}
+
+/// Whether a raw JSON object can have `key`: false when its text has no escapes and does not
+/// contain the key literally. Spares parsing the whole map for the many events without it.
+fn may_hold(raw: Option<&RawValue>, key: &str) -> bool {
+    let Some(raw) = raw else { return false };
+    let text = raw.get().as_bytes();
+    memchr::memchr(b'\\', text).is_some() || memchr::memmem::find(text, key.as_bytes()).is_some()
 }
 
 fn visit_json(v: &Value, path: &[Seg], f: &mut dyn FnMut(Val) -> bool) -> bool {

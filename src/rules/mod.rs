@@ -13,9 +13,10 @@ pub mod testing;
 
 use condition::{Cond, Scope};
 use field::EventView;
+use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value as Y;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use template::Template;
 

@@ -225,6 +225,7 @@ pub fn fires(set: &RuleSet, index: usize, events: &[String]) -> Result<Vec<Alert
                     detect::evaluate(
                         set,
                         revocations,
+                        &[],
                         &view,
                         &mut matched,
                         &mut alerts,
@@ -239,7 +240,7 @@ pub fn fires(set: &RuleSet, index: usize, events: &[String]) -> Result<Vec<Alert
             return Err(p);
         }
         for obs in observations.drain(..).filter(|o| o.rule as usize == index) {
-            state.observe(set, obs, &mut fired);
+            state.observe(set, obs, &[], &mut fired);
         }
         fired.extend(
             alerts
