@@ -7,6 +7,8 @@
 //!    own namespace (one in ten is refused), through the real decoder, rules and state, with
 //!    the state cap raised to hold them all; resident memory before and after.
 //!
+//! Run:
+//!
 //!     cargo bench --bench detectors                        # 200 MiB input, 1 000 000 identities
 //!     AUDITHOUND_BENCH_MB=500 AUDITHOUND_BENCH_IDENTITIES=2000000 cargo bench --bench detectors
 
