@@ -11,6 +11,7 @@
 //!
 //!     cargo bench --bench detectors                        # 200 MiB input, 1 000 000 identities
 //!     AUDITHOUND_BENCH_MB=500 AUDITHOUND_BENCH_IDENTITIES=2000000 cargo bench --bench detectors
+//!     AUDITHOUND_BENCH_MB=0 cargo bench --bench detectors    # memory only
 
 mod common;
 
@@ -28,7 +29,10 @@ fn env(name: &str, default: u64) -> u64 {
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    throughput(&root, env("AUDITHOUND_BENCH_MB", 200));
+    let mb = env("AUDITHOUND_BENCH_MB", 200);
+    if mb > 0 {
+        throughput(&root, mb);
+    }
     memory(
         &root,
         env("AUDITHOUND_BENCH_IDENTITIES", 1_000_000) as usize,

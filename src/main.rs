@@ -97,6 +97,10 @@ struct ReplayArgs {
     /// Records longer than this are rejected as line_too_long (without being buffered whole).
     #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
     max_line_bytes: usize,
+    /// Keys (identities, terms…) each stateful rule remembers; beyond it the least recently seen
+    /// are evicted and counted in the summary. About 160 bytes per key and rule.
+    #[arg(long, default_value_t = audithound::detect::DEFAULT_MAX_KEYS, value_name = "N")]
+    max_keys: usize,
     /// Revocation list (YAML, JSON or CSV) for the built-in revoked-credential detector: entries
     /// with username, uid, group and/or credential_id, and revoked_at. Example: --revocations offboarded.yaml
     #[arg(long, value_name = "FILE")]
@@ -295,6 +299,7 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         to: args.to,
         stages: args.stages,
         max_record_bytes: args.max_line_bytes,
+        max_keys: args.max_keys,
         default_cluster: args.cluster,
         cluster_from_path: args.cluster_from_path,
         decode: DecodeOptions {

@@ -24,8 +24,9 @@ use foldhash::{HashMap, HashMapExt};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-/// Keys kept per rule before the least recently seen are evicted.
-pub const DEFAULT_MAX_KEYS: usize = 100_000;
+/// Keys kept per rule before the least recently seen are evicted: a million identities fit in
+/// about 460 MiB with the shipped library (`cargo bench --bench detectors`).
+pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 /// Audit IDs carried as evidence per alert.
 const MAX_EVIDENCE_IDS: usize = 10;
 
@@ -130,12 +131,15 @@ impl Seeder<'_> {
     }
 }
 
+/// One key's events inside a threshold window. Kept small: state for a million identities
+/// must fit in a few hundred MiB.
 #[derive(Default)]
 struct Window {
-    /// (time, distinct value) of the events in the window, oldest first.
-    events: VecDeque<(i64, Option<Box<str>>)>,
-    distinct: HashMap<Box<str>, u32>,
-    audit_ids: VecDeque<AuditId>,
+    /// (time, hash of the distinct value or 0, audit ID) of the events in the window, oldest
+    /// first; the newest IDs are the alert's evidence.
+    events: VecDeque<(i64, u64, AuditId)>,
+    /// Hash of each distinct value in the window and how many events carry it, sorted.
+    distinct: Vec<(u64, u32)>,
     /// No new alert for this key before this time (one alert per key per window).
     quiet_until: i64,
     last_seen: i64,
@@ -149,18 +153,37 @@ struct Progress {
 }
 
 enum State {
-    Threshold(HashMap<Box<str>, Window>),
+    Threshold(HashMap<StateKey, Window>),
     NewTerms {
         first_time: Option<i64>,
-        seen: HashMap<Box<str>, i64>,
+        seen: HashMap<StateKey, i64>,
     },
-    Sequence(HashMap<Box<str>, Progress>),
+    Sequence(HashMap<StateKey, Progress>),
     /// Per revoked entry and cluster: (quiet until, uses since the last alert, last seen).
-    Revoked(HashMap<Box<str>, (i64, u64, i64)>),
+    Revoked(HashMap<StateKey, (i64, u64, i64)>),
     Chain(HashMap<Box<str>, chain::Pending>),
     Unbound(unbound::State),
-    Spike(HashMap<Box<str>, spike::Series>),
+    Spike(HashMap<StateKey, spike::Series>),
     None,
+}
+
+/// What per-key state is stored under: a 128-bit hash of the key text, with a seed drawn per
+/// process so that nobody can craft colliding usernames. 16 bytes instead of a heap string per
+/// key and rule; the text itself still names alerts (their ids stay stable across runs).
+pub type StateKey = u128;
+
+pub fn state_key(text: &str) -> StateKey {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
+    });
+    xxhash_rust::xxh3::xxh3_128_with_seed(text.as_bytes(), seed)
+}
+
+/// Hash of a value counted by a threshold's `distinct`, same seed.
+fn value_hash(text: &str) -> u64 {
+    state_key(text) as u64
 }
 
 /// Counters reported in the run summary.
@@ -470,14 +493,14 @@ fn revocation_key(cluster: &str, entry: &Revocation, steps: u32) -> Box<str> {
 /// One alert per revoked entry (and cluster, role, outcome) per window; the uses in between are
 /// counted into the next alert.
 fn revoked_use(
-    keys: &mut HashMap<Box<str>, (i64, u64, i64)>,
+    keys: &mut HashMap<StateKey, (i64, u64, i64)>,
     window: i64,
     obs: &Observation,
     rule_id: &str,
     alert: &dyn Fn() -> Alert,
 ) -> Option<Alert> {
     let state = keys
-        .entry(obs.key.clone())
+        .entry(state_key(&obs.key))
         .or_insert((i64::MIN, 0, obs.time));
     state.1 += 1;
     state.2 = obs.time;
@@ -542,7 +565,11 @@ fn revoked_use(
 }
 
 /// Drops the least recently seen tenth of the keys when over the cap; returns how many.
-fn evict<V>(map: &mut HashMap<Box<str>, V>, cap: usize, last_seen: impl Fn(&V) -> i64) -> u64 {
+fn evict<K: std::hash::Hash + Eq, V>(
+    map: &mut HashMap<K, V>,
+    cap: usize,
+    last_seen: impl Fn(&V) -> i64,
+) -> u64 {
     if map.len() <= cap {
         return 0;
     }
@@ -556,44 +583,45 @@ fn evict<V>(map: &mut HashMap<Box<str>, V>, cap: usize, last_seen: impl Fn(&V) -
     (before - map.len()) as u64
 }
 
-fn push_id(ids: &mut VecDeque<AuditId>, id: &AuditId) {
-    if ids.len() == MAX_EVIDENCE_IDS {
-        ids.pop_front();
-    }
-    ids.push_back(id.clone());
-}
-
 fn threshold(
-    keys: &mut HashMap<Box<str>, Window>,
+    keys: &mut HashMap<StateKey, Window>,
     count: u64,
     window: i64,
     distinct: bool,
     obs: &Observation,
     alert: &dyn Fn() -> Alert,
 ) -> Option<Alert> {
-    let w = keys.entry(obs.key.clone()).or_default();
+    let w = keys.entry(state_key(&obs.key)).or_insert_with(|| Window {
+        // Most keys see one event: no room reserved for more.
+        events: VecDeque::with_capacity(1),
+        ..Window::default()
+    });
     w.last_seen = w.last_seen.max(obs.time);
-    while let Some((t, _)) = w.events.front() {
+    while let Some((t, _, _)) = w.events.front() {
         if *t > obs.time - window {
             break;
         }
-        if let Some((_, Some(v))) = w.events.pop_front() {
-            if let Some(n) = w.distinct.get_mut(&v) {
-                *n -= 1;
-                if *n == 0 {
-                    w.distinct.remove(&v);
+        if let Some((_, h, _)) = w.events.pop_front() {
+            if let Ok(i) = w.distinct.binary_search_by_key(&h, |d| d.0) {
+                w.distinct[i].1 -= 1;
+                if w.distinct[i].1 == 0 {
+                    w.distinct.remove(i);
                 }
             }
         }
     }
-    if distinct {
-        if let Some(v) = &obs.value {
-            *w.distinct.entry(v.clone()).or_default() += 1;
+    let hash = match (&obs.value, distinct) {
+        (Some(v), true) => {
+            let h = value_hash(v);
+            match w.distinct.binary_search_by_key(&h, |d| d.0) {
+                Ok(i) => w.distinct[i].1 += 1,
+                Err(i) => w.distinct.insert(i, (h, 1)),
+            }
+            h
         }
-    }
-    w.events
-        .push_back((obs.time, if distinct { obs.value.clone() } else { None }));
-    push_id(&mut w.audit_ids, &obs.audit_id);
+        _ => 0,
+    };
+    w.events.push_back((obs.time, hash, obs.audit_id.clone()));
     let n = if distinct {
         w.distinct.len() as u64
     } else {
@@ -606,7 +634,13 @@ fn threshold(
     let first = w.events.front().map_or(obs.time, |e| e.0);
     let mut alert = alert();
     alert.evidence.count = n;
-    alert.evidence.audit_ids = w.audit_ids.iter().map(AuditId::to_string).collect();
+    let skip = w.events.len().saturating_sub(MAX_EVIDENCE_IDS);
+    alert.evidence.audit_ids = w
+        .events
+        .iter()
+        .skip(skip)
+        .map(|e| e.2.to_string())
+        .collect();
     alert.evidence.window_seconds = Some(window / 1_000_000);
     alert.evidence.first_time = Some(crate::event::time::format_micros(first));
     alert.id = crate::alert::alert_id(&alert.rule.id, &obs.key, &[&alert.evidence.audit_ids[0]]);
@@ -615,13 +649,13 @@ fn threshold(
 
 fn new_terms(
     first_time: &mut Option<i64>,
-    seen: &mut HashMap<Box<str>, i64>,
+    seen: &mut HashMap<StateKey, i64>,
     learning: i64,
     obs: &Observation,
     alert: &dyn Fn() -> Alert,
 ) -> Option<Alert> {
     let start = *first_time.get_or_insert(obs.time);
-    let term = obs.value.clone().unwrap_or_default();
+    let term = state_key(obs.value.as_deref().unwrap_or(""));
     let known = seen.insert(term, obs.time).is_some();
     if known || obs.time < start + learning {
         return None;
@@ -632,7 +666,7 @@ fn new_terms(
 }
 
 fn sequence(
-    keys: &mut HashMap<Box<str>, Progress>,
+    keys: &mut HashMap<StateKey, Progress>,
     steps: usize,
     max_span: i64,
     obs: &Observation,
@@ -640,12 +674,13 @@ fn sequence(
     alert: &dyn Fn() -> Alert,
 ) -> Option<Alert> {
     let audit_id = obs.audit_id.clone();
-    if let Some(p) = keys.get(&obs.key) {
+    let key = state_key(&obs.key);
+    if let Some(p) = keys.get(&key) {
         if obs.time - p.start > max_span {
-            keys.remove(&obs.key);
+            keys.remove(&key);
         }
     }
-    match keys.get_mut(&obs.key) {
+    match keys.get_mut(&key) {
         Some(p) if obs.steps & (1 << p.next_step) != 0 => {
             p.next_step += 1;
             p.last_seen = obs.time;
@@ -659,12 +694,12 @@ fn sequence(
                 audit_ids: vec![audit_id],
                 last_seen: obs.time,
             };
-            keys.insert(obs.key.clone(), p);
+            keys.insert(key, p);
         }
         None => return None,
     }
-    if keys.get(&obs.key).is_some_and(|p| p.next_step == steps) {
-        let p = keys.remove(&obs.key)?;
+    if keys.get(&key).is_some_and(|p| p.next_step == steps) {
+        let p = keys.remove(&key)?;
         let mut alert = alert();
         alert.evidence.count = p.audit_ids.len() as u64;
         alert.evidence.first_time = Some(crate::event::time::format_micros(p.start));

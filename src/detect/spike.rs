@@ -5,7 +5,7 @@
 //! deviation of normal data, and the `max(…, 1)` keeps a perfectly steady identity from
 //! alerting on one extra event.
 
-use super::{AuditId, Observation};
+use super::{state_key, AuditId, Observation, StateKey};
 use crate::alert::Alert;
 use crate::event::time::format_micros;
 use crate::rules::kind::SpikeSpec;
@@ -50,17 +50,18 @@ fn median_of(v: &mut [f64]) -> f64 {
 }
 
 pub fn observe(
-    series: &mut HashMap<Box<str>, Series>,
+    series: &mut HashMap<StateKey, Series>,
     spec: &SpikeSpec,
     obs: &Observation,
     rule_id: &str,
     alert: &dyn Fn() -> Alert,
 ) -> Option<Alert> {
     let bucket = obs.time.div_euclid(spec.bucket);
-    let s = series.entry(obs.key.clone()).or_insert_with(|| Series {
+    let s = series.entry(state_key(&obs.key)).or_insert_with(|| Series {
         bucket,
         current: 0,
-        past: VecDeque::with_capacity(spec.history),
+        // Grows as buckets pass; an identity seen once costs no history.
+        past: VecDeque::new(),
         age: 0,
         fired: false,
         first_audit_id: obs.audit_id.clone(),

@@ -49,6 +49,8 @@ pub struct ReplayOptions {
     pub revocations: Arc<LiveRevocations>,
     pub progress: bool,
     pub top_actors: usize,
+    /// Per stateful rule, keys kept before the least recently seen are evicted.
+    pub max_keys: usize,
 }
 
 impl Default for ReplayOptions {
@@ -72,6 +74,7 @@ impl Default for ReplayOptions {
             revocations: LiveRevocations::fixed(Default::default()),
             progress: true,
             top_actors: 10,
+            max_keys: DEFAULT_MAX_KEYS,
         }
     }
 }
@@ -143,7 +146,7 @@ pub fn replay(
     let file_clusters: Vec<String> = files.iter().map(|f| cluster_of(opts, &f.name)).collect();
     let mut merger = Merger::new(files, merge_opts, disk_bytes.clone());
     let mut detectors = Detectors {
-        stateful: Stateful::new(&rules, DEFAULT_MAX_KEYS),
+        stateful: Stateful::new(&rules, opts.max_keys),
         suppressor: Suppressor::default(),
         dedupe: Dedupe {
             seen: HashSet::new(),
