@@ -86,6 +86,11 @@ fn bad_rules_are_reported_with_their_place() {
         err.contains("rules[0] (id bad).condition.all[1].user.nmae: unknown field \"user.nmae\""),
         "{err}"
     );
+    // Problems found after parsing carry the place too: `user.nmae` is on line 5, column 37.
+    assert!(
+        err.contains(&format!("{}:5:37: rules[0]", path.display())),
+        "{err}"
+    );
 }
 
 #[test]

@@ -6,6 +6,9 @@ use super::revoked::RevocationList;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+/// Quiet time after the last file event before the file is read.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(150);
+
 /// The list in force; workers take a snapshot per batch.
 pub struct LiveRevocations {
     path: Option<PathBuf>,
@@ -42,6 +45,15 @@ impl LiveRevocations {
         let Some(path) = &self.path else {
             return Ok(self.current().entries.len());
         };
+        // An empty file is a save in progress (truncated, not yet written), never a list: an
+        // intentionally empty list is written `[]` (or a CSV header).
+        let blank = std::fs::read(path).map(|b| b.iter().all(u8::is_ascii_whitespace));
+        if blank.unwrap_or(false) {
+            return Err(format!(
+                "{}: the file is empty (write `[]` for an empty list)",
+                path.display()
+            ));
+        }
         let list = RevocationList::load(path)?;
         let n = list.entries.len();
         match self.current.write() {
@@ -76,18 +88,28 @@ impl LiveRevocations {
             _ => PathBuf::from("."),
         };
         let name = path.file_name().map(|n| n.to_owned());
-        let live = Arc::clone(self);
+        let (changed_tx, changed) = crossbeam_channel::unbounded::<()>();
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 Ok(ev) if ev.kind.is_create() || ev.kind.is_modify() => {
                     if ev.paths.iter().any(|p| p.file_name() == name.as_deref()) {
-                        live.reload_logged("file changed");
+                        let _ = changed_tx.send(());
                     }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!("watching the revocation list: {e}"),
             })?;
         watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+        // A save is several events (truncate, writes, rename): reload once they settle.
+        let live = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("revocations-watch".into())
+            .spawn(move || {
+                while changed.recv().is_ok() {
+                    while changed.recv_timeout(SETTLE).is_ok() {}
+                    live.reload_logged("file changed");
+                }
+            })?;
 
         let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
         let live = Arc::clone(self);
@@ -142,9 +164,13 @@ mod tests {
 
         // A broken edit (bad time) keeps the previous list.
         std::fs::write(&path, "- {username: eve, revoked_at: yesterday}\n").unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(500));
         assert_eq!(live.current().entries.len(), 2);
         assert!(live.reload().unwrap_err().contains("revoked_at"));
+        // So does an emptied file (a save caught half-way).
+        std::fs::write(&path, "").unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(live.current().entries.len(), 2);
 
         // Saved by rename, as editors do.
         let tmp = dir.path().join(".revoked.yaml.swp");

@@ -7,6 +7,7 @@
 pub mod condition;
 pub mod field;
 pub mod kind;
+mod locate;
 pub mod sigma;
 pub mod template;
 pub mod testing;
@@ -298,7 +299,7 @@ impl RuleSet {
                 }
                 match compile_rule(raw, &path, &scope, &at) {
                     Ok(rule) => set.rules.push(rule),
-                    Err(mut e) => errors.append(&mut e),
+                    Err(e) => errors.extend(e.into_iter().map(|e| with_position(e, &at, &path, i))),
                 }
             }
         }
@@ -400,6 +401,25 @@ impl RuleSet {
 
     pub fn get(&self, id: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.id == id)
+    }
+}
+
+/// `FILE: rules[i] (id x).condition.all[1].verb: problem` → `FILE:LINE:COL: rules[i] (id x)…`,
+/// the position of the deepest node of that path found in the file.
+fn with_position(error: String, at: &str, path: &Path, index: usize) -> String {
+    let Some(rest) = error.strip_prefix(at) else {
+        return error;
+    };
+    let node = rest.split(": ").next().unwrap_or("");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    match locate::locate(&text, &format!("rules[{index}]{node}")) {
+        Some((line, col)) => {
+            let head = at
+                .strip_prefix(&format!("{}: ", path.display()))
+                .unwrap_or(at);
+            format!("{}:{line}:{col}: {head}{rest}", path.display())
+        }
+        None => error,
     }
 }
 
