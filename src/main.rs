@@ -416,14 +416,29 @@ fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
             for r in &set.rules {
                 writeln!(out, "{:<48} {:<9} {}", r.id, r.severity.name(), r.title)?;
             }
+            for r in &set.disabled {
+                writeln!(
+                    out,
+                    "{:<48} {:<9} {} (off)",
+                    r.id,
+                    r.severity.name(),
+                    r.title
+                )?;
+            }
         }
         RulesCommand::Check(d) => {
             let set = load_rules(d.dirs)?;
-            writeln!(out, "ok: {} rules", set.rules.len())?;
+            writeln!(
+                out,
+                "ok: {} rules ({} switched off)",
+                set.rules.len() + set.disabled.len(),
+                set.disabled.len()
+            )?;
         }
         RulesCommand::Explain(args) => return explain(args, &mut out),
         RulesCommand::Test(d) => {
-            let set = load_rules(d.dirs)?;
+            // Rules shipped switched off are tested too: enabling them must be safe.
+            let set = load_rules(d.dirs)?.with_disabled_enabled();
             let report = testing::run(&set);
             for f in &report.failures {
                 writeln!(out, "FAIL {f}")?;

@@ -110,7 +110,11 @@ overrides:
     .unwrap();
     let site = dir.path().to_str().unwrap();
     let listed = stdout(&audithound(&["rules", "list", "detectors/", site]));
-    assert!(!listed.contains("k8s.exec.into_system_pod"), "{listed}");
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with("k8s.exec.into_system_pod "))
+        .unwrap_or_default();
+    assert!(line.ends_with("(off)"), "{listed}");
     let out = audithound(&[
         "replay",
         "samples/attacks/",

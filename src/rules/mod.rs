@@ -399,6 +399,14 @@ impl RuleSet {
         }
     }
 
+    /// The same set with its `enabled: false` rules switched on, so that `rules test` runs their
+    /// tests too.
+    pub fn with_disabled_enabled(mut self) -> RuleSet {
+        self.rules.append(&mut self.disabled);
+        self.build_index();
+        self
+    }
+
     pub fn get(&self, id: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.id == id)
     }

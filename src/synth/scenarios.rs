@@ -247,7 +247,7 @@ pub fn scenarios(seed: u64, start: i64) -> Vec<Scenario> {
         "A contractor runs `kubectl auth can-i --list`, then twenty minutes later binds a service account to a cluster role.",
         Family::Escalation,
         vec![
-            (11 * HOUR, &erin, review, vec![]),
+            (11 * HOUR, &erin, review, vec!["k8s.discovery.permission_review"]),
             (11 * HOUR + 20 * 60 * SEC, &erin, binding(None, "helper-view", "view", json!([{"kind": "ServiceAccount", "namespace": "default", "name": "helper"}])),
                 vec!["k8s.rbac.recon_then_escalate"]),
         ]));
