@@ -24,15 +24,17 @@ impl Default for AuditId {
 
 fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     let b = s.as_bytes();
-    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return None;
     }
     let mut out = [0u8; 16];
-    let mut hex = b.iter().filter(|&&c| c != b'-');
+    let mut i = 0;
     for byte in out.iter_mut() {
-        let hi = nibble(*hex.next()?)?;
-        let lo = nibble(*hex.next()?)?;
-        *byte = hi << 4 | lo;
+        if matches!(i, 8 | 13 | 18 | 23) {
+            i += 1;
+        }
+        *byte = nibble(b[i])? << 4 | nibble(b[i + 1])?;
+        i += 2;
     }
     Some(out)
 }

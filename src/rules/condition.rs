@@ -47,7 +47,9 @@ pub enum Op {
     Glob(Vec<SimpleGlob>, Option<GlobSet>),
     Prefix(Vec<String>, bool),
     Suffix(Vec<String>, bool),
-    Contains(Vec<String>, bool),
+    /// One automaton for all the needles; ASCII case folded by it when `icase`, other text
+    /// lowercased first (the bool) only when a needle needs Unicode folding.
+    Contains(aho_corasick::AhoCorasick, bool),
     /// The regex, and the literal every match must start with (tested first: far cheaper).
     Regex(Regex, Option<String>),
     Cidr(Vec<IpNet>),
@@ -379,7 +381,16 @@ fn compile_op(op: &str, arg: &Y, icase: bool, scope: &Scope, at: &str) -> Result
         "in" => Op::In(strings(arg, scope, at)?.into_iter().collect()),
         "prefix" => Op::Prefix(lower(strings(arg, scope, at)?), icase),
         "suffix" => Op::Suffix(lower(strings(arg, scope, at)?), icase),
-        "contains" => Op::Contains(lower(strings(arg, scope, at)?), icase),
+        "contains" => {
+            let needles = lower(strings(arg, scope, at)?);
+            let unicode = icase && needles.iter().any(|n| !n.is_ascii());
+            let ac = aho_corasick::AhoCorasick::builder()
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                .ascii_case_insensitive(icase)
+                .build(&needles)
+                .map_err(|e| format!("{at}: {e}"))?;
+            Op::Contains(ac, unicode)
+        }
         "glob" => {
             let mut b = GlobSetBuilder::new();
             let mut simple = Vec::new();
@@ -539,9 +550,7 @@ impl Op {
             (Op::Suffix(ps, icase), Val::Str(s)) => {
                 with_case(s, *icase, |s| ps.iter().any(|p| s.ends_with(p.as_str())))
             }
-            (Op::Contains(ps, icase), Val::Str(s)) => {
-                with_case(s, *icase, |s| ps.iter().any(|p| s.contains(p.as_str())))
-            }
+            (Op::Contains(ac, unicode), Val::Str(s)) => with_case(s, *unicode, |s| ac.is_match(s)),
             (Op::Regex(r, prefix), Val::Str(s)) => {
                 prefix.as_ref().is_none_or(|p| s.starts_with(p.as_str())) && r.is_match(s)
             }
