@@ -176,10 +176,11 @@ pub fn unescape_literal(raw: &str) -> Option<Cow<'_, str>> {
     out.extend_from_slice(&b[..first]);
     let mut i = first;
     while i < b.len() {
-        let c = b[i];
-        if c != b'\\' {
-            out.push(c);
-            i += 1;
+        // Copy the run up to the next escape in one go.
+        if b[i] != b'\\' {
+            let run = memchr::memchr(b'\\', &b[i..]).unwrap_or(b.len() - i);
+            out.extend_from_slice(&b[i..i + run]);
+            i += run;
             continue;
         }
         let simple = match *b.get(i + 1)? {
