@@ -126,7 +126,7 @@ fn memory(root: &std::path::Path, identities: usize) {
                     detect::evaluate(
                         &rules,
                         &revocations,
-                        &[],
+                        detect::Origin::default(),
                         &view,
                         &mut matched,
                         &mut alerts,

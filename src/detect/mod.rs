@@ -66,27 +66,57 @@ pub enum Seed {
         len: u32,
         cluster: Arc<str>,
     },
-    /// A copy of the event's JSON, when it was not read from a batch as is (unescaped from an
-    /// envelope string, rule tests).
-    Event { json: Box<str>, cluster: Arc<str> },
-    /// For events mapped from a provider format, which have no JSON of their own.
-    Alert(Box<Alert>),
+    /// The record the event came from (an envelope, a mapped provider format, a batch of
+    /// events), decoded again if needed: the `index`-th event it yields.
+    Record {
+        start: u32,
+        len: u32,
+        index: u32,
+        cluster: Arc<str>,
+    },
+    /// The event's JSON when it does not lie in the batch as is (unescaped from an envelope
+    /// string, mapped from GKE or ACK, rule tests): made once per event, shared by its
+    /// observations.
+    Event { json: Arc<str>, cluster: Arc<str> },
 }
 
 impl Seed {
     /// The alert `rule` raises on this event; `batch` is the data of the batch it came from.
     fn alert(&self, rule: &crate::rules::Rule, time: i64, batch: &[u8]) -> Alert {
+        let slice = |start: &u32, len: &u32| {
+            let start = *start as usize;
+            batch.get(start..start + *len as usize).unwrap_or_default()
+        };
         let (json, cluster) = match self {
-            Seed::Alert(a) => return (**a).clone(),
             Seed::Event { json, cluster } => (&**json, cluster),
             Seed::InBatch {
                 start,
                 len,
                 cluster,
+            } => (
+                std::str::from_utf8(slice(start, len)).unwrap_or_default(),
+                cluster,
+            ),
+            Seed::Record {
+                start,
+                len,
+                index,
+                cluster,
             } => {
-                let (start, end) = (*start as usize, *start as usize + *len as usize);
-                let bytes = batch.get(start..end).unwrap_or_default();
-                (std::str::from_utf8(bytes).unwrap_or_default(), cluster)
+                let (mut n, mut alert) = (0, None);
+                let opts = crate::event::DecodeOptions::default();
+                crate::event::decode_record(slice(start, len), &opts, cluster, &mut |item| {
+                    if let crate::event::Item::Event(ev, _) = item {
+                        if n == *index {
+                            alert = Some(Alert::from_match(rule, &EventView::new(ev, time)));
+                        }
+                        n += 1;
+                    }
+                });
+                return alert.unwrap_or_else(|| {
+                    let ev = crate::event::AuditEvent::default();
+                    Alert::from_match(rule, &EventView::new(&ev, time))
+                });
             }
         };
         let mut ev: crate::event::AuditEvent = serde_json::from_str(json).unwrap_or_default();
@@ -95,39 +125,71 @@ impl Seed {
     }
 }
 
-/// Builds an observation's seed, sharing one cluster string across the event's observations.
+/// Where an event was read from, so that an observation can find it again without a copy.
+#[derive(Default, Clone, Copy)]
+pub struct Origin<'b> {
+    /// The batch's data; empty when the event did not come from a batch (rule tests).
+    pub batch: &'b [u8],
+    /// The record's byte range in the batch, and which of its events this is.
+    pub record_start: usize,
+    pub record_len: usize,
+    pub index: u32,
+}
+
+/// Builds an event's observations' seeds, sharing one cluster string (and, for events not read
+/// from a batch, one JSON text) across them.
 struct Seeder<'b> {
-    batch: &'b [u8],
+    origin: Origin<'b>,
     cluster: Option<Arc<str>>,
+    json: Option<Arc<str>>,
 }
 
 impl Seeder<'_> {
-    fn seed(&mut self, rule: &crate::rules::Rule, view: &EventView, cluster: &str) -> Seed {
-        let Some(json) = view.event.source else {
-            return Seed::Alert(Box::new(Alert::from_match(rule, view)));
-        };
+    fn seed(&mut self, view: &EventView, cluster: &str) -> Seed {
         let cluster = self
             .cluster
             .get_or_insert_with(|| Arc::from(cluster))
             .clone();
-        let base = self.batch.as_ptr() as usize;
-        let at = json.as_ptr() as usize;
-        let inside = at >= base && at + json.len() <= base + self.batch.len();
-        match (
-            inside,
-            u32::try_from(at.wrapping_sub(base)),
-            u32::try_from(json.len()),
-        ) {
-            (true, Ok(start), Ok(len)) => Seed::InBatch {
-                start,
-                len,
-                cluster,
-            },
-            _ => Seed::Event {
-                json: json.into(),
-                cluster,
-            },
+        let batch = self.origin.batch;
+        // The event's own JSON inside the batch: decoded again directly.
+        if let Some(json) = view.event.source {
+            let base = batch.as_ptr() as usize;
+            let at = json.as_ptr() as usize;
+            let inside = at >= base && at + json.len() <= base + batch.len();
+            if let (true, Ok(start), Ok(len)) = (
+                inside,
+                u32::try_from(at.wrapping_sub(base)),
+                u32::try_from(json.len()),
+            ) {
+                return Seed::InBatch {
+                    start,
+                    len,
+                    cluster,
+                };
+            }
         }
+        // Otherwise the record it came from, if there is one.
+        let o = self.origin;
+        if o.record_start + o.record_len <= batch.len() && o.record_len > 0 {
+            if let (Ok(start), Ok(len)) =
+                (u32::try_from(o.record_start), u32::try_from(o.record_len))
+            {
+                return Seed::Record {
+                    start,
+                    len,
+                    index: o.index,
+                    cluster,
+                };
+            }
+        }
+        let json = self
+            .json
+            .get_or_insert_with(|| match view.event.source {
+                Some(text) => Arc::from(text),
+                None => serde_json::to_string(view.event).unwrap_or_default().into(),
+            })
+            .clone();
+        Seed::Event { json, cluster }
     }
 }
 
@@ -237,7 +299,7 @@ impl Suppressor {
 pub fn evaluate(
     rules: &RuleSet,
     revocations: &RevocationList,
-    batch: &[u8],
+    origin: Origin,
     view: &EventView,
     matched: &mut Vec<u32>,
     alerts: &mut Vec<Alert>,
@@ -245,8 +307,9 @@ pub fn evaluate(
 ) {
     rules.matching(view, matched);
     let mut seeder = Seeder {
-        batch,
+        origin,
         cluster: None,
+        json: None,
     };
     for &i in matched.iter() {
         let rule = &rules.rules[i as usize];
@@ -287,7 +350,7 @@ pub fn evaluate(
                         terms: Box::default(),
                         revocation: Some(entry),
                         audit_id: AuditId::new(view.event.audit_id.as_deref().unwrap_or("")),
-                        seed: seeder.seed(rule, view, cluster),
+                        seed: seeder.seed(view, cluster),
                     });
                 }
                 continue;
@@ -307,7 +370,7 @@ pub fn evaluate(
                         terms,
                         revocation: None,
                         audit_id: AuditId::new(view.event.audit_id.as_deref().unwrap_or("")),
-                        seed: seeder.seed(rule, view, cluster),
+                        seed: seeder.seed(view, cluster),
                     });
                 }
                 continue;
@@ -340,7 +403,7 @@ pub fn evaluate(
                         terms: Box::default(),
                         revocation: None,
                         audit_id: AuditId::new(view.event.audit_id.as_deref().unwrap_or("")),
-                        seed: seeder.seed(rule, view, cluster),
+                        seed: seeder.seed(view, cluster),
                     });
                 }
                 continue;
@@ -355,7 +418,7 @@ pub fn evaluate(
             terms: Box::default(),
             revocation: None,
             audit_id: AuditId::new(view.event.audit_id.as_deref().unwrap_or("")),
-            seed: seeder.seed(rule, view, cluster),
+            seed: seeder.seed(view, cluster),
         });
     }
 }
@@ -753,7 +816,7 @@ rules:
                         evaluate(
                             set,
                             &RevocationList::default(),
-                            &[],
+                            Origin::default(),
                             &EventView::new(ev, ev.event_time().unwrap()),
                             &mut m,
                             &mut a,

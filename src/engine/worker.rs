@@ -57,8 +57,16 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
         stats.records += 1;
         let bytes = &batch.data[rec.start..rec.end];
         let cluster = &ctx.file_clusters[rec.file as usize];
+        let mut index = 0u32;
         decode_record(bytes, &ctx.decode, cluster, &mut |item| match item {
             Item::Event(ev, format) => {
+                let origin = detect::Origin {
+                    batch: &batch.data,
+                    record_start: rec.start,
+                    record_len: rec.end - rec.start,
+                    index,
+                };
+                index += 1;
                 stats.events += 1;
                 *stats.formats.entry(format.name()).or_default() += 1;
                 let stage_ok = ev.stage().is_some_and(|s| ctx.stages.contains(&s));
@@ -78,7 +86,7 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
                 detect::evaluate(
                     &ctx.rules,
                     &revocations,
-                    &batch.data,
+                    origin,
                     &view,
                     &mut matched,
                     &mut alerts,

@@ -36,6 +36,12 @@ impl fmt::Display for JStr<'_> {
     }
 }
 
+impl serde::Serialize for JStr<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
 impl<'de: 'a, 'a> Deserialize<'de> for JStr<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;

@@ -12,7 +12,7 @@ pub mod time;
 pub use decode::{decode_record, DecodeError, DecodeOptions, Format, Item};
 pub use jstr::{for_each_str, JStr};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// Pipeline stage of an audit event.
@@ -41,7 +41,9 @@ impl Stage {
 /// The `envelope_*` fields are top-level keys of the wrappers other backends put around events
 /// (webhook `EventList`, AKS diagnostics, GKE `LogEntry`, CloudWatch batches). They ride along in this struct so a
 /// native line is parsed exactly once; `decode_record` unwraps them.
-#[derive(Debug, Default, Deserialize)]
+/// Serializable too, for events mapped from provider formats (GKE, ACK): detectors keep their
+/// JSON to rebuild an alert later, as they do with native events' own text.
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEvent<'a> {
     #[serde(borrow)]
@@ -92,34 +94,47 @@ pub struct AuditEvent<'a> {
     pub source: Option<&'a str>,
 
     #[serde(rename = "items", borrow)]
+    #[serde(skip_serializing)]
     pub(crate) envelope_items: Option<Vec<&'a RawValue>>,
     #[serde(rename = "records", borrow)]
+    #[serde(skip_serializing)]
     pub(crate) envelope_records: Option<Vec<&'a RawValue>>,
     #[serde(rename = "properties", borrow)]
+    #[serde(skip_serializing)]
     pub(crate) envelope_properties: Option<providers::AksProperties<'a>>,
     #[serde(rename = "category", borrow)]
+    #[serde(skip_serializing)]
     pub(crate) envelope_category: Option<JStr<'a>>,
     #[serde(rename = "resourceId", borrow)]
+    #[serde(skip_serializing)]
     pub(crate) envelope_resource_id: Option<JStr<'a>>,
     #[serde(rename = "protoPayload", borrow)]
+    #[serde(skip_serializing)]
     pub(crate) envelope_proto_payload: Option<providers::GkePayload<'a>>,
     #[serde(rename = "insertId", borrow)]
+    #[serde(skip_serializing)]
     pub(crate) envelope_insert_id: Option<JStr<'a>>,
     #[serde(rename = "resource", borrow)]
+    #[serde(skip_serializing)]
     pub(crate) envelope_resource: Option<providers::GkeResource<'a>>,
     #[serde(rename = "labels", borrow)]
+    #[serde(skip_serializing)]
     pub(crate) envelope_labels: Option<&'a RawValue>,
     #[serde(rename = "logEvents", borrow)]
+    #[serde(skip_serializing)]
     pub(crate) envelope_log_events: Option<Vec<providers::CloudWatchEvent<'a>>>,
     #[serde(rename = "logGroup", borrow)]
+    #[serde(skip_serializing)]
     pub(crate) envelope_log_group: Option<JStr<'a>>,
     #[serde(rename = "messageType", borrow)]
+    #[serde(skip_serializing)]
     pub(crate) envelope_message_type: Option<JStr<'a>>,
     #[serde(rename = "@message", borrow)]
+    #[serde(skip_serializing)]
     pub(crate) envelope_at_message: Option<JStr<'a>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 pub struct UserInfo<'a> {
     #[serde(borrow)]
     pub username: Option<JStr<'a>>,
@@ -131,7 +146,7 @@ pub struct UserInfo<'a> {
     pub extra: Option<&'a RawValue>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectRef<'a> {
     #[serde(borrow)]
@@ -148,7 +163,7 @@ pub struct ObjectRef<'a> {
     pub api_version: Option<JStr<'a>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 pub struct ResponseStatus<'a> {
     pub code: Option<i64>,
     #[serde(borrow)]

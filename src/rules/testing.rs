@@ -225,7 +225,7 @@ pub fn fires(set: &RuleSet, index: usize, events: &[String]) -> Result<Vec<Alert
                     detect::evaluate(
                         set,
                         revocations,
-                        &[],
+                        detect::Origin::default(),
                         &view,
                         &mut matched,
                         &mut alerts,
