@@ -19,7 +19,7 @@ use crate::rules::RuleSet;
 use crate::sink::AlertSink;
 use crate::source::file::{self, InputFile};
 use crate::source::merge::{MergeOptions, Merger};
-use crate::source::{Batch, Rejection};
+use crate::source::{Batch, BatchSource, Rejection};
 use crossbeam_channel::bounded;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::Write;
@@ -144,7 +144,50 @@ pub fn replay(
         batch_bytes: 4 << 20,
     };
     let file_clusters: Vec<String> = files.iter().map(|f| cluster_of(opts, &f.name)).collect();
-    let mut merger = Merger::new(files, merge_opts, disk_bytes.clone());
+    let merger = Merger::new(files, merge_opts, disk_bytes.clone());
+    let input = Input {
+        names: merger.file_names(),
+        clusters: file_clusters,
+        total_bytes,
+        disk_bytes,
+    };
+    run(
+        opts,
+        rules,
+        merger,
+        input,
+        stats,
+        started,
+        sink,
+        dead_letter,
+    )
+}
+
+/// What the engine needs to know about a source besides its batches.
+pub struct Input {
+    /// Name of each input (file path, `webhook`), indexed by `RecordMeta::file`.
+    pub names: Vec<Arc<str>>,
+    /// Cluster of each input's events when their envelope names none.
+    pub clusters: Vec<String>,
+    /// For the progress bar: total bytes expected (0 when unknown) and bytes read so far.
+    pub total_bytes: u64,
+    pub disk_bytes: Arc<AtomicU64>,
+}
+
+/// Runs batches from `source` through decode workers, rules and stateful detectors into `sink`,
+/// in input order. Shared by `replay` (files) and `run` (live sources).
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    opts: &ReplayOptions,
+    rules: Arc<RuleSet>,
+    mut source: impl BatchSource,
+    input: Input,
+    mut stats: RunStats,
+    started: Instant,
+    sink: &mut dyn AlertSink,
+    mut dead_letter: Option<&mut dyn Write>,
+) -> anyhow::Result<RunStats> {
+    let (total_bytes, disk_bytes) = (input.total_bytes, input.disk_bytes);
     let mut detectors = Detectors {
         stateful: Stateful::new(&rules, opts.max_keys),
         suppressor: Suppressor::default(),
@@ -158,8 +201,8 @@ pub fn replay(
         rules,
         revocations: opts.revocations.clone(),
         decode: opts.decode.clone(),
-        files: merger.file_names().into(),
-        file_clusters: file_clusters.into(),
+        files: input.names.into(),
+        file_clusters: input.clusters.into(),
         stages: opts.stages.clone(),
         from: opts.from,
         to: opts.to,
@@ -182,7 +225,7 @@ pub fn replay(
         // Owned here so that an early error return hangs up on the reader and the workers.
         let permit_tx = permit_tx;
         scope.spawn(move || {
-            while let Some(batch) = merger.next_batch(spent_rx.try_recv().ok()) {
+            while let Some(batch) = source.next_batch(spent_rx.try_recv().ok()) {
                 if permit_rx.recv().is_err() || batch_tx.send(batch).is_err() {
                     break; // the collector stopped (error); stop reading
                 }

@@ -271,3 +271,9 @@ mod tests {
         assert_eq!(sniff_time(b"garbage"), None);
     }
 }
+
+impl super::BatchSource for Merger {
+    fn next_batch(&mut self, recycled: Option<Batch>) -> Option<Batch> {
+        Merger::next_batch(self, recycled)
+    }
+}

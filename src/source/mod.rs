@@ -1,9 +1,17 @@
-//! Sources: where records come from. Today: files, directories and globs (plain, gzip, zstd),
-//! merged in event time and cut into batches.
+//! Sources: where records come from. Files, directories and globs (plain, gzip, zstd), merged
+//! in event time and cut into batches (`merge`); live webhook posts (`live`).
 
 pub mod file;
 pub mod lines;
+pub mod live;
 pub mod merge;
+
+/// Anything that cuts its input into numbered batches for the engine.
+pub trait BatchSource: Send {
+    /// The next batch, or None at the end of input. A spent batch can be handed back so that
+    /// its buffers are reused.
+    fn next_batch(&mut self, recycled: Option<Batch>) -> Option<Batch>;
+}
 
 use std::sync::Arc;
 
