@@ -6,6 +6,7 @@
 //! `metrics` counts everything.
 
 pub mod alert;
+pub mod config;
 pub mod detect;
 pub mod engine;
 pub mod eval;
@@ -15,3 +16,4 @@ pub mod rules;
 pub mod sink;
 pub mod source;
 pub mod synth;
+pub mod webhook;

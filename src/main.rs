@@ -39,6 +39,16 @@ enum Command {
     /// Work with detection rules: list, validate, self-test.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Run as a service: receive audit events live (audit webhook) and deliver alerts to sinks.
+    #[command(
+        long_about = "Run as a service: the API server's audit webhook backend posts EventList batches to\n\
+            the [webhook] listener; alerts go to the configured sinks as they fire, with the same\n\
+            detectors and the same results as `replay` on the same events. SIGTERM or SIGINT stops\n\
+            intake, drains what was accepted, flushes the sinks and exits 0. The config file is\n\
+            TOML; see src/config.rs or the README for every key.",
+        after_help = "Examples:\n  audithound run --config audithound.toml\n  audithound run --config audithound.toml --check-config"
+    )]
+    Run(RunArgs),
     /// Score the detectors on a labelled scenario suite: precision and recall per detector.
     #[command(
         long_about = "Score the detectors on a labelled scenario suite.\n\n\
@@ -50,6 +60,16 @@ enum Command {
         after_help = "Examples:\n  audithound eval samples/scenarios\n  audithound eval samples/scenarios --json report.json --rules detectors/ --rules my-overrides/"
     )]
     Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Service configuration (TOML).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Validate the configuration, the rules and the revocation list, then exit.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[derive(Args)]
@@ -237,7 +257,102 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay(*args, cli.quiet),
         Command::Rules(cmd) => rules(cmd),
         Command::Eval(args) => eval(args, cli.quiet),
+        Command::Run(args) => run_service(args, cli.quiet),
     }
+}
+
+fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    use audithound::{config, source::live, webhook};
+    let cfg = config::load(&args.config).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let rules = Arc::new(load_rules(cfg.detection.rules.clone())?);
+    let mut opts = ReplayOptions {
+        progress: false,
+        flush_every_batch: true,
+        default_cluster: cfg.detection.cluster.clone(),
+        ..ReplayOptions::default()
+    };
+    if let Some(n) = cfg.detection.threads {
+        opts.threads = n.max(1);
+    }
+    if let Some(n) = cfg.detection.max_keys {
+        opts.max_keys = n;
+    }
+    let mut _watch = None;
+    if let Some(path) = &cfg.detection.revocations {
+        let live = audithound::detect::reload::LiveRevocations::load(path)
+            .map_err(|e| anyhow::anyhow!("revocation list: {e}"))?;
+        _watch = Some(live.watch()?);
+        opts.revocations = live;
+    }
+    let mut sinks: Vec<Box<dyn audithound::sink::AlertSink>> = Vec::new();
+    for s in &cfg.sinks {
+        let target = match (s.kind, &s.path) {
+            (config::SinkKind::File, Some(p)) => p.to_string_lossy().into_owned(),
+            _ => "-".to_string(),
+        };
+        sinks.push(Box::new(JsonLines::open(&target, s.format.into())?));
+    }
+    if sinks.is_empty() {
+        sinks.push(Box::new(JsonLines::open("-", OutputFormat::Native)?));
+    }
+    let Some(hook) = cfg.webhook else {
+        anyhow::bail!("configuration: no source");
+    };
+    if args.check_config {
+        println!(
+            "configuration ok: {} rules, webhook on {}, {} sink(s)",
+            rules.rules.len(),
+            hook.listen,
+            sinks.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&hook.listen))
+        .with_context(|| format!("cannot listen on {}", hook.listen))?;
+    let addr = webhook::local_addr(&listener);
+    tracing::info!(?addr, "audit webhook listening");
+    let (queue, source) = live::channel(hook.queue, 1);
+    let hook_stats = Arc::new(webhook::WebhookStats::default());
+    let app = webhook::router(queue, 0, hook.max_body_bytes, hook_stats.clone());
+    // The server owns the queue's sending side: when it stops (SIGTERM/SIGINT), the queue
+    // closes, the engine drains what was accepted and returns.
+    let server = runtime.spawn(webhook::serve(listener, app, webhook::termination()));
+    let input = engine::Input {
+        names: vec![Arc::from("webhook")],
+        clusters: vec![cfg.detection.cluster.clone()],
+        total_bytes: 0,
+        disk_bytes: Arc::default(),
+    };
+    let mut sink = audithound::sink::Fanout(sinks);
+    let stats = engine::run(
+        &opts,
+        rules,
+        source,
+        input,
+        Default::default(),
+        std::time::Instant::now(),
+        &mut sink,
+        None,
+    )?;
+    runtime
+        .block_on(server)
+        .context("webhook server task")?
+        .context("webhook server")?;
+    let accepted = hook_stats
+        .accepted
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let busy = hook_stats.busy.load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(batches = accepted, refused_busy = busy, "webhook stopped");
+    if !quiet {
+        eprint!("{}", stats.render());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn eval(args: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {

@@ -1,4 +1,4 @@
-//! Sinks: where alerts go. Today: JSON lines to stdout or a file.
+//! Sinks: where alerts go. JSON lines to stdout or a file, several at once (`Fanout`).
 
 use crate::alert::{Alert, OutputFormat};
 use std::io::Write;
@@ -56,5 +56,17 @@ impl AlertSink for Collect {
     }
     fn flush(&mut self) -> anyhow::Result<()> {
         Ok(())
+    }
+}
+
+/// Every alert to every sink, in order.
+pub struct Fanout(pub Vec<Box<dyn AlertSink>>);
+
+impl AlertSink for Fanout {
+    fn send(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.send(alert))
+    }
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.flush())
     }
 }

@@ -51,6 +51,8 @@ pub struct ReplayOptions {
     pub top_actors: usize,
     /// Per stateful rule, keys kept before the least recently seen are evicted.
     pub max_keys: usize,
+    /// Flush the sink after every batch (live sources: alerts out as soon as they fire).
+    pub flush_every_batch: bool,
 }
 
 impl Default for ReplayOptions {
@@ -75,6 +77,7 @@ impl Default for ReplayOptions {
             progress: true,
             top_actors: 10,
             max_keys: DEFAULT_MAX_KEYS,
+            flush_every_batch: false,
         }
     }
 }
@@ -251,6 +254,9 @@ pub fn run(
             while let Some(done) = pending.remove(&next_seq) {
                 next_seq += 1;
                 let spent = emit(done, &mut stats, &mut detectors, sink, &mut dead_letter)?;
+                if opts.flush_every_batch {
+                    sink.flush()?;
+                }
                 let _ = spent_tx.try_send(spent);
                 // The reader may be gone already at the end of input.
                 let _ = permit_tx.send(());

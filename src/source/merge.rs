@@ -251,6 +251,12 @@ pub fn sniff_time(record: &[u8]) -> Option<i64> {
     })
 }
 
+impl super::BatchSource for Merger {
+    fn next_batch(&mut self, recycled: Option<Batch>) -> Option<Batch> {
+        Merger::next_batch(self, recycled)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,11 +275,5 @@ mod tests {
         assert_eq!(sniff_time(br#"{"timestamp":"2025-01-01T00:00:01Z"}"#), t);
         assert_eq!(sniff_time(br#"{"stageTimestamp":"nope"}"#), None);
         assert_eq!(sniff_time(b"garbage"), None);
-    }
-}
-
-impl super::BatchSource for Merger {
-    fn next_batch(&mut self, recycled: Option<Batch>) -> Option<Batch> {
-        Merger::next_batch(self, recycled)
     }
 }

@@ -1,0 +1,189 @@
+//! `audithound run --config audithound.toml`: the service's configuration, validated as a whole
+//! before anything starts (unknown keys are errors, with line and column).
+//!
+//! ```toml
+//! [detection]
+//! rules = ["detectors", "site-overrides"]
+//! revocations = "offboarded.yaml"     # re-read on change and on SIGHUP
+//! cluster = "prod-eu"                 # for events whose envelope names none
+//!
+//! [webhook]
+//! listen = "0.0.0.0:8443"
+//! max_body_bytes = 16777216
+//! queue = 64                          # bodies waiting for the engine; beyond it: 429
+//!
+//! [[sink]]
+//! type = "file"                       # or "stdout"
+//! path = "/var/lib/audithound/alerts.jsonl"
+//! format = "ocsf"                     # or "native"
+//! ```
+
+use crate::alert::OutputFormat;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub detection: Detection,
+    pub webhook: Option<Webhook>,
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<Sink>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Detection {
+    #[serde(default = "default_rules")]
+    pub rules: Vec<PathBuf>,
+    pub revocations: Option<PathBuf>,
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    pub threads: Option<usize>,
+    pub max_keys: Option<usize>,
+}
+
+impl Default for Detection {
+    fn default() -> Self {
+        Detection {
+            rules: default_rules(),
+            revocations: None,
+            cluster: default_cluster(),
+            threads: None,
+            max_keys: None,
+        }
+    }
+}
+
+fn default_rules() -> Vec<PathBuf> {
+    vec![PathBuf::from("detectors")]
+}
+
+fn default_cluster() -> String {
+    "default".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// `host:port` to listen on.
+    pub listen: String,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+fn default_max_body() -> usize {
+    16 << 20
+}
+
+fn default_queue() -> usize {
+    64
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sink {
+    #[serde(rename = "type")]
+    pub kind: SinkKind,
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub format: Format,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    Stdout,
+    File,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Native,
+    Ocsf,
+}
+
+impl From<Format> for OutputFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Native => OutputFormat::Native,
+            Format::Ocsf => OutputFormat::Ocsf,
+        }
+    }
+}
+
+/// Reads and validates `path`; every problem names the file (and line and column when TOML
+/// parsing found it).
+pub fn load(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    config
+        .validate()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(config)
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), String> {
+        let Some(w) = &self.webhook else {
+            return Err("no source configured: add a [webhook] section".into());
+        };
+        if w.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "webhook.listen {:?}: expected host:port, e.g. \"0.0.0.0:8443\"",
+                w.listen
+            ));
+        }
+        if w.queue == 0 || w.max_body_bytes == 0 {
+            return Err("webhook.queue and webhook.max_body_bytes must be above 0".into());
+        }
+        for (i, s) in self.sinks.iter().enumerate() {
+            if s.kind == SinkKind::File && s.path.is_none() {
+                return Err(format!("sink[{i}]: a file sink needs `path`"));
+            }
+            if s.kind == SinkKind::Stdout && s.path.is_some() {
+                return Err(format!("sink[{i}]: a stdout sink takes no `path`"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn validates_with_precise_errors() {
+        let ok = parse(
+            "[webhook]\nlisten = \"127.0.0.1:8443\"\n[[sink]]\ntype = \"file\"\npath = \"a.jsonl\"\nformat = \"ocsf\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.detection.cluster, "default");
+        assert_eq!(ok.webhook.unwrap().queue, 64);
+        let typo = parse("[webhook]\nlisten = \"127.0.0.1:1\"\nqueu = 3\n").unwrap_err();
+        assert!(typo.contains("line 3") && typo.contains("queu"), "{typo}");
+        assert!(parse("[detection]\ncluster = \"x\"\n")
+            .unwrap_err()
+            .contains("no source"));
+        assert!(parse("[webhook]\nlisten = \"8443\"\n")
+            .unwrap_err()
+            .contains("host:port"));
+        assert!(
+            parse("[webhook]\nlisten = \"127.0.0.1:1\"\n[[sink]]\ntype = \"file\"\n")
+                .unwrap_err()
+                .contains("needs `path`")
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! The audit webhook receiver: the API server's webhook backend (`--audit-webhook-config-file`)
+//! POSTs `EventList` batches here. A batch is answered 200 only once it is in the pipeline's
+//! queue; a full queue answers 429 with `Retry-After` (the API server retries), an oversized body
+//! 413. Bodies are never parsed here: the decoder does that, so a hostile body is one counted
+//! rejection, never a crash.
+
+use crate::source::live::{Chunk, LiveQueue, Refused};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Counters the receiver keeps (reported at the end of a run and on /metrics later).
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    pub accepted: AtomicU64,
+    pub busy: AtomicU64,
+    pub too_large: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Shared {
+    queue: LiveQueue,
+    input: u32,
+    stats: Arc<WebhookStats>,
+}
+
+/// The routes: POST anywhere but the probes takes a batch; /healthz and /readyz answer 200.
+pub fn router(queue: LiveQueue, input: u32, max_body: usize, stats: Arc<WebhookStats>) -> Router {
+    let shared = Shared {
+        queue,
+        input,
+        stats,
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .fallback(post(receive))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(shared)
+}
+
+async fn receive(
+    State(s): State<Shared>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            s.stats.too_large.fetch_add(1, Ordering::Relaxed);
+            return (e.status(), e.body_text()).into_response();
+        }
+    };
+    let chunk = Chunk {
+        input: s.input,
+        body: body.to_vec(),
+    };
+    match s.queue.offer(chunk) {
+        Ok(()) => {
+            s.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            StatusCode::OK.into_response()
+        }
+        Err(Refused::Busy) => {
+            s.stats.busy.fetch_add(1, Ordering::Relaxed);
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, "1")],
+                "pipeline busy, retry later\n",
+            )
+                .into_response()
+        }
+        Err(Refused::Closed) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            "shutting down\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops taking requests and returns (in-flight requests
+/// finish first). Binding errors are returned before anything is served.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// The address actually bound (useful with port 0).
+pub fn local_addr(l: &tokio::net::TcpListener) -> Option<SocketAddr> {
+    l.local_addr().ok()
+}
