@@ -88,9 +88,23 @@ fn default_queue() -> usize {
 pub struct Sink {
     #[serde(rename = "type")]
     pub kind: SinkKind,
+    /// file: where.
     pub path: Option<PathBuf>,
     #[serde(default)]
     pub format: Format,
+    /// http: where, and in which shape (json, splunk_hec, elasticsearch).
+    pub url: Option<String>,
+    pub protocol: Option<crate::sink::http::Protocol>,
+    /// http: extra headers, e.g. `{ Authorization = "Splunk 0000-…" }`.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// http: alerts per request (default 500), gzip (default true), Elasticsearch index
+    /// (default "audithound-alerts"), and how long to keep retrying before failing loudly
+    /// (default 300 s).
+    pub batch: Option<usize>,
+    pub gzip: Option<bool>,
+    pub index: Option<String>,
+    pub max_retry_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +112,37 @@ pub struct Sink {
 pub enum SinkKind {
     Stdout,
     File,
+    Http,
+}
+
+impl Sink {
+    /// Opens the sink this entry describes.
+    pub fn open(&self) -> anyhow::Result<Box<dyn crate::sink::AlertSink>> {
+        use crate::sink::{http, JsonLines};
+        Ok(match self.kind {
+            SinkKind::Stdout => Box::new(JsonLines::open("-", self.format.into())?),
+            SinkKind::File => {
+                let path = self.path.as_deref().unwrap_or(Path::new("alerts.jsonl"));
+                Box::new(JsonLines::open(
+                    &path.to_string_lossy(),
+                    self.format.into(),
+                )?)
+            }
+            SinkKind::Http => Box::new(http::HttpSink::new(http::HttpOptions {
+                url: self.url.clone().unwrap_or_default(),
+                protocol: self.protocol.unwrap_or(http::Protocol::Json),
+                format: self.format.into(),
+                headers: self.headers.clone().into_iter().collect(),
+                batch: self.batch.unwrap_or(500),
+                gzip: self.gzip.unwrap_or(true),
+                index: self
+                    .index
+                    .clone()
+                    .unwrap_or_else(|| "audithound-alerts".into()),
+                max_retry: std::time::Duration::from_secs(self.max_retry_seconds.unwrap_or(300)),
+            })),
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, Default)]
@@ -143,11 +188,34 @@ impl Config {
             return Err("webhook.queue and webhook.max_body_bytes must be above 0".into());
         }
         for (i, s) in self.sinks.iter().enumerate() {
-            if s.kind == SinkKind::File && s.path.is_none() {
-                return Err(format!("sink[{i}]: a file sink needs `path`"));
-            }
-            if s.kind == SinkKind::Stdout && s.path.is_some() {
-                return Err(format!("sink[{i}]: a stdout sink takes no `path`"));
+            let http_only = s.url.is_some()
+                || s.protocol.is_some()
+                || !s.headers.is_empty()
+                || s.batch.is_some()
+                || s.gzip.is_some()
+                || s.index.is_some()
+                || s.max_retry_seconds.is_some();
+            match s.kind {
+                SinkKind::File if s.path.is_none() => {
+                    return Err(format!("sink[{i}]: a file sink needs `path`"))
+                }
+                SinkKind::Stdout if s.path.is_some() => {
+                    return Err(format!("sink[{i}]: a stdout sink takes no `path`"))
+                }
+                SinkKind::Http => {
+                    let url = s.url.as_deref().unwrap_or("");
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(format!(
+                            "sink[{i}]: an http sink needs `url = \"https://…\"`"
+                        ));
+                    }
+                }
+                _ if http_only => {
+                    return Err(format!(
+                        "sink[{i}]: url, protocol, headers, batch, gzip, index and max_retry_seconds belong to http sinks"
+                    ))
+                }
+                _ => {}
             }
         }
         Ok(())

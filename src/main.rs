@@ -286,11 +286,7 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     let mut sinks: Vec<Box<dyn audithound::sink::AlertSink>> = Vec::new();
     for s in &cfg.sinks {
-        let target = match (s.kind, &s.path) {
-            (config::SinkKind::File, Some(p)) => p.to_string_lossy().into_owned(),
-            _ => "-".to_string(),
-        };
-        sinks.push(Box::new(JsonLines::open(&target, s.format.into())?));
+        sinks.push(s.open()?);
     }
     if sinks.is_empty() {
         sinks.push(Box::new(JsonLines::open("-", OutputFormat::Native)?));

@@ -51,26 +51,34 @@ fn alert_ids(jsonl: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn webhook_batches_raise_the_same_alerts_as_replay() {
-    let dir = tempfile::tempdir().unwrap();
+/// The alert ids a replay of the attack samples raises.
+fn replayed_ids() -> std::collections::BTreeSet<String> {
+    let replay = audithound(&[
+        "replay",
+        "samples/attacks",
+        "-q",
+        "--revocations",
+        "samples/revocations.yaml",
+    ]);
+    let ids = alert_ids(&String::from_utf8_lossy(&replay.stdout));
+    assert!(ids.len() > 10);
+    ids
+}
+
+/// Starts `audithound run` with `sinks` (TOML), posts the attack samples through its webhook as
+/// the API server would (EventLists in time order), then stops it with SIGTERM; returns stderr.
+fn run_service_with_attacks(dir: &std::path::Path, sinks: &str) -> String {
     let port = free_port();
-    let alerts = dir.path().join("alerts.jsonl");
-    let config = dir.path().join("audithound.toml");
+    let config = dir.join("audithound.toml");
     std::fs::write(
         &config,
         format!(
-            "[detection]\nrevocations = \"samples/revocations.yaml\"\n[webhook]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 1000000\n[[sink]]\ntype = \"file\"\npath = {:?}\n",
-            alerts.to_str().unwrap()
+            "[detection]\nrevocations = \"samples/revocations.yaml\"\n[webhook]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 1000000\n{sinks}"
         ),
     )
     .unwrap();
-    let check = audithound(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--check-config",
-    ]);
+    let config = config.to_str().unwrap();
+    let check = audithound(&["run", "--config", config, "--check-config"]);
     assert!(
         check.status.success(),
         "{}",
@@ -79,7 +87,7 @@ fn webhook_batches_raise_the_same_alerts_as_replay() {
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_audithound"))
         .current_dir(root())
-        .args(["run", "-q", "--config", config.to_str().unwrap()])
+        .args(["run", "-q", "--config", config])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -92,8 +100,6 @@ fn webhook_batches_raise_the_same_alerts_as_replay() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-
-    // The attack snippets' events in time order, posted as the API server does: EventLists.
     let mut events: Vec<serde_json::Value> = Vec::new();
     for f in std::fs::read_dir(root().join("samples/attacks")).unwrap() {
         let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
@@ -129,18 +135,106 @@ fn webhook_batches_raise_the_same_alerts_as_replay() {
         .read_to_string(&mut stderr)
         .unwrap();
     assert!(status.success(), "{stderr}");
+    stderr
+}
 
+#[test]
+fn webhook_batches_raise_the_same_alerts_as_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    run_service_with_attacks(
+        dir.path(),
+        &format!(
+            "[[sink]]\ntype = \"file\"\npath = {:?}\n",
+            alerts.to_str().unwrap()
+        ),
+    );
     let live = alert_ids(&std::fs::read_to_string(&alerts).unwrap());
-    let replay = audithound(&[
-        "replay",
-        "samples/attacks",
-        "-q",
-        "--revocations",
-        "samples/revocations.yaml",
-    ]);
-    let replayed = alert_ids(&String::from_utf8_lossy(&replay.stdout));
-    assert!(replayed.len() > 10);
-    assert_eq!(live, replayed);
+    assert_eq!(live, replayed_ids());
+}
+
+type Received = std::sync::Arc<std::sync::Mutex<(usize, Vec<String>)>>;
+
+/// A SIEM endpoint on loopback that answers 503 to its first `failures` requests, then 200,
+/// and keeps the (gunzipped) bodies it accepted.
+fn siem(failures: usize) -> (u16, Received) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Received = Default::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+            let (mut len, mut gzip) = (0usize, false);
+            loop {
+                let mut line = String::new();
+                if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                gzip |= lower.starts_with("content-encoding: gzip");
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let mut state = log.lock().unwrap();
+            state.0 += 1;
+            let accept = state.0 > failures;
+            if accept {
+                let mut text = String::new();
+                if gzip {
+                    flate2::read::GzDecoder::new(&body[..])
+                        .read_to_string(&mut text)
+                        .unwrap();
+                } else {
+                    text = String::from_utf8(body).unwrap();
+                }
+                state.1.push(text);
+            }
+            let status = if accept {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn the_siem_sink_retries_until_accepted_and_loses_nothing() {
+    let (port, seen) = siem(3);
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = run_service_with_attacks(
+        dir.path(),
+        &format!(
+            "[[sink]]\ntype = \"http\"\nurl = \"http://127.0.0.1:{port}/alerts\"\nprotocol = \"json\"\nbatch = 3\n"
+        ),
+    );
+    let state = seen.lock().unwrap();
+    assert!(state.0 > 3, "requests: {}", state.0);
+    let mut delivered = std::collections::BTreeSet::new();
+    for body in &state.1 {
+        let alerts: Vec<serde_json::Value> = serde_json::from_str(body).unwrap();
+        for a in alerts {
+            delivered.insert(format!(
+                "{} {}",
+                a["rule"]["id"].as_str().unwrap(),
+                a["id"].as_str().unwrap()
+            ));
+        }
+    }
+    assert_eq!(delivered, replayed_ids(), "{stderr}");
 }
 
 #[test]

@@ -1,4 +1,7 @@
-//! Sinks: where alerts go. JSON lines to stdout or a file, several at once (`Fanout`).
+//! Sinks: where alerts go. JSON lines to stdout or a file, HTTP for SIEMs (`http`), several at
+//! once (`Fanout`).
+
+pub mod http;
 
 use crate::alert::{Alert, OutputFormat};
 use std::io::Write;
