@@ -315,7 +315,15 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     tracing::info!(?addr, "audit webhook listening");
     let (queue, source) = live::channel(hook.queue, 1);
     let hook_stats = Arc::new(webhook::WebhookStats::default());
-    let app = webhook::router(queue, 0, hook.max_body_bytes, hook_stats.clone());
+    let live_metrics = Arc::new(audithound::metrics::Live::default());
+    opts.live_metrics = Some(live_metrics.clone());
+    let app = webhook::router(
+        queue,
+        0,
+        hook.max_body_bytes,
+        hook_stats.clone(),
+        live_metrics,
+    );
     // The server owns the queue's sending side: when it stops (SIGTERM/SIGINT), the queue
     // closes, the engine drains what was accepted and returns.
     let server = runtime.spawn(webhook::serve(listener, app, webhook::termination()));

@@ -248,3 +248,121 @@ pub fn human_bytes(n: u64) -> String {
         format!("{v:.1} {}", units[u])
     }
 }
+
+/// What a running service exposes on `/metrics` (Prometheus text format): the run's counters,
+/// refreshed after every batch, and how late alerts are relative to their event time.
+#[derive(Default)]
+pub struct Live {
+    snapshot: std::sync::Mutex<RunStats>,
+    /// Milliseconds from an alert's event time to its delivery to the sinks.
+    latency: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+impl Live {
+    pub fn update(&self, stats: &RunStats) {
+        if let Ok(mut s) = self.snapshot.lock() {
+            s.events = stats.events;
+            s.analysed = stats.analysed;
+            s.records = stats.records;
+            s.skipped_stage = stats.skipped_stage;
+            s.rejected.clone_from(&stats.rejected);
+            s.alerts = stats.alerts;
+            s.suppressed_alerts = stats.suppressed_alerts;
+            s.duplicate_alerts = stats.duplicate_alerts;
+            s.alerts_by_rule.clone_from(&stats.alerts_by_rule);
+            s.state_keys = stats.state_keys;
+            s.state_evictions = stats.state_evictions;
+        }
+    }
+
+    /// An alert delivered now for an event at `event_micros`.
+    pub fn alert_delivered(&self, event_micros: i64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let ms = ((now - event_micros).max(0) / 1000) as u64;
+        if let Ok(mut slot) = self.latency.lock() {
+            if slot.is_none() {
+                // 1 ms to a week, 3 significant digits.
+                *slot = hdrhistogram::Histogram::new_with_bounds(1, 7 * 24 * 3_600_000, 3).ok();
+            }
+            if let Some(h) = slot.as_mut() {
+                h.saturating_record(ms.max(1));
+            }
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let Ok(s) = self.snapshot.lock() else {
+            return out;
+        };
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            );
+        };
+        counter(
+            &mut out,
+            "audithound_records_total",
+            "Records received.",
+            s.records,
+        );
+        counter(
+            &mut out,
+            "audithound_events_total",
+            "Audit events decoded.",
+            s.events,
+        );
+        counter(
+            &mut out,
+            "audithound_events_analysed_total",
+            "Events run through the detectors.",
+            s.analysed,
+        );
+        counter(
+            &mut out,
+            "audithound_events_skipped_stage_total",
+            "Events of stages not analysed.",
+            s.skipped_stage,
+        );
+        counter(
+            &mut out,
+            "audithound_alerts_total",
+            "Alerts delivered to the sinks.",
+            s.alerts,
+        );
+        counter(
+            &mut out,
+            "audithound_alerts_suppressed_total",
+            "Alerts held back by suppress.",
+            s.suppressed_alerts,
+        );
+        let _ = write!(out, "# HELP audithound_rejected_total Records rejected, by reason.\n# TYPE audithound_rejected_total counter\n");
+        for (reason, n) in &s.rejected {
+            let _ = writeln!(out, "audithound_rejected_total{{reason=\"{reason}\"}} {n}");
+        }
+        let _ = write!(out, "# HELP audithound_rule_alerts_total Alerts by rule.\n# TYPE audithound_rule_alerts_total counter\n");
+        for (rule, n) in &s.alerts_by_rule {
+            let _ = writeln!(out, "audithound_rule_alerts_total{{rule=\"{rule}\"}} {n}");
+        }
+        let _ = write!(out, "# HELP audithound_state_keys Keys held by stateful rules.\n# TYPE audithound_state_keys gauge\naudithound_state_keys {}\n", s.state_keys);
+        if let Ok(h) = self.latency.lock() {
+            if let Some(h) = h.as_ref() {
+                let _ = write!(out, "# HELP audithound_alert_latency_ms Event time to alert delivery, milliseconds.\n# TYPE audithound_alert_latency_ms summary\n");
+                for q in [0.5, 0.9, 0.99] {
+                    let _ = writeln!(
+                        out,
+                        "audithound_alert_latency_ms{{quantile=\"{q}\"}} {}",
+                        h.value_at_quantile(q)
+                    );
+                }
+                let _ = writeln!(out, "audithound_alert_latency_ms_count {}", h.len());
+            }
+        }
+        out
+    }
+}

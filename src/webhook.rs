@@ -30,16 +30,41 @@ struct Shared {
     stats: Arc<WebhookStats>,
 }
 
-/// The routes: POST anywhere but the probes takes a batch; /healthz and /readyz answer 200.
-pub fn router(queue: LiveQueue, input: u32, max_body: usize, stats: Arc<WebhookStats>) -> Router {
+/// The routes: POST anywhere but the probes takes a batch; /healthz and /readyz answer 200;
+/// /metrics is the Prometheus exposition.
+pub fn router(
+    queue: LiveQueue,
+    input: u32,
+    max_body: usize,
+    stats: Arc<WebhookStats>,
+    metrics: Arc<crate::metrics::Live>,
+) -> Router {
     let shared = Shared {
         queue,
         input,
-        stats,
+        stats: stats.clone(),
+    };
+    let exposition = move || {
+        let (metrics, stats) = (metrics.clone(), stats.clone());
+        async move {
+            let mut text = metrics.render();
+            for (name, v) in [
+                ("accepted", &stats.accepted),
+                ("busy", &stats.busy),
+                ("too_large", &stats.too_large),
+            ] {
+                text.push_str(&format!(
+                    "audithound_webhook_requests_total{{outcome=\"{name}\"}} {}\n",
+                    v.load(Ordering::Relaxed)
+                ));
+            }
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+        }
     };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
+        .route("/metrics", get(exposition))
         .fallback(post(receive))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(shared)

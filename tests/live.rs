@@ -15,8 +15,13 @@ fn free_port() -> u16 {
 
 /// A bare HTTP/1.1 request; returns the status code (0 when nothing answered).
 fn http(port: u16, method: &str, path: &str, body: &[u8]) -> u16 {
+    request(port, method, path, body).0
+}
+
+/// Status code and body.
+fn request(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
+        return (0, String::new());
     };
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -26,15 +31,17 @@ fn http(port: u16, method: &str, path: &str, body: &[u8]) -> u16 {
         .and_then(|_| s.write_all(body))
         .is_err()
     {
-        return 0;
+        return (0, String::new());
     }
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
-    answer
+    let status = answer
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map_or("", |b| b.1).to_owned();
+    (status, body)
 }
 
 fn alert_ids(jsonl: &str) -> std::collections::BTreeSet<String> {
@@ -122,6 +129,26 @@ fn run_service_with_attacks(dir: &std::path::Path, sinks: &str) -> String {
     // Hostile bodies: counted, never fatal; an oversized one is refused outright.
     assert_eq!(http(port, "POST", "/audit", b"{\"items\": [tru"), 200);
     assert_eq!(http(port, "POST", "/audit", &vec![b' '; 2_000_000]), 413);
+
+    // Prometheus exposition, once the engine has caught up with everything accepted.
+    let posted = events.len().div_ceil(7) + 1;
+    let want = [
+        format!("audithound_records_total {posted}\n"),
+        "audithound_rule_alerts_total{rule=\"k8s.rbac.admin_binding\"} 1".to_string(),
+        "audithound_rejected_total{reason=\"truncated_json\"} 1".to_string(),
+        "audithound_alert_latency_ms_count".to_string(),
+        "audithound_webhook_requests_total{outcome=\"too_large\"} 1".to_string(),
+    ];
+    let start = Instant::now();
+    loop {
+        let (status, metrics) = request(port, "GET", "/metrics", b"");
+        assert_eq!(status, 200);
+        if want.iter().all(|w| metrics.contains(w.as_str())) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // SIGTERM: stop intake, drain, flush, exit 0.
     // SAFETY: signalling our own child process.

@@ -53,6 +53,8 @@ pub struct ReplayOptions {
     pub max_keys: usize,
     /// Flush the sink after every batch (live sources: alerts out as soon as they fire).
     pub flush_every_batch: bool,
+    /// Counters a service exposes on /metrics, refreshed after every batch.
+    pub live_metrics: Option<Arc<crate::metrics::Live>>,
 }
 
 impl Default for ReplayOptions {
@@ -78,6 +80,7 @@ impl Default for ReplayOptions {
             top_actors: 10,
             max_keys: DEFAULT_MAX_KEYS,
             flush_every_batch: false,
+            live_metrics: None,
         }
     }
 }
@@ -199,6 +202,7 @@ pub fn run(
             order: VecDeque::new(),
         },
         rules: rules.clone(),
+        live_metrics: opts.live_metrics.clone(),
     };
     let ctx = Arc::new(WorkerContext {
         rules,
@@ -257,6 +261,9 @@ pub fn run(
                 if opts.flush_every_batch {
                     sink.flush()?;
                 }
+                if let Some(m) = &opts.live_metrics {
+                    m.update(&stats);
+                }
                 let _ = spent_tx.try_send(spent);
                 // The reader may be gone already at the end of input.
                 let _ = permit_tx.send(());
@@ -293,6 +300,7 @@ fn cluster_of(opts: &ReplayOptions, path: &str) -> String {
 /// What the collector owns: stateful detector state and the alert filters, fed in input order.
 struct Detectors {
     rules: Arc<RuleSet>,
+    live_metrics: Option<Arc<crate::metrics::Live>>,
     stateful: Stateful,
     suppressor: Suppressor,
     dedupe: Dedupe,
@@ -330,6 +338,9 @@ fn emit(
             }
             stats.count_alert(&alert);
             sink.send(&alert)?;
+            if let Some(m) = &det.live_metrics {
+                m.alert_delivered(alert.time_micros);
+            }
         }
     }
     stats.state_evictions = det.stateful.stats.evictions;
