@@ -11,6 +11,7 @@
 //! listen = "0.0.0.0:8443"
 //! max_body_bytes = 16777216
 //! queue = 64                          # bodies waiting for the engine; beyond it: 429
+//! bearer_token = "…"                  # optional: required as `Authorization: Bearer …`
 //!
 //! [[sink]]
 //! type = "file"                       # or "stdout"
@@ -73,6 +74,9 @@ pub struct Webhook {
     pub max_body_bytes: usize,
     #[serde(default = "default_queue")]
     pub queue: usize,
+    /// When set, POSTs must carry `Authorization: Bearer <token>` (the webhook kubeconfig's
+    /// user token); others get 401.
+    pub bearer_token: Option<String>,
 }
 
 fn default_max_body() -> usize {

@@ -321,6 +321,7 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         queue,
         0,
         hook.max_body_bytes,
+        hook.bearer_token.as_deref(),
         hook_stats.clone(),
         live_metrics,
     );

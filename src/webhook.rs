@@ -21,6 +21,7 @@ pub struct WebhookStats {
     pub accepted: AtomicU64,
     pub busy: AtomicU64,
     pub too_large: AtomicU64,
+    pub unauthorized: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -28,6 +29,8 @@ struct Shared {
     queue: LiveQueue,
     input: u32,
     stats: Arc<WebhookStats>,
+    /// The expected `Authorization` header value, when a token is configured.
+    authorization: Option<Arc<str>>,
 }
 
 /// The routes: POST anywhere but the probes takes a batch; /healthz and /readyz answer 200;
@@ -36,6 +39,7 @@ pub fn router(
     queue: LiveQueue,
     input: u32,
     max_body: usize,
+    bearer_token: Option<&str>,
     stats: Arc<WebhookStats>,
     metrics: Arc<crate::metrics::Live>,
 ) -> Router {
@@ -43,6 +47,7 @@ pub fn router(
         queue,
         input,
         stats: stats.clone(),
+        authorization: bearer_token.map(|t| Arc::from(format!("Bearer {t}"))),
     };
     let exposition = move || {
         let (metrics, stats) = (metrics.clone(), stats.clone());
@@ -52,6 +57,7 @@ pub fn router(
                 ("accepted", &stats.accepted),
                 ("busy", &stats.busy),
                 ("too_large", &stats.too_large),
+                ("unauthorized", &stats.unauthorized),
             ] {
                 text.push_str(&format!(
                     "audithound_webhook_requests_total{{outcome=\"{name}\"}} {}\n",
@@ -72,8 +78,16 @@ pub fn router(
 
 async fn receive(
     State(s): State<Shared>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    if let Some(want) = &s.authorization {
+        let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        if !constant_time_eq(given.unwrap_or_default(), want.as_bytes()) {
+            s.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+            return (StatusCode::UNAUTHORIZED, "bearer token required\n").into_response();
+        }
+    }
     let body = match body {
         Ok(b) => b,
         Err(e) => {
@@ -106,6 +120,11 @@ async fn receive(
         )
             .into_response(),
     }
+}
+
+/// Compares without stopping at the first difference, so timing does not leak the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves until `shutdown` resolves, then stops taking requests and returns (in-flight requests

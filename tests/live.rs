@@ -20,11 +20,16 @@ fn http(port: u16, method: &str, path: &str, body: &[u8]) -> u16 {
 
 /// Status code and body.
 fn request(port: u16, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    request_with(port, method, path, "", body)
+}
+
+/// The same with extra header lines (each ending in \r\n).
+fn request_with(port: u16, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n",
         body.len()
     );
     if s.write_all(head.as_bytes())
@@ -278,4 +283,58 @@ fn a_bad_config_is_refused_with_its_place() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3") && err.contains("queu"), "{err}");
+}
+
+#[test]
+fn a_configured_bearer_token_is_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("audithound.toml");
+    std::fs::write(
+        &config,
+        format!("[webhook]\nlisten = \"127.0.0.1:{port}\"\nbearer_token = \"s3cret\"\n[[sink]]\ntype = \"stdout\"\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audithound"))
+        .current_dir(root())
+        .args(["run", "-q", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while http(port, "GET", "/readyz", b"") != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "receiver never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let list = br#"{"kind":"EventList","items":[]}"#;
+    assert_eq!(http(port, "POST", "/audit", list), 401);
+    assert_eq!(
+        request_with(
+            port,
+            "POST",
+            "/audit",
+            "Authorization: Bearer wrong\r\n",
+            list
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        request_with(
+            port,
+            "POST",
+            "/audit",
+            "Authorization: Bearer s3cret\r\n",
+            list
+        )
+        .0,
+        200
+    );
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
 }
