@@ -13,8 +13,11 @@
 //! queue = 64                          # bodies waiting for the engine; beyond it: 429
 //! bearer_token = "…"                  # optional: required as `Authorization: Bearer …`
 //!
+//! [files]                             # and/or follow log files (tail -F, rotation-aware)
+//! follow = ["/var/log/kube-apiserver/audit.log"]
+//!
 //! [[sink]]
-//! type = "file"                       # or "stdout"
+//! type = "file"                       # or "stdout", "http"
 //! path = "/var/lib/audithound/alerts.jsonl"
 //! format = "ocsf"                     # or "native"
 //! ```
@@ -29,6 +32,7 @@ pub struct Config {
     #[serde(default)]
     pub detection: Detection,
     pub webhook: Option<Webhook>,
+    pub files: Option<Files>,
     #[serde(default, rename = "sink")]
     pub sinks: Vec<Sink>,
 }
@@ -77,6 +81,16 @@ pub struct Webhook {
     /// When set, POSTs must carry `Authorization: Bearer <token>` (the webhook kubeconfig's
     /// user token); others get 401.
     pub bearer_token: Option<String>,
+}
+
+/// Audit log files followed as they grow (`tail -F`, rotation-aware).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Files {
+    pub follow: Vec<PathBuf>,
+    /// Read what the files already hold first (default: only what is appended from now on).
+    #[serde(default)]
+    pub from_start: bool,
 }
 
 fn default_max_body() -> usize {
@@ -179,17 +193,22 @@ pub fn load(path: &Path) -> Result<Config, String> {
 
 impl Config {
     fn validate(&self) -> Result<(), String> {
-        let Some(w) = &self.webhook else {
-            return Err("no source configured: add a [webhook] section".into());
-        };
-        if w.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!(
-                "webhook.listen {:?}: expected host:port, e.g. \"0.0.0.0:8443\"",
-                w.listen
-            ));
+        if self.webhook.is_none() && self.files.is_none() {
+            return Err("no source configured: add a [webhook] or [files] section".into());
         }
-        if w.queue == 0 || w.max_body_bytes == 0 {
-            return Err("webhook.queue and webhook.max_body_bytes must be above 0".into());
+        if let Some(w) = &self.webhook {
+            if w.listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(format!(
+                    "webhook.listen {:?}: expected host:port, e.g. \"0.0.0.0:8443\"",
+                    w.listen
+                ));
+            }
+            if w.queue == 0 || w.max_body_bytes == 0 {
+                return Err("webhook.queue and webhook.max_body_bytes must be above 0".into());
+            }
+        }
+        if self.files.as_ref().is_some_and(|f| f.follow.is_empty()) {
+            return Err("files.follow: name at least one file".into());
         }
         for (i, s) in self.sinks.iter().enumerate() {
             let http_only = s.url.is_some()

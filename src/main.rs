@@ -291,46 +291,90 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if sinks.is_empty() {
         sinks.push(Box::new(JsonLines::open("-", OutputFormat::Native)?));
     }
-    let Some(hook) = cfg.webhook else {
-        anyhow::bail!("configuration: no source");
-    };
+    let follow = cfg
+        .files
+        .as_ref()
+        .map(|f| f.follow.clone())
+        .unwrap_or_default();
     if args.check_config {
+        let hook = cfg
+            .webhook
+            .as_ref()
+            .map_or("no webhook".into(), |h| format!("webhook on {}", h.listen));
         println!(
-            "configuration ok: {} rules, webhook on {}, {} sink(s)",
+            "configuration ok: {} rules, {hook}, {} followed file(s), {} sink(s)",
             rules.rules.len(),
-            hook.listen,
+            follow.len(),
             sinks.len()
         );
         return Ok(ExitCode::SUCCESS);
     }
 
+    // Inputs: 0 is the webhook, then the followed files.
+    let mut names: Vec<Arc<str>> = vec![Arc::from("webhook")];
+    names.extend(
+        follow
+            .iter()
+            .map(|p| Arc::from(p.to_string_lossy().as_ref())),
+    );
+    let clusters = vec![cfg.detection.cluster.clone(); names.len()];
+    let queue_len = cfg.webhook.as_ref().map_or(64, |h| h.queue);
+    let (queue, source) = live::channel(queue_len, names.len());
+    let live_metrics = Arc::new(audithound::metrics::Live::default());
+    opts.live_metrics = Some(live_metrics.clone());
+    let hook_stats = Arc::new(webhook::WebhookStats::default());
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(&hook.listen))
-        .with_context(|| format!("cannot listen on {}", hook.listen))?;
-    let addr = webhook::local_addr(&listener);
-    tracing::info!(?addr, "audit webhook listening");
-    let (queue, source) = live::channel(hook.queue, 1);
-    let hook_stats = Arc::new(webhook::WebhookStats::default());
-    let live_metrics = Arc::new(audithound::metrics::Live::default());
-    opts.live_metrics = Some(live_metrics.clone());
-    let app = webhook::router(
-        queue,
-        0,
-        hook.max_body_bytes,
-        hook.bearer_token.as_deref(),
-        hook_stats.clone(),
-        live_metrics,
-    );
-    // The server owns the queue's sending side: when it stops (SIGTERM/SIGINT), the queue
-    // closes, the engine drains what was accepted and returns.
-    let server = runtime.spawn(webhook::serve(listener, app, webhook::termination()));
+    // SIGTERM/SIGINT: the webhook stops taking requests and the followers stop reading; once
+    // every sender of the queue is gone, the engine drains what was accepted and returns.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on_signal = {
+        let stop = stop.clone();
+        async move {
+            webhook::termination().await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
+    let server = match &cfg.webhook {
+        Some(hook) => {
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind(&hook.listen))
+                .with_context(|| format!("cannot listen on {}", hook.listen))?;
+            tracing::info!(addr = ?webhook::local_addr(&listener), "audit webhook listening");
+            let app = webhook::router(
+                queue.clone(),
+                0,
+                hook.max_body_bytes,
+                hook.bearer_token.as_deref(),
+                hook_stats.clone(),
+                live_metrics,
+            );
+            Some(runtime.spawn(webhook::serve(listener, app, on_signal)))
+        }
+        None => {
+            runtime.spawn(on_signal);
+            None
+        }
+    };
+    let follower = if follow.is_empty() {
+        None
+    } else {
+        let from_start = cfg.files.as_ref().is_some_and(|f| f.from_start);
+        Some(audithound::source::follow::spawn(
+            follow,
+            1,
+            from_start,
+            queue.clone(),
+            stop.clone(),
+        )?)
+    };
+    drop(queue);
     let input = engine::Input {
-        names: vec![Arc::from("webhook")],
-        clusters: vec![cfg.detection.cluster.clone()],
+        names,
+        clusters,
         total_bytes: 0,
         disk_bytes: Arc::default(),
     };
@@ -345,15 +389,20 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         &mut sink,
         None,
     )?;
-    runtime
-        .block_on(server)
-        .context("webhook server task")?
-        .context("webhook server")?;
+    if let Some(server) = server {
+        runtime
+            .block_on(server)
+            .context("webhook server task")?
+            .context("webhook server")?;
+    }
+    if let Some(f) = follower {
+        let _ = f.join();
+    }
     let accepted = hook_stats
         .accepted
         .load(std::sync::atomic::Ordering::Relaxed);
     let busy = hook_stats.busy.load(std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(batches = accepted, refused_busy = busy, "webhook stopped");
+    tracing::info!(webhook_batches = accepted, refused_busy = busy, "stopped");
     if !quiet {
         eprint!("{}", stats.render());
     }

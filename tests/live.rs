@@ -338,3 +338,86 @@ fn a_configured_bearer_token_is_required() {
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn followed_files_across_a_rotation_raise_the_same_alerts_as_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = dir.path().join("audit.log");
+    std::fs::write(&log, "{\"old\": \"line before the start, not read\"}\n").unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let config = dir.path().join("audithound.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[detection]\nrevocations = \"samples/revocations.yaml\"\n[webhook]\nlisten = \"127.0.0.1:{port}\"\n[files]\nfollow = [{:?}]\n[[sink]]\ntype = \"file\"\npath = {:?}\n",
+            log.to_str().unwrap(),
+            alerts.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_audithound"))
+        .current_dir(root())
+        .args(["run", "-q", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while http(port, "GET", "/readyz", b"") != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // the follower has opened the file at its end
+
+    let mut lines: Vec<String> = Vec::new();
+    for f in std::fs::read_dir(root().join("samples/attacks")).unwrap() {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    let time = |l: &String| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        v["stageTimestamp"].as_str().unwrap_or("").to_owned()
+    };
+    lines.sort_by_key(time);
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let append = |chunk: &[String]| {
+        let mut w = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        for l in chunk {
+            writeln!(w, "{l}").unwrap();
+        }
+    };
+    append(first);
+    // Rotation as logrotate does it: rename, then the API server opens a new file.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::rename(&log, dir.path().join("audit.log.1")).unwrap();
+    std::fs::write(&log, "").unwrap();
+    append(second);
+
+    let want = format!("audithound_records_total {}\n", lines.len());
+    let start = Instant::now();
+    loop {
+        let (_, metrics) = request(port, "GET", "/metrics", b"");
+        if metrics.contains(&want) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    let live = alert_ids(&std::fs::read_to_string(&alerts).unwrap());
+    assert_eq!(live, replayed_ids());
+}

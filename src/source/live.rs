@@ -38,6 +38,12 @@ pub enum Refused {
 }
 
 impl LiveQueue {
+    /// Waits for room (file followers: reading slows down with the engine).
+    pub fn send(&self, chunk: Chunk) -> Result<(), Refused> {
+        self.tx.send(chunk).map_err(|_| Refused::Closed)
+    }
+
+    /// Never waits (receivers that can tell their sender to retry).
     pub fn offer(&self, chunk: Chunk) -> Result<(), Refused> {
         self.tx.try_send(chunk).map_err(|e| match e {
             TrySendError::Full(_) => Refused::Busy,

@@ -1,7 +1,9 @@
 //! Sources: where records come from. Files, directories and globs (plain, gzip, zstd), merged
-//! in event time and cut into batches (`merge`); live webhook posts (`live`).
+//! in event time and cut into batches (`merge`); live webhook posts and followed files (`live`,
+//! `follow`).
 
 pub mod file;
+pub mod follow;
 pub mod lines;
 pub mod live;
 pub mod merge;
