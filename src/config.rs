@@ -12,6 +12,9 @@
 //! max_body_bytes = 16777216
 //! queue = 64                          # bodies waiting for the engine; beyond it: 429
 //! bearer_token = "…"                  # optional: required as `Authorization: Bearer …`
+//! tls_cert = "tls.crt"                # optional HTTPS (PEM), with tls_key
+//! tls_key = "tls.key"
+//! client_ca = "api-server-ca.crt"     # optional: require client certificates signed by it
 //!
 //! [files]                             # and/or follow log files (tail -F, rotation-aware)
 //! follow = ["/var/log/kube-apiserver/audit.log"]
@@ -81,6 +84,11 @@ pub struct Webhook {
     /// When set, POSTs must carry `Authorization: Bearer <token>` (the webhook kubeconfig's
     /// user token); others get 401.
     pub bearer_token: Option<String>,
+    /// HTTPS: certificate chain and private key (PEM).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// HTTPS with client certificates: only clients whose certificate this CA (PEM) signed.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Audit log files followed as they grow (`tail -F`, rotation-aware).
@@ -205,6 +213,15 @@ impl Config {
             }
             if w.queue == 0 || w.max_body_bytes == 0 {
                 return Err("webhook.queue and webhook.max_body_bytes must be above 0".into());
+            }
+            if w.tls_cert.is_some() != w.tls_key.is_some() {
+                return Err("webhook: tls_cert and tls_key go together".into());
+            }
+            if w.client_ca.is_some() && w.tls_cert.is_none() {
+                return Err(
+                    "webhook.client_ca needs tls_cert and tls_key (client certificates need HTTPS)"
+                        .into(),
+                );
             }
         }
         if self.files.as_ref().is_some_and(|f| f.follow.is_empty()) {

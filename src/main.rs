@@ -340,10 +340,6 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     let server = match &cfg.webhook {
         Some(hook) => {
-            let listener = runtime
-                .block_on(tokio::net::TcpListener::bind(&hook.listen))
-                .with_context(|| format!("cannot listen on {}", hook.listen))?;
-            tracing::info!(addr = ?webhook::local_addr(&listener), "audit webhook listening");
             let app = webhook::router(
                 queue.clone(),
                 0,
@@ -352,7 +348,23 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 hook_stats.clone(),
                 live_metrics,
             );
-            Some(runtime.spawn(webhook::serve(listener, app, on_signal)))
+            match (&hook.tls_cert, &hook.tls_key) {
+                (Some(cert), Some(key)) => {
+                    let tls = webhook::tls_config(cert, key, hook.client_ca.as_deref())?;
+                    let listener = std::net::TcpListener::bind(&hook.listen)
+                        .with_context(|| format!("cannot listen on {}", hook.listen))?;
+                    listener.set_nonblocking(true)?;
+                    tracing::info!(addr = ?listener.local_addr().ok(), client_certificates = hook.client_ca.is_some(), "audit webhook listening (HTTPS)");
+                    Some(runtime.spawn(webhook::serve_tls(listener, tls, app, on_signal)))
+                }
+                _ => {
+                    let listener = runtime
+                        .block_on(tokio::net::TcpListener::bind(&hook.listen))
+                        .with_context(|| format!("cannot listen on {}", hook.listen))?;
+                    tracing::info!(addr = ?webhook::local_addr(&listener), "audit webhook listening (plain HTTP)");
+                    Some(runtime.spawn(webhook::serve(listener, app, on_signal)))
+                }
+            }
         }
         None => {
             runtime.spawn(on_signal);

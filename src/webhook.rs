@@ -122,6 +122,70 @@ async fn receive(
     }
 }
 
+/// TLS settings from PEM files: the server's chain and key, and optionally the CA whose client
+/// certificates are required.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> anyhow::Result<rustls::ServerConfig> {
+    use anyhow::Context;
+    let pem = |p: &std::path::Path| -> anyhow::Result<std::io::BufReader<std::fs::File>> {
+        Ok(std::io::BufReader::new(
+            std::fs::File::open(p).with_context(|| format!("{}", p.display()))?,
+        ))
+    };
+    let chain: Vec<_> = rustls_pemfile::certs(&mut pem(cert)?)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{}: not a PEM certificate chain", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("{}: no certificate found", cert.display());
+    }
+    let key = rustls_pemfile::private_key(&mut pem(key)?)
+        .with_context(|| format!("{}: not a PEM private key", key.display()))?
+        .with_context(|| format!("{}: no private key found", key.display()))?;
+    let builder = rustls::ServerConfig::builder();
+    let mut config = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pemfile::certs(&mut pem(ca)?) {
+                roots
+                    .add(c.with_context(|| format!("{}: not a PEM certificate", ca.display()))?)
+                    .with_context(|| format!("{}: unusable CA certificate", ca.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .with_context(|| format!("{}: no usable CA certificate", ca.display()))?;
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(chain, key)?
+        }
+        None => builder.with_no_client_auth().with_single_cert(chain, key)?,
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Serves HTTPS until `shutdown` resolves (then in-flight requests get up to 10 s to finish).
+pub async fn serve_tls(
+    listener: std::net::TcpListener,
+    tls: rustls::ServerConfig,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
+    axum_server::from_tcp_rustls(listener, config)
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+}
+
 /// Compares without stopping at the first difference, so timing does not leak the token.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
