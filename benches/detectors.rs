@@ -58,25 +58,17 @@ fn throughput(root: &std::path::Path, mb: u64) {
             vec!["--rules", &shipped, "--revocations", &revocations],
         ),
     ];
-    let mut best: Vec<Option<common::Run>> = vec![None, None];
-    for _ in 0..5 {
-        for (i, (_, args)) in cases.iter().enumerate() {
-            let run = common::replay(&data, 2, args);
-            if best[i].as_ref().is_none_or(|b| run.cpu_secs < b.cpu_secs) {
-                best[i] = Some(run);
-            }
-        }
-    }
+    let args: Vec<Vec<&str>> = cases.iter().map(|(_, a)| a.clone()).collect();
+    let best = common::best_of(5, &data, 2, &args);
     println!("input: {} ({mb} MiB)", data.display());
     println!(
         "{:<34} {:>14} {:>14} {:>10} {:>12}",
         "", "events/CPU-s", "events/s wall", "RSS MiB", "ratio (CPU)"
     );
-    let Some(base) = best[0].as_ref().map(|r| r.events as f64 / r.cpu_secs) else {
+    let Some(base) = best.first().map(|r| r.events as f64 / r.cpu_secs) else {
         return;
     };
     for ((name, _), run) in cases.iter().zip(&best) {
-        let Some(run) = run else { continue };
         let cpu = run.events as f64 / run.cpu_secs;
         println!(
             "{name:<34} {cpu:>14.0} {:>14.0} {:>10} {:>12.2}",

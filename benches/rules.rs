@@ -45,26 +45,21 @@ fn main() {
         ("shipped library", &shipped),
         ("library + 200 generated rules", &many),
     ];
-    let mut best: Vec<Option<common::Run>> = cases.iter().map(|_| None).collect();
-    for _ in 0..5 {
-        for (i, (_, dir)) in cases.iter().enumerate() {
-            let rules = dir.to_string_lossy().into_owned();
-            let run = common::replay(&data, 2, &["--rules", &rules]);
-            if best[i].as_ref().is_none_or(|b| run.cpu_secs < b.cpu_secs) {
-                best[i] = Some(run);
-            }
-        }
-    }
+    let dirs: Vec<String> = cases
+        .iter()
+        .map(|(_, d)| d.to_string_lossy().into_owned())
+        .collect();
+    let args: Vec<Vec<&str>> = dirs.iter().map(|d| vec!["--rules", d.as_str()]).collect();
+    let best = common::best_of(5, &data, 2, &args);
     println!("input: {} ({mb} MiB)", data.display());
     println!(
         "{:<32} {:>14} {:>14} {:>12}",
         "rules loaded", "events/CPU-s", "events/s wall", "ratio (CPU)"
     );
-    let Some(base) = best[0].as_ref().map(|r| r.events as f64 / r.cpu_secs) else {
+    let Some(base) = best.first().map(|r| r.events as f64 / r.cpu_secs) else {
         return;
     };
     for ((name, _), run) in cases.iter().zip(&best) {
-        let Some(run) = run else { continue };
         let cpu = run.events as f64 / run.cpu_secs;
         println!(
             "{name:<32} {cpu:>14.0} {:>14.0} {:>12.2}",

@@ -2,10 +2,9 @@
 //! replay. Live and replay must raise the same alerts.
 
 mod common;
-use common::{audithound, root};
+use common::{audithound, root, wait_until, Service};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
@@ -97,21 +96,10 @@ fn run_service_with_attacks(dir: &std::path::Path, sinks: &str) -> String {
         String::from_utf8_lossy(&check.stderr)
     );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_audithound"))
-        .current_dir(root())
-        .args(["run", "-q", "--config", config])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while http(port, "GET", "/readyz", b"") != 200 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "receiver never became ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let service = Service::start(config);
+    wait_until("receiver never became ready", || {
+        http(port, "GET", "/readyz", b"") == 200
+    });
     let mut events: Vec<serde_json::Value> = Vec::new();
     for f in std::fs::read_dir(root().join("samples/attacks")).unwrap() {
         let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
@@ -156,18 +144,7 @@ fn run_service_with_attacks(dir: &std::path::Path, sinks: &str) -> String {
     }
 
     // SIGTERM: stop intake, drain, flush, exit 0.
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(status.success(), "{stderr}");
-    stderr
+    service.stop()
 }
 
 #[test]
@@ -295,21 +272,10 @@ fn a_configured_bearer_token_is_required() {
         format!("[webhook]\nlisten = \"127.0.0.1:{port}\"\nbearer_token = \"s3cret\"\n[[sink]]\ntype = \"stdout\"\n"),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_audithound"))
-        .current_dir(root())
-        .args(["run", "-q", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while http(port, "GET", "/readyz", b"") != 200 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "receiver never became ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let service = Service::start(config.to_str().unwrap());
+    wait_until("receiver never became ready", || {
+        http(port, "GET", "/readyz", b"") == 200
+    });
     let list = br#"{"kind":"EventList","items":[]}"#;
     assert_eq!(http(port, "POST", "/audit", list), 401);
     assert_eq!(
@@ -334,9 +300,7 @@ fn a_configured_bearer_token_is_required() {
         .0,
         200
     );
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    service.stop();
 }
 
 #[test]
@@ -356,21 +320,10 @@ fn followed_files_across_a_rotation_raise_the_same_alerts_as_replay() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_audithound"))
-        .current_dir(root())
-        .args(["run", "-q", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while http(port, "GET", "/readyz", b"") != 200 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "never became ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let service = Service::start(config.to_str().unwrap());
+    wait_until("never became ready", || {
+        http(port, "GET", "/readyz", b"") == 200
+    });
     std::thread::sleep(Duration::from_millis(300)); // the follower has opened the file at its end
 
     let mut lines: Vec<String> = Vec::new();
@@ -407,17 +360,7 @@ fn followed_files_across_a_rotation_raise_the_same_alerts_as_replay() {
         assert!(start.elapsed() < Duration::from_secs(20), "{metrics}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(status.success(), "{stderr}");
+    service.stop();
     let live = alert_ids(&std::fs::read_to_string(&alerts).unwrap());
     assert_eq!(live, replayed_ids());
 }

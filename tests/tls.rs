@@ -2,10 +2,9 @@
 //! a client certificate; clients without one signed by the configured CA are refused.
 
 mod common;
-use common::root;
-use std::process::{Command, Stdio};
+use common::{root, wait_until, Service};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Pki {
     ca_pem: String,
@@ -89,23 +88,12 @@ fn https_with_client_certificates() {
             alerts.to_str().unwrap()
         ),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_audithound"))
-        .current_dir(root())
-        .args(["run", "-q", "--config", &config])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let service = Service::start(&config);
     let good = client(&pki, true);
     let url = format!("https://localhost:{port}");
-    let start = Instant::now();
-    while good.get(&format!("{url}/readyz")).call().is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "never became ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("never became ready", || {
+        good.get(&format!("{url}/readyz")).call().is_ok()
+    });
     let event =
         std::fs::read_to_string(root().join("samples/attacks/exec-system-pod.log")).unwrap();
     let items: Vec<serde_json::Value> = event
@@ -125,9 +113,7 @@ fn https_with_client_certificates() {
         .send_string(&list)
         .is_err());
 
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    service.stop();
     let out = std::fs::read_to_string(&alerts).unwrap();
     assert!(out.contains("k8s.exec.into_system_pod"), "{out}");
     assert_eq!(out.lines().count(), 1);

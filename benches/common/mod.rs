@@ -91,3 +91,19 @@ pub fn ensure_input(mb: u64) -> PathBuf {
     std::fs::rename(&tmp, &path).expect("rename bench input");
     path
 }
+
+/// Replays `path` with each case's extra arguments, `rounds` times interleaved (so that a noisy
+/// moment hits every case alike), and keeps each case's cheapest run in CPU time.
+#[allow(dead_code)] // not every bench compares cases
+pub fn best_of(rounds: usize, path: &Path, threads: usize, cases: &[Vec<&str>]) -> Vec<Run> {
+    let mut best: Vec<Option<Run>> = cases.iter().map(|_| None).collect();
+    for _ in 0..rounds {
+        for (i, args) in cases.iter().enumerate() {
+            let run = replay(path, threads, args);
+            if best[i].as_ref().is_none_or(|b| run.cpu_secs < b.cpu_secs) {
+                best[i] = Some(run);
+            }
+        }
+    }
+    best.into_iter().flatten().collect()
+}

@@ -38,3 +38,45 @@ pub fn replay_with_summary(args: &[&str]) -> (Output, serde_json::Value) {
         .expect("summary is JSON");
     (out, summary)
 }
+
+/// `audithound run -q --config CONFIG` running in the background.
+pub struct Service(std::process::Child);
+
+impl Service {
+    pub fn start(config: &str) -> Service {
+        let child = Command::new(env!("CARGO_BIN_EXE_audithound"))
+            .current_dir(root())
+            .args(["run", "-q", "--config", config])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start audithound run");
+        Service(child)
+    }
+
+    /// SIGTERM, then the exit: asserts it was clean and returns stderr.
+    pub fn stop(mut self) -> String {
+        use std::io::Read;
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        let status = self.0.wait().expect("wait for audithound run");
+        let mut stderr = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        assert!(status.success(), "{stderr}");
+        stderr
+    }
+}
+
+/// Polls `ready` every 50 ms for up to 20 s; panics with `what` if it never holds.
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
