@@ -28,7 +28,7 @@ fn pki() -> Pki {
     Pki {
         ca_pem: ca.pem(),
         server: leaf(
-            vec!["localhost".into()],
+            vec!["localhost".into(), "127.0.0.1".into()],
             ExtendedKeyUsagePurpose::ServerAuth,
         ),
         client: leaf(
@@ -90,7 +90,7 @@ fn https_with_client_certificates() {
     );
     let service = Service::start(&config);
     let good = client(&pki, true);
-    let url = format!("https://localhost:{port}");
+    let url = format!("https://127.0.0.1:{port}");
     wait_until("never became ready", || {
         good.get(&format!("{url}/readyz")).call().is_ok()
     });
