@@ -296,6 +296,12 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|f| f.follow.clone())
         .unwrap_or_default();
+    if let Some(h) = &cfg.webhook {
+        if let (Some(cert), Some(key)) = (&h.tls_cert, &h.tls_key) {
+            webhook::tls_config(cert, key, h.client_ca.as_deref())
+                .context("configuration: webhook TLS")?;
+        }
+    }
     if args.check_config {
         let hook = cfg
             .webhook

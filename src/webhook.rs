@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Counters the receiver keeps (reported at the end of a run and on /metrics later).
+/// Counters the receiver keeps (on /metrics and in the end-of-run log).
 #[derive(Debug, Default)]
 pub struct WebhookStats {
     pub accepted: AtomicU64,
