@@ -256,6 +256,35 @@ pub struct Live {
     snapshot: std::sync::Mutex<RunStats>,
     /// Milliseconds from an alert's event time to its delivery to the sinks.
     latency: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
+    /// Microseconds from receiving the alert's event to delivering the alert.
+    ingest_latency: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
+}
+
+fn record(slot: &std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>, max: u64, v: u64) {
+    if let Ok(mut slot) = slot.lock() {
+        if slot.is_none() {
+            *slot = hdrhistogram::Histogram::new_with_bounds(1, max, 3).ok();
+        }
+        if let Some(h) = slot.as_mut() {
+            h.saturating_record(v.max(1));
+        }
+    }
+}
+
+fn summary(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    slot: &std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
+) {
+    use std::fmt::Write as _;
+    let Ok(h) = slot.lock() else { return };
+    let Some(h) = h.as_ref() else { return };
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} summary\n");
+    for q in [0.5, 0.9, 0.99] {
+        let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {}", h.value_at_quantile(q));
+    }
+    let _ = writeln!(out, "{name}_count {}", h.len());
 }
 
 impl Live {
@@ -275,20 +304,20 @@ impl Live {
         }
     }
 
-    /// An alert delivered now for an event at `event_micros`.
-    pub fn alert_delivered(&self, event_micros: i64) {
+    /// An alert delivered now for an event at `event_micros`, received at `received`.
+    pub fn alert_delivered(&self, event_micros: i64, received: Option<std::time::Instant>) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as i64);
+        // 1 ms to a week, 3 significant digits.
         let ms = ((now - event_micros).max(0) / 1000) as u64;
-        if let Ok(mut slot) = self.latency.lock() {
-            if slot.is_none() {
-                // 1 ms to a week, 3 significant digits.
-                *slot = hdrhistogram::Histogram::new_with_bounds(1, 7 * 24 * 3_600_000, 3).ok();
-            }
-            if let Some(h) = slot.as_mut() {
-                h.saturating_record(ms.max(1));
-            }
+        record(&self.latency, 7 * 24 * 3_600_000, ms);
+        if let Some(at) = received {
+            record(
+                &self.ingest_latency,
+                3_600_000_000,
+                at.elapsed().as_micros() as u64,
+            );
         }
     }
 
@@ -350,19 +379,18 @@ impl Live {
             let _ = writeln!(out, "audithound_rule_alerts_total{{rule=\"{rule}\"}} {n}");
         }
         let _ = write!(out, "# HELP audithound_state_keys Keys held by stateful rules.\n# TYPE audithound_state_keys gauge\naudithound_state_keys {}\n", s.state_keys);
-        if let Ok(h) = self.latency.lock() {
-            if let Some(h) = h.as_ref() {
-                let _ = write!(out, "# HELP audithound_alert_latency_ms Event time to alert delivery, milliseconds.\n# TYPE audithound_alert_latency_ms summary\n");
-                for q in [0.5, 0.9, 0.99] {
-                    let _ = writeln!(
-                        out,
-                        "audithound_alert_latency_ms{{quantile=\"{q}\"}} {}",
-                        h.value_at_quantile(q)
-                    );
-                }
-                let _ = writeln!(out, "audithound_alert_latency_ms_count {}", h.len());
-            }
-        }
+        summary(
+            &mut out,
+            "audithound_alert_latency_ms",
+            "Event time to alert delivery, milliseconds.",
+            &self.latency,
+        );
+        summary(
+            &mut out,
+            "audithound_alert_ingest_latency_us",
+            "Receipt of the event to alert delivery, microseconds.",
+            &self.ingest_latency,
+        );
         out
     }
 }

@@ -98,6 +98,7 @@ async fn receive(
     let chunk = Chunk {
         input: s.input,
         body: body.to_vec(),
+        received: std::time::Instant::now(),
     };
     match s.queue.offer(chunk) {
         Ok(()) => {

@@ -339,7 +339,7 @@ fn emit(
             stats.count_alert(&alert);
             sink.send(&alert)?;
             if let Some(m) = &det.live_metrics {
-                m.alert_delivered(alert.time_micros);
+                m.alert_delivered(alert.time_micros, done.batch.received);
             }
         }
     }

@@ -139,13 +139,12 @@ pub fn spawn(
                     f.read_new(&mut lines);
                     any |= !lines.is_empty();
                     for body in lines.drain(..) {
-                        if queue
-                            .send(Chunk {
-                                input: f.input,
-                                body,
-                            })
-                            .is_err()
-                        {
+                        let chunk = Chunk {
+                            input: f.input,
+                            body,
+                            received: std::time::Instant::now(),
+                        };
+                        if queue.send(chunk).is_err() {
                             return; // the engine has stopped
                         }
                     }

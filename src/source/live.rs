@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 pub struct Chunk {
     pub input: u32,
     pub body: Vec<u8>,
+    pub received: std::time::Instant,
 }
 
 /// The receiving end: the engine's source.
@@ -76,6 +77,7 @@ impl BatchSource for LiveSource {
         batch.data.clear();
         batch.records.clear();
         batch.rejections.clear();
+        batch.received = Some(first.received);
         let mut next = Some(first);
         while let Some(chunk) = next {
             let input = chunk.input as usize;
@@ -113,6 +115,7 @@ mod tests {
         let body = |s: &str| Chunk {
             input: 0,
             body: s.as_bytes().to_vec(),
+            received: std::time::Instant::now(),
         };
         queue.offer(body("{\"a\":1}")).unwrap();
         queue.offer(body("{\"b\":2}")).unwrap();

@@ -188,6 +188,7 @@ impl Merger {
         batch.data.clear();
         batch.records.clear();
         batch.rejections.clear();
+        batch.received = None;
         loop {
             self.open_due();
             batch.rejections.append(&mut self.carry);

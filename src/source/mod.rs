@@ -26,6 +26,8 @@ pub struct Batch {
     pub records: Vec<RecordMeta>,
     /// Problems the source met while cutting this batch (oversize lines, corrupt archives…).
     pub rejections: Vec<Rejection>,
+    /// Live sources: when the batch's first record was received (for ingest-time latency).
+    pub received: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
