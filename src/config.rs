@@ -36,6 +36,7 @@ pub struct Config {
     pub detection: Detection,
     pub webhook: Option<Webhook>,
     pub files: Option<Files>,
+    pub kafka: Option<Kafka>,
     #[serde(default, rename = "sink")]
     pub sinks: Vec<Sink>,
 }
@@ -101,6 +102,31 @@ pub struct Files {
     pub from_start: bool,
 }
 
+/// A Kafka consumer group reading raw audit events; offsets are committed only after the alerts
+/// the messages caused were delivered to every sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kafka {
+    pub brokers: String,
+    pub topics: Vec<String>,
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// Where a new group starts: "earliest" or "latest".
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// Passed to librdkafka as they are (security.protocol, sasl.*, ssl.*).
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+fn default_group() -> String {
+    "audithound".into()
+}
+
+fn default_start() -> String {
+    "earliest".into()
+}
+
 fn default_max_body() -> usize {
     16 << 20
 }
@@ -131,6 +157,11 @@ pub struct Sink {
     pub gzip: Option<bool>,
     pub index: Option<String>,
     pub max_retry_seconds: Option<u64>,
+    /// kafka: brokers, topic and passthrough librdkafka properties.
+    pub brokers: Option<String>,
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +170,7 @@ pub enum SinkKind {
     Stdout,
     File,
     Http,
+    Kafka,
 }
 
 impl Sink {
@@ -167,6 +199,12 @@ impl Sink {
                     .unwrap_or_else(|| "audithound-alerts".into()),
                 max_retry: std::time::Duration::from_secs(self.max_retry_seconds.unwrap_or(300)),
             })),
+            SinkKind::Kafka => Box::new(crate::sink::kafka::KafkaSink::new(
+                self.brokers.as_deref().unwrap_or_default(),
+                self.topic.as_deref().unwrap_or_default(),
+                self.format.into(),
+                &self.properties,
+            )?),
         })
     }
 }
@@ -201,8 +239,16 @@ pub fn load(path: &Path) -> Result<Config, String> {
 
 impl Config {
     fn validate(&self) -> Result<(), String> {
-        if self.webhook.is_none() && self.files.is_none() {
-            return Err("no source configured: add a [webhook] or [files] section".into());
+        if self.webhook.is_none() && self.files.is_none() && self.kafka.is_none() {
+            return Err("no source configured: add a [webhook], [files] or [kafka] section".into());
+        }
+        if let Some(k) = &self.kafka {
+            if k.brokers.is_empty() || k.topics.is_empty() {
+                return Err("kafka: name brokers and at least one topic".into());
+            }
+            if !matches!(k.start.as_str(), "earliest" | "latest") {
+                return Err(format!("kafka.start {:?}: earliest or latest", k.start));
+            }
         }
         if let Some(w) = &self.webhook {
             if w.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -241,6 +287,11 @@ impl Config {
                 }
                 SinkKind::Stdout if s.path.is_some() => {
                     return Err(format!("sink[{i}]: a stdout sink takes no `path`"))
+                }
+                SinkKind::Kafka => {
+                    if s.brokers.is_none() || s.topic.is_none() {
+                        return Err(format!("sink[{i}]: a kafka sink needs `brokers` and `topic`"));
+                    }
                 }
                 SinkKind::Http => {
                     let url = s.url.as_deref().unwrap_or("");

@@ -316,8 +316,8 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    // Inputs: 0 is the webhook, then the followed files.
-    let mut names: Vec<Arc<str>> = vec![Arc::from("webhook")];
+    // Inputs: 0 is the webhook, 1 Kafka, then the followed files.
+    let mut names: Vec<Arc<str>> = vec![Arc::from("webhook"), Arc::from("kafka")];
     names.extend(
         follow
             .iter()
@@ -383,11 +383,35 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         let from_start = cfg.files.as_ref().is_some_and(|f| f.from_start);
         Some(audithound::source::follow::spawn(
             follow,
-            1,
+            2,
             from_start,
             queue.clone(),
             stop.clone(),
         )?)
+    };
+    let kafka_reader = match &cfg.kafka {
+        Some(k) => {
+            use audithound::source::kafka;
+            let consumer = Arc::new(kafka::consumer(
+                &k.brokers,
+                &k.group,
+                &k.start,
+                &k.properties,
+            )?);
+            let committer = consumer.clone();
+            opts.on_batch_done = Some(Arc::new(move |positions: &[kafka::Position]| {
+                kafka::commit(&committer, positions)
+            }));
+            tracing::info!(brokers = %k.brokers, topics = ?k.topics, group = %k.group, "consuming from Kafka");
+            Some(kafka::spawn(
+                consumer,
+                &k.topics,
+                1,
+                queue.clone(),
+                stop.clone(),
+            )?)
+        }
+        None => None,
     };
     drop(queue);
     let input = engine::Input {
@@ -413,8 +437,8 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             .context("webhook server task")?
             .context("webhook server")?;
     }
-    if let Some(f) = follower {
-        let _ = f.join();
+    for reader in [follower, kafka_reader].into_iter().flatten() {
+        let _ = reader.join();
     }
     let accepted = hook_stats
         .accepted

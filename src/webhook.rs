@@ -99,6 +99,7 @@ async fn receive(
         input: s.input,
         body: body.to_vec(),
         received: std::time::Instant::now(),
+        position: None,
     };
     match s.queue.offer(chunk) {
         Ok(()) => {

@@ -55,7 +55,12 @@ pub struct ReplayOptions {
     pub flush_every_batch: bool,
     /// Counters a service exposes on /metrics, refreshed after every batch.
     pub live_metrics: Option<Arc<crate::metrics::Live>>,
+    /// Called with a batch's Kafka positions once its alerts are flushed to every sink.
+    pub on_batch_done: Option<BatchDone>,
 }
+
+/// See `ReplayOptions::on_batch_done`.
+pub type BatchDone = Arc<dyn Fn(&[crate::source::kafka::Position]) + Send + Sync>;
 
 impl Default for ReplayOptions {
     fn default() -> Self {
@@ -81,6 +86,7 @@ impl Default for ReplayOptions {
             max_keys: DEFAULT_MAX_KEYS,
             flush_every_batch: false,
             live_metrics: None,
+            on_batch_done: None,
         }
     }
 }
@@ -263,6 +269,13 @@ pub fn run(
                 }
                 if let Some(m) = &opts.live_metrics {
                     m.update(&stats);
+                }
+                if let Some(done) = &opts.on_batch_done {
+                    if !opts.flush_every_batch {
+                        sink.flush()?;
+                    }
+                    // Every alert this batch caused is delivered to every sink by now.
+                    done(&spent.positions);
                 }
                 let _ = spent_tx.try_send(spent);
                 // The reader may be gone already at the end of input.

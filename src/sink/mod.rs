@@ -2,6 +2,7 @@
 //! once (`Fanout`).
 
 pub mod http;
+pub mod kafka;
 
 use crate::alert::{Alert, OutputFormat};
 use std::io::Write;

@@ -143,6 +143,7 @@ pub fn spawn(
                             input: f.input,
                             body,
                             received: std::time::Instant::now(),
+                            position: None,
                         };
                         if queue.send(chunk).is_err() {
                             return; // the engine has stopped

@@ -11,6 +11,8 @@ pub struct Chunk {
     pub input: u32,
     pub body: Vec<u8>,
     pub received: std::time::Instant,
+    /// Kafka messages: their position, to commit once processed.
+    pub position: Option<super::kafka::Position>,
 }
 
 /// The receiving end: the engine's source.
@@ -78,9 +80,11 @@ impl BatchSource for LiveSource {
         batch.records.clear();
         batch.rejections.clear();
         batch.received = Some(first.received);
+        batch.positions.clear();
         let mut next = Some(first);
         while let Some(chunk) = next {
             let input = chunk.input as usize;
+            batch.positions.extend(chunk.position);
             let start = batch.data.len();
             batch.data.extend_from_slice(&chunk.body);
             if let (Some(n), Some(off)) = (self.records.get_mut(input), self.offsets.get_mut(input))
@@ -116,6 +120,7 @@ mod tests {
             input: 0,
             body: s.as_bytes().to_vec(),
             received: std::time::Instant::now(),
+            position: None,
         };
         queue.offer(body("{\"a\":1}")).unwrap();
         queue.offer(body("{\"b\":2}")).unwrap();

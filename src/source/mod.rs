@@ -4,6 +4,7 @@
 
 pub mod file;
 pub mod follow;
+pub mod kafka;
 pub mod lines;
 pub mod live;
 pub mod merge;
@@ -28,6 +29,8 @@ pub struct Batch {
     pub rejections: Vec<Rejection>,
     /// Live sources: when the batch's first record was received (for ingest-time latency).
     pub received: Option<std::time::Instant>,
+    /// Kafka: where the batch's records came from, committed once its alerts are delivered.
+    pub positions: Vec<kafka::Position>,
 }
 
 #[derive(Debug, Clone, Copy)]

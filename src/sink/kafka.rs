@@ -1,0 +1,95 @@
+//! Kafka sink: alerts to a topic through an idempotent producer (`acks=all`), keyed by alert id
+//! so that redeliveries land on the same partition and de-duplicate downstream. `flush` waits
+//! until every alert sent so far is acknowledged by the brokers, which is what lets the Kafka
+//! source commit its offsets afterwards.
+
+use super::AlertSink;
+use crate::alert::{Alert, OutputFormat};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Counts deliveries the brokers finally refused, so that `flush` can fail instead of
+/// pretending (the default context drops them silently).
+#[derive(Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("kafka sink: an alert was not delivered: {e}");
+        }
+    }
+}
+
+pub struct KafkaSink {
+    producer: ThreadedProducer<Deliveries>,
+    topic: String,
+    format: OutputFormat,
+}
+
+impl KafkaSink {
+    pub fn new(
+        brokers: &str,
+        topic: &str,
+        format: OutputFormat,
+        properties: &BTreeMap<String, String>,
+    ) -> anyhow::Result<KafkaSink> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all");
+        for (k, v) in properties {
+            cfg.set(k, v);
+        }
+        Ok(KafkaSink {
+            producer: cfg.create_with_context(Deliveries::default())?,
+            topic: topic.to_owned(),
+            format,
+        })
+    }
+}
+
+impl AlertSink for KafkaSink {
+    fn send(&mut self, alert: &Alert) -> anyhow::Result<()> {
+        let payload = self.format.render(alert)?;
+        let mut record = BaseRecord::to(&self.topic)
+            .key(alert.id.as_str())
+            .payload(payload.as_str());
+        // A full local queue: wait for deliveries to make room rather than drop.
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(100));
+                }
+                Err((e, _)) => anyhow::bail!("kafka sink: {e}"),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.producer
+            .flush(Duration::from_secs(300))
+            .map_err(|e| anyhow::anyhow!("kafka sink: alerts not acknowledged: {e}"))?;
+        let failed = self.producer.context().failed.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            anyhow::bail!("kafka sink: {failed} alert(s) refused by the brokers");
+        }
+        Ok(())
+    }
+}
