@@ -288,11 +288,10 @@ impl Config {
                 SinkKind::Stdout if s.path.is_some() => {
                     return Err(format!("sink[{i}]: a stdout sink takes no `path`"))
                 }
-                SinkKind::Kafka => {
-                    if s.brokers.is_none() || s.topic.is_none() {
-                        return Err(format!("sink[{i}]: a kafka sink needs `brokers` and `topic`"));
-                    }
+                SinkKind::Kafka if s.brokers.is_none() || s.topic.is_none() => {
+                    return Err(format!("sink[{i}]: a kafka sink needs `brokers` and `topic`"))
                 }
+                SinkKind::Kafka => {}
                 SinkKind::Http => {
                     let url = s.url.as_deref().unwrap_or("");
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
