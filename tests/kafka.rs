@@ -3,7 +3,7 @@
 //! alerts produced to another topic. Same alerts as a replay; offsets committed to the end.
 
 mod common;
-use common::{audithound, root, wait_until, Service};
+use common::{attack_lines, audithound, wait_until, Service};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -57,20 +57,6 @@ fn client(brokers: &str) -> ClientConfig {
     c
 }
 
-fn attack_events() -> Vec<String> {
-    let mut lines: Vec<String> = Vec::new();
-    for f in std::fs::read_dir(root().join("samples/attacks")).unwrap() {
-        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
-        lines.extend(text.lines().map(str::to_owned));
-    }
-    let time = |l: &String| {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        v["stageTimestamp"].as_str().unwrap_or("").to_owned()
-    };
-    lines.sort_by_key(time);
-    lines
-}
-
 fn alert_ids(jsonl: &str) -> BTreeSet<String> {
     jsonl
         .lines()
@@ -100,7 +86,7 @@ fn consumed_from_kafka_alerts_to_kafka_same_as_replay_offsets_committed() {
         .set("linger.ms", "0")
         .create()
         .unwrap();
-    let events = attack_events();
+    let events = attack_lines();
     for e in &events {
         producer
             .send(

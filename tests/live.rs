@@ -2,7 +2,7 @@
 //! replay. Live and replay must raise the same alerts.
 
 mod common;
-use common::{audithound, root, wait_until, Service};
+use common::{attack_lines, audithound, wait_until, Service};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -100,18 +100,10 @@ fn run_service_with_attacks(dir: &std::path::Path, sinks: &str) -> String {
     wait_until("receiver never became ready", || {
         http(port, "GET", "/readyz", b"") == 200
     });
-    let mut events: Vec<serde_json::Value> = Vec::new();
-    for f in std::fs::read_dir(root().join("samples/attacks")).unwrap() {
-        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
-        events.extend(
-            text.lines()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
-        );
-    }
-    events.sort_by(|a, b| {
-        let t = |e: &serde_json::Value| e["stageTimestamp"].as_str().unwrap_or("").to_owned();
-        t(a).cmp(&t(b))
-    });
+    let events: Vec<serde_json::Value> = attack_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     for chunk in events.chunks(7) {
         let list = serde_json::json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": chunk});
         assert_eq!(
@@ -327,16 +319,7 @@ fn followed_files_across_a_rotation_raise_the_same_alerts_as_replay() {
     });
     std::thread::sleep(Duration::from_millis(300)); // the follower has opened the file at its end
 
-    let mut lines: Vec<String> = Vec::new();
-    for f in std::fs::read_dir(root().join("samples/attacks")).unwrap() {
-        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
-        lines.extend(text.lines().map(str::to_owned));
-    }
-    let time = |l: &String| {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        v["stageTimestamp"].as_str().unwrap_or("").to_owned()
-    };
-    lines.sort_by_key(time);
+    let lines = attack_lines();
     let (first, second) = lines.split_at(lines.len() / 2);
     let append = |chunk: &[String]| {
         let mut w = std::fs::OpenOptions::new().append(true).open(&log).unwrap();

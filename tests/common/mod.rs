@@ -80,3 +80,19 @@ pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Every event of `samples/attacks/`, as JSON lines in event-time order (how a live source would
+/// deliver them).
+pub fn attack_lines() -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for f in std::fs::read_dir(root().join("samples/attacks")).expect("samples/attacks") {
+        let text = std::fs::read_to_string(f.expect("dir entry").path()).expect("attack file");
+        lines.extend(text.lines().map(str::to_owned));
+    }
+    let time = |l: &String| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+        v["stageTimestamp"].as_str().unwrap_or("").to_owned()
+    };
+    lines.sort_by_key(time);
+    lines
+}
