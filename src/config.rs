@@ -117,6 +117,8 @@ pub struct Kafka {
     /// Passed to librdkafka as they are (security.protocol, sasl.*, ssl.*).
     #[serde(default)]
     pub properties: std::collections::BTreeMap<String, String>,
+    /// Where each message names its cluster: "key" (up to the first `/`) or "header:<name>".
+    pub cluster_from: Option<String>,
 }
 
 fn default_group() -> String {
@@ -248,6 +250,10 @@ impl Config {
             }
             if !matches!(k.start.as_str(), "earliest" | "latest") {
                 return Err(format!("kafka.start {:?}: earliest or latest", k.start));
+            }
+            if let Some(c) = &k.cluster_from {
+                crate::source::kafka::ClusterFrom::parse(c)
+                    .map_err(|e| format!("kafka.cluster_from {e}"))?;
             }
         }
         if let Some(w) = &self.webhook {

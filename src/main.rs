@@ -403,9 +403,15 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 kafka::commit(&committer, positions)
             }));
             tracing::info!(brokers = %k.brokers, topics = ?k.topics, group = %k.group, "consuming from Kafka");
+            let cluster_from = match &k.cluster_from {
+                Some(c) => kafka::ClusterFrom::parse(c)
+                    .map_err(|e| anyhow::anyhow!("kafka.cluster_from {e}"))?,
+                None => kafka::ClusterFrom::Nothing,
+            };
             Some(kafka::spawn(
                 consumer,
                 &k.topics,
+                cluster_from,
                 1,
                 queue.clone(),
                 stop.clone(),

@@ -100,6 +100,7 @@ async fn receive(
         body: body.to_vec(),
         received: std::time::Instant::now(),
         position: None,
+        cluster: None,
     };
     match s.queue.offer(chunk) {
         Ok(()) => {

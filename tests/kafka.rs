@@ -6,6 +6,7 @@ mod common;
 use common::{attack_lines, audithound, wait_until, Service};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::collections::BTreeSet;
@@ -88,10 +89,16 @@ fn consumed_from_kafka_alerts_to_kafka_same_as_replay_offsets_committed() {
         .unwrap();
     let events = attack_lines();
     for e in &events {
+        // Fleets ship every cluster to one topic; the header names the cluster.
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "cluster",
+            value: Some("prod-eu"),
+        });
         producer
             .send(
                 BaseRecord::to("audit")
-                    .key("cluster/user")
+                    .key("prod-eu/user")
+                    .headers(headers)
                     .payload(e.as_str()),
             )
             .unwrap();
@@ -106,7 +113,7 @@ fn consumed_from_kafka_alerts_to_kafka_same_as_replay_offsets_committed() {
     std::fs::write(
         &config,
         format!(
-            "[detection]\nrevocations = \"samples/revocations.yaml\"\n[webhook]\nlisten = \"127.0.0.1:{hook}\"\n[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"audit\"]\ngroup = \"audithound-test\"\n[[sink]]\ntype = \"file\"\npath = {:?}\n[[sink]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"alerts\"\n",
+            "[detection]\nrevocations = \"samples/revocations.yaml\"\n[webhook]\nlisten = \"127.0.0.1:{hook}\"\n[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"audit\"]\ngroup = \"audithound-test\"\ncluster_from = \"header:cluster\"\n[[sink]]\ntype = \"file\"\npath = {:?}\n[[sink]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"alerts\"\n",
             alerts.to_str().unwrap()
         ),
     )
@@ -131,13 +138,16 @@ fn consumed_from_kafka_alerts_to_kafka_same_as_replay_offsets_committed() {
         "-q",
         "--revocations",
         "samples/revocations.yaml",
+        "--cluster",
+        "prod-eu",
     ]);
     let expected = alert_ids(&String::from_utf8_lossy(&replay.stdout));
     assert!(expected.len() > 10);
-    assert_eq!(
-        alert_ids(&std::fs::read_to_string(&alerts).unwrap()),
-        expected
-    );
+    let written = std::fs::read_to_string(&alerts).unwrap();
+    assert_eq!(alert_ids(&written), expected);
+    assert!(written
+        .lines()
+        .all(|l| l.contains("\"cluster\":\"prod-eu\"")));
 
     // The alerts topic holds the same alerts, keyed by alert id.
     let reader: BaseConsumer = client(&brokers)

@@ -56,7 +56,10 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
     for rec in &batch.records {
         stats.records += 1;
         let bytes = &batch.data[rec.start..rec.end];
-        let cluster = &ctx.file_clusters[rec.file as usize];
+        let cluster = match rec.cluster.and_then(|i| batch.clusters.get(i as usize)) {
+            Some(c) => &**c,
+            None => ctx.file_clusters[rec.file as usize].as_str(),
+        };
         let mut index = 0u32;
         decode_record(bytes, &ctx.decode, cluster, &mut |item| match item {
             Item::Event(ev, format) => {

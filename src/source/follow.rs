@@ -144,6 +144,7 @@ pub fn spawn(
                             body,
                             received: std::time::Instant::now(),
                             position: None,
+                            cluster: None,
                         };
                         if queue.send(chunk).is_err() {
                             return; // the engine has stopped

@@ -12,6 +12,48 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Where a message names its cluster (fleets shipping every cluster's audit log to one topic).
+#[derive(Debug, Clone)]
+pub enum ClusterFrom {
+    /// The configured default / the event's envelope.
+    Nothing,
+    /// A message header with this name.
+    Header(String),
+    /// The message key, up to its first `/` (keys like `prod-eu/alice`).
+    Key,
+}
+
+impl ClusterFrom {
+    /// `header:<name>` or `key`.
+    pub fn parse(s: &str) -> Result<ClusterFrom, String> {
+        match s {
+            "key" => Ok(ClusterFrom::Key),
+            _ => match s.strip_prefix("header:") {
+                Some(h) if !h.is_empty() => Ok(ClusterFrom::Header(h.to_owned())),
+                _ => Err(format!("{s:?}: use \"key\" or \"header:<name>\"")),
+            },
+        }
+    }
+
+    fn of<'m>(&self, m: &'m rdkafka::message::BorrowedMessage<'_>) -> Option<&'m str> {
+        use rdkafka::message::Headers;
+        let text = |b: &'m [u8]| std::str::from_utf8(b).ok().filter(|s| !s.is_empty());
+        match self {
+            ClusterFrom::Nothing => None,
+            ClusterFrom::Key => m
+                .key()
+                .and_then(text)
+                .map(|k| k.split('/').next().unwrap_or(k)),
+            ClusterFrom::Header(name) => m
+                .headers()?
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .and_then(text),
+        }
+    }
+}
+
 /// Where a record came from in Kafka.
 #[derive(Debug, Clone)]
 pub struct Position {
@@ -44,6 +86,7 @@ pub fn consumer(
 pub fn spawn(
     consumer: Arc<BaseConsumer>,
     topics: &[String],
+    cluster_from: ClusterFrom,
     input: u32,
     queue: LiveQueue,
     stop: Arc<AtomicBool>,
@@ -51,6 +94,7 @@ pub fn spawn(
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
     let mut topic_names: BTreeMap<String, Arc<str>> = BTreeMap::new();
+    let mut clusters: BTreeMap<String, Arc<str>> = BTreeMap::new();
     Ok(std::thread::Builder::new()
         .name("kafka-consumer".into())
         .spawn(move || {
@@ -61,10 +105,17 @@ pub fn spawn(
                             .entry(m.topic().to_owned())
                             .or_insert_with(|| Arc::from(m.topic()))
                             .clone();
+                        let cluster = cluster_from.of(&m).map(|c| {
+                            clusters
+                                .entry(c.to_owned())
+                                .or_insert_with(|| Arc::from(c))
+                                .clone()
+                        });
                         let chunk = Chunk {
                             input,
                             body: m.payload().unwrap_or_default().to_vec(),
                             received: std::time::Instant::now(),
+                            cluster,
                             position: Some(Position {
                                 topic,
                                 partition: m.partition(),

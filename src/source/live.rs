@@ -13,6 +13,8 @@ pub struct Chunk {
     pub received: std::time::Instant,
     /// Kafka messages: their position, to commit once processed.
     pub position: Option<super::kafka::Position>,
+    /// The cluster the record names itself (a Kafka header or key), if any.
+    pub cluster: Option<std::sync::Arc<str>>,
 }
 
 /// The receiving end: the engine's source.
@@ -81,10 +83,18 @@ impl BatchSource for LiveSource {
         batch.rejections.clear();
         batch.received = Some(first.received);
         batch.positions.clear();
+        batch.clusters.clear();
         let mut next = Some(first);
         while let Some(chunk) = next {
             let input = chunk.input as usize;
             batch.positions.extend(chunk.position);
+            let cluster = chunk.cluster.map(|c| {
+                let at = batch.clusters.iter().position(|k| *k == c);
+                at.unwrap_or_else(|| {
+                    batch.clusters.push(c);
+                    batch.clusters.len() - 1
+                }) as u32
+            });
             let start = batch.data.len();
             batch.data.extend_from_slice(&chunk.body);
             if let (Some(n), Some(off)) = (self.records.get_mut(input), self.offsets.get_mut(input))
@@ -96,6 +106,7 @@ impl BatchSource for LiveSource {
                     offset: *off,
                     start,
                     end: batch.data.len(),
+                    cluster,
                 });
                 *off += chunk.body.len() as u64;
             }
@@ -121,6 +132,7 @@ mod tests {
             body: s.as_bytes().to_vec(),
             received: std::time::Instant::now(),
             position: None,
+            cluster: None,
         };
         queue.offer(body("{\"a\":1}")).unwrap();
         queue.offer(body("{\"b\":2}")).unwrap();

@@ -206,6 +206,7 @@ impl Merger {
                 offset: of.reader.offset(),
                 start,
                 end: batch.data.len(),
+                cluster: None,
             });
             if self.advance(&mut of) {
                 self.heap.push(Reverse((of.head_time, index)));

@@ -31,6 +31,8 @@ pub struct Batch {
     pub received: Option<std::time::Instant>,
     /// Kafka: where the batch's records came from, committed once its alerts are delivered.
     pub positions: Vec<kafka::Position>,
+    /// Cluster names records carry themselves (a Kafka header or key), see `RecordMeta::cluster`.
+    pub clusters: Vec<std::sync::Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +43,9 @@ pub struct RecordMeta {
     pub offset: u64,
     pub start: usize,
     pub end: usize,
+    /// Index into `Batch::clusters` when the record names its own cluster; otherwise its
+    /// input's cluster applies.
+    pub cluster: Option<u32>,
 }
 
 /// One piece of input that was not analysed, and why.
