@@ -3,7 +3,7 @@
 //! alerts produced to another topic. Same alerts as a replay; offsets committed to the end.
 
 mod common;
-use common::{attack_lines, audithound, wait_until, Service};
+use common::{alert_ids, attack_lines, audithound, free_port, wait_until, Service};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -11,14 +11,6 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::collections::BTreeSet;
 use std::time::Duration;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The broker process, killed when dropped.
 struct Broker(std::process::Child);
@@ -56,14 +48,6 @@ fn client(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
     c
-}
-
-fn alert_ids(jsonl: &str) -> BTreeSet<String> {
-    jsonl
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|v| v["id"].as_str().unwrap_or("").to_owned())
-        .collect()
 }
 
 #[test]

@@ -85,7 +85,8 @@ pub fn observe(
         s.first_audit_id = obs.audit_id.clone();
     }
     s.current += 1;
-    if s.fired || usize::from(s.age) < spec.min_history {
+    // The threshold is never below the floor: no need to compute it until then.
+    if s.fired || usize::from(s.age) < spec.min_history || s.current < spec.floor {
         return None;
     }
     let (limit, median, mad) = threshold(&s.past, spec);

@@ -96,3 +96,20 @@ pub fn attack_lines() -> Vec<String> {
     lines.sort_by_key(time);
     lines
 }
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The ids of the alerts in a JSON-lines text (ids are stable and include the rule).
+pub fn alert_ids(jsonl: &str) -> std::collections::BTreeSet<String> {
+    jsonl
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["id"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
