@@ -15,7 +15,7 @@ pub mod spike;
 pub mod unbound;
 
 use crate::alert::Alert;
-use crate::rules::field::{EventView, Field};
+use crate::rules::field::{EventView, Field, Val};
 use crate::rules::{Kind, RuleSet};
 use audit_id::AuditId;
 use revoked::{Revocation, RevocationList, Role};
@@ -315,10 +315,17 @@ pub fn evaluate(
         let rule = &rules.rules[i as usize];
         let cluster = view.event.cluster.as_deref().unwrap_or("");
         let key = |by: &[Field]| -> Box<str> {
-            let mut k = String::from(cluster);
+            let mut k = String::with_capacity(64);
+            k.push_str(cluster);
             for f in by {
                 k.push('\u{1f}');
-                k.push_str(&f.first_text(view).unwrap_or_default());
+                f.any(view, |v| {
+                    match v {
+                        Val::Str(s) => k.push_str(s),
+                        other => k.push_str(&other.to_text()),
+                    }
+                    true
+                });
             }
             k.into()
         };
@@ -364,7 +371,7 @@ pub fn evaluate(
                     observations.push(Observation {
                         rule: i,
                         time: view.time,
-                        key: format!("{cluster}\u{1f}{}", view.event.username()).into(),
+                        key: identity_key(cluster, view.event.username()),
                         value: Some(value),
                         steps,
                         terms,
@@ -375,17 +382,13 @@ pub fn evaluate(
                 }
                 continue;
             }
-            Kind::Spike(_) => (
-                format!("{cluster}\u{1f}{}", view.event.username()).into(),
-                None,
-                0,
-            ),
+            Kind::Spike(_) => (identity_key(cluster, view.event.username()), None, 0),
             Kind::Sequence(s) => {
                 // Steps that hold are grouped by the key they advance (usually one key).
                 let mut groups: Vec<(Box<str>, u32)> = Vec::new();
                 for (b, _) in s.steps.iter().enumerate().filter(|(_, c)| c.eval(view)) {
                     let k = match &s.step_keys[b] {
-                        Some(t) => format!("{cluster}\u{1f}{}", t.render(view)).into(),
+                        Some(t) => identity_key(cluster, &t.render(view)),
                         None => key(&s.by),
                     };
                     match groups.iter_mut().find(|g| g.0 == k) {
@@ -421,6 +424,15 @@ pub fn evaluate(
             seed: seeder.seed(view, cluster),
         });
     }
+}
+
+/// `cluster\x1fwho`: whose state an observation belongs to.
+fn identity_key(cluster: &str, who: &str) -> Box<str> {
+    let mut key = String::with_capacity(cluster.len() + 1 + who.len());
+    key.push_str(cluster);
+    key.push('\u{1f}');
+    key.push_str(who);
+    key.into()
 }
 
 pub struct Stateful {

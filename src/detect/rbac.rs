@@ -42,12 +42,10 @@ pub fn is_denied(view: &EventView) -> bool {
 pub fn action(view: &EventView) -> String {
     let ev = view.event;
     let o = ev.object_ref.as_ref();
-    let part = |f: Option<&crate::event::JStr>| f.map(|s| s.to_string()).unwrap_or_default();
-    let mut a = format!(
-        "{} {}",
-        ev.verb.as_deref().unwrap_or(""),
-        part(o.and_then(|o| o.resource.as_ref()))
-    );
+    let mut a = String::with_capacity(64);
+    a.push_str(ev.verb.as_deref().unwrap_or(""));
+    a.push(' ');
+    a.push_str(o.and_then(|o| o.resource.as_deref()).unwrap_or(""));
     if let Some(sub) = o.and_then(|o| o.subresource.as_deref()) {
         a.push('/');
         a.push_str(sub);

@@ -127,26 +127,27 @@ impl RevocationList {
         let credential = if self.by_credential.is_empty() {
             None
         } else {
-            view.extra()
-                .get(CREDENTIAL_ID_KEY)
-                .and_then(crate::alert::first_string)
+            // Read straight from the raw `user.extra`: no map built per event.
+            ev.user
+                .extra
+                .and_then(|extra| crate::event::raw_entry(extra, CREDENTIAL_ID_KEY))
+                .and_then(first_str)
         };
         push(&self.by_credential, credential.as_deref());
-        let with_groups = !self.by_group.is_empty();
-        let groups = if with_groups {
-            string_list(ev.user.groups)
-        } else {
-            Vec::new()
+        // Group names are looked up in place; the lists are copied only for an event that
+        // some entry may concern.
+        let group_candidates = |raw: Option<&serde_json::value::RawValue>, into: &mut Vec<u32>| {
+            if let (false, Some(raw)) = (self.by_group.is_empty(), raw) {
+                crate::event::for_each_str(raw, &mut |g| {
+                    if let Some(ids) = self.by_group.get(g) {
+                        into.extend(ids);
+                    }
+                    false
+                });
+            }
         };
-        for g in &groups {
-            push(&self.by_group, Some(g));
-        }
+        group_candidates(ev.user.groups, &mut candidates);
         let imp = ev.impersonated_user.as_ref();
-        let imp_groups = if with_groups {
-            string_list(imp.and_then(|u| u.groups))
-        } else {
-            Vec::new()
-        };
         let mut imp_candidates: Vec<u32> = Vec::new();
         if let Some(u) = imp {
             for (map, key) in [
@@ -157,15 +158,13 @@ impl RevocationList {
                     imp_candidates.extend(ids);
                 }
             }
-            for g in &imp_groups {
-                if let Some(ids) = self.by_group.get(g.as_str()) {
-                    imp_candidates.extend(ids);
-                }
-            }
+            group_candidates(u.groups, &mut imp_candidates);
         }
         if candidates.is_empty() && imp_candidates.is_empty() {
             return;
         }
+        let groups = string_list(ev.user.groups);
+        let imp_groups = string_list(imp.and_then(|u| u.groups));
         let actor = Identity {
             username: ev.user.username.as_deref(),
             uid: ev.user.uid.as_deref(),
@@ -214,6 +213,16 @@ impl Identity<'_> {
                 .as_deref()
                 .is_none_or(|g| self.groups.iter().any(|x| x == g))
     }
+}
+
+/// The string, or the first string of a list.
+fn first_str(raw: &serde_json::value::RawValue) -> Option<String> {
+    let mut first = None;
+    crate::event::for_each_str(raw, &mut |s| {
+        first = Some(s.to_owned());
+        true
+    });
+    first
 }
 
 fn string_list(raw: Option<&serde_json::value::RawValue>) -> Vec<String> {

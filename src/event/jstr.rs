@@ -229,6 +229,34 @@ pub fn unescape_literal(raw: &str) -> Option<Cow<'_, str>> {
     String::from_utf8(out).ok().map(Cow::Owned)
 }
 
+/// The raw value under `key` in a raw JSON object, found without building the object: other
+/// entries are skipped in place. None when `raw` is not an object or lacks the key.
+pub fn raw_entry<'a>(raw: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+    struct Find<'k>(&'k str);
+    impl<'de, 'k> Visitor<'de> for Find<'k> {
+        type Value = Option<&'de RawValue>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+                if found.is_none() && k == self.0 {
+                    found = Some(map.next_value::<&'de RawValue>()?);
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    de.deserialize_map(Find(key)).ok().flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +304,19 @@ mod tests {
         });
         assert!(hit);
         assert_eq!(seen, ["a", "b"]);
+    }
+
+    #[test]
+    fn finds_one_entry_without_building_the_object() {
+        let raw: &RawValue =
+            serde_json::from_str(r#"{"a":[1,{"b":2}],"k\u0065y":["x"],"z":true}"#).unwrap();
+        assert_eq!(raw_entry(raw, "key").map(RawValue::get), Some(r#"["x"]"#));
+        assert_eq!(
+            raw_entry(raw, "a").map(RawValue::get),
+            Some(r#"[1,{"b":2}]"#)
+        );
+        assert!(raw_entry(raw, "b").is_none());
+        let list: &RawValue = serde_json::from_str("[1]").unwrap();
+        assert!(raw_entry(list, "a").is_none());
     }
 }

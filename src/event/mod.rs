@@ -10,7 +10,7 @@ mod providers;
 pub mod time;
 
 pub use decode::{decode_record, DecodeError, DecodeOptions, Format, Item};
-pub use jstr::{for_each_str, JStr};
+pub use jstr::{for_each_str, raw_entry, JStr};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

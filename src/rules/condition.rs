@@ -12,6 +12,7 @@
 //! A field matcher holds when any value of the field satisfies it.
 
 use super::field::{EventView, Field, Val};
+use super::memo;
 use foldhash::HashSet;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use ipnet::IpNet;
@@ -26,6 +27,9 @@ pub enum Cond {
     Any(Vec<Cond>),
     Not(Box<Cond>),
     Match(Matcher),
+    /// A named macro's body. Several rules test the same macro on an event (`control_plane`,
+    /// `service_account`…): its answer is kept on the event for the rest (slot < 64).
+    Macro(Option<u8>, Box<Cond>),
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +39,8 @@ pub struct Matcher {
     pub spec: String,
     pub field: Field,
     pub op: Op,
+    /// Set when answers are remembered per value (a costly test on a field whose values repeat).
+    pub memo: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -128,13 +134,13 @@ impl Cond {
     pub fn cost(&self) -> u32 {
         match self {
             Cond::All(cs) | Cond::Any(cs) => cs.iter().map(Cond::cost).sum(),
-            Cond::Not(c) => c.cost(),
+            Cond::Not(c) | Cond::Macro(_, c) => c.cost(),
             Cond::Match(m) => {
                 let field = match m.field {
                     Field::Str(_) | Field::StatusCode => 1,
                     Field::List(_) => 2,
                     // Cheap to rule out: a substring check before any parsing.
-                    Field::Extra(_) | Field::Annotation(_) => 4,
+                    Field::Extra(..) | Field::Annotation(..) => 4,
                     Field::Json(..) => 8,
                 };
                 let op = match m.op {
@@ -157,10 +163,11 @@ impl Cond {
             sorted.sort_by_key(Cond::cost);
             *cs = sorted;
         }
-        if let Cond::Not(c) = self {
-            return Cond::Not(Box::new(c.order_by_cost()));
+        match self {
+            Cond::Not(c) => Cond::Not(Box::new(c.order_by_cost())),
+            Cond::Macro(slot, c) => Cond::Macro(slot, Box::new(c.order_by_cost())),
+            other => other,
         }
-        self
     }
 
     /// Evaluates every branch (no short cut) and writes why, one line per node.
@@ -197,6 +204,7 @@ impl Cond {
                 out.push_str(&lines);
                 r
             }
+            Cond::Macro(_, c) => c.explain(ev, depth, out),
             Cond::Match(m) => {
                 let r = m.eval(ev);
                 let got = m.field.all_text(ev);
@@ -223,6 +231,8 @@ impl Cond {
             Cond::Any(cs) => cs.iter().any(|c| c.eval(ev)),
             Cond::Not(c) => !c.eval(ev),
             Cond::Match(m) => m.eval(ev),
+            Cond::Macro(Some(slot), c) => ev.macro_answer(*slot, || c.eval(ev)),
+            Cond::Macro(None, c) => c.eval(ev),
         }
     }
 
@@ -236,6 +246,7 @@ impl Cond {
                 _ => None,
             },
             Cond::All(cs) => cs.iter().find_map(|c| c.required_values(path)),
+            Cond::Macro(_, c) => c.required_values(path),
             Cond::Any(cs) => {
                 let mut all = Vec::new();
                 for c in cs {
@@ -282,7 +293,16 @@ impl Cond {
                                     keys(scope.macros)
                                 )
                             })?;
-                            Self::compile_depth(body, scope, &format!("{here}({name})"), depth + 1)?
+                            let slot = scope.macros.keys().position(|k| k == name);
+                            Cond::Macro(
+                                slot.and_then(|s| u8::try_from(s).ok()).filter(|s| *s < 64),
+                                Box::new(Self::compile_depth(
+                                    body,
+                                    scope,
+                                    &format!("{here}({name})"),
+                                    depth + 1,
+                                )?),
+                            )
                         }
                         path => compile_field(path, v, scope, &here)?,
                     });
@@ -324,11 +344,12 @@ fn compile_list(items: &[Y], scope: &Scope, at: &str, depth: usize) -> Result<Ve
 fn compile_field(path: &str, v: &Y, scope: &Scope, at: &str) -> Result<Cond, String> {
     let field = Field::parse(path).map_err(|e| format!("{at}: {e}"))?;
     let spec = serde_json::to_string(v).unwrap_or_default();
-    let matcher = |op| {
+    let matcher = |op: Op| {
         Cond::Match(Matcher {
             path: path.to_owned(),
             spec: spec.clone(),
             field: field.clone(),
+            memo: (op.is_costly() && memo::LOW_CARDINALITY.contains(&path)).then(memo::next_id),
             op,
         })
     };
@@ -517,14 +538,27 @@ impl Matcher {
         }
         if let Op::SameAs(other) = &self.op {
             let theirs = other.all_text(ev);
-            return !theirs.is_empty()
-                && self.field.any(ev, &mut |v| theirs.contains(&v.to_text()));
+            return !theirs.is_empty() && self.field.any(ev, |v| theirs.contains(&v.to_text()));
         }
-        self.field.any(ev, &mut |v| self.op.test(v))
+        let test = || self.field.any(ev, |v| self.op.test(v));
+        match (self.memo, self.field.raw_text(ev)) {
+            (Some(id), Some(text)) => memo::answer(id, text, test),
+            _ => test(),
+        }
     }
 }
 
 impl Op {
+    /// Tests that cost far more than a hash lookup of the value.
+    fn is_costly(&self) -> bool {
+        match self {
+            Op::Contains(..) | Op::Regex(..) | Op::Cidr(_) | Op::InIcase(_) => true,
+            Op::Glob(_, set) => set.is_some(),
+            Op::Prefix(_, icase) | Op::Suffix(_, icase) => *icase,
+            _ => false,
+        }
+    }
+
     pub fn test(&self, v: Val) -> bool {
         match (self, v) {
             (Op::Eq(Scalar::Str(p, false)), Val::Str(s)) => p == s,

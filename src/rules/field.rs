@@ -6,10 +6,10 @@
 //! `[*]` visits every element of a list, `(a|b)` tries several keys.
 
 use crate::event::{for_each_str, AuditEvent, JStr};
+use foldhash::HashMap;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use std::cell::OnceCell;
-use std::collections::HashMap;
+use std::cell::{Cell, OnceCell};
 
 /// One value a field resolves to.
 #[derive(Debug, Clone, Copy)]
@@ -54,9 +54,44 @@ pub enum Field {
     Str(StrGetter),
     List(ListGetter),
     StatusCode,
-    Extra(String),
-    Annotation(String),
-    Json(JsonRoot, Vec<Seg>),
+    Extra(String, Needles),
+    Annotation(String, Needles),
+    Json(JsonRoot, Vec<Seg>, Needles),
+}
+
+/// The keys a field's path needs, as literal searchers built once: an object whose text has
+/// none of a group's keys (and no escapes) cannot hold the field, and is not parsed at all.
+#[derive(Clone, Debug)]
+pub struct Needles(Vec<Vec<memchr::memmem::Finder<'static>>>);
+
+impl Needles {
+    fn of(path: &[Seg]) -> Needles {
+        let finder = |k: &String| memchr::memmem::Finder::new(k.as_bytes()).into_owned();
+        Needles(
+            path.iter()
+                .filter_map(|seg| match seg {
+                    Seg::Key(k) => Some(vec![finder(k)]),
+                    Seg::AnyKey(keys) => Some(keys.iter().map(finder).collect()),
+                    Seg::Each | Seg::Index(_) => None,
+                })
+                .collect(),
+        )
+    }
+
+    fn key(key: &str) -> Needles {
+        Needles::of(&[Seg::Key(key.to_owned())])
+    }
+
+    /// Whether the raw object may hold the path: every group has a key in its text.
+    fn may_be_in(&self, raw: Option<&RawValue>) -> bool {
+        let Some(raw) = raw else { return false };
+        let text = raw.get().as_bytes();
+        memchr::memchr(b'\\', text).is_some()
+            || self
+                .0
+                .iter()
+                .all(|group| group.iter().any(|f| f.find(text).is_some()))
+    }
 }
 
 impl std::fmt::Debug for Field {
@@ -65,9 +100,9 @@ impl std::fmt::Debug for Field {
             Field::Str(_) => f.write_str("Field::Str"),
             Field::List(_) => f.write_str("Field::List"),
             Field::StatusCode => f.write_str("Field::StatusCode"),
-            Field::Extra(k) => write!(f, "Field::Extra({k})"),
-            Field::Annotation(k) => write!(f, "Field::Annotation({k})"),
-            Field::Json(r, p) => write!(f, "Field::Json({r:?}, {p:?})"),
+            Field::Extra(k, _) => write!(f, "Field::Extra({k})"),
+            Field::Annotation(k, _) => write!(f, "Field::Annotation({k})"),
+            Field::Json(r, p, _) => write!(f, "Field::Json({r:?}, {p:?})"),
         }
     }
 }
@@ -192,7 +227,9 @@ impl Field {
             _ => None,
         };
         if let Some(r) = json_root {
-            return Ok(Field::Json(r, parse_segments(rest)?));
+            let path = parse_segments(rest)?;
+            let needles = Needles::of(&path);
+            return Ok(Field::Json(r, path, needles));
         }
         let single_key = |prefix: &str| -> Result<String, String> {
             match parse_segments(&path[prefix.len()..])?.as_slice() {
@@ -203,10 +240,14 @@ impl Field {
             }
         };
         if path.starts_with("user.extra.") {
-            return Ok(Field::Extra(single_key("user.extra.")?));
+            let key = single_key("user.extra.")?;
+            let needles = Needles::key(&key);
+            return Ok(Field::Extra(key, needles));
         }
         if path.starts_with("annotations.") {
-            return Ok(Field::Annotation(single_key("annotations.")?));
+            let key = single_key("annotations.")?;
+            let needles = Needles::key(&key);
+            return Ok(Field::Annotation(key, needles));
         }
         Err(format!(
             "unknown field {path:?}; known fields: {}",
@@ -215,7 +256,9 @@ impl Field {
     }
 
     /// Calls `f` on each value of the field until it returns true; returns whether it did.
-    pub fn any(&self, ev: &EventView, f: &mut dyn FnMut(Val) -> bool) -> bool {
+    pub fn any(&self, ev: &EventView, mut f: impl FnMut(Val) -> bool) -> bool {
+        // Generic so that the common case, one top-level string, is a direct call.
+        let f = &mut f;
         match self {
             Field::Str(g) => g(ev.event).is_some_and(|s| f(Val::Str(s))),
             Field::List(g) => {
@@ -225,28 +268,40 @@ impl Field {
                 .event
                 .status_code()
                 .is_some_and(|c| f(Val::Num(c as f64))),
-            Field::Extra(key) => {
-                may_hold(ev.event.user.extra, key)
+            Field::Extra(key, needles) => {
+                needles.may_be_in(ev.event.user.extra)
                     && ev
                         .extra()
                         .get(key.as_str())
                         .is_some_and(|v| visit_json(v, &[], f))
             }
-            Field::Annotation(key) => {
-                may_hold(ev.event.annotations, key)
+            Field::Annotation(key, needles) => {
+                needles.may_be_in(ev.event.annotations)
                     && ev
                         .annotations()
                         .get(key.as_str())
                         .is_some_and(|v| visit_json(v, &[], f))
             }
-            Field::Json(root, path) => ev.json_root(*root).is_some_and(|v| visit_json(v, path, f)),
+            Field::Json(root, path, needles) => {
+                needles.may_be_in(ev.raw_root(*root))
+                    && ev.json_root(*root).is_some_and(|v| visit_json(v, path, f))
+            }
+        }
+    }
+
+    /// The field's whole text when it is one top-level string or list (the key of a memo).
+    pub fn raw_text<'e>(&self, ev: &'e EventView) -> Option<&'e str> {
+        match self {
+            Field::Str(g) => g(ev.event),
+            Field::List(g) => g(ev.event).map(RawValue::get),
+            _ => None,
         }
     }
 
     /// The first value, as text (for summaries and alert keys).
     pub fn first_text(&self, ev: &EventView) -> Option<String> {
         let mut out = None;
-        self.any(ev, &mut |v| {
+        self.any(ev, |v: Val| {
             out = Some(v.to_text());
             true
         });
@@ -256,7 +311,7 @@ impl Field {
     /// Every value, as text.
     pub fn all_text(&self, ev: &EventView) -> Vec<String> {
         let mut out = Vec::new();
-        self.any(ev, &mut |v| {
+        self.any(ev, |v: Val| {
             out.push(v.to_text());
             false
         });
@@ -266,18 +321,13 @@ impl Field {
     /// Whether the field has any non-null value (objects and lists count).
     pub fn exists(&self, ev: &EventView) -> bool {
         match self {
-            Field::Json(root, path) => ev.json_root(*root).is_some_and(|v| json_exists(v, path)),
-            _ => self.any(ev, &mut |_| true),
+            Field::Json(root, path, needles) => {
+                needles.may_be_in(ev.raw_root(*root))
+                    && ev.json_root(*root).is_some_and(|v| json_exists(v, path))
+            }
+            _ => self.any(ev, |_: Val| true),
         }
     }
-}
-
-/// Whether a raw JSON object can have `key`: false when its text has no escapes and does not
-/// contain the key literally. Spares parsing the whole map for the many events without it.
-fn may_hold(raw: Option<&RawValue>, key: &str) -> bool {
-    let Some(raw) = raw else { return false };
-    let text = raw.get().as_bytes();
-    memchr::memchr(b'\\', text).is_some() || memchr::memmem::find(text, key.as_bytes()).is_some()
 }
 
 fn visit_json(v: &Value, path: &[Seg], f: &mut dyn FnMut(Val) -> bool) -> bool {
@@ -390,6 +440,9 @@ pub struct EventView<'e, 'a> {
     response: OnceCell<Option<Value>>,
     extra: OnceCell<HashMap<String, Value>>,
     annotations: OnceCell<HashMap<String, Value>>,
+    /// Macros answered so far on this event (bit per slot), and their answers.
+    macros_known: Cell<u64>,
+    macros_true: Cell<u64>,
 }
 
 impl<'e, 'a> EventView<'e, 'a> {
@@ -401,7 +454,23 @@ impl<'e, 'a> EventView<'e, 'a> {
             response: OnceCell::new(),
             extra: OnceCell::new(),
             annotations: OnceCell::new(),
+            macros_known: Cell::new(0),
+            macros_true: Cell::new(0),
         }
+    }
+
+    /// The answer of the macro in `slot` (< 64) on this event, computed the first time asked.
+    pub fn macro_answer(&self, slot: u8, compute: impl FnOnce() -> bool) -> bool {
+        let bit = 1u64 << slot;
+        if self.macros_known.get() & bit != 0 {
+            return self.macros_true.get() & bit != 0;
+        }
+        let answer = compute();
+        self.macros_known.set(self.macros_known.get() | bit);
+        if answer {
+            self.macros_true.set(self.macros_true.get() | bit);
+        }
+        answer
     }
 
     fn parsed<'c>(cell: &'c OnceCell<Option<Value>>, raw: Option<&RawValue>) -> Option<&'c Value> {
@@ -414,6 +483,14 @@ impl<'e, 'a> EventView<'e, 'a> {
             JsonRoot::Request => Self::parsed(&self.request, self.event.request_object),
             JsonRoot::Response => Self::parsed(&self.response, self.event.response_object),
             JsonRoot::PodSpec => pod_spec(Self::parsed(&self.request, self.event.request_object)?),
+        }
+    }
+
+    /// The unparsed object a JSON root lies in.
+    fn raw_root(&self, root: JsonRoot) -> Option<&'a RawValue> {
+        match root {
+            JsonRoot::Request | JsonRoot::PodSpec => self.event.request_object,
+            JsonRoot::Response => self.event.response_object,
         }
     }
 
@@ -443,8 +520,10 @@ fn pod_spec(obj: &Value) -> Option<&Value> {
     if spec.get("containers").is_some() {
         return Some(spec);
     }
-    spec.pointer("/template/spec")
-        .or_else(|| spec.pointer("/jobTemplate/spec/template/spec"))
+    fn template(v: &Value) -> Option<&Value> {
+        v.get("template")?.get("spec")
+    }
+    template(spec).or_else(|| template(spec.get("jobTemplate")?.get("spec")?))
 }
 
 #[cfg(test)]
@@ -487,5 +566,19 @@ mod tests {
         );
         assert_eq!(text("podSpec.containers[*].name"), ["a"]);
         assert!(text("requestObject.spec.nothing").is_empty());
+    }
+
+    #[test]
+    fn the_literal_prefilter_never_hides_a_value() {
+        let field = Field::parse("requestObject.spec.(hostPID|hostIPC)").unwrap();
+        let values = |json: &str| {
+            let ev: AuditEvent = serde_json::from_str(json).unwrap();
+            field.all_text(&EventView::new(&ev, 0))
+        };
+        assert_eq!(values(r#"{"requestObject":{"spec":{"hostIPC":true}}}"#), ["true"]);
+        // An escaped key is not found literally; the object is parsed all the same.
+        assert_eq!(values(r#"{"requestObject":{"spec":{"host\u0050ID":true}}}"#), ["true"]);
+        assert!(values(r#"{"requestObject":{"spec":{"hostNetwork":true}}}"#).is_empty());
+        assert!(values(r#"{"requestObject":{"hostPID":true}}"#).is_empty());
     }
 }

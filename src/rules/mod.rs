@@ -8,6 +8,7 @@ pub mod condition;
 pub mod field;
 pub mod kind;
 mod locate;
+mod memo;
 pub mod sigma;
 pub mod template;
 pub mod testing;
@@ -388,11 +389,16 @@ impl RuleSet {
         };
     }
 
+    /// Indices of the rules the index leaves to test on this event.
+    pub fn candidates(&self, ev: &EventView) -> &[u32] {
+        let verb = ev.event.verb.as_deref().unwrap_or("");
+        self.index.candidates(ev.event.resource(), verb)
+    }
+
     /// Indices of the rules that fire on this event, in rule order.
     pub fn matching(&self, ev: &EventView, out: &mut Vec<u32>) {
         out.clear();
-        let verb = ev.event.verb.as_deref().unwrap_or("");
-        for &i in self.index.candidates(ev.event.resource(), verb) {
+        for &i in self.candidates(ev) {
             if self.rules[i as usize].matches(ev) {
                 out.push(i);
             }
