@@ -19,9 +19,14 @@
 //! [files]                             # and/or follow log files (tail -F, rotation-aware)
 //! follow = ["/var/log/kube-apiserver/audit.log"]
 //!
+//! [kafka]                             # and/or a Kafka consumer group
+//! brokers = "kafka-1:9092"
+//! topics = ["k8s-audit"]
+//! rebuild = "1h"                      # state re-read on partition assignment
+//!
 //! [[sink]]
-//! type = "file"                       # or "stdout", "http"
-//! path = "/var/lib/audithound/alerts.jsonl"
+//! type = "file"                       # or "stdout", "http", "kafka"
+//! path = "/var/lib/audithound/alerts.jsonl"   # appended, rotated past rotate_mib (100)
 //! format = "ocsf"                     # or "native"
 //! ```
 
@@ -119,6 +124,24 @@ pub struct Kafka {
     pub properties: std::collections::BTreeMap<String, String>,
     /// Where each message names its cluster: "key" (up to the first `/`) or "header:<name>".
     pub cluster_from: Option<String>,
+    /// How far back (message time) a newly assigned partition is re-read to rebuild detector
+    /// state before its first uncommitted message; "0s" turns it off. Windows longer than
+    /// this (the 7-day sequences) only see what it reaches.
+    #[serde(default = "default_rebuild")]
+    pub rebuild: String,
+}
+
+impl Kafka {
+    /// `rebuild` in milliseconds.
+    pub fn rebuild_ms(&self) -> Result<i64, String> {
+        crate::rules::kind::parse_duration(&self.rebuild)
+            .map(|micros| micros / 1000)
+            .map_err(|e| format!("kafka.rebuild {:?}: {e}", self.rebuild))
+    }
+}
+
+fn default_rebuild() -> String {
+    "1h".into()
 }
 
 fn default_group() -> String {
@@ -142,8 +165,11 @@ fn default_queue() -> usize {
 pub struct Sink {
     #[serde(rename = "type")]
     pub kind: SinkKind,
-    /// file: where.
+    /// file: where; appended to, rotated past `rotate_mib` (default 100) keeping `keep` old
+    /// files (default 5: `alerts.jsonl.1` … `.5`).
     pub path: Option<PathBuf>,
+    pub rotate_mib: Option<u64>,
+    pub keep: Option<usize>,
     #[serde(default)]
     pub format: Format,
     /// http: where, and in which shape (json, splunk_hec, elasticsearch).
@@ -183,8 +209,10 @@ impl Sink {
             SinkKind::Stdout => Box::new(JsonLines::open("-", self.format.into())?),
             SinkKind::File => {
                 let path = self.path.as_deref().unwrap_or(Path::new("alerts.jsonl"));
-                Box::new(JsonLines::open(
-                    &path.to_string_lossy(),
+                Box::new(crate::sink::file::RotatingFile::open(
+                    path,
+                    self.rotate_mib.unwrap_or(100) << 20,
+                    self.keep.unwrap_or(5),
                     self.format.into(),
                 )?)
             }
@@ -255,6 +283,7 @@ impl Config {
                 crate::source::kafka::ClusterFrom::parse(c)
                     .map_err(|e| format!("kafka.cluster_from {e}"))?;
             }
+            k.rebuild_ms()?;
         }
         if let Some(w) = &self.webhook {
             if w.listen.parse::<std::net::SocketAddr>().is_err() {

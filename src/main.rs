@@ -412,6 +412,7 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 consumer,
                 &k.topics,
                 cluster_from,
+                k.rebuild_ms().map_err(|e| anyhow::anyhow!(e))?,
                 1,
                 queue.clone(),
                 stop.clone(),

@@ -64,6 +64,10 @@ pub struct RunStats {
     pub duplicate_alerts: u64,
     /// Alerts held back by a rule's `suppress` period.
     pub suppressed_alerts: u64,
+    /// Events re-read to rebuild detector state after a Kafka partition assignment, and the
+    /// alerts they completed (delivered before, so not sent again).
+    pub warmup_events: u64,
+    pub warmup_alerts: u64,
     /// Keys held by stateful rules at the end, and keys evicted by the memory cap.
     pub state_keys: u64,
     pub state_evictions: u64,
@@ -164,6 +168,10 @@ impl RunStats {
             ("rejected", self.rejected_total().to_string()),
             ("alerts", self.alerts.to_string()),
             ("alerts suppressed", self.suppressed_alerts.to_string()),
+            (
+                "re-read to rebuild state (alerts held)",
+                format!("{} ({})", self.warmup_events, self.warmup_alerts),
+            ),
             (
                 "stateful keys (evicted)",
                 format!("{} ({})", self.state_keys, self.state_evictions),
@@ -297,6 +305,7 @@ impl Live {
             s.rejected.clone_from(&stats.rejected);
             s.alerts = stats.alerts;
             s.suppressed_alerts = stats.suppressed_alerts;
+            s.warmup_events = stats.warmup_events;
             s.duplicate_alerts = stats.duplicate_alerts;
             s.alerts_by_rule.clone_from(&stats.alerts_by_rule);
             s.state_keys = stats.state_keys;
@@ -369,6 +378,12 @@ impl Live {
             "audithound_alerts_suppressed_total",
             "Alerts held back by suppress.",
             s.suppressed_alerts,
+        );
+        counter(
+            &mut out,
+            "audithound_warmup_events_total",
+            "Events re-read to rebuild detector state after a partition assignment.",
+            s.warmup_events,
         );
         let _ = write!(out, "# HELP audithound_rejected_total Records rejected, by reason.\n# TYPE audithound_rejected_total counter\n");
         for (reason, n) in &s.rejected {

@@ -101,6 +101,7 @@ async fn receive(
         received: std::time::Instant::now(),
         position: None,
         cluster: None,
+        warmup: false,
     };
     match s.queue.offer(chunk) {
         Ok(()) => {

@@ -3,7 +3,7 @@
 //! alerts produced to another topic. Same alerts as a replay; offsets committed to the end.
 
 mod common;
-use common::{alert_ids, attack_lines, audithound, free_port, wait_until, Service};
+use common::{alert_ids, attack_lines, audithound, free_port, metric, wait_until, Service};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -50,37 +50,35 @@ fn client(brokers: &str) -> ClientConfig {
     c
 }
 
-#[test]
-fn consumed_from_kafka_alerts_to_kafka_same_as_replay_offsets_committed() {
-    let port = free_port();
-    let _broker = broker(port);
-    let brokers = format!("127.0.0.1:{port}");
+fn create_topics(brokers: &str, names: &[&str]) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let admin: AdminClient<_> = client(&brokers).create().unwrap();
-    let topics = [
-        NewTopic::new("audit", 1, TopicReplication::Fixed(1)),
-        NewTopic::new("alerts", 1, TopicReplication::Fixed(1)),
-    ];
+    let admin: AdminClient<_> = client(brokers).create().unwrap();
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
+        .collect();
     runtime
         .block_on(admin.create_topics(&topics, &AdminOptions::new()))
         .unwrap();
+}
 
-    // One record per batch: tansu mishandles resuming inside a multi-record batch.
-    let producer: BaseProducer = client(&brokers)
+/// Produces `lines` to `topic`, each with a `cluster: prod-eu` header (fleets ship every
+/// cluster to one topic). One record per batch: tansu mishandles resuming inside a
+/// multi-record batch (see `the_broker_skips_records_when_resuming_inside_a_batch`).
+fn produce(brokers: &str, topic: &str, lines: &[String]) {
+    let producer: BaseProducer = client(brokers)
         .set("batch.num.messages", "1")
         .set("linger.ms", "0")
         .create()
         .unwrap();
-    let events = attack_lines();
-    for e in &events {
-        // Fleets ship every cluster to one topic; the header names the cluster.
+    for e in lines {
         let headers = OwnedHeaders::new().insert(Header {
             key: "cluster",
             value: Some("prod-eu"),
         });
         producer
             .send(
-                BaseRecord::to("audit")
+                BaseRecord::to(topic)
                     .key("prod-eu/user")
                     .headers(headers)
                     .payload(e.as_str()),
@@ -89,33 +87,10 @@ fn consumed_from_kafka_alerts_to_kafka_same_as_replay_offsets_committed() {
         producer.poll(Duration::ZERO);
     }
     producer.flush(Duration::from_secs(30)).unwrap();
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let alerts = dir.path().join("alerts.jsonl");
-    let hook = free_port();
-    let config = dir.path().join("audithound.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[detection]\nrevocations = \"samples/revocations.yaml\"\n[webhook]\nlisten = \"127.0.0.1:{hook}\"\n[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"audit\"]\ngroup = \"audithound-test\"\ncluster_from = \"header:cluster\"\n[[sink]]\ntype = \"file\"\npath = {:?}\n[[sink]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"alerts\"\n",
-            alerts.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let service = Service::start(config.to_str().unwrap());
-    let want = format!("audithound_records_total {}\n", events.len());
-    wait_until("not every message was processed", || {
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", hook)) else {
-            return false;
-        };
-        use std::io::{Read, Write};
-        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        text.contains(&want)
-    });
-    service.stop();
-
+/// The alerts a replay of the same events raises.
+fn replayed_ids() -> BTreeSet<String> {
     let replay = audithound(&[
         "replay",
         "samples/attacks",
@@ -125,42 +100,194 @@ fn consumed_from_kafka_alerts_to_kafka_same_as_replay_offsets_committed() {
         "--cluster",
         "prod-eu",
     ]);
-    let expected = alert_ids(&String::from_utf8_lossy(&replay.stdout));
-    assert!(expected.len() > 10);
-    let written = std::fs::read_to_string(&alerts).unwrap();
-    assert_eq!(alert_ids(&written), expected);
-    assert!(written
-        .lines()
-        .all(|l| l.contains("\"cluster\":\"prod-eu\"")));
+    let ids = alert_ids(&String::from_utf8_lossy(&replay.stdout));
+    assert!(ids.len() > 10);
+    ids
+}
 
-    // The alerts topic holds the same alerts, keyed by alert id.
-    let reader: BaseConsumer = client(&brokers)
+/// The distinct alert ids on an alerts topic (read until `at_least` are there); every message's
+/// key must be its alert's id, so redeliveries can only repeat an id.
+fn topic_alert_ids(brokers: &str, topic: &str, at_least: usize) -> BTreeSet<String> {
+    let reader: BaseConsumer = client(brokers)
         .set("group.id", "alerts-reader")
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    reader.subscribe(&["alerts"]).unwrap();
-    let mut keys = BTreeSet::new();
+    reader.subscribe(&[topic]).unwrap();
+    let mut ids = BTreeSet::new();
     wait_until("alerts topic incomplete", || {
         if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
-            if let Some(k) = m.key() {
-                keys.insert(String::from_utf8_lossy(k).into_owned());
-            }
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            let alert: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            assert_eq!(alert["id"].as_str(), Some(key.as_str()));
+            ids.insert(key);
         }
-        keys.len() >= expected.len()
+        ids.len() >= at_least
     });
-    assert_eq!(keys, expected);
+    ids
+}
 
-    // The group's committed offset is past the last message.
-    let group: BaseConsumer = client(&brokers)
-        .set("group.id", "audithound-test")
-        .create()
-        .unwrap();
+/// The offset `group` has committed on partition 0 of `topic` (-1 when none).
+fn committed(brokers: &str, group: &str, topic: &str) -> i64 {
+    let group: BaseConsumer = client(brokers).set("group.id", group).create().unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition("audit", 0);
+    tpl.add_partition(topic, 0);
     let committed = group
         .committed_offsets(tpl, Duration::from_secs(10))
         .unwrap();
-    let offset = committed.elements()[0].offset();
-    assert_eq!(offset, Offset::Offset(events.len() as i64));
+    match committed.elements()[0].offset() {
+        Offset::Offset(o) => o,
+        _ => -1,
+    }
+}
+
+/// A service consuming `audit` in `group`, alerts to a file and to the `alerts` topic.
+fn service_config(dir: &std::path::Path, brokers: &str, group: &str, hook: u16) -> String {
+    let config = dir.join("audithound.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[detection]\nrevocations = \"samples/revocations.yaml\"\n[webhook]\nlisten = \"127.0.0.1:{hook}\"\n[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"audit\"]\ngroup = \"{group}\"\ncluster_from = \"header:cluster\"\n[[sink]]\ntype = \"file\"\npath = {:?}\n[[sink]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"alerts\"\n",
+            dir.join("alerts.jsonl").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    config.to_string_lossy().into_owned()
+}
+
+#[test]
+fn consumed_from_kafka_alerts_to_kafka_same_as_replay_offsets_committed() {
+    let port = free_port();
+    let _broker = broker(port);
+    let brokers = format!("127.0.0.1:{port}");
+    create_topics(&brokers, &["audit", "alerts"]);
+    let events = attack_lines();
+    produce(&brokers, "audit", &events);
+
+    let dir = tempfile::tempdir().unwrap();
+    let hook = free_port();
+    let service = Service::start(&service_config(
+        dir.path(),
+        &brokers,
+        "audithound-test",
+        hook,
+    ));
+    wait_until("not every message was processed", || {
+        metric(hook, "audithound_records_total") == Some(events.len() as u64)
+    });
+    service.stop();
+
+    let expected = replayed_ids();
+    let written = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+    assert_eq!(alert_ids(&written), expected);
+    assert!(written
+        .lines()
+        .all(|l| l.contains("\"cluster\":\"prod-eu\"")));
+    // The alerts topic holds the same alerts, keyed by alert id.
+    assert_eq!(
+        topic_alert_ids(&brokers, "alerts", expected.len()),
+        expected
+    );
+    // The group's committed offset is past the last message: no lag.
+    assert_eq!(
+        committed(&brokers, "audithound-test", "audit"),
+        events.len() as i64
+    );
+}
+
+#[test]
+fn killed_mid_stream_then_restarted_rebuilds_state_and_loses_no_alert() {
+    let port = free_port();
+    let _broker = broker(port);
+    let brokers = format!("127.0.0.1:{port}");
+    create_topics(&brokers, &["audit", "alerts"]);
+    let events = attack_lines();
+    // Cut the stream right after a service account is deleted: the alert for its later use
+    // needs detector state that only a rebuild can give the restarted process.
+    let split = 1 + events
+        .iter()
+        .position(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap();
+            e["verb"] == "delete" && e["objectRef"]["resource"] == "serviceaccounts"
+        })
+        .expect("the attacks delete a service account");
+    produce(&brokers, "audit", &events[..split]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let hook = free_port();
+    let config = service_config(dir.path(), &brokers, "restart-test", hook);
+    let first = Service::start(&config);
+    wait_until("the first half was not committed", || {
+        committed(&brokers, "restart-test", "audit") == split as i64
+    });
+    first.kill();
+
+    produce(&brokers, "audit", &events[split..]);
+    let second = Service::start(&config);
+    wait_until("the rest was not committed", || {
+        committed(&brokers, "restart-test", "audit") == events.len() as i64
+    });
+    let rebuilt = metric(hook, "audithound_warmup_events_total");
+    second.stop();
+
+    // The committed half was re-read for state only, and every alert arrived.
+    assert_eq!(rebuilt, Some(split as u64));
+    let expected = replayed_ids();
+    let written = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+    assert_eq!(
+        alert_ids(&written),
+        expected,
+        "the file, appended by both runs"
+    );
+    assert_eq!(
+        topic_alert_ids(&brokers, "alerts", expected.len()),
+        expected
+    );
+}
+
+/// Documents the broker, not audithound: a tansu group consumer resuming from a committed
+/// offset inside a multi-record batch does not get the rest of that batch. The other tests
+/// produce one record per batch so that they measure audithound's guarantees, not this.
+#[test]
+fn the_broker_skips_records_when_resuming_inside_a_batch() {
+    let port = free_port();
+    let _broker = broker(port);
+    let brokers = format!("127.0.0.1:{port}");
+    create_topics(&brokers, &["batched"]);
+    let producer: BaseProducer = client(&brokers)
+        .set("linger.ms", "200")
+        .set("batch.num.messages", "1000")
+        .create()
+        .unwrap();
+    for i in 0..200 {
+        producer
+            .send(BaseRecord::<(), _>::to("batched").payload(&i.to_string()))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    // Commit offset 50, in the middle of the batch, then resume as a new group member.
+    let group: BaseConsumer = client(&brokers).set("group.id", "resume").create().unwrap();
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset("batched", 0, Offset::Offset(50))
+        .unwrap();
+    group
+        .commit(&at, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+    drop(group);
+    let resumed: BaseConsumer = client(&brokers)
+        .set("group.id", "resume")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    resumed.subscribe(&["batched"]).unwrap();
+    let mut seen = Vec::new();
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(8) && seen.len() < 150 {
+        if let Some(Ok(m)) = resumed.poll(Duration::from_millis(200)) {
+            seen.push(m.offset());
+        }
+    }
+    let expected: Vec<i64> = (50..200).collect();
+    // When this starts failing, tansu has fixed it: drop the one-record-per-batch workaround.
+    assert_ne!(seen, expected, "tansu now resumes inside a batch correctly");
 }

@@ -326,6 +326,10 @@ fn emit(
     sink: &mut dyn AlertSink,
     dead_letter: &mut Option<&mut dyn Write>,
 ) -> anyhow::Result<Batch> {
+    let warmup = done.batch.warmup;
+    if warmup {
+        stats.warmup_events += done.stats.events;
+    }
     stats.merge_batch(done.stats);
     for r in &done.rejections {
         report_rejection(stats, r, dead_letter)?;
@@ -347,6 +351,12 @@ fn emit(
             let period = det.rules.get(&alert.rule.id).and_then(|r| r.suppress);
             if !det.suppressor.admit(&mut alert, period) {
                 stats.suppressed_alerts += 1;
+                continue;
+            }
+            if warmup {
+                // Completed by events before the committed offset: delivered before the
+                // restart or rebalance; the state it leaves is what was wanted.
+                stats.warmup_alerts += 1;
                 continue;
             }
             stats.count_alert(&alert);

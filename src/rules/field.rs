@@ -575,9 +575,15 @@ mod tests {
             let ev: AuditEvent = serde_json::from_str(json).unwrap();
             field.all_text(&EventView::new(&ev, 0))
         };
-        assert_eq!(values(r#"{"requestObject":{"spec":{"hostIPC":true}}}"#), ["true"]);
+        assert_eq!(
+            values(r#"{"requestObject":{"spec":{"hostIPC":true}}}"#),
+            ["true"]
+        );
         // An escaped key is not found literally; the object is parsed all the same.
-        assert_eq!(values(r#"{"requestObject":{"spec":{"host\u0050ID":true}}}"#), ["true"]);
+        assert_eq!(
+            values(r#"{"requestObject":{"spec":{"host\u0050ID":true}}}"#),
+            ["true"]
+        );
         assert!(values(r#"{"requestObject":{"spec":{"hostNetwork":true}}}"#).is_empty());
         assert!(values(r#"{"requestObject":{"hostPID":true}}"#).is_empty());
     }

@@ -1,6 +1,7 @@
-//! Sinks: where alerts go. JSON lines to stdout or a file, HTTP for SIEMs (`http`), several at
-//! once (`Fanout`).
+//! Sinks: where alerts go. JSON lines to stdout or a file (the service's rotates: `file`), HTTP
+//! for SIEMs (`http`), a Kafka topic (`kafka`), several at once (`Fanout`).
 
+pub mod file;
 pub mod http;
 pub mod kafka;
 

@@ -145,6 +145,7 @@ pub fn spawn(
                             received: std::time::Instant::now(),
                             position: None,
                             cluster: None,
+                            warmup: false,
                         };
                         if queue.send(chunk).is_err() {
                             return; // the engine has stopped

@@ -2,15 +2,68 @@
 //! envelope per message) into the live queue. Offsets are committed by the engine, per batch,
 //! only after every alert those messages caused was flushed to every sink (at-least-once):
 //! `enable.auto.commit` is off and each record carries its (topic, partition, offset).
+//!
+//! When a partition is assigned (a start, a restart, a rebalance), detector state for its
+//! identities is rebuilt first: the partition is re-read from `rebuild` before the first
+//! uncommitted message (by message timestamp) up to it, as warm-up records that feed the
+//! detectors but raise no alerts: those were delivered before the offset was committed.
 
 use super::live::{Chunk, LiveQueue};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The consumer audithound runs: a group member that hears of its partition assignments.
+pub type GroupConsumer = BaseConsumer<Assignments>;
+
+/// Partitions assigned or revoked since the poll loop last looked (librdkafka calls this
+/// from inside `poll`, on the polling thread).
+#[derive(Default)]
+pub struct Assignments {
+    changed: Mutex<Vec<(String, i32)>>,
+}
+
+impl ClientContext for Assignments {}
+
+impl ConsumerContext for Assignments {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let list = match rebalance {
+            Rebalance::Assign(l) | Rebalance::Revoke(l) => l,
+            Rebalance::Error(e) => {
+                tracing::warn!("kafka rebalance: {e}");
+                return;
+            }
+        };
+        if let Ok(mut changed) = self.changed.lock() {
+            for e in list.elements() {
+                changed.push((e.topic().to_owned(), e.partition()));
+            }
+        }
+        tracing::info!(
+            partitions = list.count(),
+            "kafka partitions {}",
+            match rebalance {
+                Rebalance::Assign(_) => "assigned",
+                _ => "revoked",
+            }
+        );
+    }
+}
+
+/// Where a partition's reading stands since it was assigned.
+enum Phase {
+    /// Re-reading for state up to `resume_at` (the first uncommitted offset), skipping
+    /// messages older than `from_ms`.
+    Rebuilding {
+        resume_at: i64,
+        from_ms: i64,
+    },
+    Live,
+}
 
 /// Where a message names its cluster (fleets shipping every cluster's audit log to one topic).
 #[derive(Debug, Clone)]
@@ -68,7 +121,7 @@ pub fn consumer(
     group: &str,
     start: &str,
     properties: &BTreeMap<String, String>,
-) -> anyhow::Result<BaseConsumer> {
+) -> anyhow::Result<GroupConsumer> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -78,15 +131,17 @@ pub fn consumer(
     for (k, v) in properties {
         cfg.set(k, v);
     }
-    Ok(cfg.create()?)
+    Ok(cfg.create_with_context(Assignments::default())?)
 }
 
 /// Polls `consumer` (subscribed to `topics`) on a thread until `stop`, offering each message
-/// to `queue` as input `input` (waiting while the queue is full: Kafka keeps the rest).
+/// to `queue` as input `input` (waiting while the queue is full: Kafka keeps the rest). Each
+/// newly assigned partition is first re-read `rebuild_ms` back for detector state.
 pub fn spawn(
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<GroupConsumer>,
     topics: &[String],
     cluster_from: ClusterFrom,
+    rebuild_ms: i64,
     input: u32,
     queue: LiveQueue,
     stop: Arc<AtomicBool>,
@@ -95,47 +150,157 @@ pub fn spawn(
     consumer.subscribe(&names)?;
     let mut topic_names: BTreeMap<String, Arc<str>> = BTreeMap::new();
     let mut clusters: BTreeMap<String, Arc<str>> = BTreeMap::new();
+    let mut phases: HashMap<(Arc<str>, i32), Phase> = HashMap::new();
     Ok(std::thread::Builder::new()
         .name("kafka-consumer".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                match consumer.poll(Duration::from_millis(200)) {
-                    Some(Ok(m)) => {
-                        let topic = topic_names
-                            .entry(m.topic().to_owned())
-                            .or_insert_with(|| Arc::from(m.topic()))
-                            .clone();
-                        let cluster = cluster_from.of(&m).map(|c| {
-                            clusters
-                                .entry(c.to_owned())
-                                .or_insert_with(|| Arc::from(c))
-                                .clone()
-                        });
-                        let chunk = Chunk {
-                            input,
-                            body: m.payload().unwrap_or_default().to_vec(),
-                            received: std::time::Instant::now(),
-                            cluster,
-                            position: Some(Position {
-                                topic,
-                                partition: m.partition(),
-                                offset: m.offset(),
-                            }),
-                        };
-                        if queue.send(chunk).is_err() {
-                            return;
-                        }
+                let polled = consumer.poll(Duration::from_millis(200));
+                // A partition assigned again starts over (its state is rebuilt once more).
+                if let Ok(mut changed) = consumer.context().changed.lock() {
+                    for (topic, partition) in changed.drain(..) {
+                        phases.retain(|(t, p), _| !(**t == *topic && *p == partition));
                     }
-                    Some(Err(e)) => tracing::warn!("kafka consumer: {e}"),
-                    None => {}
+                }
+                let m = match polled {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        tracing::warn!("kafka consumer: {e}");
+                        continue;
+                    }
+                    None => continue,
+                };
+                let topic = topic_names
+                    .entry(m.topic().to_owned())
+                    .or_insert_with(|| Arc::from(m.topic()))
+                    .clone();
+                let time_ms = m.timestamp().to_millis().unwrap_or(0);
+                let key = (topic.clone(), m.partition());
+                let Some(phase) = phases.get_mut(&key) else {
+                    let phase =
+                        rewind(&consumer, &topic, m.partition(), m.offset(), time_ms, rebuild_ms);
+                    let rewound = matches!(phase, Phase::Rebuilding { .. });
+                    phases.insert(key, phase);
+                    if rewound {
+                        continue; // read again once the warm-up reaches it
+                    }
+                    if !deliver(&mut clusters, &cluster_from, &m, topic, false, input, &queue) {
+                        return;
+                    }
+                    continue;
+                };
+                let warmup = match phase {
+                    Phase::Live => false,
+                    Phase::Rebuilding { resume_at, .. } if m.offset() >= *resume_at => {
+                        tracing::info!(topic = %topic, partition = m.partition(), "state rebuilt; live from offset {resume_at}");
+                        *phase = Phase::Live;
+                        false
+                    }
+                    Phase::Rebuilding { from_ms, .. } if time_ms < *from_ms => continue,
+                    Phase::Rebuilding { .. } => true,
+                };
+                if !deliver(&mut clusters, &cluster_from, &m, topic, warmup, input, &queue) {
+                    return;
                 }
             }
         })?)
 }
 
+/// Offers one message to the engine; false once the engine has gone.
+fn deliver(
+    clusters: &mut BTreeMap<String, Arc<str>>,
+    cluster_from: &ClusterFrom,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+    topic: Arc<str>,
+    warmup: bool,
+    input: u32,
+    queue: &LiveQueue,
+) -> bool {
+    let cluster = cluster_from.of(m).map(|c| {
+        clusters
+            .entry(c.to_owned())
+            .or_insert_with(|| Arc::from(c))
+            .clone()
+    });
+    let chunk = Chunk {
+        input,
+        body: m.payload().unwrap_or_default().to_vec(),
+        received: std::time::Instant::now(),
+        cluster,
+        // Warm-up records are before the committed offset: nothing to commit.
+        position: (!warmup).then(|| Position {
+            topic,
+            partition: m.partition(),
+            offset: m.offset(),
+        }),
+        warmup,
+    };
+    queue.send(chunk).is_ok()
+}
+
+/// The first message read from a newly assigned partition is at `offset` (its first
+/// uncommitted one): seeks back `rebuild_ms` of message time for warm-up when there is
+/// anything there, else reads on live.
+fn rewind(
+    consumer: &GroupConsumer,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    time_ms: i64,
+    rebuild_ms: i64,
+) -> Phase {
+    if rebuild_ms <= 0 {
+        return Phase::Live;
+    }
+    let from_ms = time_ms.saturating_sub(rebuild_ms);
+    let timeout = Duration::from_secs(10);
+    let mut wanted = TopicPartitionList::new();
+    let start = wanted
+        .add_partition_offset(topic, partition, Offset::Offset(from_ms))
+        .ok()
+        .and_then(|()| consumer.offsets_for_times(wanted, timeout).ok())
+        .and_then(|found| {
+            found
+                .find_partition(topic, partition)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+        });
+    // A broker that cannot look offsets up by time: from the start, skipping older messages.
+    let start = match start {
+        Some(o) => Offset::Offset(o),
+        None => Offset::Beginning,
+    };
+    if matches!(start, Offset::Offset(o) if o >= offset) {
+        return Phase::Live;
+    }
+    match consumer.seek(topic, partition, start, timeout) {
+        Ok(()) => {
+            tracing::info!(
+                topic,
+                partition,
+                "rebuilding detector state: re-reading up to offset {offset}"
+            );
+            Phase::Rebuilding {
+                resume_at: offset,
+                from_ms,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(
+                topic,
+                partition,
+                "cannot re-read for detector state ({e}); reading on"
+            );
+            Phase::Live
+        }
+    }
+}
+
 /// Commits, for each partition, the offset after the last of `positions` (the engine calls this
 /// once a batch's alerts are delivered).
-pub fn commit(consumer: &BaseConsumer, positions: &[Position]) {
+pub fn commit(consumer: &GroupConsumer, positions: &[Position]) {
     let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for p in positions {
         let e = next.entry((&p.topic, p.partition)).or_insert(p.offset + 1);

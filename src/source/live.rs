@@ -15,6 +15,8 @@ pub struct Chunk {
     pub position: Option<super::kafka::Position>,
     /// The cluster the record names itself (a Kafka header or key), if any.
     pub cluster: Option<std::sync::Arc<str>>,
+    /// Re-read to rebuild detector state only (see `Batch::warmup`).
+    pub warmup: bool,
 }
 
 /// The receiving end: the engine's source.
@@ -25,6 +27,8 @@ pub struct LiveSource {
     records: Vec<u64>,
     offsets: Vec<u64>,
     batch_bytes: usize,
+    /// A body that did not fit the previous batch (warm-up and live bodies never share one).
+    held: Option<Chunk>,
 }
 
 /// The sending end, for receivers.
@@ -66,6 +70,7 @@ pub fn channel(capacity: usize, inputs: usize) -> (LiveQueue, LiveSource) {
         records: vec![0; inputs],
         offsets: vec![0; inputs],
         batch_bytes: 4 << 20,
+        held: None,
     };
     (LiveQueue { tx }, source)
 }
@@ -74,7 +79,10 @@ impl BatchSource for LiveSource {
     /// Waits for the first body, then takes whatever else is already queued (up to a batch's
     /// worth), so a busy receiver gets large batches and a quiet one low latency.
     fn next_batch(&mut self, recycled: Option<Batch>) -> Option<Batch> {
-        let first = self.rx.recv().ok()?;
+        let first = match self.held.take() {
+            Some(chunk) => chunk,
+            None => self.rx.recv().ok()?,
+        };
         let mut batch = recycled.unwrap_or_default();
         batch.seq = self.seq;
         self.seq += 1;
@@ -84,6 +92,7 @@ impl BatchSource for LiveSource {
         batch.received = Some(first.received);
         batch.positions.clear();
         batch.clusters.clear();
+        batch.warmup = first.warmup;
         let mut next = Some(first);
         while let Some(chunk) = next {
             let input = chunk.input as usize;
@@ -115,6 +124,9 @@ impl BatchSource for LiveSource {
             } else {
                 None
             };
+            if next.as_ref().is_some_and(|c| c.warmup != batch.warmup) {
+                self.held = next.take();
+            }
         }
         Some(batch)
     }
@@ -133,6 +145,7 @@ mod tests {
             received: std::time::Instant::now(),
             position: None,
             cluster: None,
+            warmup: false,
         };
         queue.offer(body("{\"a\":1}")).unwrap();
         queue.offer(body("{\"b\":2}")).unwrap();
@@ -147,5 +160,28 @@ mod tests {
         assert_eq!(source.next_batch(Some(batch)).unwrap().seq, 1);
         drop(queue);
         assert!(source.next_batch(None).is_none(), "closed and drained");
+    }
+
+    #[test]
+    fn warm_up_and_live_bodies_never_share_a_batch() {
+        let (queue, mut source) = channel(8, 1);
+        for warmup in [true, true, false, true] {
+            queue
+                .send(Chunk {
+                    input: 0,
+                    body: b"{}".to_vec(),
+                    received: std::time::Instant::now(),
+                    position: None,
+                    cluster: None,
+                    warmup,
+                })
+                .unwrap();
+        }
+        drop(queue);
+        let mut cuts = Vec::new();
+        while let Some(batch) = source.next_batch(None) {
+            cuts.push((batch.warmup, batch.records.len()));
+        }
+        assert_eq!(cuts, [(true, 2), (false, 1), (true, 1)]);
     }
 }

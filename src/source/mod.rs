@@ -33,6 +33,9 @@ pub struct Batch {
     pub positions: Vec<kafka::Position>,
     /// Cluster names records carry themselves (a Kafka header or key), see `RecordMeta::cluster`.
     pub clusters: Vec<std::sync::Arc<str>>,
+    /// Records re-read only to rebuild detector state (Kafka, after a partition is assigned):
+    /// their events feed the detectors but raise no alerts and commit nothing.
+    pub warmup: bool,
 }
 
 #[derive(Debug, Clone, Copy)]

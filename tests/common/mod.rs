@@ -54,6 +54,13 @@ impl Service {
         Service(child)
     }
 
+    /// SIGKILL: no drain, no flush, no commit (a crash or an OOM kill).
+    #[allow(dead_code)] // only the Kafka tests crash it
+    pub fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
     /// SIGTERM, then the exit: asserts it was clean and returns stderr.
     pub fn stop(mut self) -> String {
         use std::io::Read;
@@ -112,4 +119,17 @@ pub fn alert_ids(jsonl: &str) -> std::collections::BTreeSet<String> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .map(|v| v["id"].as_str().unwrap_or("").to_owned())
         .collect()
+}
+
+/// A counter of the service's `/metrics` (served on the webhook's port), if it answers.
+#[allow(dead_code)] // not every test reads metrics
+pub fn metric(port: u16, name: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
