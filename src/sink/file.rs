@@ -16,6 +16,8 @@ pub struct RotatingFile {
     max_bytes: u64,
     keep: usize,
     format: OutputFormat,
+    /// A regular file (not /dev/null or a pipe): synced, and rotated.
+    regular: bool,
 }
 
 impl RotatingFile {
@@ -26,6 +28,7 @@ impl RotatingFile {
         format: OutputFormat,
     ) -> anyhow::Result<Self> {
         let (out, size) = append(path)?;
+        let regular = out.get_ref().metadata()?.is_file();
         Ok(RotatingFile {
             path: path.to_owned(),
             out,
@@ -33,6 +36,7 @@ impl RotatingFile {
             max_bytes: max_bytes.max(1),
             keep,
             format,
+            regular,
         })
     }
 
@@ -73,7 +77,7 @@ fn append(path: &Path) -> anyhow::Result<(BufWriter<File>, u64)> {
 impl AlertSink for RotatingFile {
     fn send(&mut self, alert: &Alert) -> anyhow::Result<()> {
         let line = self.format.render(alert)?;
-        if self.size > 0 && self.size + line.len() as u64 + 1 > self.max_bytes {
+        if self.regular && self.size > 0 && self.size + line.len() as u64 + 1 > self.max_bytes {
             self.rotate()?;
         }
         self.out.write_all(line.as_bytes())?;
@@ -84,8 +88,10 @@ impl AlertSink for RotatingFile {
 
     fn flush(&mut self) -> anyhow::Result<()> {
         self.out.flush()?;
-        // On disk before the sources acknowledge what caused these alerts.
-        self.out.get_ref().sync_data()?;
+        if self.regular {
+            // On disk before the sources acknowledge what caused these alerts.
+            self.out.get_ref().sync_data()?;
+        }
         Ok(())
     }
 }
