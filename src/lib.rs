@@ -12,6 +12,7 @@ pub mod engine;
 pub mod eval;
 pub mod event;
 pub mod metrics;
+pub mod route;
 pub mod rules;
 pub mod sink;
 pub mod source;

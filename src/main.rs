@@ -60,6 +60,44 @@ enum Command {
         after_help = "Examples:\n  audithound eval samples/scenarios\n  audithound eval samples/scenarios --json report.json --rules detectors/ --rules my-overrides/"
     )]
     Eval(EvalArgs),
+    /// Re-key a raw audit topic by identity, for several `run` members in one group.
+    #[command(
+        long_about = "Re-key a raw audit topic by identity so that several `audithound run` members of one\n\
+            consumer group can share a fleet's stream.\n\n\
+            Each message (one event, an EventList or a provider envelope) is split into single events,\n\
+            written to TO keyed `cluster/username` (one identity, one partition) with a `cluster`\n\
+            header. Binding changes and service-account deletions, which other identities' state\n\
+            depends on, are also copied to every other partition marked as context. Offsets on\n\
+            FROM are committed once every copy is acknowledged. Members read TO with\n\
+            cluster_from = \"header:cluster\".",
+        after_help = "Examples:\n  audithound route --brokers kafka:9092 --from k8s-audit --to k8s-audit-by-identity\n  audithound route --brokers kafka:9092 --from k8s-audit --to keyed --cluster-from key --property security.protocol=SSL"
+    )]
+    Route(RouteArgs),
+}
+
+#[derive(Args)]
+struct RouteArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    brokers: String,
+    /// Raw audit topic to read; repeat for several.
+    #[arg(long, required = true, value_name = "TOPIC")]
+    from: Vec<String>,
+    /// Keyed topic to write (it must exist; its partition count is read once at start).
+    #[arg(long, value_name = "TOPIC")]
+    to: String,
+    /// Consumer group on the raw topics.
+    #[arg(long, default_value = "audithound-route", value_name = "NAME")]
+    group: String,
+    /// Where raw messages name their cluster: "key" (up to its first /) or "header:<name>".
+    #[arg(long, value_name = "WHERE")]
+    cluster_from: Option<String>,
+    /// Cluster for events that name none.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    cluster: String,
+    /// A librdkafka property for both clients (security.protocol=SASL_SSL, …); repeatable.
+    #[arg(long = "property", value_name = "KEY=VALUE")]
+    properties: Vec<String>,
 }
 
 #[derive(Args)]
@@ -258,6 +296,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rules(cmd) => rules(cmd),
         Command::Eval(args) => eval(args, cli.quiet),
         Command::Run(args) => run_service(args, cli.quiet),
+        Command::Route(args) => route(args),
     }
 }
 
@@ -455,6 +494,51 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if !quiet {
         eprint!("{}", stats.render());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn route(args: RouteArgs) -> anyhow::Result<ExitCode> {
+    use audithound::route::RouteOptions;
+    use audithound::source::kafka::ClusterFrom;
+    let cluster_from = match &args.cluster_from {
+        Some(c) => ClusterFrom::parse(c).map_err(|e| anyhow::anyhow!("--cluster-from {e}"))?,
+        None => ClusterFrom::Nothing,
+    };
+    let mut properties = std::collections::BTreeMap::new();
+    for p in &args.properties {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--property {p:?}: expected KEY=VALUE"))?;
+        properties.insert(k.to_owned(), v.to_owned());
+    }
+    let opts = RouteOptions {
+        brokers: args.brokers,
+        from: args.from,
+        to: args.to,
+        group: args.group,
+        cluster_from,
+        cluster: args.cluster,
+        properties,
+    };
+    // SIGTERM/SIGINT: finish the batch in hand (flush, commit), then exit.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let flag = stop.clone();
+    let signals = std::thread::spawn(move || {
+        runtime.block_on(audithound::webhook::termination());
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let stats = audithound::route::route(&opts, &stop)?;
+    drop(signals);
+    tracing::info!(
+        messages = stats.messages,
+        events = stats.events,
+        context_copies = stats.copies,
+        passed_through = stats.passed_through,
+        "route stopped"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

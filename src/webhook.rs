@@ -102,6 +102,7 @@ async fn receive(
         position: None,
         cluster: None,
         warmup: false,
+        context: false,
     };
     match s.queue.offer(chunk) {
         Ok(()) => {

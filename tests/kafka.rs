@@ -147,7 +147,7 @@ fn service_config(dir: &std::path::Path, brokers: &str, group: &str, hook: u16) 
     std::fs::write(
         &config,
         format!(
-            "[detection]\nrevocations = \"samples/revocations.yaml\"\n[webhook]\nlisten = \"127.0.0.1:{hook}\"\n[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"audit\"]\ngroup = \"{group}\"\ncluster_from = \"header:cluster\"\n[[sink]]\ntype = \"file\"\npath = {:?}\n[[sink]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"alerts\"\n",
+            "[detection]\nrevocations = \"samples/revocations.yaml\"\n[webhook]\nlisten = \"127.0.0.1:{hook}\"\n[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"audit\"]\ngroup = \"{group}\"\ncluster_from = \"header:cluster\"\n# A killed member's partitions move after its session times out.\nproperties = {{ \"session.timeout.ms\" = \"6000\" }}\n[[sink]]\ntype = \"file\"\npath = {:?}\n[[sink]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"alerts\"\n",
             dir.join("alerts.jsonl").to_str().unwrap()
         ),
     )

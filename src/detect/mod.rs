@@ -134,6 +134,10 @@ pub struct Origin<'b> {
     pub record_start: usize,
     pub record_len: usize,
     pub index: u32,
+    /// A context copy (`audithound route`): an event another identity's partition also
+    /// needs, a binding change or a service account's deletion. Only the state it changes for
+    /// identities other than its actor is kept; the actor's own partition has the original.
+    pub context: bool,
 }
 
 /// Builds an event's observations' seeds, sharing one cluster string (and, for events not read
@@ -329,6 +333,9 @@ pub fn evaluate(
             }
             k.into()
         };
+        if origin.context && !reads_context(&rule.kind) {
+            continue;
+        }
         let (key, value, steps) = match &rule.kind {
             Kind::Match => {
                 alerts.push(Alert::from_match(rule, view));
@@ -367,6 +374,13 @@ pub fn evaluate(
                     Kind::Chain(_) => chain::classify(view),
                     _ => unbound::classify(view),
                 };
+                // From a context copy, only what concerns the identities a binding names.
+                let concerns_others = |steps: u32| match &rule.kind {
+                    Kind::Chain(_) => steps == chain::GRANT,
+                    _ => steps & (unbound::BIND | unbound::UNBIND) != 0,
+                };
+                let classified =
+                    classified.filter(|(steps, ..)| !origin.context || concerns_others(*steps));
                 if let Some((steps, value, terms)) = classified {
                     observations.push(Observation {
                         rule: i,
@@ -386,7 +400,10 @@ pub fn evaluate(
             Kind::Sequence(s) => {
                 // Steps that hold are grouped by the key they advance (usually one key).
                 let mut groups: Vec<(Box<str>, u32)> = Vec::new();
-                for (b, _) in s.steps.iter().enumerate().filter(|(_, c)| c.eval(view)) {
+                let steps = s.steps.iter().enumerate();
+                // From a context copy, only steps keyed by someone else than the actor.
+                let steps = steps.filter(|(b, _)| !origin.context || s.step_keys[*b].is_some());
+                for (b, _) in steps.filter(|(_, c)| c.eval(view)) {
                     let k = match &s.step_keys[b] {
                         Some(t) => identity_key(cluster, &t.render(view)),
                         None => key(&s.by),
@@ -424,6 +441,12 @@ pub fn evaluate(
             seed: seeder.seed(view, cluster),
         });
     }
+}
+
+/// Whether a rule of this kind reads context copies (state keyed by whom an event concerns,
+/// not by its actor).
+fn reads_context(kind: &Kind) -> bool {
+    matches!(kind, Kind::Chain(_) | Kind::Unbound(_) | Kind::Sequence(_))
 }
 
 /// `cluster\x1fwho`: whose state an observation belongs to.

@@ -68,6 +68,7 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
                     record_start: rec.start,
                     record_len: rec.end - rec.start,
                     index,
+                    context: rec.context,
                 };
                 index += 1;
                 stats.events += 1;

@@ -146,6 +146,7 @@ pub fn spawn(
                             position: None,
                             cluster: None,
                             warmup: false,
+                            context: false,
                         };
                         if queue.send(chunk).is_err() {
                             return; // the engine has stopped

@@ -88,7 +88,7 @@ impl ClusterFrom {
         }
     }
 
-    fn of<'m>(&self, m: &'m rdkafka::message::BorrowedMessage<'_>) -> Option<&'m str> {
+    pub(crate) fn of<'m>(&self, m: &'m rdkafka::message::BorrowedMessage<'_>) -> Option<&'m str> {
         use rdkafka::message::Headers;
         let text = |b: &'m [u8]| std::str::from_utf8(b).ok().filter(|s| !s.is_empty());
         match self {
@@ -105,6 +105,14 @@ impl ClusterFrom {
                 .and_then(text),
         }
     }
+}
+
+/// Marks a context copy written by `audithound route` (see `detect::Origin::context`).
+pub const CONTEXT_HEADER: &str = "audithound-context";
+
+fn has_header(m: &rdkafka::message::BorrowedMessage<'_>, name: &str) -> bool {
+    use rdkafka::message::Headers;
+    m.headers().is_some_and(|h| h.iter().any(|h| h.key == name))
 }
 
 /// Where a record came from in Kafka.
@@ -234,6 +242,7 @@ fn deliver(
             offset: m.offset(),
         }),
         warmup,
+        context: has_header(m, CONTEXT_HEADER),
     };
     queue.send(chunk).is_ok()
 }

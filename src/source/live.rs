@@ -17,6 +17,8 @@ pub struct Chunk {
     pub cluster: Option<std::sync::Arc<str>>,
     /// Re-read to rebuild detector state only (see `Batch::warmup`).
     pub warmup: bool,
+    /// A context copy from `audithound route` (see `detect::Origin::context`).
+    pub context: bool,
 }
 
 /// The receiving end: the engine's source.
@@ -116,6 +118,7 @@ impl BatchSource for LiveSource {
                     start,
                     end: batch.data.len(),
                     cluster,
+                    context: chunk.context,
                 });
                 *off += chunk.body.len() as u64;
             }
@@ -146,6 +149,7 @@ mod tests {
             position: None,
             cluster: None,
             warmup: false,
+            context: false,
         };
         queue.offer(body("{\"a\":1}")).unwrap();
         queue.offer(body("{\"b\":2}")).unwrap();
@@ -174,6 +178,7 @@ mod tests {
                     position: None,
                     cluster: None,
                     warmup,
+                    context: false,
                 })
                 .unwrap();
         }

@@ -207,6 +207,7 @@ impl Merger {
                 start,
                 end: batch.data.len(),
                 cluster: None,
+                context: false,
             });
             if self.advance(&mut of) {
                 self.heap.push(Reverse((of.head_time, index)));

@@ -49,6 +49,8 @@ pub struct RecordMeta {
     /// Index into `Batch::clusters` when the record names its own cluster; otherwise its
     /// input's cluster applies.
     pub cluster: Option<u32>,
+    /// A context copy from `audithound route` (see `detect::Origin::context`).
+    pub context: bool,
 }
 
 /// One piece of input that was not analysed, and why.
