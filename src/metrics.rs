@@ -266,6 +266,8 @@ pub struct Live {
     latency: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
     /// Microseconds from receiving the alert's event to delivering the alert.
     ingest_latency: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
+    /// Kafka partitions this member holds now (set by the consumer on each rebalance).
+    pub kafka_partitions: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 fn record(slot: &std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>, max: u64, v: u64) {
@@ -378,6 +380,11 @@ impl Live {
             "audithound_alerts_suppressed_total",
             "Alerts held back by suppress.",
             s.suppressed_alerts,
+        );
+        let _ = write!(
+            out,
+            "# HELP audithound_kafka_partitions_assigned Kafka partitions this member holds.\n# TYPE audithound_kafka_partitions_assigned gauge\naudithound_kafka_partitions_assigned {}\n",
+            self.kafka_partitions.load(std::sync::atomic::Ordering::Relaxed)
         );
         counter(
             &mut out,

@@ -49,7 +49,13 @@ pub struct RouteStats {
 
 /// Routes until `stop`; returns what it did.
 pub fn route(opts: &RouteOptions, stop: &Arc<AtomicBool>) -> anyhow::Result<RouteStats> {
-    let consumer = kafka::consumer(&opts.brokers, &opts.group, "earliest", &opts.properties)?;
+    let consumer = kafka::consumer(
+        &opts.brokers,
+        &opts.group,
+        "earliest",
+        &opts.properties,
+        Arc::default(),
+    )?;
     let names: Vec<&str> = opts.from.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
     let mut cfg = ClientConfig::new();
@@ -140,7 +146,7 @@ fn concerns_others(view: &EventView) -> bool {
 }
 
 /// A key's partition: the same for every router and every run.
-fn partition_of(key: &str, partitions: i32) -> i32 {
+pub fn partition_of(key: &str, partitions: i32) -> i32 {
     (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % partitions.max(1) as u64) as i32
 }
 

@@ -3,7 +3,9 @@
 //! alerts produced to another topic. Same alerts as a replay; offsets committed to the end.
 
 mod common;
-use common::{alert_ids, attack_lines, audithound, free_port, metric, wait_until, Service};
+use common::{
+    alert_ids, attack_lines, audithound, free_port, metric, wait_until, wait_up_to, Service,
+};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -51,11 +53,16 @@ fn client(brokers: &str) -> ClientConfig {
 }
 
 fn create_topics(brokers: &str, names: &[&str]) {
+    let topics: Vec<(&str, i32)> = names.iter().map(|n| (*n, 1)).collect();
+    create_partitioned(brokers, &topics);
+}
+
+fn create_partitioned(brokers: &str, names: &[(&str, i32)]) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let admin: AdminClient<_> = client(brokers).create().unwrap();
     let topics: Vec<NewTopic> = names
         .iter()
-        .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
+        .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
         .collect();
     runtime
         .block_on(admin.create_topics(&topics, &AdminOptions::new()))
@@ -129,9 +136,13 @@ fn topic_alert_ids(brokers: &str, topic: &str, at_least: usize) -> BTreeSet<Stri
 
 /// The offset `group` has committed on partition 0 of `topic` (-1 when none).
 fn committed(brokers: &str, group: &str, topic: &str) -> i64 {
+    committed_at(brokers, group, topic, 0)
+}
+
+fn committed_at(brokers: &str, group: &str, topic: &str, partition: i32) -> i64 {
     let group: BaseConsumer = client(brokers).set("group.id", group).create().unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, 0);
+    tpl.add_partition(topic, partition);
     let committed = group
         .committed_offsets(tpl, Duration::from_secs(10))
         .unwrap();
@@ -143,11 +154,21 @@ fn committed(brokers: &str, group: &str, topic: &str) -> i64 {
 
 /// A service consuming `audit` in `group`, alerts to a file and to the `alerts` topic.
 fn service_config(dir: &std::path::Path, brokers: &str, group: &str, hook: u16) -> String {
+    service_config_for(dir, brokers, "audit", group, hook)
+}
+
+fn service_config_for(
+    dir: &std::path::Path,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    hook: u16,
+) -> String {
     let config = dir.join("audithound.toml");
     std::fs::write(
         &config,
         format!(
-            "[detection]\nrevocations = \"samples/revocations.yaml\"\n[webhook]\nlisten = \"127.0.0.1:{hook}\"\n[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"audit\"]\ngroup = \"{group}\"\ncluster_from = \"header:cluster\"\n# A killed member's partitions move after its session times out.\nproperties = {{ \"session.timeout.ms\" = \"6000\" }}\n[[sink]]\ntype = \"file\"\npath = {:?}\n[[sink]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"alerts\"\n",
+            "[detection]\nrevocations = \"samples/revocations.yaml\"\n[webhook]\nlisten = \"127.0.0.1:{hook}\"\n[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup = \"{group}\"\ncluster_from = \"header:cluster\"\n# A killed member's partitions move after its session times out.\nproperties = {{ \"session.timeout.ms\" = \"6000\" }}\n[[sink]]\ntype = \"file\"\npath = {:?}\n[[sink]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"alerts\"\n",
             dir.join("alerts.jsonl").to_str().unwrap()
         ),
     )
@@ -243,6 +264,103 @@ fn killed_mid_stream_then_restarted_rebuilds_state_and_loses_no_alert() {
         topic_alert_ids(&brokers, "alerts", expected.len()),
         expected
     );
+}
+
+#[test]
+fn two_members_over_the_routed_topic_raise_the_same_alerts_as_one_replay() {
+    let port = free_port();
+    let _broker = broker(port);
+    let brokers = format!("127.0.0.1:{port}");
+    // Two partitions, one per member. The service account deleted by bob and used afterwards
+    // lives on the other one: only the context copy of the deletion lets its member alert.
+    let home = |who: &str| audithound::route::partition_of(&format!("prod-eu/{who}"), 2);
+    assert_ne!(
+        home("bob@example.com"),
+        home("system:serviceaccount:monitoring:old-exporter")
+    );
+    create_partitioned(&brokers, &[("raw", 1), ("keyed", 2), ("alerts", 1)]);
+    let events = attack_lines();
+    produce(&brokers, "raw", &events);
+
+    // Two members of one group share the keyed topic.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (hook_a, hook_b) = (free_port(), free_port());
+    let member_a = Service::start(&service_config_for(
+        a.path(),
+        &brokers,
+        "keyed",
+        "pair",
+        hook_a,
+    ));
+    let member_b = Service::start(&service_config_for(
+        b.path(),
+        &brokers,
+        "keyed",
+        "pair",
+        hook_b,
+    ));
+    // Route only once both have joined and split the partitions between them.
+    wait_up_to(60, "the two members never split the partitions", || {
+        let held = |hook| metric(hook, "audithound_kafka_partitions_assigned").unwrap_or(0);
+        held(hook_a) == 1 && held(hook_b) == 1
+    });
+    let router = Service::spawn(&[
+        "route",
+        "--brokers",
+        &brokers,
+        "--from",
+        "raw",
+        "--to",
+        "keyed",
+        "--cluster-from",
+        "header:cluster",
+        // One record per batch, as everywhere here (the broker's resume-in-batch fault).
+        "--property",
+        "batch.num.messages=1",
+        "--property",
+        "linger.ms=0",
+    ]);
+    let probe: BaseConsumer = client(&brokers).create().unwrap();
+    wait_up_to(60, "the router did not commit every raw message", || {
+        committed(&brokers, "audithound-route", "raw") == events.len() as i64
+    });
+    let ends: Vec<i64> = (0..2)
+        .map(|p| {
+            probe
+                .fetch_watermarks("keyed", p, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+        .collect();
+    assert!(
+        ends.iter().sum::<i64>() > events.len() as i64,
+        "no context copies: {ends:?}"
+    );
+    wait_up_to(
+        60,
+        "the members did not commit the keyed topic to its end",
+        || (0..2).all(|p| committed_at(&brokers, "pair", "keyed", p) == ends[p as usize]),
+    );
+    let analysed = |hook| metric(hook, "audithound_records_total").unwrap_or(0);
+    let (seen_a, seen_b) = (analysed(hook_a), analysed(hook_b));
+    member_a.stop();
+    member_b.stop();
+    router.stop();
+
+    assert!(
+        seen_a > 0 && seen_b > 0,
+        "both members had partitions: {seen_a} {seen_b}"
+    );
+    let expected = replayed_ids();
+    assert_eq!(
+        topic_alert_ids(&brokers, "alerts", expected.len()),
+        expected
+    );
+    let mut files = alert_ids(&std::fs::read_to_string(a.path().join("alerts.jsonl")).unwrap());
+    files.extend(alert_ids(
+        &std::fs::read_to_string(b.path().join("alerts.jsonl")).unwrap(),
+    ));
+    assert_eq!(files, expected);
 }
 
 /// Documents the broker, not audithound: a tansu group consumer resuming from a committed

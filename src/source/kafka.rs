@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,9 +22,10 @@ pub type GroupConsumer = BaseConsumer<Assignments>;
 
 /// Partitions assigned or revoked since the poll loop last looked (librdkafka calls this
 /// from inside `poll`, on the polling thread).
-#[derive(Default)]
 pub struct Assignments {
     changed: Mutex<Vec<(String, i32)>>,
+    /// How many partitions are held now (a `/metrics` gauge).
+    held: Arc<AtomicI64>,
 }
 
 impl ClientContext for Assignments {}
@@ -43,6 +44,12 @@ impl ConsumerContext for Assignments {
                 changed.push((e.topic().to_owned(), e.partition()));
             }
         }
+        // Eager rebalancing: an assignment is the whole new set, a revocation takes it all.
+        let held = match rebalance {
+            Rebalance::Assign(_) => list.count() as i64,
+            _ => 0,
+        };
+        self.held.store(held, Ordering::Relaxed);
         tracing::info!(
             partitions = list.count(),
             "kafka partitions {}",
@@ -123,12 +130,14 @@ pub struct Position {
     pub offset: i64,
 }
 
-/// A consumer from `brokers`, `group` and passthrough librdkafka `properties`.
+/// A consumer from `brokers`, `group` and passthrough librdkafka `properties`; `held` follows
+/// how many partitions it is assigned.
 pub fn consumer(
     brokers: &str,
     group: &str,
     start: &str,
     properties: &BTreeMap<String, String>,
+    held: Arc<AtomicI64>,
 ) -> anyhow::Result<GroupConsumer> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", brokers)
@@ -139,7 +148,10 @@ pub fn consumer(
     for (k, v) in properties {
         cfg.set(k, v);
     }
-    Ok(cfg.create_with_context(Assignments::default())?)
+    Ok(cfg.create_with_context(Assignments {
+        changed: Mutex::default(),
+        held,
+    })?)
 }
 
 /// Polls `consumer` (subscribed to `topics`) on a thread until `stop`, offering each message

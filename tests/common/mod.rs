@@ -44,13 +44,18 @@ pub struct Service(std::process::Child);
 
 impl Service {
     pub fn start(config: &str) -> Service {
+        Service::spawn(&["run", "-q", "--config", config])
+    }
+
+    /// `audithound ARGS…` in the background, stopped like a service.
+    pub fn spawn(args: &[&str]) -> Service {
         let child = Command::new(env!("CARGO_BIN_EXE_audithound"))
             .current_dir(root())
-            .args(["run", "-q", "--config", config])
+            .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("start audithound run");
+            .expect("start audithound");
         Service(child)
     }
 
@@ -77,11 +82,16 @@ impl Service {
 }
 
 /// Polls `ready` every 50 ms for up to 20 s; panics with `what` if it never holds.
-pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, ready: impl FnMut() -> bool) {
+    wait_up_to(20, what, ready)
+}
+
+/// Polls `ready` every 50 ms for up to `secs` seconds; panics with `what` if it never holds.
+pub fn wait_up_to(secs: u64, what: &str, mut ready: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !ready() {
         assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
+            start.elapsed() < std::time::Duration::from_secs(secs),
             "{what}"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -119,6 +129,14 @@ pub fn alert_ids(jsonl: &str) -> std::collections::BTreeSet<String> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .map(|v| v["id"].as_str().unwrap_or("").to_owned())
         .collect()
+}
+
+impl Drop for Service {
+    /// A test that fails midway leaves no process behind.
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A counter of the service's `/metrics` (served on the webhook's port), if it answers.
