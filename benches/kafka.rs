@@ -173,6 +173,7 @@ fn main() {
         .set("group.id", "bare")
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100") // as audithound's consumer
         .create()
         .expect("consumer");
     bare.subscribe(&["audit"]).expect("subscribe");

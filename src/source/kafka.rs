@@ -144,7 +144,10 @@ pub fn consumer(
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", start)
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Alerts are wanted within a second: do not let a quiet partition's fetch wait the
+        // default 500 ms (properties below may set it back).
+        .set("fetch.wait.max.ms", "100");
     for (k, v) in properties {
         cfg.set(k, v);
     }
