@@ -552,7 +552,9 @@ impl Op {
     /// Tests that cost far more than a hash lookup of the value.
     fn is_costly(&self) -> bool {
         match self {
-            Op::Contains(..) | Op::Regex(..) | Op::Cidr(_) | Op::InIcase(_) => true,
+            Op::Contains(..) | Op::Cidr(_) | Op::InIcase(_) => true,
+            // A literal prefix rules most values out faster than a memo lookup.
+            Op::Regex(_, prefix) => prefix.is_none(),
             Op::Glob(_, set) => set.is_some(),
             Op::Prefix(_, icase) | Op::Suffix(_, icase) => *icase,
             _ => false,
