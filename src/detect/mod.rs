@@ -405,7 +405,13 @@ pub fn evaluate(
                 let steps = steps.filter(|(b, _)| !origin.context || s.step_keys[*b].is_some());
                 for (b, _) in steps.filter(|(_, c)| c.eval(view)) {
                     let k = match &s.step_keys[b] {
-                        Some(t) => identity_key(cluster, &t.render(view)),
+                        Some(t) => {
+                            let whom = t.render(view);
+                            if origin.context && whom == view.event.username() {
+                                continue;
+                            }
+                            identity_key(cluster, &whom)
+                        }
                         None => key(&s.by),
                     };
                     match groups.iter_mut().find(|g| g.0 == k) {
@@ -1000,5 +1006,65 @@ rules:
         assert!(sup.admit(&mut later, period));
         assert_eq!(later.evidence.suppressed, Some(1));
         assert_eq!(sup.suppressed, 3);
+    }
+
+    #[test]
+    fn a_context_copy_feeds_only_other_identities_state() {
+        let set =
+            RuleSet::load(
+                &[std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("detectors")],
+            )
+            .unwrap();
+        // A service account binds cluster-admin to mallory: alerts of its own (as the original),
+        // a grant for mallory's escalation chain and a binding for unbound identities.
+        let json = r#"{"auditID":"b1","stage":"ResponseComplete","verb":"create","user":{"username":"system:serviceaccount:ci:deployer"},"objectRef":{"resource":"clusterrolebindings","name":"x","apiGroup":"rbac.authorization.k8s.io"},"requestObject":{"roleRef":{"kind":"ClusterRole","name":"cluster-admin"},"subjects":[{"kind":"User","name":"mallory"}]},"responseStatus":{"code":201},"stageTimestamp":"2025-03-04T00:00:00Z"}"#;
+        let outputs = |context: bool| {
+            let (mut m, mut a, mut o) = (Vec::new(), Vec::new(), Vec::new());
+            decode_record(
+                json.as_bytes(),
+                &DecodeOptions::default(),
+                "c",
+                &mut |item| {
+                    if let Item::Event(ev, _) = item {
+                        let origin = Origin {
+                            context,
+                            ..Origin::default()
+                        };
+                        let view = EventView::new(ev, ev.event_time().unwrap());
+                        evaluate(
+                            &set,
+                            &RevocationList::default(),
+                            origin,
+                            &view,
+                            &mut m,
+                            &mut a,
+                            &mut o,
+                        );
+                    }
+                },
+            );
+            let kinds: Vec<&str> = o
+                .iter()
+                .map(|obs| set.rules[obs.rule as usize].id.as_str())
+                .collect();
+            (
+                a.len(),
+                kinds.join(" "),
+                o.iter().map(|obs| obs.steps).collect::<Vec<_>>(),
+            )
+        };
+        let (alerts, original, _) = outputs(false);
+        assert!(alerts > 0, "the binding itself raises alerts at home");
+        assert!(
+            original.contains("k8s.rbac.denied_granted_used"),
+            "{original}"
+        );
+        let (alerts, copy, steps) = outputs(true);
+        assert_eq!(alerts, 0, "a copy raises nothing of its own");
+        assert_eq!(
+            copy, "k8s.rbac.denied_granted_used k8s.credentials.unbound_still_used",
+            "only the binding's meaning for others"
+        );
+        assert_eq!(steps, [chain::GRANT, unbound::BIND]);
     }
 }
