@@ -366,7 +366,7 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let queue_len = cfg.webhook.as_ref().map_or(64, |h| h.queue);
     let (queue, source) = live::channel(queue_len, names.len());
     let live_metrics = Arc::new(audithound::metrics::Live::default());
-    let kafka_partitions = live_metrics.kafka_partitions.clone();
+    let kafka_gauges = live_metrics.kafka.clone();
     opts.live_metrics = Some(live_metrics.clone());
     let hook_stats = Arc::new(webhook::WebhookStats::default());
 
@@ -437,7 +437,7 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 &k.group,
                 &k.start,
                 &k.properties,
-                kafka_partitions.clone(),
+                kafka_gauges.clone(),
             )?);
             let committer = consumer.clone();
             opts.on_batch_done = Some(Arc::new(move |positions: &[kafka::Position]| {

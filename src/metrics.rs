@@ -266,8 +266,8 @@ pub struct Live {
     latency: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
     /// Microseconds from receiving the alert's event to delivering the alert.
     ingest_latency: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
-    /// Kafka partitions this member holds now (set by the consumer on each rebalance).
-    pub kafka_partitions: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// The Kafka consumer's partitions and lag.
+    pub kafka: std::sync::Arc<crate::source::kafka::Gauges>,
 }
 
 fn record(slot: &std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>, max: u64, v: u64) {
@@ -381,10 +381,24 @@ impl Live {
             "Alerts held back by suppress.",
             s.suppressed_alerts,
         );
-        let _ = write!(
-            out,
-            "# HELP audithound_kafka_partitions_assigned Kafka partitions this member holds.\n# TYPE audithound_kafka_partitions_assigned gauge\naudithound_kafka_partitions_assigned {}\n",
-            self.kafka_partitions.load(std::sync::atomic::Ordering::Relaxed)
+        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+            );
+        };
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        gauge(
+            &mut out,
+            "audithound_kafka_partitions_assigned",
+            "Kafka partitions this member holds.",
+            self.kafka.partitions.load(relaxed),
+        );
+        gauge(
+            &mut out,
+            "audithound_kafka_lag",
+            "Messages on the held partitions not yet committed (refreshed every 5 s; -1: not yet measured).",
+            self.kafka.lag.load(relaxed),
         );
         counter(
             &mut out,

@@ -249,6 +249,9 @@ fn killed_mid_stream_then_restarted_rebuilds_state_and_loses_no_alert() {
         committed(&brokers, "restart-test", "audit") == events.len() as i64
     });
     let rebuilt = metric(hook, "audithound_warmup_events_total");
+    wait_until("the consumer lag never read zero", || {
+        metric(hook, "audithound_kafka_lag") == Some(0)
+    });
     second.stop();
 
     // The committed half was re-read for state only, and every alert arrived.

@@ -24,8 +24,25 @@ pub type GroupConsumer = BaseConsumer<Assignments>;
 /// from inside `poll`, on the polling thread).
 pub struct Assignments {
     changed: Mutex<Vec<(String, i32)>>,
-    /// How many partitions are held now (a `/metrics` gauge).
-    held: Arc<AtomicI64>,
+    gauges: Arc<Gauges>,
+}
+
+/// What `/metrics` shows of the consumer.
+pub struct Gauges {
+    /// Partitions held now.
+    pub partitions: AtomicI64,
+    /// Messages on them not yet committed (high watermark − committed offset), refreshed every
+    /// few seconds; -1 until first measured.
+    pub lag: AtomicI64,
+}
+
+impl Default for Gauges {
+    fn default() -> Self {
+        Gauges {
+            partitions: AtomicI64::new(0),
+            lag: AtomicI64::new(-1),
+        }
+    }
 }
 
 impl ClientContext for Assignments {}
@@ -49,7 +66,7 @@ impl ConsumerContext for Assignments {
             Rebalance::Assign(_) => list.count() as i64,
             _ => 0,
         };
-        self.held.store(held, Ordering::Relaxed);
+        self.gauges.partitions.store(held, Ordering::Relaxed);
         tracing::info!(
             partitions = list.count(),
             "kafka partitions {}",
@@ -130,14 +147,14 @@ pub struct Position {
     pub offset: i64,
 }
 
-/// A consumer from `brokers`, `group` and passthrough librdkafka `properties`; `held` follows
-/// how many partitions it is assigned.
+/// A consumer from `brokers`, `group` and passthrough librdkafka `properties`; `gauges` follow
+/// its assignment and lag.
 pub fn consumer(
     brokers: &str,
     group: &str,
     start: &str,
     properties: &BTreeMap<String, String>,
-    held: Arc<AtomicI64>,
+    gauges: Arc<Gauges>,
 ) -> anyhow::Result<GroupConsumer> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", brokers)
@@ -153,7 +170,7 @@ pub fn consumer(
     }
     Ok(cfg.create_with_context(Assignments {
         changed: Mutex::default(),
-        held,
+        gauges,
     })?)
 }
 
@@ -177,7 +194,12 @@ pub fn spawn(
     Ok(std::thread::Builder::new()
         .name("kafka-consumer".into())
         .spawn(move || {
+            let mut lag_checked = std::time::Instant::now();
             while !stop.load(Ordering::Relaxed) {
+                if lag_checked.elapsed() > Duration::from_secs(5) {
+                    lag_checked = std::time::Instant::now();
+                    measure_lag(&consumer);
+                }
                 let polled = consumer.poll(Duration::from_millis(200));
                 // A partition assigned again starts over (its state is rebuilt once more).
                 if let Ok(mut changed) = consumer.context().changed.lock() {
@@ -227,6 +249,26 @@ pub fn spawn(
                 }
             }
         })?)
+}
+
+/// High watermark minus committed offset, summed over the held partitions, into the gauge.
+fn measure_lag(consumer: &GroupConsumer) {
+    let timeout = Duration::from_secs(2);
+    let Ok(committed) = consumer.committed(timeout) else {
+        return;
+    };
+    let mut lag = 0;
+    for e in committed.elements() {
+        let Ok((low, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout) else {
+            return;
+        };
+        let done = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => low,
+        };
+        lag += (high - done).max(0);
+    }
+    consumer.context().gauges.lag.store(lag, Ordering::Relaxed);
 }
 
 /// Offers one message to the engine; false once the engine has gone.
