@@ -316,6 +316,15 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if let Some(n) = cfg.detection.max_keys {
         opts.max_keys = n;
     }
+    // detectors/ (and overrides) reloaded on change and on SIGHUP.
+    let rule_dirs = if cfg.detection.rules.is_empty() {
+        default_rules()
+    } else {
+        cfg.detection.rules.clone()
+    };
+    let live_rules = audithound::rules::reload::LiveRules::new(rule_dirs, rules.clone());
+    let _rules_watch = live_rules.watch()?;
+    opts.live_rules = Some(live_rules);
     let mut _watch = None;
     if let Some(path) = &cfg.detection.revocations {
         let live = audithound::detect::reload::LiveRevocations::load(path)

@@ -325,3 +325,69 @@ fn followed_files_across_a_rotation_raise_the_same_alerts_as_replay() {
     let live = alert_ids(&std::fs::read_to_string(&alerts).unwrap());
     assert_eq!(live, replayed_ids());
 }
+
+#[test]
+fn an_added_rule_file_is_used_without_a_restart_and_a_broken_one_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    for f in std::fs::read_dir(common::root().join("detectors")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, rules.join(f.file_name().unwrap())).unwrap();
+    }
+    let port = free_port();
+    let alerts = dir.path().join("alerts.jsonl");
+    let config = dir.path().join("audithound.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[detection]\nrules = [{:?}]\n[webhook]\nlisten = \"127.0.0.1:{port}\"\n[[sink]]\ntype = \"file\"\npath = {:?}\n",
+            rules.to_str().unwrap(),
+            alerts.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let service = Service::start(config.to_str().unwrap());
+    wait_until("receiver never became ready", || {
+        http(port, "GET", "/readyz", b"") == 200
+    });
+    let probe = |n: u32| {
+        let event = format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"00000000-0000-4000-8000-{n:012}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces","verb":"list","user":{{"username":"probe-{n}"}},"userAgent":"reload-probe/1.0","objectRef":{{"resource":"namespaces","apiVersion":"v1"}},"responseStatus":{{"code":200}},"stageTimestamp":"2025-03-04T00:00:{:02}Z"}}"#,
+            n % 60
+        );
+        assert_eq!(http(port, "POST", "/audit", event.as_bytes()), 200);
+    };
+    let fired = || {
+        std::fs::read_to_string(&alerts)
+            .unwrap_or_default()
+            .contains("site.reload_probe")
+    };
+    probe(0);
+    wait_until("the first probe was not processed", || {
+        common::metric(port, "audithound_records_total") == Some(1)
+    });
+    assert!(!fired(), "no such rule yet");
+
+    // A broken file first: logged, and the rules in force stay.
+    std::fs::write(
+        rules.join("site.yaml"),
+        "rules: [{id: site.reload_probe, nope: 1}]\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    std::fs::write(
+        rules.join("site.yaml"),
+        "rules:\n  - id: site.reload_probe\n    title: Reload probe\n    severity: low\n    condition: {userAgent: {prefix: reload-probe/}}\n    summary: \"{user.username} probed\"\n",
+    )
+    .unwrap();
+    let mut n = 1;
+    wait_until("the added rule never fired", || {
+        probe(n);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        fired()
+    });
+    let stderr = service.stop();
+    assert!(stderr.contains("rules NOT reloaded"), "{stderr}");
+}

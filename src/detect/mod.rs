@@ -233,6 +233,31 @@ enum State {
     None,
 }
 
+fn fresh_state(kind: &Kind) -> State {
+    match kind {
+        Kind::Threshold(_) => State::Threshold(HashMap::new()),
+        Kind::NewTerms(_) => State::NewTerms {
+            first_time: None,
+            seen: HashMap::new(),
+        },
+        Kind::Sequence(_) => State::Sequence(HashMap::new()),
+        Kind::Revoked(_) => State::Revoked(HashMap::new()),
+        Kind::Chain(_) => State::Chain(HashMap::new()),
+        Kind::Unbound(_) => State::Unbound(unbound::State::default()),
+        Kind::Spike(_) => State::Spike(HashMap::new()),
+        Kind::Match => State::None,
+    }
+}
+
+/// Whether state built for a rule of kind `was` means the same for kind `now`.
+fn compatible(was: &Kind, now: &Kind) -> bool {
+    match (was, now) {
+        // Progress counts steps: a sequence that gained or lost one starts over.
+        (Kind::Sequence(a), Kind::Sequence(b)) => a.steps.len() == b.steps.len(),
+        _ => std::mem::discriminant(was) == std::mem::discriminant(now),
+    }
+}
+
 /// What per-key state is stored under: a 128-bit hash of the key text, with a seed drawn per
 /// process so that nobody can craft colliding usernames. 16 bytes instead of a heap string per
 /// key and rule; the text itself still names alerts (their ids stay stable across runs).
@@ -472,28 +497,31 @@ pub struct Stateful {
 
 impl Stateful {
     pub fn new(rules: &RuleSet, max_keys: usize) -> Self {
-        let states = rules
-            .rules
-            .iter()
-            .map(|r| match &r.kind {
-                Kind::Threshold(_) => State::Threshold(HashMap::new()),
-                Kind::NewTerms(_) => State::NewTerms {
-                    first_time: None,
-                    seen: HashMap::new(),
-                },
-                Kind::Sequence(_) => State::Sequence(HashMap::new()),
-                Kind::Revoked(_) => State::Revoked(HashMap::new()),
-                Kind::Chain(_) => State::Chain(HashMap::new()),
-                Kind::Unbound(_) => State::Unbound(unbound::State::default()),
-                Kind::Spike(_) => State::Spike(HashMap::new()),
-                Kind::Match => State::None,
-            })
-            .collect();
         Stateful {
-            states,
+            states: rules.rules.iter().map(|r| fresh_state(&r.kind)).collect(),
             max_keys: max_keys.max(1),
             stats: StateStats::default(),
         }
+    }
+
+    /// Switches from rule set `old` to `new` (a reload): a rule that keeps its id and kind
+    /// keeps its state, a new one starts empty, a removed one's state is dropped.
+    pub fn adopt(&mut self, old: &RuleSet, new: &RuleSet) {
+        let mut kept: HashMap<&str, (&Kind, State)> = old
+            .rules
+            .iter()
+            .map(|r| (r.id.as_str(), &r.kind))
+            .zip(self.states.drain(..))
+            .map(|((id, kind), state)| (id, (kind, state)))
+            .collect();
+        self.states = new
+            .rules
+            .iter()
+            .map(|r| match kept.remove(r.id.as_str()) {
+                Some((was, state)) if compatible(was, &r.kind) => state,
+                _ => fresh_state(&r.kind),
+            })
+            .collect();
     }
 
     /// Applies one observation; pushes the alert it completes, if any.
@@ -1066,5 +1094,26 @@ rules:
             "only the binding's meaning for others"
         );
         assert_eq!(steps, [chain::GRANT, unbound::BIND]);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_rules_that_stay() {
+        let before = rules(THRESHOLD);
+        let mut state = Stateful::new(&before, 100);
+        // Two of the three reads the threshold needs, then a reload that adds a rule first.
+        assert!(run(&before, &mut state, &[("u", "a", 0), ("u", "b", 1)]).is_empty());
+        let after = rules(&THRESHOLD.replacen(
+            "rules:\n",
+            "rules:\n  - id: t.extra\n    title: extra\n    severity: low\n    condition: {verb: delete}\n    summary: x\n",
+            1,
+        ));
+        assert_eq!(after.rules[1].id, "t", "the threshold rule moved");
+        assert_eq!(after.rules.len(), before.rules.len() + 1);
+        state.adopt(&before, &after);
+        assert_eq!(
+            run(&after, &mut state, &[("u", "c", 2)]),
+            vec![2],
+            "the count went on"
+        );
     }
 }

@@ -78,7 +78,6 @@ impl LiveRevocations {
     /// Starts reloading on file changes and on SIGHUP. Keep the returned guard alive as long
     /// as reloading should happen.
     pub fn watch(self: &Arc<Self>) -> anyhow::Result<Watch> {
-        use notify::Watcher;
         let Some(path) = self.path.clone() else {
             return Ok(Watch { _watcher: None });
         };
@@ -88,42 +87,63 @@ impl LiveRevocations {
             _ => PathBuf::from("."),
         };
         let name = path.file_name().map(|n| n.to_owned());
-        let (changed_tx, changed) = crossbeam_channel::unbounded::<()>();
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-                Ok(ev) if ev.kind.is_create() || ev.kind.is_modify() => {
-                    if ev.paths.iter().any(|p| p.file_name() == name.as_deref()) {
-                        let _ = changed_tx.send(());
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!("watching the revocation list: {e}"),
-            })?;
-        watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
-        // A save is several events (truncate, writes, rename): reload once they settle.
         let live = Arc::clone(self);
-        std::thread::Builder::new()
-            .name("revocations-watch".into())
-            .spawn(move || {
-                while changed.recv().is_ok() {
-                    while changed.recv_timeout(SETTLE).is_ok() {}
-                    live.reload_logged("file changed");
-                }
-            })?;
-
-        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
-        let live = Arc::clone(self);
-        std::thread::Builder::new()
-            .name("revocations-sighup".into())
-            .spawn(move || {
-                for _ in signals.forever() {
-                    live.reload_logged("SIGHUP");
-                }
-            })?;
-        Ok(Watch {
-            _watcher: Some(Box::new(watcher)),
-        })
+        watch(
+            "revocations",
+            &[dir],
+            notify::RecursiveMode::NonRecursive,
+            move |p| p.file_name() == name.as_deref(),
+            move |why| live.reload_logged(why),
+        )
     }
+}
+
+/// Calls `reload` when a file under `dirs` that `relevant` accepts is created or changed (once
+/// the burst of events a save makes has settled), and on SIGHUP.
+pub fn watch(
+    what: &str,
+    dirs: &[PathBuf],
+    mode: notify::RecursiveMode,
+    relevant: impl Fn(&Path) -> bool + Send + 'static,
+    reload: impl Fn(&str) + Send + Sync + 'static,
+) -> anyhow::Result<Watch> {
+    use notify::Watcher;
+    let (changed_tx, changed) = crossbeam_channel::unbounded::<()>();
+    let label = what.to_owned();
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) if ev.kind.is_create() || ev.kind.is_modify() || ev.kind.is_remove() => {
+                if ev.paths.iter().any(|p| relevant(p)) {
+                    let _ = changed_tx.send(());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("watching the {label}: {e}"),
+        })?;
+    for dir in dirs {
+        watcher.watch(dir, mode)?;
+    }
+    let reload = Arc::new(reload);
+    let on_change = Arc::clone(&reload);
+    std::thread::Builder::new()
+        .name(format!("{what}-watch"))
+        .spawn(move || {
+            while changed.recv().is_ok() {
+                while changed.recv_timeout(SETTLE).is_ok() {}
+                on_change("file changed");
+            }
+        })?;
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name(format!("{what}-sighup"))
+        .spawn(move || {
+            for _ in signals.forever() {
+                reload("SIGHUP");
+            }
+        })?;
+    Ok(Watch {
+        _watcher: Some(Box::new(watcher)),
+    })
 }
 
 /// Stops watching the file when dropped (SIGHUP keeps working for the process's life).

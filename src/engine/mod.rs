@@ -57,6 +57,8 @@ pub struct ReplayOptions {
     pub live_metrics: Option<Arc<crate::metrics::Live>>,
     /// Called with a batch's Kafka positions once its alerts are flushed to every sink.
     pub on_batch_done: Option<BatchDone>,
+    /// A service's rules, reloaded while it runs (the `rules` argument is their first set).
+    pub live_rules: Option<Arc<crate::rules::reload::LiveRules>>,
 }
 
 /// See `ReplayOptions::on_batch_done`.
@@ -87,6 +89,7 @@ impl Default for ReplayOptions {
             flush_every_batch: false,
             live_metrics: None,
             on_batch_done: None,
+            live_rules: None,
         }
     }
 }
@@ -212,6 +215,7 @@ pub fn run(
     };
     let ctx = Arc::new(WorkerContext {
         rules,
+        live_rules: opts.live_rules.clone(),
         revocations: opts.revocations.clone(),
         decode: opts.decode.clone(),
         files: input.names.into(),
@@ -333,6 +337,15 @@ fn emit(
     stats.merge_batch(done.stats);
     for r in &done.rejections {
         report_rejection(stats, r, dead_letter)?;
+    }
+    if !Arc::ptr_eq(&done.rules, &det.rules) {
+        // A reload reached the collector: carry the state over by rule id.
+        det.stateful.adopt(&det.rules, &done.rules);
+        det.rules = done.rules.clone();
+        tracing::info!(
+            rules = det.rules.rules.len(),
+            "detector state moved to the reloaded rules"
+        );
     }
     let mut fired = Vec::new();
     for output in done.outputs {

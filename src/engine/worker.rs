@@ -17,6 +17,8 @@ const DEAD_LETTER_RAW_MAX: usize = 64 * 1024;
 
 pub struct WorkerContext {
     pub rules: Arc<RuleSet>,
+    /// A service's rule set, reloaded while it runs; `rules` when None.
+    pub live_rules: Option<Arc<crate::rules::reload::LiveRules>>,
     pub revocations: Arc<LiveRevocations>,
     pub decode: DecodeOptions,
     pub files: Arc<[Arc<str>]>,
@@ -31,6 +33,8 @@ pub struct WorkerContext {
 
 pub struct Processed {
     pub seq: u64,
+    /// The rule set this batch was evaluated with (observations name its rules by index).
+    pub rules: Arc<RuleSet>,
     /// The batch itself: observations' seeds point into its data. The collector returns it to
     /// the reader once it has applied them.
     pub batch: Batch,
@@ -53,6 +57,10 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
     let mut matched = Vec::new();
     // One snapshot per batch: a reload takes effect from the next batch.
     let revocations = ctx.revocations.current();
+    let rules = match &ctx.live_rules {
+        Some(live) => live.current(),
+        None => ctx.rules.clone(),
+    };
     for rec in &batch.records {
         stats.records += 1;
         let bytes = &batch.data[rec.start..rec.end];
@@ -88,7 +96,7 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
                 stats.count_actor(ev.username());
                 let view = EventView::new(ev, time);
                 detect::evaluate(
-                    &ctx.rules,
+                    &rules,
                     &revocations,
                     origin,
                     &view,
@@ -116,6 +124,7 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
     }
     Processed {
         seq: batch.seq,
+        rules,
         batch,
         stats,
         outputs,

@@ -9,6 +9,7 @@ pub mod field;
 pub mod kind;
 mod locate;
 mod memo;
+pub mod reload;
 pub mod sigma;
 pub mod template;
 pub mod testing;
