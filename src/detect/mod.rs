@@ -340,9 +340,20 @@ pub fn evaluate(
         cluster: None,
         json: None,
     };
+    // Shared by the event's observations (usually one per built-in watching every request).
+    let cluster = view.event.cluster.as_deref().unwrap_or("");
+    let (id, actor) = (std::cell::OnceCell::new(), std::cell::OnceCell::new());
+    let audit_id = || {
+        id.get_or_init(|| AuditId::new(view.event.audit_id.as_deref().unwrap_or("")))
+            .clone()
+    };
+    let actor_key = || {
+        actor
+            .get_or_init(|| identity_key(cluster, view.event.username()))
+            .clone()
+    };
     for &i in matched.iter() {
         let rule = &rules.rules[i as usize];
-        let cluster = view.event.cluster.as_deref().unwrap_or("");
         let key = |by: &[Field]| -> Box<str> {
             let mut k = String::with_capacity(64);
             k.push_str(cluster);
@@ -388,7 +399,7 @@ pub fn evaluate(
                         steps,
                         terms: Box::default(),
                         revocation: Some(entry),
-                        audit_id: AuditId::new(view.event.audit_id.as_deref().unwrap_or("")),
+                        audit_id: audit_id(),
                         seed: seeder.seed(view, cluster),
                     });
                 }
@@ -410,18 +421,18 @@ pub fn evaluate(
                     observations.push(Observation {
                         rule: i,
                         time: view.time,
-                        key: identity_key(cluster, view.event.username()),
+                        key: actor_key(),
                         value: Some(value),
                         steps,
                         terms,
                         revocation: None,
-                        audit_id: AuditId::new(view.event.audit_id.as_deref().unwrap_or("")),
+                        audit_id: audit_id(),
                         seed: seeder.seed(view, cluster),
                     });
                 }
                 continue;
             }
-            Kind::Spike(_) => (identity_key(cluster, view.event.username()), None, 0),
+            Kind::Spike(_) => (actor_key(), None, 0),
             Kind::Sequence(s) => {
                 // Steps that hold are grouped by the key they advance (usually one key).
                 let mut groups: Vec<(Box<str>, u32)> = Vec::new();
@@ -453,7 +464,7 @@ pub fn evaluate(
                         steps,
                         terms: Box::default(),
                         revocation: None,
-                        audit_id: AuditId::new(view.event.audit_id.as_deref().unwrap_or("")),
+                        audit_id: audit_id(),
                         seed: seeder.seed(view, cluster),
                     });
                 }
@@ -468,7 +479,7 @@ pub fn evaluate(
             steps,
             terms: Box::default(),
             revocation: None,
-            audit_id: AuditId::new(view.event.audit_id.as_deref().unwrap_or("")),
+            audit_id: audit_id(),
             seed: seeder.seed(view, cluster),
         });
     }
