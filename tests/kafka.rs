@@ -4,7 +4,7 @@
 
 mod common;
 use common::{
-    alert_ids, attack_lines, audithound, free_port, metric, wait_until, wait_up_to, Service,
+    alert_ids, attack_lines, free_port, metric, replayed_ids, wait_until, wait_up_to, Service,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -96,22 +96,6 @@ fn produce(brokers: &str, topic: &str, lines: &[String]) {
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
-/// The alerts a replay of the same events raises.
-fn replayed_ids() -> BTreeSet<String> {
-    let replay = audithound(&[
-        "replay",
-        "samples/attacks",
-        "-q",
-        "--revocations",
-        "samples/revocations.yaml",
-        "--cluster",
-        "prod-eu",
-    ]);
-    let ids = alert_ids(&String::from_utf8_lossy(&replay.stdout));
-    assert!(ids.len() > 10);
-    ids
-}
-
 /// The distinct alert ids on an alerts topic (read until `at_least` are there); every message's
 /// key must be its alert's id, so redeliveries can only repeat an id.
 fn topic_alert_ids(brokers: &str, topic: &str, at_least: usize) -> BTreeSet<String> {
@@ -198,7 +182,7 @@ fn consumed_from_kafka_alerts_to_kafka_same_as_replay_offsets_committed() {
     });
     service.stop();
 
-    let expected = replayed_ids();
+    let expected = replayed_ids("prod-eu");
     let written = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
     assert_eq!(alert_ids(&written), expected);
     assert!(written
@@ -256,7 +240,7 @@ fn killed_mid_stream_then_restarted_rebuilds_state_and_loses_no_alert() {
 
     // The committed half was re-read for state only, and every alert arrived.
     assert_eq!(rebuilt, Some(split as u64));
-    let expected = replayed_ids();
+    let expected = replayed_ids("prod-eu");
     let written = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
     assert_eq!(
         alert_ids(&written),
@@ -354,7 +338,7 @@ fn two_members_over_the_routed_topic_raise_the_same_alerts_as_one_replay() {
         seen_a > 0 && seen_b > 0,
         "both members had partitions: {seen_a} {seen_b}"
     );
-    let expected = replayed_ids();
+    let expected = replayed_ids("prod-eu");
     assert_eq!(
         topic_alert_ids(&brokers, "alerts", expected.len()),
         expected

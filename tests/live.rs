@@ -2,7 +2,7 @@
 //! replay. Live and replay must raise the same alerts.
 
 mod common;
-use common::{alert_ids, attack_lines, audithound, free_port, wait_until, Service};
+use common::{alert_ids, attack_lines, audithound, free_port, replayed_ids, wait_until, Service};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -41,20 +41,6 @@ fn request_with(port: u16, method: &str, path: &str, headers: &str, body: &[u8])
         .unwrap_or(0);
     let body = answer.split_once("\r\n\r\n").map_or("", |b| b.1).to_owned();
     (status, body)
-}
-
-/// The alert ids a replay of the attack samples raises.
-fn replayed_ids() -> std::collections::BTreeSet<String> {
-    let replay = audithound(&[
-        "replay",
-        "samples/attacks",
-        "-q",
-        "--revocations",
-        "samples/revocations.yaml",
-    ]);
-    let ids = alert_ids(&String::from_utf8_lossy(&replay.stdout));
-    assert!(ids.len() > 10);
-    ids
 }
 
 /// Starts `audithound run` with `sinks` (TOML), posts the attack samples through its webhook as
@@ -133,7 +119,7 @@ fn webhook_batches_raise_the_same_alerts_as_replay() {
         ),
     );
     let live = alert_ids(&std::fs::read_to_string(&alerts).unwrap());
-    assert_eq!(live, replayed_ids());
+    assert_eq!(live, replayed_ids("default"));
 }
 
 type Received = std::sync::Arc<std::sync::Mutex<(usize, Vec<String>)>>;
@@ -213,7 +199,7 @@ fn the_siem_sink_retries_until_accepted_and_loses_nothing() {
             delivered.insert(a["id"].as_str().unwrap().to_owned());
         }
     }
-    assert_eq!(delivered, replayed_ids(), "{stderr}");
+    assert_eq!(delivered, replayed_ids("default"), "{stderr}");
 }
 
 #[test]
@@ -323,7 +309,7 @@ fn followed_files_across_a_rotation_raise_the_same_alerts_as_replay() {
     }
     service.stop();
     let live = alert_ids(&std::fs::read_to_string(&alerts).unwrap());
-    assert_eq!(live, replayed_ids());
+    assert_eq!(live, replayed_ids("default"));
 }
 
 #[test]

@@ -151,3 +151,20 @@ pub fn metric(port: u16, name: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// The alert ids a replay of the attack samples raises, their events in `cluster`.
+#[allow(dead_code)] // not every test compares with a replay
+pub fn replayed_ids(cluster: &str) -> std::collections::BTreeSet<String> {
+    let replay = audithound(&[
+        "replay",
+        "samples/attacks",
+        "-q",
+        "--revocations",
+        "samples/revocations.yaml",
+        "--cluster",
+        cluster,
+    ]);
+    let ids = alert_ids(&String::from_utf8_lossy(&replay.stdout));
+    assert!(ids.len() > 10);
+    ids
+}
