@@ -5,7 +5,7 @@
 //! from a buffer this module owns (a JSON-encoded `properties.log` string, a mapped GKE entry).
 //! The provider envelopes themselves are unwrapped in `providers`.
 
-use super::providers;
+use super::providers::{self, Encoded};
 use super::{AuditEvent, JStr};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -168,13 +168,18 @@ fn decode_items(items: &[&RawValue], format: Format, ctx: Ctx, f: &mut Sink) {
 
 /// `format` is the shape of the container the object was found in (native for a bare line).
 pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) {
-    // Recognise ACK up front: failing a native parse on it first would cost a serde error that
-    // quotes the whole encoded object.
-    if format == Format::Native
-        && providers::looks_like_ack(text)
-        && providers::decode_ack(text, ctx, f)
-    {
-        return;
+    // Records carrying encoded JSON in a string take their own paths up front: a native parse
+    // would fail on ACK's at a serde error that quotes the whole encoded object, and would scan
+    // an AKS `properties.log` string once only to unescape it again.
+    if matches!(format, Format::Native | Format::Aks) {
+        let done = match providers::find_encoded(text) {
+            Encoded::Ack => format == Format::Native && providers::decode_ack(text, ctx, f),
+            Encoded::AksLog(quote) => providers::decode_aks_inline(text, quote, ctx, f),
+            Encoded::None => false,
+        };
+        if done {
+            return;
+        }
     }
     let ev: AuditEvent = match serde_json::from_str(text) {
         Ok(ev) => ev,
@@ -194,7 +199,7 @@ pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) 
         return decode_items(records, Format::Aks, ctx, f);
     }
     if ev.envelope_properties.is_some() {
-        return providers::decode_aks(ev, ctx, f);
+        return providers::decode_aks(ev, None, ctx, f);
     }
     if let Some(payload) = &ev.envelope_proto_payload {
         return providers::decode_gke(&ev, payload, ctx, f);
@@ -298,6 +303,30 @@ mod tests {
         assert_eq!(decode_all(&s).0[0].0, "a1");
         let other = r#"{"category":"kube-apiserver","properties":{"log":"I0101 started"}}"#;
         assert_eq!(decode_all(other).1, vec!["aks_non_audit_category"]);
+    }
+
+    #[test]
+    fn aks_string_fast_path_only_takes_properties_log() {
+        let encoded = serde_json::to_string(EV).unwrap();
+        // Another `log` key holding encoded JSON comes first: the fast path must step aside.
+        let decoy = format!(
+            r#"{{"tags":{{"log":"{{\"x\":1}}"}},"category":"kube-audit","properties":{{"log":{encoded}}}}}"#
+        );
+        assert_eq!(decode_all(&decoy).0[0].0, "a1");
+        // A native event whose ConfigMap carries such a key stays native.
+        let native = EV.replacen(
+            r#""verb":"get","#,
+            r#""verb":"create","requestObject":{"data":{"log":"{\"level\":1}"}},"#,
+            1,
+        );
+        assert_eq!(
+            decode_all(&native).0,
+            vec![("a1".into(), Format::Native, "dflt".into())]
+        );
+        // Cut inside the string: reported by the general path, not lost in the fast one.
+        let cut = format!(r#"{{"category":"kube-audit","properties":{{"log":{encoded}"#);
+        let cut = &cut[..cut.len() - 20];
+        assert_eq!(decode_all(cut).1, vec!["truncated_json"]);
     }
 
     #[test]

@@ -173,23 +173,30 @@ impl<'de> Visitor<'de> for Element<'_, '_> {
 /// a valid string literal. Written for the JSON-in-a-string payloads CloudWatch, AKS and SLS ship,
 /// where every quote is escaped: a plain byte loop beats serde's per-escape scratch path there.
 pub fn unescape_literal(raw: &str) -> Option<Cow<'_, str>> {
-    let body = raw.strip_prefix('"')?.strip_suffix('"')?;
+    let body = raw.strip_prefix('"')?;
+    let (text, used) = unescape_to_quote(body)?;
+    (used == body.len()).then_some(text)
+}
+
+/// Unescapes a JSON string from just after its opening quote up to its closing quote, which it
+/// finds on the way (one pass instead of a scan to find the end and a second to unescape).
+/// Returns the text and the bytes consumed, closing quote included; None if no valid string
+/// literal starts there.
+pub fn unescape_to_quote(body: &str) -> Option<(Cow<'_, str>, usize)> {
     let b = body.as_bytes();
-    let Some(first) = b.iter().position(|&c| c == b'\\') else {
-        return Some(Cow::Borrowed(body));
-    };
-    let mut out = Vec::with_capacity(body.len());
+    let first = memchr::memchr2(b'"', b'\\', b)?;
+    if b[first] == b'"' {
+        return Some((Cow::Borrowed(&body[..first]), first + 1));
+    }
+    let mut out = Vec::with_capacity(body.len().min(1 << 16));
     out.extend_from_slice(&b[..first]);
     let mut i = first;
-    while i < b.len() {
-        // Copy the run up to the next escape in one go.
-        if b[i] != b'\\' {
-            let run = memchr::memchr(b'\\', &b[i..]).unwrap_or(b.len() - i);
-            out.extend_from_slice(&b[i..i + run]);
-            i += run;
-            continue;
+    loop {
+        let at = copy_plain(b, i, &mut out)?;
+        if b[at] == b'"' {
+            return Some((Cow::Owned(String::from_utf8(out).ok()?), at + 1));
         }
-        let simple = match *b.get(i + 1)? {
+        let simple = match *b.get(at + 1)? {
             b'"' => b'"',
             b'\\' => b'\\',
             b'/' => b'/',
@@ -201,17 +208,17 @@ pub fn unescape_literal(raw: &str) -> Option<Cow<'_, str>> {
             b'u' => 0,
             _ => return None,
         };
+        i = at + 2;
         if simple != 0 {
             out.push(simple);
-            i += 2;
             continue;
         }
         let hex = |at: usize| {
             body.get(at..at + 4)
                 .and_then(|h| u32::from_str_radix(h, 16).ok())
         };
-        let hi = hex(i + 2)?;
-        i += 6;
+        let hi = hex(i)?;
+        i += 4;
         let ch = if (0xD800..0xDC00).contains(&hi) {
             // A surrogate pair: \uD83D\uDE00
             if body.get(i..i + 2) != Some("\\u") {
@@ -223,10 +230,37 @@ pub fn unescape_literal(raw: &str) -> Option<Cow<'_, str>> {
         } else {
             char::from_u32(hi)?
         };
-        let mut utf8 = [0u8; 4];
-        out.extend_from_slice(ch.encode_utf8(&mut utf8).as_bytes());
+        out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
     }
-    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+/// Appends `b[i..]` up to the next `"` or `\` to `out` and returns that byte's index. Runs
+/// between escapes in encoded JSON are a few bytes long, too short for a memchr call and a
+/// memcpy each to pay off: eight bytes are copied and tested at a time, the excess cut off.
+fn copy_plain(b: &[u8], mut i: usize, out: &mut Vec<u8>) -> Option<usize> {
+    while let Some(word) = b.get(i..i + 8).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
+        out.extend_from_slice(&word);
+        let hits = quote_or_backslash(u64::from_le_bytes(word));
+        if hits != 0 {
+            let k = hits.trailing_zeros() as usize / 8;
+            out.truncate(out.len() - (8 - k));
+            return Some(i + k);
+        }
+        i += 8;
+    }
+    let k = b[i..].iter().position(|&c| c == b'"' || c == b'\\')?;
+    out.extend_from_slice(&b[i..i + k]);
+    Some(i + k)
+}
+
+/// Bit 7 of a byte is set where `word` holds `"` or `\` (exact for the lowest such byte: the
+/// zero-byte test can only misfire above a true hit).
+fn quote_or_backslash(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let zero_bytes = |v: u64| v.wrapping_sub(ONES) & !v;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    (zero_bytes(quote) | zero_bytes(backslash)) & (ONES << 7)
 }
 
 /// The raw value under `key` in a raw JSON object, found without building the object: other
@@ -285,6 +319,32 @@ mod tests {
         ] {
             assert_eq!(unescape_literal(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn unescape_to_quote_finds_the_end_across_word_boundaries() {
+        let pieces = [
+            "a",
+            "\"",
+            "\\",
+            "\u{e9}",
+            "\u{1F600}",
+            "\n",
+            "xyzxyzxyz",
+            "/",
+        ];
+        for n in 0..200usize {
+            // Every mix of pieces at every offset modulo the 8-byte word.
+            let s: String = (0..n % 23)
+                .map(|k| pieces[(n * 7 + k * 3) % pieces.len()])
+                .collect();
+            let literal = serde_json::to_string(&s).unwrap();
+            let rest = format!("{},\"next\":1}}", &literal[1..]);
+            let (text, used) = unescape_to_quote(&rest).unwrap();
+            assert_eq!(text, s);
+            assert_eq!(&rest[used..], ",\"next\":1}");
+        }
+        assert_eq!(unescape_to_quote(r#"no closing \" quote"#), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! SLS records. Each provider names its cluster in its own way; that name wins over the default.
 
 use super::decode::{decode_object, finish_event, Ctx, DecodeError, Format, Item, Sink};
-use super::jstr::unescape_literal;
+use super::jstr::{unescape_literal, unescape_to_quote};
 use super::{AuditEvent, JStr, ObjectRef, ResponseStatus, UserInfo};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -28,7 +28,13 @@ pub struct CloudWatchEvent<'a> {
 }
 
 /// Azure: `{"category": "kube-audit", "properties": {"log": <event object or JSON string>}}`.
-pub(super) fn decode_aks<'a>(mut env: AuditEvent<'a>, ctx: Ctx<'a>, f: &mut Sink) {
+/// `unescaped_log` is the event text when the caller already took it out of the string.
+pub(super) fn decode_aks<'a>(
+    mut env: AuditEvent<'a>,
+    unescaped_log: Option<&str>,
+    ctx: Ctx<'a>,
+    f: &mut Sink,
+) {
     let category = env.envelope_category.as_deref().unwrap_or("");
     if !matches!(category, "kube-audit" | "kube-audit-admin") {
         return f(Item::Skipped("aks_non_audit_category"));
@@ -43,6 +49,9 @@ pub(super) fn decode_aks<'a>(mut env: AuditEvent<'a>, ctx: Ctx<'a>, f: &mut Sink
         cluster: cluster.as_deref().unwrap_or(ctx.cluster),
         ..ctx
     };
+    if let Some(json) = unescaped_log {
+        return decode_object(json, Format::Aks, ctx, f);
+    }
     // `properties.log` is an object in diagnostic settings and a JSON string in some exports.
     let log = env.envelope_properties.take().and_then(|p| p.log);
     match log.map(RawValue::get) {
@@ -57,6 +66,28 @@ pub(super) fn decode_aks<'a>(mut env: AuditEvent<'a>, ctx: Ctx<'a>, f: &mut Sink
             "AKS record without an event in properties.log".into(),
         ))),
     }
+}
+
+/// The AKS string export's fast path: serde would scan the whole `properties.log` string escape
+/// by escape just to find its end, and then it is unescaped again. Instead the string found by
+/// [`find_encoded`] at `quote` is unescaped in one pass that finds its end, and the envelope is
+/// parsed with an empty string in its place. False (nothing emitted) unless that string turns
+/// out to be exactly `properties.log`; the caller then takes the general path.
+pub(super) fn decode_aks_inline(text: &str, quote: usize, ctx: Ctx, f: &mut Sink) -> bool {
+    let Some((log, used)) = unescape_to_quote(&text[quote + 1..]) else {
+        return false;
+    };
+    let envelope = [&text[..quote], "\"\"", &text[quote + 1 + used..]].concat();
+    let Ok(env) = serde_json::from_str::<AuditEvent>(&envelope) else {
+        return false;
+    };
+    let blank = envelope[quote..].as_ptr();
+    let log_raw = env.envelope_properties.as_ref().and_then(|p| p.log);
+    if log_raw.map(|raw| raw.get().as_ptr()) != Some(blank) {
+        return false;
+    }
+    decode_aks(env, Some(&log), ctx, f);
+    true
 }
 
 /// Google Cloud Audit Logs `LogEntry` for `k8s.io` (its top-level keys ride in `AuditEvent`),
@@ -356,20 +387,34 @@ fn parse_inner<'s, T: Deserialize<'s>>(
         })
 }
 
-/// A cheap hint that a record is ACK-shaped: `user`, `objectRef` or `responseStatus` holding an
-/// encoded object. One scan for the rare `":"{\"` (a string value that is JSON), then the key.
-pub(super) fn looks_like_ack(text: &str) -> bool {
+/// What one scan for string values holding an encoded JSON object (the rare `":"{\"`) found.
+pub(super) enum Encoded {
+    None,
+    /// `user`, `objectRef` or `responseStatus` hold one: an ACK flat record.
+    Ack,
+    /// `log` holds one: an AKS record with the event as a string; the offset of its opening quote.
+    AksLog(usize),
+}
+
+pub(super) fn find_encoded(text: &str) -> Encoded {
     use memchr::memmem::Finder;
     use std::sync::OnceLock;
     static ENCODED_OBJECT: OnceLock<Finder<'static>> = OnceLock::new();
     let finder = ENCODED_OBJECT.get_or_init(|| Finder::new(r#"":"{\""#));
     let bytes = text.as_bytes();
-    finder.find_iter(bytes).take(4).any(|at| {
+    for at in finder.find_iter(bytes).take(4) {
         let before = &bytes[..at];
-        [&b"\"user"[..], b"\"objectRef", b"\"responseStatus"]
+        if [&b"\"user"[..], b"\"objectRef", b"\"responseStatus"]
             .iter()
             .any(|k| before.ends_with(k))
-    })
+        {
+            return Encoded::Ack;
+        }
+        if before.ends_with(b"\"log") {
+            return Encoded::AksLog(at + 2);
+        }
+    }
+    Encoded::None
 }
 
 /// Decodes `text` if it is an ACK flat record; returns false when it is not that shape.
