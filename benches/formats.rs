@@ -24,7 +24,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("target/bench-data/formats-v2-{mb}MiB"));
+        .join(format!("target/bench-data/formats-v3-{mb}MiB"));
     let cases: [(&str, Format); 8] = [
         ("native.log", Format::Native),
         ("eventlist.log", Format::EventList),

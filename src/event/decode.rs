@@ -353,6 +353,28 @@ mod tests {
     }
 
     #[test]
+    fn gke_non_resource_request_has_no_object() {
+        // As GKE logs its master health checks (from the real sample in ../shared/realdata).
+        let line = r#"{"protoPayload":{"serviceName":"k8s.io","methodName":"io.k8s.get","resourceName":"readyz","authenticationInfo":{"principalEmail":"system:anonymous"},"status":{"code":0}},"insertId":"g2","timestamp":"2025-01-01T00:00:00Z"}"#;
+        let mut seen = false;
+        decode_record(
+            line.as_bytes(),
+            &DecodeOptions::default(),
+            "d",
+            &mut |item| {
+                let Item::Event(ev, Format::Gke) = item else {
+                    panic!("not an event")
+                };
+                seen = true;
+                assert_eq!(ev.verb.as_deref(), Some("get"));
+                assert_eq!(ev.request_uri.as_deref(), Some("/readyz"));
+                assert!(ev.object_ref.is_none());
+            },
+        );
+        assert!(seen);
+    }
+
+    #[test]
     fn bad_records_are_classified() {
         assert_eq!(decode_all(&EV[..40]).1, vec!["truncated_json"]);
         assert_eq!(decode_all("{\"a\":}").1, vec!["invalid_json"]);

@@ -178,7 +178,7 @@ pub(super) fn decode_gke(entry: &AuditEvent, p: &GkePayload, ctx: Ctx, f: &mut S
         },
         source_ips: meta.and_then(|m| m.caller_ip),
         user_agent: meta.and_then(|m| m.caller_supplied_user_agent.clone()),
-        object_ref: Some(gke_object_ref(method, resource_name)),
+        object_ref: gke_object_ref(method, resource_name),
         response_status: Some(ResponseStatus {
             code: Some(grpc_to_http(status.and_then(|s| s.code).unwrap_or(0))),
             reason: None,
@@ -200,7 +200,11 @@ pub(super) fn decode_gke(entry: &AuditEvent, p: &GkePayload, ctx: Ctx, f: &mut S
 }
 
 /// `io.k8s.core.v1.pods.exec.create` + `core/v1/namespaces/ns/pods/name/exec` → objectRef.
-fn gke_object_ref<'a>(method: &'a str, resource_name: &'a str) -> ObjectRef<'a> {
+/// None for a non-resource request (`io.k8s.get` on `readyz`), which has none in Kubernetes.
+fn gke_object_ref<'a>(method: &'a str, resource_name: &'a str) -> Option<ObjectRef<'a>> {
+    if method.split('.').count() <= 3 {
+        return None;
+    }
     let parts: Vec<&str> = resource_name.split('/').filter(|s| !s.is_empty()).collect();
     let is_version = |s: &str| {
         s.strip_prefix('v')
@@ -219,14 +223,14 @@ fn gke_object_ref<'a>(method: &'a str, resource_name: &'a str) -> ObjectRef<'a> 
     // Non-resource or unparsable names: fall back to the method's resource segment.
     let resource = rest.first().copied().or_else(|| method.rsplit('.').nth(1));
     let some = |s: &'a str| (!s.is_empty()).then(|| JStr::borrowed(s));
-    ObjectRef {
+    Some(ObjectRef {
         resource: resource.map(JStr::borrowed),
         subresource: rest.get(2).map(|s| JStr::borrowed(s)),
         namespace: namespace.map(JStr::borrowed),
         name: rest.get(1).map(|s| JStr::borrowed(s)),
         api_group: Some(JStr::borrowed(if group == "core" { "" } else { group })),
         api_version: some(version),
-    }
+    })
 }
 
 fn grpc_to_http(code: i64) -> i64 {

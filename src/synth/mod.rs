@@ -1052,6 +1052,11 @@ pub mod formats {
             method.push_str(&format!(".{sub}"));
         }
         method.push_str(&format!(".{}", s(&e["verb"])));
+        if o.is_null() {
+            // A non-resource request (`/readyz`): GKE names the path and the bare verb.
+            resource_name = s(&e["requestURI"]).trim_start_matches('/').to_owned();
+            method = format!("io.k8s.{}", s(&e["verb"]));
+        }
         let code = e["responseStatus"]["code"].as_i64().unwrap_or(200);
         let mut payload = json!({
             "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
