@@ -350,6 +350,116 @@ fn two_members_over_the_routed_topic_raise_the_same_alerts_as_one_replay() {
     assert_eq!(files, expected);
 }
 
+/// A ConfigMap read by `user`, `n` seconds into the test's hour (as an API server logs it).
+fn configmap_read(user: &str, n: u32) -> String {
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"00000000-0000-4000-8000-{n:06}{:06}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/app/configmaps/c{n}","verb":"get","user":{{"username":"{user}"}},"sourceIPs":["10.0.0.9"],"objectRef":{{"resource":"configmaps","namespace":"app","name":"c{n}","apiVersion":"v1"}},"responseStatus":{{"code":200}},"stageTimestamp":"2025-03-04T10:00:{n:02}.000000Z"}}"#,
+        user.len()
+    )
+}
+
+fn produce_to(brokers: &str, topic: &str, partition: i32, lines: &[String]) {
+    let producer: BaseProducer = client(brokers)
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    for e in lines {
+        producer
+            .send(
+                BaseRecord::<(), str>::to(topic)
+                    .partition(partition)
+                    .payload(e.as_str()),
+            )
+            .unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// When a second member joins, the first loses every partition (eager rebalancing) and gets
+/// one back. Its state for that partition must not take the partition's events a second time:
+/// a count threshold reached by duplicates fires too early, or (when reached during the silent
+/// warm-up, as here before the fix) not at all.
+#[test]
+fn a_partition_handed_back_after_a_rebalance_is_not_counted_twice() {
+    let port = free_port();
+    let _broker = broker(port);
+    let brokers = format!("127.0.0.1:{port}");
+    create_partitioned(&brokers, &[("audit", 2), ("alerts", 1)]);
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rules.path().join("reads.yaml"),
+        "rules:\n  - id: test.configmap_reads\n    title: Five ConfigMap reads\n    description: Counts reads.\n    severity: medium\n    kind: threshold\n    threshold: {by: [user.username], count: 5, window: 1h}\n    condition:\n      all:\n        - objectRef.resource: configmaps\n        - verb: get\n    summary: \"{user.username} read five ConfigMaps\"\n    remediation: None.\n",
+    )
+    .unwrap();
+    let config = |dir: &std::path::Path, hook: u16| {
+        let path = dir.join("audithound.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[detection]\nrules = [{:?}]\n[webhook]\nlisten = \"127.0.0.1:{hook}\"\n[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"audit\"]\ngroup = \"rebalance\"\nproperties = {{ \"session.timeout.ms\" = \"6000\" }}\n[[sink]]\ntype = \"file\"\npath = {:?}\n",
+                rules.path().to_str().unwrap(),
+                dir.join("alerts.jsonl").to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    // One identity per partition, three reads each: two short of the threshold.
+    let users = ["ann", "ben"];
+    let send = |n: std::ops::Range<u32>| {
+        for (p, user) in users.iter().enumerate() {
+            let lines: Vec<String> = n.clone().map(|i| configmap_read(user, i)).collect();
+            produce_to(&brokers, "audit", p as i32, &lines);
+        }
+    };
+    let committed_both =
+        |n: i64| (0..2).all(|p| committed_at(&brokers, "rebalance", "audit", p) == n);
+    send(0..3);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (hook_a, hook_b) = (free_port(), free_port());
+    let first = Service::start(&config(a.path(), hook_a));
+    wait_up_to(
+        60,
+        "the first member did not commit both partitions",
+        || committed_both(3),
+    );
+    let second = Service::start(&config(b.path(), hook_b));
+    wait_up_to(60, "the two members never split the partitions", || {
+        let held = |hook| metric(hook, "audithound_kafka_partitions_assigned").unwrap_or(0);
+        held(hook_a) == 1 && held(hook_b) == 1
+    });
+    let fired = || {
+        let mut users = Vec::new();
+        for dir in [a.path(), b.path()] {
+            let text = std::fs::read_to_string(dir.join("alerts.jsonl")).unwrap_or_default();
+            for line in text.lines() {
+                let alert: serde_json::Value = serde_json::from_str(line).unwrap();
+                if alert["rule"]["id"] == "test.configmap_reads" {
+                    users.push(alert["actor"]["username"].as_str().unwrap().to_owned());
+                }
+            }
+        }
+        users.sort();
+        users
+    };
+    // The fourth read: four of five, for both identities, whoever holds them now.
+    send(3..4);
+    wait_up_to(60, "the fourth reads were not committed", || {
+        committed_both(4)
+    });
+    assert_eq!(fired(), Vec::<String>::new(), "an alert on four reads");
+    // The fifth reaches the threshold: one alert each.
+    send(4..5);
+    wait_up_to(60, "the fifth reads were not committed", || {
+        committed_both(5)
+    });
+    first.stop();
+    second.stop();
+    assert_eq!(fired(), vec!["ann".to_owned(), "ben".to_owned()]);
+}
+
 /// Documents the broker, not audithound: a tansu group consumer resuming from a committed
 /// offset inside a multi-record batch does not get the rest of that batch. The other tests
 /// produce one record per batch so that they measure audithound's guarantees, not this.

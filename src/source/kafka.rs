@@ -7,6 +7,14 @@
 //! identities is rebuilt first: the partition is re-read from `rebuild` before the first
 //! uncommitted message (by message timestamp) up to it, as warm-up records that feed the
 //! detectors but raise no alerts: those were delivered before the offset was committed.
+//!
+//! A revoked partition's state is kept, with the last offset this process fed its detectors.
+//! Eager rebalancing revokes every partition whenever a member joins or leaves and mostly hands
+//! the same ones back: re-reading what the state already holds would count those events twice
+//! (a threshold reached by duplicates). So a partition assigned again is re-read only from
+//! after that offset (the part another member read meanwhile), and messages up to it that come
+//! again (delivered here, not yet committed) are skipped. State left behind by a partition that
+//! moved for good gets no more events, expires with its windows and is bounded by the key cap.
 
 use super::live::{Chunk, LiveQueue};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -78,15 +86,23 @@ impl ConsumerContext for Assignments {
     }
 }
 
+/// What this process knows of a partition it holds or has held.
+struct Held {
+    /// Where reading stands since the partition was last assigned; None until its first
+    /// message after that.
+    phase: Option<Phase>,
+    /// The last offset delivered to the detectors (live or warm-up), -1 before any.
+    fed_through: i64,
+}
+
 /// Where a partition's reading stands since it was assigned.
 enum Phase {
     /// Re-reading for state up to `resume_at` (the first uncommitted offset), skipping
     /// messages older than `from_ms`.
-    Rebuilding {
-        resume_at: i64,
-        from_ms: i64,
-    },
-    Live,
+    Rebuilding { resume_at: i64, from_ms: i64 },
+    /// Reading live; messages up to `skip_through` reached the detectors before the
+    /// partition was last revoked and are not fed twice.
+    Live { skip_through: i64 },
 }
 
 /// Where a message names its cluster (fleets shipping every cluster's audit log to one topic).
@@ -190,7 +206,7 @@ pub fn spawn(
     consumer.subscribe(&names)?;
     let mut topic_names: BTreeMap<String, Arc<str>> = BTreeMap::new();
     let mut clusters: BTreeMap<String, Arc<str>> = BTreeMap::new();
-    let mut phases: HashMap<(Arc<str>, i32), Phase> = HashMap::new();
+    let mut held: HashMap<(Arc<str>, i32), Held> = HashMap::new();
     Ok(std::thread::Builder::new()
         .name("kafka-consumer".into())
         .spawn(move || {
@@ -201,10 +217,14 @@ pub fn spawn(
                     measure_lag(&consumer);
                 }
                 let polled = consumer.poll(Duration::from_millis(200));
-                // A partition assigned again starts over (its state is rebuilt once more).
+                // A partition assigned again is looked at afresh on its next message.
                 if let Ok(mut changed) = consumer.context().changed.lock() {
                     for (topic, partition) in changed.drain(..) {
-                        phases.retain(|(t, p), _| !(**t == *topic && *p == partition));
+                        for ((t, p), h) in held.iter_mut() {
+                            if **t == *topic && *p == partition {
+                                h.phase = None;
+                            }
+                        }
                     }
                 }
                 let m = match polled {
@@ -220,25 +240,33 @@ pub fn spawn(
                     .or_insert_with(|| Arc::from(m.topic()))
                     .clone();
                 let time_ms = m.timestamp().to_millis().unwrap_or(0);
-                let key = (topic.clone(), m.partition());
-                let Some(phase) = phases.get_mut(&key) else {
-                    let phase =
-                        rewind(&consumer, &topic, m.partition(), m.offset(), time_ms, rebuild_ms);
-                    let rewound = matches!(phase, Phase::Rebuilding { .. });
-                    phases.insert(key, phase);
-                    if rewound {
-                        continue; // read again once the warm-up reaches it
+                let h = held.entry((topic.clone(), m.partition())).or_insert(Held {
+                    phase: None,
+                    fed_through: -1,
+                });
+                let phase = match &mut h.phase {
+                    Some(phase) => phase,
+                    None => {
+                        let phase = h.phase.insert(rewind(
+                            &consumer,
+                            &topic,
+                            m.partition(),
+                            (m.offset(), time_ms),
+                            rebuild_ms,
+                            h.fed_through,
+                        ));
+                        if matches!(phase, Phase::Rebuilding { .. }) {
+                            continue; // read again once the warm-up reaches it
+                        }
+                        phase
                     }
-                    if !deliver(&mut clusters, &cluster_from, &m, topic, false, input, &queue) {
-                        return;
-                    }
-                    continue;
                 };
                 let warmup = match phase {
-                    Phase::Live => false,
+                    Phase::Live { skip_through } if m.offset() <= *skip_through => continue,
+                    Phase::Live { .. } => false,
                     Phase::Rebuilding { resume_at, .. } if m.offset() >= *resume_at => {
                         tracing::info!(topic = %topic, partition = m.partition(), "state rebuilt; live from offset {resume_at}");
-                        *phase = Phase::Live;
+                        *phase = Phase::Live { skip_through: -1 };
                         false
                     }
                     Phase::Rebuilding { from_ms, .. } if time_ms < *from_ms => continue,
@@ -247,6 +275,7 @@ pub fn spawn(
                 if !deliver(&mut clusters, &cluster_from, &m, topic, warmup, input, &queue) {
                     return;
                 }
+                h.fed_through = m.offset();
             }
         })?)
 }
@@ -305,18 +334,22 @@ fn deliver(
 }
 
 /// The first message read from a newly assigned partition is at `offset` (its first
-/// uncommitted one): seeks back `rebuild_ms` of message time for warm-up when there is
-/// anything there, else reads on live.
+/// uncommitted one) and of `time_ms`: seeks back `rebuild_ms` of message time, but not to
+/// what this process fed its detectors already (through `fed_through`), for warm-up when
+/// there is anything there, else reads on live.
 fn rewind(
     consumer: &GroupConsumer,
     topic: &str,
     partition: i32,
-    offset: i64,
-    time_ms: i64,
+    (offset, time_ms): (i64, i64),
     rebuild_ms: i64,
+    fed_through: i64,
 ) -> Phase {
-    if rebuild_ms <= 0 {
-        return Phase::Live;
+    let live = Phase::Live {
+        skip_through: fed_through,
+    };
+    if rebuild_ms <= 0 || fed_through >= offset - 1 {
+        return live;
     }
     let from_ms = time_ms.saturating_sub(rebuild_ms);
     let timeout = Duration::from_secs(10);
@@ -333,13 +366,15 @@ fn rewind(
                     _ => None,
                 })
         });
-    // A broker that cannot look offsets up by time: from the start, skipping older messages.
-    let start = match start {
-        Some(o) => Offset::Offset(o),
-        None => Offset::Beginning,
+    // A broker that cannot look offsets up by time: from the start (or from after what was fed
+    // here), skipping older messages.
+    let start = match (start, fed_through) {
+        (Some(o), f) => Offset::Offset(o.max(f + 1)),
+        (None, -1) => Offset::Beginning,
+        (None, f) => Offset::Offset(f + 1),
     };
     if matches!(start, Offset::Offset(o) if o >= offset) {
-        return Phase::Live;
+        return live;
     }
     match consumer.seek(topic, partition, start, timeout) {
         Ok(()) => {
@@ -359,7 +394,7 @@ fn rewind(
                 partition,
                 "cannot re-read for detector state ({e}); reading on"
             );
-            Phase::Live
+            live
         }
     }
 }
