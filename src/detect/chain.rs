@@ -27,10 +27,10 @@ pub fn classify(view: &EventView) -> Option<Classified> {
     }
     if rbac::is_denied(view) {
         let groups = rbac::actor_groups(view);
-        return Some((DENIED, rbac::action(view).into(), groups.into()));
+        return Some((DENIED, rbac::action(view), groups.into()));
     }
     if rbac::is_allowed(view) {
-        return Some((SUCCESS, rbac::action(view).into(), Box::default()));
+        return Some((SUCCESS, rbac::action(view), Box::default()));
     }
     None
 }
@@ -66,12 +66,14 @@ pub fn observe(
     let value = obs.value.as_deref().unwrap_or("");
     match obs.steps {
         DENIED => {
-            let p = pending.entry(obs.key.clone()).or_insert_with(|| Pending {
-                groups: Box::default(),
-                denials: Vec::new(),
-                grant: None,
-                last_seen: obs.time,
-            });
+            let p = pending
+                .entry(Box::from(&*obs.key))
+                .or_insert_with(|| Pending {
+                    groups: Box::default(),
+                    denials: Vec::new(),
+                    grant: None,
+                    last_seen: obs.time,
+                });
             p.groups = obs.terms.clone();
             p.last_seen = obs.time;
             p.denials.retain(|d| obs.time - d.time <= window);
@@ -111,7 +113,7 @@ pub fn observe(
             None
         }
         SUCCESS => {
-            let p = pending.get_mut(&obs.key)?;
+            let p = pending.get_mut(&*obs.key)?;
             let grant = p.grant.as_ref()?;
             if obs.time < grant.time {
                 return None;
@@ -144,7 +146,7 @@ pub fn observe(
                 alert.time
             );
             if p.denials.is_empty() {
-                pending.remove(&obs.key);
+                pending.remove(&*obs.key);
             }
             Some(alert)
         }

@@ -40,8 +40,9 @@ pub type Classified = (u32, Box<str>, Terms);
 pub struct Observation {
     pub rule: u32,
     pub time: i64,
-    /// Cluster and the rule's `by` values: whose state this is.
-    pub key: Box<str>,
+    /// Cluster and the rule's `by` values: whose state this is. Shared: an event's observations
+    /// of several rules are usually all keyed by its actor.
+    pub key: Arc<str>,
     /// threshold: the `distinct` field's value; new_terms: the term.
     pub value: Option<Box<str>>,
     /// sequence: bit i set when step i's condition holds; built-ins: which kind of event this is.
@@ -152,7 +153,7 @@ impl Seeder<'_> {
     fn seed(&mut self, view: &EventView, cluster: &str) -> Seed {
         let cluster = self
             .cluster
-            .get_or_insert_with(|| Arc::from(cluster))
+            .get_or_insert_with(|| shared_cluster(cluster))
             .clone();
         let batch = self.origin.batch;
         // The event's own JSON inside the batch: decoded again directly.
@@ -195,6 +196,18 @@ impl Seeder<'_> {
             .clone();
         Seed::Event { json, cluster }
     }
+}
+
+/// The cluster's name as a shared string, made again only when it changes: a worker's events
+/// nearly always share one, and an allocation per event was a tenth of the detectors' cost.
+fn shared_cluster(name: &str) -> Arc<str> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some(shared) if **shared == *name => shared.clone(),
+        _ => last.insert(Arc::from(name)).clone(),
+    })
 }
 
 /// One key's events inside a threshold window. Kept small: state for a million identities
@@ -352,10 +365,12 @@ pub fn evaluate(
             .get_or_init(|| identity_key(cluster, view.event.username()))
             .clone()
     };
+    let mut scratch = String::new();
     for &i in matched.iter() {
         let rule = &rules.rules[i as usize];
-        let key = |by: &[Field]| -> Box<str> {
-            let mut k = String::with_capacity(64);
+        let mut key = |by: &[Field]| -> Arc<str> {
+            let k = &mut scratch;
+            k.clear();
             k.push_str(cluster);
             for f in by {
                 k.push('\u{1f}');
@@ -367,7 +382,7 @@ pub fn evaluate(
                     true
                 });
             }
-            k.into()
+            Arc::from(k.as_str())
         };
         if origin.context && !reads_context(&rule.kind) {
             continue;
@@ -384,7 +399,7 @@ pub fn evaluate(
                     .map(|f| f.first_text(view).unwrap_or_default().into()),
                 0,
             ),
-            Kind::NewTerms(n) => (Box::from(""), Some(key(&n.fields)), 0),
+            Kind::NewTerms(n) => (Arc::from(""), Some(Box::from(&*key(&n.fields))), 0),
             Kind::Revoked(_) => {
                 let mut hits = Vec::new();
                 revocations.matches(view, &mut hits);
@@ -435,12 +450,19 @@ pub fn evaluate(
             Kind::Spike(_) => (actor_key(), None, 0),
             Kind::Sequence(s) => {
                 // Steps that hold are grouped by the key they advance (usually one key).
-                let mut groups: Vec<(Box<str>, u32)> = Vec::new();
+                let mut groups: Vec<(Arc<str>, u32)> = Vec::new();
                 let steps = s.steps.iter().enumerate();
                 // From a context copy, only steps keyed by someone else than the actor.
                 let steps = steps.filter(|(b, _)| !origin.context || s.step_keys[*b].is_some());
                 for (b, _) in steps.filter(|(_, c)| c.eval(view)) {
                     let k = match &s.step_keys[b] {
+                        // The actor, as in most sequences: its key is made once per event.
+                        Some(t) if t.is("{user.username}") => {
+                            if origin.context {
+                                continue;
+                            }
+                            actor_key()
+                        }
                         Some(t) => {
                             let whom = t.render(view);
                             if origin.context && whom == view.event.username() {
@@ -492,7 +514,7 @@ fn reads_context(kind: &Kind) -> bool {
 }
 
 /// `cluster\x1fwho`: whose state an observation belongs to.
-fn identity_key(cluster: &str, who: &str) -> Box<str> {
+fn identity_key(cluster: &str, who: &str) -> Arc<str> {
     let mut key = String::with_capacity(cluster.len() + 1 + who.len());
     key.push_str(cluster);
     key.push('\u{1f}');
@@ -620,7 +642,7 @@ impl Stateful {
 
 /// One state per entry, cluster, role and outcome. The entry is named by its selectors and
 /// time, so a reloaded list that keeps an entry keeps its state.
-fn revocation_key(cluster: &str, entry: &Revocation, steps: u32) -> Box<str> {
+fn revocation_key(cluster: &str, entry: &Revocation, steps: u32) -> Arc<str> {
     let sel = |s: &Option<String>| s.as_deref().unwrap_or("").to_owned();
     format!(
         "{cluster}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{steps}",

@@ -107,11 +107,11 @@ pub fn observe(
             None
         }
         USE => {
-            let u = state.unbound.get(&obs.key)?;
+            let u = state.unbound.get(&*obs.key)?;
             if obs.time <= u.time {
                 return None;
             }
-            let u = state.unbound.remove(&obs.key)?;
+            let u = state.unbound.remove(&*obs.key)?;
             if obs.time - u.time > window {
                 return None;
             }

@@ -10,7 +10,10 @@ enum Piece {
 }
 
 #[derive(Debug)]
-pub struct Template(Vec<Piece>);
+pub struct Template {
+    pieces: Vec<Piece>,
+    source: String,
+}
 
 impl Template {
     pub fn parse(s: &str) -> Result<Template, String> {
@@ -29,13 +32,21 @@ impl Template {
         if !rest.is_empty() {
             pieces.push(Piece::Text(rest.to_owned()));
         }
-        Ok(Template(pieces))
+        Ok(Template {
+            pieces,
+            source: s.to_owned(),
+        })
+    }
+
+    /// Whether the template is exactly this text (`"{user.username}"`: the actor).
+    pub fn is(&self, text: &str) -> bool {
+        self.source == text
     }
 
     /// Fills the template; a field with no value reads as `(none)`.
     pub fn render(&self, ev: &EventView) -> String {
         let mut out = String::new();
-        for p in &self.0 {
+        for p in &self.pieces {
             match p {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Field(f) => {
