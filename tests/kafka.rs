@@ -25,16 +25,31 @@ impl Drop for Broker {
 }
 
 fn broker(port: u16) -> Broker {
+    broker_on(port, None)
+}
+
+/// A broker keeping its data in memory, or in the S3 bucket `tansu` at `s3` (which outlives it).
+fn broker_on(port: u16, s3: Option<&ObjectStore>) -> Broker {
     let url = format!("tcp://127.0.0.1:{port}");
-    let child = std::process::Command::new("tansu")
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
+    let mut command = std::process::Command::new("tansu");
+    command.args([
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+    ]);
+    match s3 {
+        None => command.args(["--storage-engine", "memory://tansu/"]),
+        Some(store) => command
+            .args(["--storage-engine", "s3://tansu/"])
+            .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", store.port))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", "us-east-1"),
+    };
+    let child = command
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -44,6 +59,52 @@ fn broker(port: u16) -> Broker {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     b
+}
+
+/// An S3-compatible object store on loopback (moto, installed by `.ci/run`) with a `tansu`
+/// bucket: durable storage for a broker that is killed and started again.
+struct ObjectStore {
+    port: u16,
+    process: std::process::Child,
+}
+
+impl ObjectStore {
+    fn start() -> ObjectStore {
+        let port = free_port();
+        let process = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 with moto[server] must be installed (bash .ci/run installs it)");
+        let store = ObjectStore { port, process };
+        wait_until("the object store never answered", || {
+            use std::io::{Read, Write};
+            let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            let put = "PUT /tansu HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            let mut answer = String::new();
+            c.write_all(put.as_bytes()).is_ok()
+                && c.read_to_string(&mut answer).is_ok()
+                && answer.starts_with("HTTP/1.1 200")
+        });
+        store
+    }
+}
+
+impl Drop for ObjectStore {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
 }
 
 fn client(brokers: &str) -> ClientConfig {
@@ -348,6 +409,50 @@ fn two_members_over_the_routed_topic_raise_the_same_alerts_as_one_replay() {
         &std::fs::read_to_string(b.path().join("alerts.jsonl")).unwrap(),
     ));
     assert_eq!(files, expected);
+}
+
+/// The broker is killed (SIGKILL) twice and started again on the same storage: the running
+/// service rides it out (consumer, commits and the Kafka sink reconnect) and every
+/// alert of a replay still arrives, in the file and on the alerts topic.
+#[test]
+fn a_broker_killed_and_restarted_mid_stream_loses_no_alert() {
+    let store = ObjectStore::start();
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let first = broker_on(port, Some(&store));
+    create_topics(&brokers, &["audit", "alerts"]);
+    let events = attack_lines();
+    let half = events.len() / 2;
+    produce(&brokers, "audit", &events[..half]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let hook = free_port();
+    let service = Service::start(&service_config(dir.path(), &brokers, "outage", hook));
+    wait_up_to(60, "the first half was not committed", || {
+        committed(&brokers, "outage", "audit") == half as i64
+    });
+    // Down while idle, back, then down again just as the second half is being read, alerted on
+    // and committed (whatever was not committed then is read again).
+    drop(first);
+    std::thread::sleep(Duration::from_secs(2));
+    let second = broker_on(port, Some(&store));
+    produce(&brokers, "audit", &events[half..]);
+    std::thread::sleep(Duration::from_millis(150));
+    drop(second);
+    std::thread::sleep(Duration::from_secs(1));
+    let _third = broker_on(port, Some(&store));
+    wait_up_to(120, "the rest was not committed after the restarts", || {
+        committed(&brokers, "outage", "audit") == events.len() as i64
+    });
+    service.stop();
+
+    let expected = replayed_ids("prod-eu");
+    let written = std::fs::read_to_string(dir.path().join("alerts.jsonl")).unwrap();
+    assert_eq!(alert_ids(&written), expected);
+    assert_eq!(
+        topic_alert_ids(&brokers, "alerts", expected.len()),
+        expected
+    );
 }
 
 /// A ConfigMap read by `user`, `n` seconds into the test's hour (as an API server logs it).
