@@ -444,6 +444,9 @@ fn a_broker_killed_and_restarted_mid_stream_loses_no_alert() {
     wait_up_to(120, "the rest was not committed after the restarts", || {
         committed(&brokers, "outage", "audit") == events.len() as i64
     });
+    wait_until("the consumer lag never read zero", || {
+        metric(hook, "audithound_kafka_lag") == Some(0)
+    });
     service.stop();
 
     let expected = replayed_ids("prod-eu");
