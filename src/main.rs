@@ -741,6 +741,19 @@ fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
         }
         RulesCommand::Check(d) => {
             let set = load_rules(d.dirs)?;
+            // Tests are built only when run; check them too.
+            let broken: Vec<String> = set
+                .rules
+                .iter()
+                .chain(&set.disabled)
+                .filter_map(|r| {
+                    let e = r.tests.get().err()?;
+                    Some(format!("{}: rule {}: tests.{e}", r.source.display(), r.id))
+                })
+                .collect();
+            if !broken.is_empty() {
+                return Err(audithound::rules::LoadErrors(broken).into());
+            }
             writeln!(
                 out,
                 "ok: {} rules ({} switched off)",

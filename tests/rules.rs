@@ -93,6 +93,37 @@ fn bad_rules_are_reported_with_their_place() {
     );
 }
 
+/// Test cases are built only when run, yet `rules check` still finds a broken one; a replay
+/// with the rule works meanwhile (its tests are never needed there).
+#[test]
+fn a_broken_test_case_fails_check_and_test_but_not_a_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_rules(
+        dir.path(),
+        "rules:\n  - id: counted\n    title: t\n    severity: low\n    condition: {verb: get}\n    summary: s\n    tests:\n      fire:\n        - {repeat: lots, event: {verb: get}}\n      quiet:\n        - {verb: list}\n",
+    );
+    let rules = dir.path().to_str().unwrap();
+    let out = audithound(&["rules", "check", rules]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: rule counted: tests.fire[0].repeat: expected a count",
+            path.display()
+        )),
+        "{err}"
+    );
+    let out = audithound(&["rules", "test", rules]);
+    assert!(!out.status.success());
+    assert!(stdout(&out).contains("FAIL counted: tests.fire[0].repeat"));
+    let out = audithound(&["replay", "-q", "--rules", rules, "samples/attacks"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn overrides_disable_rules_and_append_exceptions_without_editing_the_library() {
     let dir = tempfile::tempdir().unwrap();

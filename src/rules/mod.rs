@@ -68,7 +68,7 @@ pub struct Rule {
     except_first: bool,
     pub summary: Template,
     pub remediation: String,
-    pub tests: testing::RuleTests,
+    pub tests: testing::Tests,
     /// File the rule was loaded from.
     pub source: PathBuf,
     /// `enabled: false` rules are checked when loaded, and run only if an override enables them.
@@ -444,7 +444,13 @@ fn read_rule_file(path: &Path) -> Result<RuleFile, String> {
         Some(l) => format!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
         None => format!("{}: {e}", path.display()),
     };
-    let doc: Y = serde_yaml::from_str(&text).map_err(located)?;
+    // YAML parsing is most of what loading costs: only a file that may be Sigma (it names
+    // both keys somewhere) is parsed to a tree first to find out.
+    let doc: Y = if text.contains("logsource") && text.contains("detection") {
+        serde_yaml::from_str(&text).map_err(located)?
+    } else {
+        Y::Null
+    };
     if sigma::is_sigma(&doc) {
         return match sigma::translate(&doc)
             .map_err(|e| format!("{} (Sigma): {e}", path.display()))?
@@ -518,10 +524,6 @@ fn compile_rule(raw: RawRule, path: &Path, scope: &Scope, at: &str) -> Result<Ru
         &mut errors,
         Template::parse(&raw.summary).map_err(|e| format!("{at}.summary: {e}")),
     );
-    let tests = keep(
-        &mut errors,
-        testing::RuleTests::from_raw(raw.tests).map_err(|e| format!("{at}.tests: {e}")),
-    );
     let suppress = match &raw.suppress {
         Some(d) => keep(
             &mut errors,
@@ -529,8 +531,8 @@ fn compile_rule(raw: RawRule, path: &Path, scope: &Scope, at: &str) -> Result<Ru
         ),
         None => Some(0),
     };
-    let (Some(kind), Some(filter), Some(summary), Some(tests), Some(suppress)) =
-        (kind, filter, summary, tests, suppress)
+    let (Some(kind), Some(filter), Some(summary), Some(suppress)) =
+        (kind, filter, summary, suppress)
     else {
         return Err(errors);
     };
@@ -559,7 +561,7 @@ fn compile_rule(raw: RawRule, path: &Path, scope: &Scope, at: &str) -> Result<Ru
         except_first,
         summary,
         remediation: raw.remediation,
-        tests,
+        tests: testing::Tests::new(raw.tests),
         source: path.to_path_buf(),
     })
 }

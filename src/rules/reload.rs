@@ -1,5 +1,5 @@
 //! Keeps the rule set current while a service runs: the rule directories are watched and
-//! re-read on SIGHUP. A set that does not load (a typo, a broken test) is rejected with its
+//! re-read on SIGHUP. A set that does not load (a typo, an unknown field) is rejected with its
 //! errors and the previous set stays in force. Workers take a snapshot per batch; the collector
 //! carries each stateful rule's state over to the new set by rule id.
 
