@@ -19,6 +19,7 @@ use field::EventView;
 use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value as Y;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use template::Template;
@@ -57,7 +58,7 @@ pub struct Rule {
     pub mitre: Vec<String>,
     pub tags: Vec<String>,
     pub kind: Kind,
-    /// The filter every kind applies first (for a sequence: its own condition and any step).
+    /// The filter every kind applies first.
     pub condition: Cond,
     /// At most one alert per actor and cluster per this many microseconds; the next alert
     /// counts what was suppressed.
@@ -76,6 +77,18 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The events the rule looks at: its condition, and for a sequence also any of its steps
+    /// (the steps themselves are tested once, by the detector, not here as well).
+    pub fn admits(&self) -> Cow<'_, Cond> {
+        match &self.kind {
+            Kind::Sequence(spec) => Cow::Owned(Cond::All(vec![
+                self.condition.clone(),
+                Cond::Any(spec.steps.clone()),
+            ])),
+            _ => Cow::Borrowed(&self.condition),
+        }
+    }
+
     /// Why this rule does or does not match the event, matcher by matcher.
     pub fn explain(&self, ev: &EventView) -> String {
         use std::fmt::Write as _;
@@ -85,7 +98,7 @@ impl Rule {
             self.severity.name(),
             self.kind.name()
         );
-        let hit = self.condition.explain(ev, 1, &mut out);
+        let hit = self.admits().explain(ev, 1, &mut out);
         let mut excepted = false;
         for (i, e) in self.except.iter().enumerate() {
             let _ = writeln!(out, "except[{i}]:");
@@ -345,9 +358,10 @@ impl RuleSet {
             .rules
             .iter()
             .map(|r| {
+                let admits = r.admits();
                 (
-                    r.condition.required_values("objectRef.resource"),
-                    r.condition.required_values("verb"),
+                    admits.required_values("objectRef.resource"),
+                    admits.required_values("verb"),
                 )
             })
             .collect();
@@ -539,11 +553,7 @@ fn compile_rule(raw: RawRule, path: &Path, scope: &Scope, at: &str) -> Result<Ru
     if !errors.is_empty() {
         return Err(errors);
     }
-    // A sequence's filter also admits any step, so that every step reaches its state.
-    let condition = match &kind {
-        Kind::Sequence(spec) => Cond::All(vec![filter, Cond::Any(spec.steps.clone())]),
-        _ => filter,
-    };
+    let condition = filter;
     let except: Vec<Cond> = except.into_iter().flatten().collect();
     let except_first = except.iter().map(Cond::cost).sum::<u32>() < condition.cost();
     Ok(Rule {
