@@ -552,6 +552,10 @@ impl Matcher {
         }
         let test = || self.field.any(ev, |v| self.op.test(v));
         let Some(id) = self.memo else {
+            // Most matchers test one top-level string: straight to the test.
+            if let Field::Str(get) = &self.field {
+                return get(ev.event).is_some_and(|s| self.op.test_str(s));
+            }
             return test();
         };
         match self.field.raw_text(ev) {
@@ -571,6 +575,17 @@ impl Op {
             Op::Glob(_, set) => set.is_some(),
             Op::Prefix(_, icase) | Op::Suffix(_, icase) => *icase,
             _ => false,
+        }
+    }
+
+    /// `test` on a string, with the commonest operators first and inline.
+    #[inline]
+    fn test_str(&self, s: &str) -> bool {
+        match self {
+            Op::Eq(Scalar::Str(p, false)) => p == s,
+            Op::In(set) => set.contains(s),
+            Op::Prefix(ps, false) => ps.iter().any(|p| s.starts_with(p.as_str())),
+            other => other.test(Val::Str(s)),
         }
     }
 

@@ -321,6 +321,7 @@ impl Field {
     /// Whether the field has any non-null value (objects and lists count).
     pub fn exists(&self, ev: &EventView) -> bool {
         match self {
+            Field::Str(g) => g(ev.event).is_some(),
             Field::Json(root, path, needles) => {
                 needles.may_be_in(ev.raw_root(*root))
                     && ev.json_root(*root).is_some_and(|v| json_exists(v, path))
