@@ -41,6 +41,10 @@ pub struct Matcher {
     pub op: Op,
     /// Set when answers are remembered per value (a costly test on a field whose values repeat).
     pub memo: Option<u32>,
+    /// `key: true` / `key: false` deep in a JSON object: the key's searcher and the literal, so
+    /// that an object where no occurrence of the key is followed by it is not parsed at all
+    /// (`privileged: false` is in most pod specs; `true` in almost none).
+    pub literal: Option<Box<(memchr::memmem::Finder<'static>, &'static str)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -360,6 +364,12 @@ fn compile_field(path: &str, v: &Y, scope: &Scope, at: &str) -> Result<Cond, Str
             spec: spec.clone(),
             field: field.clone(),
             memo: (op.is_costly() && memo::LOW_CARDINALITY.contains(&path)).then(memo::next_id),
+            literal: match op {
+                Op::Eq(Scalar::Bool(b)) => field
+                    .last_key_searcher()
+                    .map(|key| Box::new((key, if b { "true" } else { "false" }))),
+                _ => None,
+            },
             op,
         })
     };
@@ -550,6 +560,12 @@ impl Matcher {
             let theirs = other.all_text(ev);
             return !theirs.is_empty() && self.field.any(ev, |v| theirs.contains(&v.to_text()));
         }
+        if let Some(literal) = &self.literal {
+            let (key, lit) = &**literal;
+            if !self.field.literal_may_follow(ev, key, lit) {
+                return false;
+            }
+        }
         let test = || self.field.any(ev, |v| self.op.test(v));
         let Some(id) = self.memo else {
             // Most matchers test one top-level string: straight to the test.
@@ -737,6 +753,60 @@ mod tests {
         let cond = Cond::compile(&y, &scope, "test").unwrap();
         let ev: AuditEvent = serde_json::from_str(event_json).unwrap();
         cond.eval(&EventView::new(&ev, 0))
+    }
+
+    #[test]
+    fn a_boolean_literal_is_ruled_out_from_the_text_only_when_it_cannot_be_there() {
+        let pod = |spec: &str| format!(r#"{{"requestObject":{{"kind":"Pod","spec":{spec}}}}}"#);
+        let privileged = "podSpec.containers[*].securityContext.privileged: true";
+        for (spec, want) in [
+            (
+                r#"{"containers":[{"securityContext":{"privileged":false}}]}"#,
+                false,
+            ),
+            (
+                r#"{"containers":[{"securityContext":{"privileged":true}}]}"#,
+                true,
+            ),
+            (
+                r#"{"containers":[{"securityContext":{ "privileged" :  true }}]}"#,
+                true,
+            ),
+            // One of two containers; a string "true"; a list at the end of the path.
+            (
+                r#"{"containers":[{"securityContext":{"privileged":false}},{"securityContext":{"privileged":true}}]}"#,
+                true,
+            ),
+            (
+                r#"{"containers":[{"securityContext":{"privileged":"true"}}]}"#,
+                true,
+            ),
+            (
+                r#"{"containers":[{"securityContext":{"privileged":[true]}}]}"#,
+                true,
+            ),
+            // `true` after the key elsewhere does not make it true here; escapes: parsed.
+            (
+                r#"{"containers":[{"securityContext":{"privileged":false}}],"x":{"privileged":true}}"#,
+                false,
+            ),
+            (
+                r#"{"containers":[{"securityContext":{"privileg\u0065d":true}}]}"#,
+                true,
+            ),
+            (r#"{"containers":[{"name":"a"}]}"#, false),
+        ] {
+            assert_eq!(check(privileged, &pod(spec)), want, "{spec}");
+        }
+        let not = "podSpec.containers[*].securityContext.privileged: false";
+        assert!(check(
+            not,
+            &pod(r#"{"containers":[{"securityContext":{"privileged":false}}]}"#)
+        ));
+        assert!(!check(
+            not,
+            &pod(r#"{"containers":[{"securityContext":{"privileged":true}}]}"#)
+        ));
     }
 
     const EV: &str = r#"{"verb":"create","userAgent":"KubeCtl/v1.30","sourceIPs":["10.0.0.5","8.8.8.8"],

@@ -318,6 +318,47 @@ impl Field {
         out
     }
 
+    /// For a JSON path ending in a key, a searcher for that key as JSON writes it (`"privileged"`).
+    pub fn last_key_searcher(&self) -> Option<memchr::memmem::Finder<'static>> {
+        match self {
+            Field::Json(_, path, _) => match path.last() {
+                Some(Seg::Key(k)) => {
+                    Some(memchr::memmem::Finder::new(format!("\"{k}\"").as_bytes()).into_owned())
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Whether the bare literal `lit` (`true`, `false`) may be this JSON field's value: some
+    /// occurrence of its last key (found by `key`) in the raw object is followed by it, or by a
+    /// string or list that the full test must look at. No escapes anywhere, no parse at all.
+    pub fn literal_may_follow(
+        &self,
+        ev: &EventView,
+        key: &memchr::memmem::Finder,
+        lit: &str,
+    ) -> bool {
+        let Field::Json(root, ..) = self else {
+            return true;
+        };
+        let Some(raw) = ev.raw_root(*root) else {
+            return false;
+        };
+        let text = raw.get();
+        if memchr::memchr(b'\\', text.as_bytes()).is_some() {
+            return true;
+        }
+        key.find_iter(text.as_bytes()).any(|at| {
+            let after = text[at + key.needle().len()..].trim_start();
+            after.strip_prefix(':').is_some_and(|v| {
+                let v = v.trim_start();
+                v.starts_with(lit) || v.starts_with('"') || v.starts_with('[')
+            })
+        })
+    }
+
     /// Whether the field has any non-null value (objects and lists count).
     pub fn exists(&self, ev: &EventView) -> bool {
         match self {
