@@ -130,15 +130,19 @@ fn create_partitioned(brokers: &str, names: &[(&str, i32)]) {
         .unwrap();
 }
 
+fn one_record_per_batch(brokers: &str) -> BaseProducer {
+    client(brokers)
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap()
+}
+
 /// Produces `lines` to `topic`, each with a `cluster: prod-eu` header (fleets ship every
 /// cluster to one topic). One record per batch: tansu mishandles resuming inside a
 /// multi-record batch (see `the_broker_skips_records_when_resuming_inside_a_batch`).
 fn produce(brokers: &str, topic: &str, lines: &[String]) {
-    let producer: BaseProducer = client(brokers)
-        .set("batch.num.messages", "1")
-        .set("linger.ms", "0")
-        .create()
-        .unwrap();
+    let producer = one_record_per_batch(brokers);
     for e in lines {
         let headers = OwnedHeaders::new().insert(Header {
             key: "cluster",
@@ -458,20 +462,16 @@ fn a_broker_killed_and_restarted_mid_stream_loses_no_alert() {
     );
 }
 
-/// A ConfigMap read by `user`, `n` seconds into the test's hour (as an API server logs it).
-fn configmap_read(user: &str, n: u32) -> String {
+/// A ConfigMap read by `users[u]`, `n` seconds into the test's hour (as an API server logs it).
+fn configmap_read(users: &[&str], u: usize, n: u32) -> String {
+    let user = users[u];
     format!(
-        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"00000000-0000-4000-8000-{n:06}{:06}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/app/configmaps/c{n}","verb":"get","user":{{"username":"{user}"}},"sourceIPs":["10.0.0.9"],"objectRef":{{"resource":"configmaps","namespace":"app","name":"c{n}","apiVersion":"v1"}},"responseStatus":{{"code":200}},"stageTimestamp":"2025-03-04T10:00:{n:02}.000000Z"}}"#,
-        user.len()
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"00000000-0000-4000-8000-{u:06}{n:06}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/app/configmaps/c{n}","verb":"get","user":{{"username":"{user}"}},"sourceIPs":["10.0.0.9"],"objectRef":{{"resource":"configmaps","namespace":"app","name":"c{n}","apiVersion":"v1"}},"responseStatus":{{"code":200}},"stageTimestamp":"2025-03-04T10:00:{n:02}.000000Z"}}"#
     )
 }
 
 fn produce_to(brokers: &str, topic: &str, partition: i32, lines: &[String]) {
-    let producer: BaseProducer = client(brokers)
-        .set("batch.num.messages", "1")
-        .set("linger.ms", "0")
-        .create()
-        .unwrap();
+    let producer = one_record_per_batch(brokers);
     for e in lines {
         producer
             .send(
@@ -517,8 +517,8 @@ fn a_partition_handed_back_after_a_rebalance_is_not_counted_twice() {
     // One identity per partition, three reads each: two short of the threshold.
     let users = ["ann", "ben"];
     let send = |n: std::ops::Range<u32>| {
-        for (p, user) in users.iter().enumerate() {
-            let lines: Vec<String> = n.clone().map(|i| configmap_read(user, i)).collect();
+        for p in 0..users.len() {
+            let lines: Vec<String> = n.clone().map(|i| configmap_read(&users, p, i)).collect();
             produce_to(&brokers, "audit", p as i32, &lines);
         }
     };
