@@ -212,7 +212,6 @@ impl Identity<'_> {
     }
 }
 
-/// The string, or the first string of a list.
 /// The credential id in a raw `user.extra`, found by its key's text: every request of a service
 /// account or certificate user carries one, and a scan for the key costs a tenth of walking the
 /// object. Anything unusual (escapes, other spacing) takes the general path.
@@ -245,6 +244,7 @@ fn credential_id(extra: &serde_json::value::RawValue) -> Option<Cow<'_, str>> {
     quick.or_else(general)
 }
 
+/// The string, or the first string of a list.
 fn first_str(raw: &serde_json::value::RawValue) -> Option<String> {
     let mut first = None;
     crate::event::for_each_str(raw, &mut |s| {

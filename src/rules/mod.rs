@@ -553,9 +553,8 @@ fn compile_rule(raw: RawRule, path: &Path, scope: &Scope, at: &str) -> Result<Ru
     if !errors.is_empty() {
         return Err(errors);
     }
-    let condition = filter;
     let except: Vec<Cond> = except.into_iter().flatten().collect();
-    let except_first = except.iter().map(Cond::cost).sum::<u32>() < condition.cost();
+    let except_first = except.iter().map(Cond::cost).sum::<u32>() < filter.cost();
     Ok(Rule {
         id: raw.id,
         enabled: raw.enabled,
@@ -565,7 +564,7 @@ fn compile_rule(raw: RawRule, path: &Path, scope: &Scope, at: &str) -> Result<Ru
         mitre: raw.mitre,
         tags: raw.tags,
         kind,
-        condition,
+        condition: filter,
         suppress: (suppress > 0).then_some(suppress),
         except,
         except_first,
