@@ -91,8 +91,9 @@ struct Held {
     /// Where reading stands since the partition was last assigned; None until its first
     /// message after that.
     phase: Option<Phase>,
-    /// The last offset delivered to the detectors (live or warm-up), -1 before any.
-    fed_through: i64,
+    /// The last offset delivered to the detectors (live or warm-up), -1 before any, and that
+    /// message's time.
+    fed_through: (i64, i64),
 }
 
 /// Where a partition's reading stands since it was assigned.
@@ -100,9 +101,15 @@ enum Phase {
     /// Re-reading for state up to `resume_at` (the first uncommitted offset), skipping
     /// messages older than `from_ms`.
     Rebuilding { resume_at: i64, from_ms: i64 },
-    /// Reading live; messages up to `skip_through` reached the detectors before the
-    /// partition was last revoked and are not fed twice.
-    Live { skip_through: i64 },
+    /// Reading live; messages up to `skip_through` (offset, time) reached the detectors before
+    /// the partition was last revoked and are not fed twice.
+    Live { skip_through: (i64, i64) },
+}
+
+impl Phase {
+    const LIVE: Phase = Phase::Live {
+        skip_through: (-1, i64::MIN),
+    };
 }
 
 /// Where a message names its cluster (fleets shipping every cluster's audit log to one topic).
@@ -242,7 +249,7 @@ pub fn spawn(
                 let time_ms = m.timestamp().to_millis().unwrap_or(0);
                 let h = held.entry((topic.clone(), m.partition())).or_insert(Held {
                     phase: None,
-                    fed_through: -1,
+                    fed_through: (-1, i64::MIN),
                 });
                 let phase = match &mut h.phase {
                     Some(phase) => phase,
@@ -262,11 +269,20 @@ pub fn spawn(
                     }
                 };
                 let warmup = match phase {
-                    Phase::Live { skip_through } if m.offset() <= *skip_through => continue,
+                    Phase::Live { skip_through: (last, last_ms) } if m.offset() <= *last => {
+                        if time_ms <= *last_ms {
+                            continue;
+                        }
+                        // Newer than what was fed at a later offset: not the same log (the
+                        // topic was recreated, the broker lost its data). Nothing is skipped.
+                        tracing::warn!(topic = %topic, partition = m.partition(), "offsets went back to {} under newer messages: reading them all", m.offset());
+                        *phase = Phase::LIVE;
+                        false
+                    }
                     Phase::Live { .. } => false,
                     Phase::Rebuilding { resume_at, .. } if m.offset() >= *resume_at => {
                         tracing::info!(topic = %topic, partition = m.partition(), "state rebuilt; live from offset {resume_at}");
-                        *phase = Phase::Live { skip_through: -1 };
+                        *phase = Phase::LIVE;
                         false
                     }
                     Phase::Rebuilding { from_ms, .. } if time_ms < *from_ms => continue,
@@ -275,7 +291,7 @@ pub fn spawn(
                 if !deliver(&mut clusters, &cluster_from, &m, topic, warmup, input, &queue) {
                     return;
                 }
-                h.fed_through = m.offset();
+                h.fed_through = (m.offset(), time_ms);
             }
         })?)
 }
@@ -335,19 +351,20 @@ fn deliver(
 
 /// The first message read from a newly assigned partition is at `offset` (its first
 /// uncommitted one) and of `time_ms`: seeks back `rebuild_ms` of message time, but not to
-/// what this process fed its detectors already (through `fed_through`), for warm-up when
-/// there is anything there, else reads on live.
+/// what this process fed its detectors already (through `fed_through`: offset and time), for
+/// warm-up when there is anything there, else reads on live.
 fn rewind(
     consumer: &GroupConsumer,
     topic: &str,
     partition: i32,
     (offset, time_ms): (i64, i64),
     rebuild_ms: i64,
-    fed_through: i64,
+    fed_through: (i64, i64),
 ) -> Phase {
     let live = Phase::Live {
         skip_through: fed_through,
     };
+    let fed_through = fed_through.0;
     if rebuild_ms <= 0 || fed_through >= offset - 1 {
         return live;
     }
