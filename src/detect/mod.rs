@@ -900,6 +900,24 @@ rules:
     summary: s
 "#;
 
+    /// The alerts and observations `evaluate` makes of one event given as JSON.
+    fn evaluate_json(set: &RuleSet, json: &str, origin: Origin) -> (Vec<Alert>, Vec<Observation>) {
+        let (mut m, mut a, mut o) = (Vec::new(), Vec::new(), Vec::new());
+        decode_record(
+            json.as_bytes(),
+            &DecodeOptions::default(),
+            "c",
+            &mut |item| {
+                if let Item::Event(ev, _) = item {
+                    let view = EventView::new(ev, ev.event_time().unwrap());
+                    let revocations = RevocationList::default();
+                    evaluate(set, &revocations, origin, &view, &mut m, &mut a, &mut o);
+                }
+            },
+        );
+        (a, o)
+    }
+
     /// Feeds (user, name, second) events through evaluate + observe; returns the seconds that fired.
     fn run(set: &RuleSet, state: &mut Stateful, events: &[(&str, &str, i64)]) -> Vec<i64> {
         let mut fired_at = Vec::new();
@@ -908,25 +926,7 @@ rules:
                 r#"{{"auditID":"{user}-{name}-{sec}","stage":"ResponseComplete","verb":"get","user":{{"username":"{user}"}},"objectRef":{{"resource":"secrets","name":"{name}"}},"stageTimestamp":"{}"}}"#,
                 crate::event::time::format_micros(sec * 1_000_000)
             );
-            let (mut m, mut a, mut o) = (Vec::new(), Vec::new(), Vec::new());
-            decode_record(
-                json.as_bytes(),
-                &DecodeOptions::default(),
-                "c",
-                &mut |item| {
-                    if let Item::Event(ev, _) = item {
-                        evaluate(
-                            set,
-                            &RevocationList::default(),
-                            Origin::default(),
-                            &EventView::new(ev, ev.event_time().unwrap()),
-                            &mut m,
-                            &mut a,
-                            &mut o,
-                        );
-                    }
-                },
-            );
+            let (_, o) = evaluate_json(set, &json, Origin::default());
             let mut out = Vec::new();
             for obs in o {
                 state.observe(set, obs, &[], &mut out);
@@ -1080,30 +1080,11 @@ rules:
         // a grant for mallory's escalation chain and a binding for unbound identities.
         let json = r#"{"auditID":"b1","stage":"ResponseComplete","verb":"create","user":{"username":"system:serviceaccount:ci:deployer"},"objectRef":{"resource":"clusterrolebindings","name":"x","apiGroup":"rbac.authorization.k8s.io"},"requestObject":{"roleRef":{"kind":"ClusterRole","name":"cluster-admin"},"subjects":[{"kind":"User","name":"mallory"}]},"responseStatus":{"code":201},"stageTimestamp":"2025-03-04T00:00:00Z"}"#;
         let outputs = |context: bool| {
-            let (mut m, mut a, mut o) = (Vec::new(), Vec::new(), Vec::new());
-            decode_record(
-                json.as_bytes(),
-                &DecodeOptions::default(),
-                "c",
-                &mut |item| {
-                    if let Item::Event(ev, _) = item {
-                        let origin = Origin {
-                            context,
-                            ..Origin::default()
-                        };
-                        let view = EventView::new(ev, ev.event_time().unwrap());
-                        evaluate(
-                            &set,
-                            &RevocationList::default(),
-                            origin,
-                            &view,
-                            &mut m,
-                            &mut a,
-                            &mut o,
-                        );
-                    }
-                },
-            );
+            let origin = Origin {
+                context,
+                ..Origin::default()
+            };
+            let (a, o) = evaluate_json(&set, json, origin);
             let kinds: Vec<&str> = o
                 .iter()
                 .map(|obs| set.rules[obs.rule as usize].id.as_str())

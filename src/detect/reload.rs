@@ -9,10 +9,34 @@ use std::sync::{Arc, RwLock};
 /// Quiet time after the last file event before the file is read.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(150);
 
+/// A value replaced whole while readers take snapshots of it. A lock poisoned by a panic
+/// still holds the last value set, which stays good: it is only ever replaced whole.
+pub struct Current<T>(RwLock<Arc<T>>);
+
+impl<T> Current<T> {
+    pub fn new(value: Arc<T>) -> Self {
+        Current(RwLock::new(value))
+    }
+
+    pub fn get(&self) -> Arc<T> {
+        match self.0.read() {
+            Ok(value) => value.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn set(&self, value: T) {
+        match self.0.write() {
+            Ok(mut cur) => *cur = Arc::new(value),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(value),
+        }
+    }
+}
+
 /// The list in force; workers take a snapshot per batch.
 pub struct LiveRevocations {
     path: Option<PathBuf>,
-    current: RwLock<Arc<RevocationList>>,
+    current: Current<RevocationList>,
 }
 
 impl LiveRevocations {
@@ -20,7 +44,7 @@ impl LiveRevocations {
     pub fn fixed(list: RevocationList) -> Arc<Self> {
         Arc::new(LiveRevocations {
             path: None,
-            current: RwLock::new(Arc::new(list)),
+            current: Current::new(Arc::new(list)),
         })
     }
 
@@ -29,15 +53,12 @@ impl LiveRevocations {
         let list = RevocationList::load(path)?;
         Ok(Arc::new(LiveRevocations {
             path: Some(path.to_owned()),
-            current: RwLock::new(Arc::new(list)),
+            current: Current::new(Arc::new(list)),
         }))
     }
 
     pub fn current(&self) -> Arc<RevocationList> {
-        match self.current.read() {
-            Ok(list) => list.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.current.get()
     }
 
     /// Re-reads the file; on error the previous list stays. Returns the new entry count.
@@ -56,10 +77,7 @@ impl LiveRevocations {
         }
         let list = RevocationList::load(path)?;
         let n = list.entries.len();
-        match self.current.write() {
-            Ok(mut cur) => *cur = Arc::new(list),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(list),
-        }
+        self.current.set(list);
         Ok(n)
     }
 

@@ -4,37 +4,32 @@
 //! carries each stateful rule's state over to the new set by rule id.
 
 use super::RuleSet;
+use crate::detect::reload::Current;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 pub struct LiveRules {
     paths: Vec<PathBuf>,
-    current: RwLock<Arc<RuleSet>>,
+    current: Current<RuleSet>,
 }
 
 impl LiveRules {
     pub fn new(paths: Vec<PathBuf>, loaded: Arc<RuleSet>) -> Arc<Self> {
         Arc::new(LiveRules {
             paths,
-            current: RwLock::new(loaded),
+            current: Current::new(loaded),
         })
     }
 
     pub fn current(&self) -> Arc<RuleSet> {
-        match self.current.read() {
-            Ok(set) => set.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.current.get()
     }
 
     /// Loads the directories again; on error the previous set stays. Returns the rule count.
     pub fn reload(&self) -> Result<usize, String> {
         let set = RuleSet::load(&self.paths).map_err(|e| e.to_string())?;
         let n = set.rules.len();
-        match self.current.write() {
-            Ok(mut cur) => *cur = Arc::new(set),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(set),
-        }
+        self.current.set(set);
         Ok(n)
     }
 
