@@ -70,6 +70,7 @@ pub fn route(opts: &RouteOptions, stop: &Arc<AtomicBool>) -> anyhow::Result<Rout
     tracing::info!(from = ?opts.from, to = %opts.to, partitions, "routing");
     let mut stats = RouteStats::default();
     let decode = DecodeOptions::default();
+    let mut topic: Option<Arc<str>> = None;
     while !stop.load(Ordering::Relaxed) {
         // A batch: what arrives within 200 ms (at most 1000 messages), then flush and commit.
         let mut positions = Vec::new();
@@ -91,9 +92,10 @@ pub fn route(opts: &RouteOptions, stop: &Arc<AtomicBool>) -> anyhow::Result<Rout
                 if let Item::Event(ev, _) = item {
                     usable = true;
                     stats.events += 1;
+                    // The event's own text when it has one (no copy), else its mapping.
                     let text = match ev.source {
-                        Some(json) => json.to_owned(),
-                        None => serde_json::to_string(ev).unwrap_or_default(),
+                        Some(json) => std::borrow::Cow::Borrowed(json),
+                        None => serde_json::to_string(ev).unwrap_or_default().into(),
                     };
                     let cluster = ev.cluster.as_deref().unwrap_or(cluster);
                     let key = format!("{cluster}/{}", ev.username());
@@ -117,8 +119,11 @@ pub fn route(opts: &RouteOptions, stop: &Arc<AtomicBool>) -> anyhow::Result<Rout
                 send_raw(&producer, &opts.to, payload);
                 stats.passed_through += 1;
             }
+            if topic.as_deref() != Some(m.topic()) {
+                topic = Some(Arc::from(m.topic()));
+            }
             positions.push(Position {
-                topic: Arc::from(m.topic()),
+                topic: topic.clone().unwrap_or_else(|| Arc::from(m.topic())),
                 partition: m.partition(),
                 offset: m.offset(),
             });

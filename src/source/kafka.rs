@@ -32,6 +32,8 @@ pub type GroupConsumer = BaseConsumer<Assignments>;
 /// from inside `poll`, on the polling thread).
 pub struct Assignments {
     changed: Mutex<Vec<(String, i32)>>,
+    /// Set with `changed`, so that the poll loop takes the lock only after a rebalance.
+    any_changed: AtomicBool,
     gauges: Arc<Gauges>,
 }
 
@@ -68,6 +70,7 @@ impl ConsumerContext for Assignments {
             for e in list.elements() {
                 changed.push((e.topic().to_owned(), e.partition()));
             }
+            self.any_changed.store(true, Ordering::Release);
         }
         // Eager rebalancing: an assignment is the whole new set, a revocation takes it all.
         let held = match rebalance {
@@ -193,6 +196,7 @@ pub fn consumer(
     }
     Ok(cfg.create_with_context(Assignments {
         changed: Mutex::default(),
+        any_changed: AtomicBool::new(false),
         gauges,
     })?)
 }
@@ -225,7 +229,9 @@ pub fn spawn(
                 }
                 let polled = consumer.poll(Duration::from_millis(200));
                 // A partition assigned again is looked at afresh on its next message.
-                if let Ok(mut changed) = consumer.context().changed.lock() {
+                let context = consumer.context();
+                let any_changed = context.any_changed.swap(false, Ordering::Acquire);
+                if let (true, Ok(mut changed)) = (any_changed, context.changed.lock()) {
                     for (topic, partition) in changed.drain(..) {
                         for ((t, p), h) in held.iter_mut() {
                             if **t == *topic && *p == partition {
