@@ -515,6 +515,13 @@ impl<'e, 'a> EventView<'e, 'a> {
         answer
     }
 
+    /// Macro answers worked out elsewhere (from the actor alone), taken as known.
+    pub fn settle_macros(&self, known: u64, answers: u64) {
+        self.macros_known.set(self.macros_known.get() | known);
+        self.macros_true
+            .set(self.macros_true.get() | (answers & known));
+    }
+
     fn parsed<'c>(cell: &'c OnceCell<Option<Value>>, raw: Option<&RawValue>) -> Option<&'c Value> {
         cell.get_or_init(|| raw.and_then(|r| serde_json::from_str(r.get()).ok()))
             .as_ref()

@@ -4,6 +4,7 @@
 //! A rule file holds `lists`, `macros` and `rules`; lists and macros are shared by every file
 //! loaded together. See `detectors/README.md` for the language.
 
+pub mod actor;
 pub mod condition;
 pub mod field;
 pub mod kind;
@@ -14,6 +15,7 @@ pub mod sigma;
 pub mod template;
 pub mod testing;
 
+use actor::Verdict;
 use condition::{Cond, Scope};
 use field::EventView;
 use foldhash::{HashMap, HashMapExt};
@@ -202,6 +204,8 @@ pub struct RuleSet {
     /// Loaded and checked, but switched off (`enabled: false`): kept for listings and reports.
     pub disabled: Vec<Rule>,
     index: Index,
+    /// Tells this set's (and this index's) actor verdicts apart from another's.
+    id: u64,
 }
 
 /// Which rules can match an event with a given `objectRef.resource` and `verb`: every pinned
@@ -402,6 +406,8 @@ impl RuleSet {
             verbs,
             lists,
         };
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        self.id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Indices of the rules the index leaves to test on this event.
@@ -413,11 +419,22 @@ impl RuleSet {
     /// Indices of the rules that fire on this event, in rule order.
     pub fn matching(&self, ev: &EventView, out: &mut Vec<u32>) {
         out.clear();
-        for &i in self.candidates(ev) {
-            if self.rules[i as usize].matches(ev) {
-                out.push(i);
+        let candidates = self.candidates(ev);
+        actor::with_verdicts(self.id, &self.rules, ev, |verdicts| {
+            if let Some(v) = verdicts {
+                v.settle_event_macros(ev);
             }
-        }
+            for &i in candidates {
+                let hit = match verdicts.map_or(Verdict::Test, |v| v.get(i)) {
+                    Verdict::Never => false,
+                    Verdict::Always => true,
+                    Verdict::Test => self.rules[i as usize].matches(ev),
+                };
+                if hit {
+                    out.push(i);
+                }
+            }
+        });
     }
 
     /// The same set with its `enabled: false` rules switched on, so that `rules test` runs their
