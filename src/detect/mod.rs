@@ -277,12 +277,7 @@ fn compatible(was: &Kind, now: &Kind) -> bool {
 pub type StateKey = u128;
 
 pub fn state_key(text: &str) -> StateKey {
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let seed = *SEED.get_or_init(|| {
-        use std::hash::BuildHasher;
-        std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
-    });
-    xxhash_rust::xxh3::xxh3_128_with_seed(text.as_bytes(), seed)
+    crate::keyed::hash128(text.as_bytes())
 }
 
 /// Hash of a value counted by a threshold's `distinct`, same seed.

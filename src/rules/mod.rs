@@ -4,18 +4,17 @@
 //! A rule file holds `lists`, `macros` and `rules`; lists and macros are shared by every file
 //! loaded together. See `detectors/README.md` for the language.
 
-pub mod actor;
 pub mod condition;
 pub mod field;
 pub mod kind;
 mod locate;
 mod memo;
 pub mod reload;
+pub mod shape;
 pub mod sigma;
 pub mod template;
 pub mod testing;
 
-use actor::Verdict;
 use condition::{Cond, Scope};
 use field::EventView;
 use foldhash::{HashMap, HashMapExt};
@@ -204,7 +203,7 @@ pub struct RuleSet {
     /// Loaded and checked, but switched off (`enabled: false`): kept for listings and reports.
     pub disabled: Vec<Rule>,
     index: Index,
-    /// Tells this set's (and this index's) actor verdicts apart from another's.
+    /// Tells this set's (and this index's) shape verdicts apart from another's.
     id: u64,
 }
 
@@ -419,21 +418,11 @@ impl RuleSet {
     /// Indices of the rules that fire on this event, in rule order.
     pub fn matching(&self, ev: &EventView, out: &mut Vec<u32>) {
         out.clear();
-        let candidates = self.candidates(ev);
-        actor::with_verdicts(self.id, &self.rules, ev, |verdicts| {
-            if let Some(v) = verdicts {
-                v.settle_event_macros(ev);
-            }
-            for &i in candidates {
-                let hit = match verdicts.map_or(Verdict::Test, |v| v.get(i)) {
-                    Verdict::Never => false,
-                    Verdict::Always => true,
-                    Verdict::Test => self.rules[i as usize].matches(ev),
-                };
-                if hit {
-                    out.push(i);
-                }
-            }
+        shape::with_shape(self, ev, |shape| match shape {
+            Some(shape) => shape.matching(self, ev, out),
+            None => out.extend(
+                (self.candidates(ev).iter()).filter(|&&i| self.rules[i as usize].matches(ev)),
+            ),
         });
     }
 

@@ -1,69 +1,80 @@
-//! Verdicts per actor: many rules are settled by who is asking alone (`user.username:
-//! system:anonymous`, `macro: service_account`, the control-plane exceptions, a list of user
-//! agents). A stream has few distinct actors, so each thread works out once per actor and rule
-//! set which rules cannot match that actor's events (and which match whatever the event), and
-//! the index skips testing them.
+//! Verdicts per event shape. Many rules are settled by who is asking and what they asked, without
+//! looking further: `user.username: system:anonymous`, `macro: service_account`, the
+//! control-plane exceptions, a list of user agents, `responseStatus.code: 401`, `verb: [create,
+//! update, patch]`. A stream has few distinct shapes (actor, verb, resource, outcome), so each
+//! thread works out once per shape and rule set which candidate rules cannot match such events
+//! and which match whatever else they hold; each event then tests only the rest.
 //!
-//! The verdicts are exact, not a heuristic: a rule is ruled out only when its condition is false
-//! (or an exception true) whatever the other fields hold. A stream where most actors are new
-//! (millions of one-off identities) would pay for working out verdicts it never reuses, so the
-//! cache stands aside while it mostly misses.
+//! The verdicts are exact, not a heuristic: a rule is left out only when its condition is false
+//! (or an exception true) whatever the other fields hold, by three-valued evaluation over the
+//! shape's fields. A stream where most shapes are new (millions of one-off identities) would pay
+//! for verdicts it never reuses, so the cache stands aside while it mostly misses.
 
 use super::condition::{Cond, Matcher, Op};
 use super::field::EventView;
-use super::{Kind, Rule};
+use super::{Kind, Rule, RuleSet};
 use foldhash::HashMap;
 use std::cell::RefCell;
 
-/// The fields that make up an actor (and the fields computed from them). `sourceIPs` is left
-/// out on purpose: pods and people move between addresses, which would multiply the actors.
-const ACTOR_FIELDS: &[&str] = &[
+/// The fields that make up a shape (and the fields computed from them). Left out on purpose,
+/// because they would multiply the shapes: `sourceIPs` (pods and people move between
+/// addresses), namespaces and names.
+const SHAPE_FIELDS: &[&str] = &[
     "user.username",
     "user.groups",
     "serviceAccount.namespace",
     "serviceAccount.name",
     "userAgent",
     "impersonatedUser.username",
+    "verb",
+    "objectRef.resource",
+    "objectRef.subresource",
+    "objectRef.apiGroup",
+    "responseStatus.code",
 ];
 
-/// Actors remembered per thread before the cache is emptied and refilled.
-const CAPACITY: usize = 8_192;
+/// Shapes remembered per thread before the cache is emptied and refilled (an entry is a 16-byte
+/// key and a short list).
+const CAPACITY: usize = 65_536;
 /// Lookups per measuring period, and the misses in one above which the cache stands aside for
-/// `REST` lookups (a miss costs a look at every rule, many times a hit's saving).
+/// `REST` lookups (a miss costs a look at every candidate rule, many times a hit's saving).
 const PERIOD: u32 = 4_096;
 const MAX_MISSES: u32 = PERIOD / 8;
 const REST: u32 = 16 * PERIOD;
 
+/// Marks a rule in `Shape::rules` that matches every event of the shape.
+const ALWAYS: u32 = 1 << 31;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// The rule cannot match this actor's events.
+    /// The rule cannot match events of this shape.
     Never,
-    /// The rule matches every event of this actor.
+    /// The rule matches every event of this shape.
     Always,
-    /// It depends on the event: test it.
+    /// It depends on the rest of the event: test it.
     Test,
 }
 
-/// One bit per rule in each set.
-pub struct Verdicts {
-    never: Vec<u64>,
-    always: Vec<u64>,
-    /// The macros (by slot) the actor's fields settle, and which of those hold: given to each
-    /// event of the actor, so that rules left to test do not work them out again.
+/// What one shape leaves to do.
+pub struct Shape {
+    /// Candidate rules not ruled out, in rule order; `ALWAYS` set on those that need no test.
+    rules: Box<[u32]>,
+    /// The macros (by slot) the shape settles, and which of those hold: given to each event,
+    /// so that the rules left to test do not work them out again.
     macros_known: u64,
     macros_true: u64,
 }
 
-impl Verdicts {
-    fn of_actor(rules: &[Rule], ev: &EventView) -> Verdicts {
-        let words = rules.len().div_ceil(64);
-        let mut v = Verdicts {
-            never: vec![0; words],
-            always: vec![0; words],
+impl Shape {
+    fn of(set: &RuleSet, ev: &EventView) -> Shape {
+        let mut shape = Shape {
+            rules: Box::default(),
             macros_known: 0,
             macros_true: 0,
         };
-        for (i, rule) in rules.iter().enumerate() {
+        let mut rules = Vec::new();
+        for &i in set.candidates(ev) {
+            let rule = &set.rules[i as usize];
             let steps = match &rule.kind {
                 Kind::Sequence(s) => s.steps.as_slice(),
                 _ => &[],
@@ -72,16 +83,16 @@ impl Verdicts {
                 .chain(&rule.except)
                 .chain(steps)
             {
-                v.settle_macros(c, ev);
+                shape.settle_macros(c, ev);
             }
-            let bit = 1u64 << (i % 64);
             match verdict(rule, ev) {
-                Verdict::Never => v.never[i / 64] |= bit,
-                Verdict::Always => v.always[i / 64] |= bit,
-                Verdict::Test => {}
+                Verdict::Never => {}
+                Verdict::Always => rules.push(i | ALWAYS),
+                Verdict::Test => rules.push(i),
             }
         }
-        v
+        shape.rules = rules.into();
+        shape
     }
 
     fn settle_macros(&mut self, c: &Cond, ev: &EventView) {
@@ -92,7 +103,7 @@ impl Verdicts {
             Cond::Macro(slot, body) => {
                 if let Some(bit) = slot.map(|s| 1u64 << s) {
                     if self.macros_known & bit == 0 {
-                        if let Some(answer) = body.decide(ev, &actor_known) {
+                        if let Some(answer) = body.decide(ev, &shape_known) {
                             self.macros_known |= bit;
                             if answer {
                                 self.macros_true |= bit;
@@ -105,28 +116,22 @@ impl Verdicts {
         }
     }
 
-    /// Hands the macros the actor settles to the event.
-    pub fn settle_event_macros(&self, ev: &EventView) {
+    /// Indices of the rules that match `ev`, an event of this shape, in rule order.
+    pub fn matching(&self, set: &RuleSet, ev: &EventView, out: &mut Vec<u32>) {
         ev.settle_macros(self.macros_known, self.macros_true);
-    }
-
-    #[inline]
-    pub fn get(&self, rule: u32) -> Verdict {
-        let (word, bit) = (rule as usize / 64, 1u64 << (rule % 64));
-        if self.never.get(word).is_some_and(|w| w & bit != 0) {
-            Verdict::Never
-        } else if self.always.get(word).is_some_and(|w| w & bit != 0) {
-            Verdict::Always
-        } else {
-            Verdict::Test
+        for &r in self.rules.iter() {
+            let i = r & !ALWAYS;
+            if r & ALWAYS != 0 || set.rules[i as usize].matches(ev) {
+                out.push(i);
+            }
         }
     }
 }
 
-/// What the actor's fields alone say about `rule` on events like `ev`.
+/// What the shape's fields alone say about `rule` on events like `ev`.
 pub fn verdict(rule: &Rule, ev: &EventView) -> Verdict {
-    let condition = rule.condition.decide(ev, &actor_known);
-    let mut excepts = rule.except.iter().map(|c| c.decide(ev, &actor_known));
+    let condition = rule.condition.decide(ev, &shape_known);
+    let mut excepts = rule.except.iter().map(|c| c.decide(ev, &shape_known));
     if condition == Some(false) || excepts.clone().any(|e| e == Some(true)) {
         Verdict::Never
     } else if condition == Some(true) && excepts.all(|e| e == Some(false)) {
@@ -136,16 +141,17 @@ pub fn verdict(rule: &Rule, ev: &EventView) -> Verdict {
     }
 }
 
-/// Whether a matcher looks only at the actor's fields.
-fn actor_known(m: &Matcher) -> bool {
-    ACTOR_FIELDS.contains(&m.path.as_str()) && !matches!(m.op, Op::SameAs(_))
+/// Whether a matcher looks only at the shape's fields.
+fn shape_known(m: &Matcher) -> bool {
+    SHAPE_FIELDS.contains(&m.path.as_str()) && !matches!(m.op, Op::SameAs(_))
 }
 
 struct Cache {
-    /// The rule set the verdicts are for (`RuleSet::id`).
+    /// The rule set the shapes are for (`RuleSet::id`).
     set: u64,
+    /// Scratch for a shape's fields; shapes are stored under their 128-bit hash.
     key: Vec<u8>,
-    actors: HashMap<Box<[u8]>, Verdicts>,
+    shapes: HashMap<u128, Shape>,
     lookups: u32,
     misses: u32,
     /// Lookups left before the cache is tried again, after a period of mostly misses.
@@ -156,55 +162,50 @@ thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache {
         set: 0,
         key: Vec::new(),
-        actors: HashMap::default(),
+        shapes: HashMap::default(),
         lookups: 0,
         misses: 0,
         resting: 0,
     });
 }
 
-/// Calls `f` with the verdicts for the actor of `ev` under the rule set `set` (`rules`), or
-/// with None while the cache stands aside.
-pub fn with_verdicts<R>(
-    set: u64,
-    rules: &[Rule],
-    ev: &EventView,
-    f: impl FnOnce(Option<&Verdicts>) -> R,
-) -> R {
+/// Calls `f` with what the shape of `ev` leaves to do under `set`, or with None while the cache
+/// stands aside.
+pub fn with_shape<R>(set: &RuleSet, ev: &EventView, f: impl FnOnce(Option<&Shape>) -> R) -> R {
     CACHE.with_borrow_mut(|cache| {
         if cache.resting > 0 {
             cache.resting -= 1;
             return f(None);
         }
-        if cache.set != set {
-            cache.set = set;
-            cache.actors.clear();
+        if cache.set != set.id {
+            cache.set = set.id;
+            cache.shapes.clear();
         }
-        actor_key(ev, &mut cache.key);
         cache.lookups += 1;
         if cache.lookups == PERIOD {
             let mostly_misses = cache.misses > MAX_MISSES;
             (cache.lookups, cache.misses) = (0, 0);
             if mostly_misses {
                 cache.resting = REST;
-                cache.actors.clear();
+                cache.shapes.clear();
                 return f(None);
             }
         }
-        if !cache.actors.contains_key(cache.key.as_slice()) {
+        shape_key(ev, &mut cache.key);
+        let key = crate::keyed::hash128(&cache.key);
+        if !cache.shapes.contains_key(&key) {
             cache.misses += 1;
-            if cache.actors.len() >= CAPACITY {
-                cache.actors.clear();
+            if cache.shapes.len() >= CAPACITY {
+                cache.shapes.clear();
             }
-            let key = cache.key.as_slice().into();
-            cache.actors.insert(key, Verdicts::of_actor(rules, ev));
+            cache.shapes.insert(key, Shape::of(set, ev));
         }
-        f(cache.actors.get(cache.key.as_slice()))
+        f(cache.shapes.get(&key))
     })
 }
 
-/// The actor's fields, each length-prefixed (absent and empty differ, no separator to escape).
-fn actor_key(ev: &EventView, key: &mut Vec<u8>) {
+/// The shape's fields, strings length-prefixed (absent and empty differ, no separator to escape).
+fn shape_key(ev: &EventView, key: &mut Vec<u8>) {
     let e = ev.event;
     key.clear();
     let mut push = |field: Option<&str>| match field {
@@ -214,6 +215,7 @@ fn actor_key(ev: &EventView, key: &mut Vec<u8>) {
         }
         None => key.extend_from_slice(&u32::MAX.to_le_bytes()),
     };
+    let object = e.object_ref.as_ref();
     push(e.user.username.as_deref());
     push(e.user.groups.map(|g| g.get()));
     push(e.user_agent.as_deref());
@@ -222,6 +224,11 @@ fn actor_key(ev: &EventView, key: &mut Vec<u8>) {
             .as_ref()
             .and_then(|u| u.username.as_deref()),
     );
+    push(e.verb.as_deref());
+    push(object.and_then(|o| o.resource.as_deref()));
+    push(object.and_then(|o| o.subresource.as_deref()));
+    push(object.and_then(|o| o.api_group.as_deref()));
+    key.extend_from_slice(&e.status_code().map_or(i64::MIN, |c| c).to_le_bytes());
 }
 
 impl Cond {
@@ -315,7 +322,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_of_new_actors_sets_the_cache_aside_for_a_while() {
+    fn a_stream_of_new_shapes_sets_the_cache_aside_for_a_while() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let rules = RuleSet::load(&[root.join("detectors")]).unwrap();
         let mut answers = Vec::new();
@@ -330,9 +337,7 @@ mod tests {
                 &mut |item| {
                     let Item::Event(ev, _) = item else { return };
                     let view = EventView::new(ev, 0);
-                    answers.push(with_verdicts(rules.id, &rules.rules, &view, |v| {
-                        v.is_some()
-                    }));
+                    answers.push(with_shape(&rules, &view, |v| v.is_some()));
                 },
             );
         }
@@ -364,20 +369,20 @@ mod tests {
                     let y: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
                     Cond::compile(&y, &scope, "t")
                         .unwrap()
-                        .decide(&view, &actor_known)
+                        .decide(&view, &shape_known)
                 };
                 assert_eq!(decide("user.username: alice"), Some(true));
-                assert_eq!(decide("verb: get"), None, "not an actor field");
-                assert_eq!(
-                    decide("all: [{user.username: bob}, {verb: get}]"),
-                    Some(false)
-                );
-                assert_eq!(decide("all: [{user.username: alice}, {verb: get}]"), None);
-                assert_eq!(
-                    decide("any: [{user.username: alice}, {verb: list}]"),
-                    Some(true)
-                );
-                assert_eq!(decide("any: [{user.username: bob}, {verb: get}]"), None);
+                assert_eq!(decide("verb: [get, list]"), Some(true));
+                assert_eq!(decide("objectRef.namespace: x"), None, "not a shape field");
+                let both = |how: &str, user: &str| {
+                    decide(&format!(
+                        "{how}: [{{user.username: {user}}}, {{objectRef.namespace: x}}]"
+                    ))
+                };
+                assert_eq!(both("all", "bob"), Some(false));
+                assert_eq!(both("all", "alice"), None);
+                assert_eq!(both("any", "alice"), Some(true));
+                assert_eq!(both("any", "bob"), None);
                 assert_eq!(decide("not: {userAgent: {prefix: kubectl/}}"), Some(false));
                 assert_eq!(
                     decide("impersonatedUser.username: {exists: true}"),
