@@ -250,6 +250,21 @@ impl Cond {
         }
     }
 
+    /// Calls `f` on every macro with an answer slot in this condition, inner ones included.
+    pub fn for_each_macro(&self, f: &mut impl FnMut(u8, &Cond)) {
+        match self {
+            Cond::All(cs) | Cond::Any(cs) => cs.iter().for_each(|c| c.for_each_macro(f)),
+            Cond::Not(c) => c.for_each_macro(f),
+            Cond::Match(_) => {}
+            Cond::Macro(slot, body) => {
+                body.for_each_macro(f);
+                if let Some(slot) = slot {
+                    f(*slot, body);
+                }
+            }
+        }
+    }
+
     /// Literal values the `field` must take for this condition to hold, if the condition pins it
     /// (used to index rules, e.g. by `objectRef.resource`).
     pub fn required_values(&self, path: &str) -> Option<Vec<String>> {

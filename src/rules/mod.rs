@@ -203,6 +203,8 @@ pub struct RuleSet {
     /// Loaded and checked, but switched off (`enabled: false`): kept for listings and reports.
     pub disabled: Vec<Rule>,
     index: Index,
+    /// The body of each macro the rules use that has an answer slot (see `Cond::Macro`).
+    macros: Vec<(u8, Cond)>,
     /// Tells this set's (and this index's) shape verdicts apart from another's.
     id: u64,
 }
@@ -405,6 +407,21 @@ impl RuleSet {
             verbs,
             lists,
         };
+        self.macros.clear();
+        for rule in &self.rules {
+            let steps = match &rule.kind {
+                Kind::Sequence(s) => s.steps.as_slice(),
+                _ => &[],
+            };
+            let conditions = std::iter::once(&rule.condition).chain(&rule.except);
+            for c in conditions.chain(steps) {
+                c.for_each_macro(&mut |slot, body| {
+                    if !self.macros.iter().any(|(s, _)| *s == slot) {
+                        self.macros.push((slot, body.clone()));
+                    }
+                });
+            }
+        }
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         self.id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -420,9 +437,13 @@ impl RuleSet {
         out.clear();
         shape::with_shape(self, ev, |shape| match shape {
             Some(shape) => shape.matching(self, ev, out),
-            None => out.extend(
-                (self.candidates(ev).iter()).filter(|&&i| self.rules[i as usize].matches(ev)),
-            ),
+            None => {
+                for &i in self.candidates(ev) {
+                    if self.rules[i as usize].matches(ev) {
+                        out.push(i);
+                    }
+                }
+            }
         });
     }
 
