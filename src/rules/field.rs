@@ -515,7 +515,7 @@ impl<'e, 'a> EventView<'e, 'a> {
         answer
     }
 
-    /// Macro answers worked out elsewhere (from the actor alone), taken as known.
+    /// Macro answers worked out elsewhere (from the event's shape alone), taken as known.
     pub fn settle_macros(&self, known: u64, answers: u64) {
         self.macros_known.set(self.macros_known.get() | known);
         self.macros_true

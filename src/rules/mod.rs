@@ -90,6 +90,17 @@ impl Rule {
         }
     }
 
+    /// Every condition the rule tests: its condition, exceptions and sequence steps.
+    pub fn conditions(&self) -> impl Iterator<Item = &Cond> {
+        let steps = match &self.kind {
+            Kind::Sequence(spec) => spec.steps.as_slice(),
+            _ => &[],
+        };
+        std::iter::once(&self.condition)
+            .chain(&self.except)
+            .chain(steps)
+    }
+
     /// Why this rule does or does not match the event, matcher by matcher.
     pub fn explain(&self, ev: &EventView) -> String {
         use std::fmt::Write as _;
@@ -407,21 +418,7 @@ impl RuleSet {
             verbs,
             lists,
         };
-        self.macros.clear();
-        for rule in &self.rules {
-            let steps = match &rule.kind {
-                Kind::Sequence(s) => s.steps.as_slice(),
-                _ => &[],
-            };
-            let conditions = std::iter::once(&rule.condition).chain(&rule.except);
-            for c in conditions.chain(steps) {
-                c.for_each_macro(&mut |slot, body| {
-                    if !self.macros.iter().any(|(s, _)| *s == slot) {
-                        self.macros.push((slot, body.clone()));
-                    }
-                });
-            }
-        }
+        self.macros = used_macros(&self.rules);
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         self.id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -458,6 +455,20 @@ impl RuleSet {
     pub fn get(&self, id: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.id == id)
     }
+}
+
+/// The body of each macro with an answer slot the rules use, inner macros before the ones that
+/// use them.
+fn used_macros(rules: &[Rule]) -> Vec<(u8, Cond)> {
+    let mut macros: Vec<(u8, Cond)> = Vec::new();
+    for c in rules.iter().flat_map(Rule::conditions) {
+        c.for_each_macro(&mut |slot, body| {
+            if !macros.iter().any(|(s, _)| *s == slot) {
+                macros.push((slot, body.clone()));
+            }
+        });
+    }
+    macros
 }
 
 /// `FILE: rules[i] (id x).condition.all[1].verb: problem` → `FILE:LINE:COL: rules[i] (id x)…`,

@@ -7,8 +7,9 @@
 //!
 //! The verdicts are exact, not a heuristic: a rule is left out only when its condition is false
 //! (or an exception true) whatever the other fields hold, by three-valued evaluation over the
-//! shape's fields. A stream where most shapes are new (millions of one-off identities) would pay
-//! for verdicts it never reuses, so the cache stands aside while it mostly misses.
+//! shape's fields. A shape is worked out on its second sighting, and a stream where most shapes
+//! are new (millions of one-off identities), which would pay for verdicts it never reuses, finds
+//! the cache standing aside.
 
 use super::condition::{Cond, Matcher, Op};
 use super::field::EventView;
@@ -47,7 +48,7 @@ const REST: u32 = 32 * PERIOD;
 const ALWAYS: u32 = 1 << 31;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+enum Verdict {
     /// The rule cannot match events of this shape.
     Never,
     /// The rule matches every event of this shape.
@@ -76,7 +77,7 @@ impl Shape {
             }
         }
         let rules = set.candidates(ev).iter().filter_map(|&i| {
-            match verdict_given(&set.rules[i as usize], ev, &settled) {
+            match verdict(&set.rules[i as usize], ev, &settled) {
                 Verdict::Never => None,
                 Verdict::Always => Some(i | ALWAYS),
                 Verdict::Test => Some(i),
@@ -101,12 +102,9 @@ impl Shape {
     }
 }
 
-/// What the shape's fields alone say about `rule` on events like `ev`.
-pub fn verdict(rule: &Rule, ev: &EventView) -> Verdict {
-    verdict_given(rule, ev, &Settled::default())
-}
-
-fn verdict_given(rule: &Rule, ev: &EventView, settled: &Settled) -> Verdict {
+/// What the shape's fields alone (and the macros they settle) say about `rule` on events like
+/// `ev`.
+fn verdict(rule: &Rule, ev: &EventView, settled: &Settled) -> Verdict {
     let condition = rule.condition.decide(ev, settled);
     let mut excepts = rule.except.iter().map(|c| c.decide(ev, settled));
     if condition == Some(false) || excepts.clone().any(|e| e == Some(true)) {
@@ -231,7 +229,7 @@ fn shape_key(ev: &EventView, key: &mut Vec<u8>) {
 
 /// Macro answers a shape settles, by slot.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Settled {
+pub(crate) struct Settled {
     known: u64,
     answers: u64,
 }
@@ -252,7 +250,7 @@ impl Settled {
 impl Cond {
     /// The answer when only the shape's fields may be looked at; None when it depends on
     /// others. (Not written to the event's macro answers: the event is seen in part.)
-    pub fn decide(&self, ev: &EventView, settled: &Settled) -> Option<bool> {
+    pub(crate) fn decide(&self, ev: &EventView, settled: &Settled) -> Option<bool> {
         match self {
             Cond::All(cs) | Cond::Any(cs) => {
                 // `all` is settled by a false child, `any` by a true one.
@@ -330,7 +328,7 @@ mod tests {
                     skipped += rules
                         .rules
                         .iter()
-                        .filter(|r| verdict(r, &view) == Verdict::Never)
+                        .filter(|r| verdict(r, &view, &Settled::default()) == Verdict::Never)
                         .count();
                 },
             );
