@@ -280,6 +280,20 @@ mod tests {
     use crate::event::{decode_record, DecodeOptions, Item};
     use crate::rules::RuleSet;
 
+    /// Calls `f` on the event a native JSON line holds.
+    fn on_event(json: &str, mut f: impl FnMut(&EventView)) {
+        decode_record(
+            json.as_bytes(),
+            &DecodeOptions::default(),
+            "c",
+            &mut |item| {
+                if let Item::Event(ev, _) = item {
+                    f(&EventView::new(ev, 0));
+                }
+            },
+        );
+    }
+
     /// Native JSON events: the attack samples, a scenario archive and every rule's test cases
     /// (written around each rule's conditions and exceptions).
     fn events(rules: &RuleSet) -> Vec<String> {
@@ -312,26 +326,17 @@ mod tests {
         let (mut with, mut skipped) = (Vec::new(), 0);
         // Three times: events are tested in full, then their shapes worked out, then reused.
         for line in events.iter().chain(&events).chain(&events) {
-            decode_record(
-                line.as_bytes(),
-                &DecodeOptions::default(),
-                "c",
-                &mut |item| {
-                    let Item::Event(ev, _) = item else { return };
-                    let view = EventView::new(ev, 0);
-                    rules.matching(&view, &mut with);
-                    let view = EventView::new(ev, 0);
-                    let plain: Vec<u32> = (rules.candidates(&view).iter().copied())
-                        .filter(|&i| rules.rules[i as usize].matches(&view))
-                        .collect();
-                    assert_eq!(with, plain, "{line}");
-                    skipped += rules
-                        .rules
-                        .iter()
-                        .filter(|r| verdict(r, &view, &Settled::default()) == Verdict::Never)
-                        .count();
-                },
-            );
+            on_event(line, |view| {
+                rules.matching(view, &mut with);
+                let view = EventView::new(view.event, 0);
+                let plain: Vec<u32> = (rules.candidates(&view).iter().copied())
+                    .filter(|&i| rules.rules[i as usize].matches(&view))
+                    .collect();
+                assert_eq!(with, plain, "{line}");
+                skipped += (rules.rules.iter())
+                    .filter(|r| verdict(r, &view, &Settled::default()) == Verdict::Never)
+                    .count();
+            });
         }
         assert!(
             skipped > events.len(),
@@ -348,15 +353,9 @@ mod tests {
                 r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"a","stage":"ResponseComplete","verb":"get","user":{{"username":"{username}"}},"stageTimestamp":"2025-01-01T00:00:00Z"}}"#
             );
             let mut served = None;
-            decode_record(
-                json.as_bytes(),
-                &DecodeOptions::default(),
-                "c",
-                &mut |item| {
-                    let Item::Event(ev, _) = item else { return };
-                    served = Some(with_shape(&rules, &EventView::new(ev, 0), |s| s.is_some()));
-                },
-            );
+            on_event(&json, |view| {
+                served = Some(with_shape(&rules, view, |s| s.is_some()))
+            });
             served.unwrap()
         };
         assert!(!served("alice"), "first sighting: tested in full");
@@ -383,37 +382,33 @@ mod tests {
             macros: &macros,
         };
         let json = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"a","stage":"ResponseComplete","verb":"get","user":{"username":"alice"},"userAgent":"kubectl/1.30","stageTimestamp":"2025-01-01T00:00:00Z"}"#;
-        decode_record(
-            json.as_bytes(),
-            &DecodeOptions::default(),
-            "c",
-            &mut |item| {
-                let Item::Event(ev, _) = item else { return };
-                let view = EventView::new(ev, 0);
-                let decide = |yaml: &str| {
-                    let y: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
-                    Cond::compile(&y, &scope, "t")
-                        .unwrap()
-                        .decide(&view, &Settled::default())
-                };
-                assert_eq!(decide("user.username: alice"), Some(true));
-                assert_eq!(decide("verb: [get, list]"), Some(true));
-                assert_eq!(decide("objectRef.namespace: x"), None, "not a shape field");
-                let both = |how: &str, user: &str| {
-                    decide(&format!(
-                        "{how}: [{{user.username: {user}}}, {{objectRef.namespace: x}}]"
-                    ))
-                };
-                assert_eq!(both("all", "bob"), Some(false));
-                assert_eq!(both("all", "alice"), None);
-                assert_eq!(both("any", "alice"), Some(true));
-                assert_eq!(both("any", "bob"), None);
-                assert_eq!(decide("not: {userAgent: {prefix: kubectl/}}"), Some(false));
-                assert_eq!(
-                    decide("impersonatedUser.username: {exists: true}"),
-                    Some(false)
-                );
-            },
-        );
+        let mut decided = false;
+        on_event(json, |view| {
+            decided = true;
+            let decide = |yaml: &str| {
+                let y: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+                Cond::compile(&y, &scope, "t")
+                    .unwrap()
+                    .decide(view, &Settled::default())
+            };
+            assert_eq!(decide("user.username: alice"), Some(true));
+            assert_eq!(decide("verb: [get, list]"), Some(true));
+            assert_eq!(decide("objectRef.namespace: x"), None, "not a shape field");
+            let both = |how: &str, user: &str| {
+                decide(&format!(
+                    "{how}: [{{user.username: {user}}}, {{objectRef.namespace: x}}]"
+                ))
+            };
+            assert_eq!(both("all", "bob"), Some(false));
+            assert_eq!(both("all", "alice"), None);
+            assert_eq!(both("any", "alice"), Some(true));
+            assert_eq!(both("any", "bob"), None);
+            assert_eq!(decide("not: {userAgent: {prefix: kubectl/}}"), Some(false));
+            assert_eq!(
+                decide("impersonatedUser.username: {exists: true}"),
+                Some(false)
+            );
+        });
+        assert!(decided, "the event decodes");
     }
 }
