@@ -876,7 +876,6 @@ fn sequence(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{decode_record, DecodeOptions, Item};
 
     fn rules(yaml: &str) -> RuleSet {
         let dir = tempfile::tempdir().unwrap();
@@ -898,18 +897,10 @@ rules:
     /// The alerts and observations `evaluate` makes of one event given as JSON.
     fn evaluate_json(set: &RuleSet, json: &str, origin: Origin) -> (Vec<Alert>, Vec<Observation>) {
         let (mut m, mut a, mut o) = (Vec::new(), Vec::new(), Vec::new());
-        decode_record(
-            json.as_bytes(),
-            &DecodeOptions::default(),
-            "c",
-            &mut |item| {
-                if let Item::Event(ev, _) = item {
-                    let view = EventView::new(ev, ev.event_time().unwrap());
-                    let revocations = RevocationList::default();
-                    evaluate(set, &revocations, origin, &view, &mut m, &mut a, &mut o);
-                }
-            },
-        );
+        crate::rules::field::on_event(json, |view| {
+            let revocations = RevocationList::default();
+            evaluate(set, &revocations, origin, view, &mut m, &mut a, &mut o);
+        });
         (a, o)
     }
 

@@ -473,6 +473,22 @@ pub fn parse_segments(s: &str) -> Result<Vec<Seg>, String> {
     Ok(segs)
 }
 
+/// For tests: calls `f` on a view of the event a native JSON line holds, at the event's time.
+#[cfg(test)]
+pub(crate) fn on_event(json: &str, mut f: impl FnMut(&EventView)) {
+    use crate::event::{decode_record, DecodeOptions, Item};
+    decode_record(
+        json.as_bytes(),
+        &DecodeOptions::default(),
+        "c",
+        &mut |item| {
+            if let Item::Event(ev, _) = item {
+                f(&EventView::new(ev, ev.event_time().unwrap_or(0)));
+            }
+        },
+    );
+}
+
 /// An event as rules see it: the parsed struct plus lazily parsed nested JSON.
 pub struct EventView<'e, 'a> {
     pub event: &'e AuditEvent<'a>,

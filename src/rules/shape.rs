@@ -277,22 +277,8 @@ impl Cond {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{decode_record, DecodeOptions, Item};
+    use crate::rules::field::on_event;
     use crate::rules::RuleSet;
-
-    /// Calls `f` on the event a native JSON line holds.
-    fn on_event(json: &str, mut f: impl FnMut(&EventView)) {
-        decode_record(
-            json.as_bytes(),
-            &DecodeOptions::default(),
-            "c",
-            &mut |item| {
-                if let Item::Event(ev, _) = item {
-                    f(&EventView::new(ev, 0));
-                }
-            },
-        );
-    }
 
     /// Native JSON events: the attack samples, a scenario archive and every rule's test cases
     /// (written around each rule's conditions and exceptions).
