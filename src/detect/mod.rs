@@ -510,11 +510,15 @@ fn reads_context(kind: &Kind) -> bool {
 
 /// `cluster\x1fwho`: whose state an observation belongs to.
 fn identity_key(cluster: &str, who: &str) -> Arc<str> {
-    let mut key = String::with_capacity(cluster.len() + 1 + who.len());
-    key.push_str(cluster);
-    key.push('\u{1f}');
-    key.push_str(who);
-    key.into()
+    // Written into a reused buffer: the Arc is then the only allocation.
+    thread_local!(static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
+    KEY.with_borrow_mut(|key| {
+        key.clear();
+        key.push_str(cluster);
+        key.push('\u{1f}');
+        key.push_str(who);
+        Arc::from(key.as_str())
+    })
 }
 
 pub struct Stateful {
