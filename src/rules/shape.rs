@@ -200,16 +200,17 @@ pub fn with_shape<R>(set: &RuleSet, ev: &EventView, f: impl FnOnce(Option<&Shape
     })
 }
 
-/// The shape's fields, strings length-prefixed (absent and empty differ, no separator to escape).
+/// The shape's fields, each string followed by 0xFF and an absent one written as 0xFE: neither
+/// byte occurs in UTF-8 text, so no two shapes write the same bytes.
 fn shape_key(ev: &EventView, key: &mut Vec<u8>) {
     let e = ev.event;
     key.clear();
     let mut push = |field: Option<&str>| match field {
         Some(s) => {
-            key.extend_from_slice(&(s.len() as u32).to_le_bytes());
             key.extend_from_slice(s.as_bytes());
+            key.push(0xFF);
         }
-        None => key.extend_from_slice(&u32::MAX.to_le_bytes()),
+        None => key.push(0xFE),
     };
     let object = e.object_ref.as_ref();
     push(e.user.username.as_deref());
