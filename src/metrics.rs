@@ -21,6 +21,8 @@ pub struct BatchStats {
     pub skipped: BTreeMap<&'static str, u64>,
     pub formats: BTreeMap<&'static str, u64>,
     pub actors: HashMap<String, u64>,
+    /// The earliest time of the events analysed.
+    pub first_time: Option<i64>,
 }
 
 impl BatchStats {

@@ -45,6 +45,10 @@ fn samples_raise_exactly_the_expected_alerts() {
         "samples/revocations.yaml",
         "--threads",
         "2",
+        // Each provider's copy of the attacks is a cluster of its own (those whose envelope
+        // names none are named after their file), so first-seen rules fire in each.
+        "--cluster-from-path",
+        "formats/([^./]+)",
     ]);
 
     let expected: BTreeSet<(String, String)> =
@@ -161,6 +165,7 @@ fn time_window_limits_the_replay() {
         "k8s.workload.host_namespaces",
         "k8s.workload.sensitive_hostpath",
         "k8s.exec.into_system_pod",
+        "k8s.exec.sensitive_file",
     ]
     .map(String::from)
     .into();
@@ -172,20 +177,27 @@ fn ocsf_output_is_a_detection_finding() {
     let out = audithound(&["replay", "samples/attacks/", "-q", "--format", "ocsf"]);
     assert!(out.status.success());
     let findings = alerts(&out.stdout);
-    assert_eq!(findings.len(), 14);
-    for f in &findings {
+    let native = alerts(&audithound(&["replay", "samples/attacks/", "-q"]).stdout);
+    assert!(!findings.is_empty());
+    assert_eq!(findings.len(), native.len());
+    for (f, a) in findings.iter().zip(&native) {
+        let severity = ["info", "low", "medium", "high", "critical"]
+            .iter()
+            .position(|s| a["rule"]["severity"] == *s)
+            .unwrap() as u64
+            + 1;
+        assert_eq!(f["severity_id"], severity);
         assert_eq!(f["class_uid"], 2004);
         assert_eq!(f["type_uid"], 200401);
         assert!(f["finding_info"]["analytic"]["uid"]
             .as_str()
             .unwrap()
             .starts_with("k8s."));
-        assert!(f["severity_id"].as_u64().unwrap() >= 3);
         assert!(f["actor"]["user"]["name"].as_str().is_some());
     }
 }
 
-const GOOD: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"good-1","stage":"ResponseComplete","verb":"list","user":{"username":"eve"},"objectRef":{"resource":"secrets"},"responseStatus":{"code":200},"stageTimestamp":"2025-03-04T10:00:00Z"}"#;
+const GOOD: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"good-1","stage":"ResponseComplete","verb":"list","user":{"username":"good-1@example.com"},"objectRef":{"resource":"secrets"},"responseStatus":{"code":200},"stageTimestamp":"2025-03-04T10:00:00Z"}"#;
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -200,12 +212,12 @@ fn bad_input_is_counted_reported_and_survived() {
     let mut mixed = Vec::new();
     for line in [
         GOOD.to_string(),
-        GOOD[..GOOD.len() / 2].to_string(),          // truncated
-        "{\"kind\":\"Event\",,}".to_string(),        // invalid JSON
-        GOOD.replace(r#"{"username":"eve"}"#, "42"), // wrong type for `user`
-        r#"{"message":"hello"}"#.to_string(),        // JSON, not an audit event
+        GOOD[..GOOD.len() / 2].to_string(),   // truncated
+        "{\"kind\":\"Event\",,}".to_string(), // invalid JSON
+        GOOD.replace(r#"{"username":"good-1@example.com"}"#, "42"), // wrong type for `user`
+        r#"{"message":"hello"}"#.to_string(), // JSON, not an audit event
         format!("{{\"pad\":\"{}\"}}", "x".repeat(10_000)), // over --max-line-bytes
-        String::new(),                               // blank: ignored
+        String::new(),                        // blank: ignored
         GOOD.replace("good-1", "good-2"),
     ] {
         mixed.extend_from_slice(line.as_bytes());

@@ -117,3 +117,169 @@ fn a_broken_sigma_condition_is_reported() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("(Sigma): detection.condition \"selection and not filter\": unknown selection \"filter\""), "{err}");
 }
+
+/// Rules written the way the SigmaHQ Kubernetes audit rules are (`category: application`,
+/// `objectRef.apiGroup`, numeric status lists, `hostPath`/`capabilities` wildcards, `|re` over
+/// the URL-encoded request URI, a field audit events do not have).
+const SIGMAHQ_STYLE: &[(&str, &str)] = &[
+    (
+        "webhooks.yml",
+        r#"
+title: Webhook Configuration Changed
+id: 5b0e7c3a-1111-4000-8000-00000000000a
+logsource: {category: application, product: kubernetes, service: audit}
+detection:
+  selection:
+    objectRef.apiGroup: admissionregistration.k8s.io
+    objectRef.resource: [mutatingwebhookconfigurations, validatingwebhookconfigurations]
+    verb: [create, delete, patch, replace, update]
+  condition: selection
+level: medium
+"#,
+    ),
+    (
+        "refused.yml",
+        r#"
+title: Refused Requests
+id: 5b0e7c3a-1111-4000-8000-00000000000b
+logsource: {product: kubernetes, service: audit}
+detection:
+  selection:
+    responseStatus.code: [401, 403]
+  condition: selection
+level: low
+"#,
+    ),
+    (
+        "capabilities.yml",
+        r#"
+title: Pod Adding Capabilities
+id: 5b0e7c3a-1111-4000-8000-00000000000c
+logsource: {category: application, product: kubernetes, service: audit}
+detection:
+  selection:
+    verb: create
+    objectRef.resource: pods
+    capabilities: '*'
+  condition: selection
+level: low
+"#,
+    ),
+    (
+        "encoded-uri.yml",
+        r#"
+title: Shell Or Key Material Through Exec
+id: 5b0e7c3a-1111-4000-8000-00000000000d
+logsource: {product: kubernetes, service: audit}
+detection:
+  selection_uri:
+    requestURI|re: '%2F(etc%2Fkubernetes|bin%2Fbash)'
+  selection_agent:
+    userAgent|contains: [peirates, trufflehog]
+  condition: 1 of selection_*
+level: medium
+"#,
+    ),
+    (
+        "not-audit.yml",
+        r#"
+title: Compiler In A Container
+id: 5b0e7c3a-1111-4000-8000-00000000000e
+logsource: {category: application, product: kubernetes, service: audit}
+detection:
+  selection:
+    file_path: ['*gcc*', '*clang*']
+  condition: selection
+level: low
+"#,
+    ),
+];
+
+#[test]
+fn sigmahq_style_rules_run_and_unevaluable_ones_are_skipped_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("sigma");
+    std::fs::create_dir(&rules).unwrap();
+    for (name, text) in SIGMAHQ_STYLE {
+        std::fs::write(rules.join(name), text).unwrap();
+    }
+    let rules = rules.to_str().unwrap();
+    let listed = audithound(&["rules", "list", rules]);
+    let stderr = String::from_utf8_lossy(&listed.stderr);
+    assert!(
+        stderr.contains("Sigma rule skipped") && stderr.contains("file_path"),
+        "{stderr}"
+    );
+    assert_eq!(stdout(&listed).lines().count(), 4, "{}", stdout(&listed));
+
+    // Two pods, one adding a capability; both written here, next to the sample attacks.
+    let pods = dir.path().join("pods.log");
+    let pod = |id: &str, caps: &str| {
+        format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/shop/pods","verb":"create","user":{{"username":"eve"}},"sourceIPs":["10.0.0.9"],"objectRef":{{"resource":"pods","namespace":"shop","name":"{id}","apiVersion":"v1"}},"responseStatus":{{"code":201}},"requestObject":{{"kind":"Pod","spec":{{"containers":[{{"name":"a","securityContext":{{"capabilities":{caps}}}}}]}}}},"requestReceivedTimestamp":"2025-03-04T09:00:00.000000Z","stageTimestamp":"2025-03-04T09:00:00.100000Z"}}"#
+        )
+    };
+    std::fs::write(
+        &pods,
+        [
+            pod("with-caps", r#"{"add":["NET_ADMIN"]}"#),
+            pod("no-caps", "{}"),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let inputs = [
+        "samples/attacks/",
+        "samples/scenarios/16-webhook-tampering.log.zst",
+        pods.to_str().unwrap(),
+    ];
+    let mut args = vec!["replay", "-q", "--rules", rules];
+    args.extend(inputs);
+    let out = audithound(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alerts: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |id: char| -> Vec<&serde_json::Value> {
+        let id = format!("sigma.5b0e7c3a-1111-4000-8000-00000000000{id}");
+        alerts.iter().filter(|a| a["rule"]["id"] == id).collect()
+    };
+    let names = |alerts: Vec<&serde_json::Value>| -> Vec<String> {
+        alerts
+            .iter()
+            .map(|a| a["target"]["name"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(names(of('a')), ["pod-defaults"]);
+    assert_eq!(names(of('c')), ["with-caps"]);
+    // The exec into etcd reads /etc/kubernetes/pki, URL-encoded in the request URI.
+    assert_eq!(names(of('d')), ["etcd-cp-1"]);
+    // Every refused request in the input, counted from the files themselves.
+    let mut refused = 0;
+    for file in std::fs::read_dir("samples/attacks").unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        for line in text.lines().filter(|l| l.contains("ResponseComplete")) {
+            let ev: serde_json::Value = serde_json::from_str(line).unwrap();
+            let code = ev["responseStatus"]["code"].as_i64().unwrap_or(0);
+            refused += usize::from(code == 401 || code == 403);
+        }
+    }
+    assert!(refused > 0);
+    let webhook_day = audithound(&[
+        "replay",
+        "-q",
+        "--rules",
+        rules,
+        "samples/scenarios/16-webhook-tampering.log.zst",
+    ]);
+    let refused_in_day = stdout(&webhook_day)
+        .lines()
+        .filter(|l| l.contains("00000000000b"))
+        .count();
+    assert_eq!(of('b').len(), refused + refused_in_day);
+}

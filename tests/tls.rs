@@ -115,6 +115,8 @@ fn https_with_client_certificates() {
 
     service.stop();
     let out = std::fs::read_to_string(&alerts).unwrap();
+    // The shell into etcd's pod, and the CA key it reads.
     assert!(out.contains("k8s.exec.into_system_pod"), "{out}");
-    assert_eq!(out.lines().count(), 1);
+    assert!(out.contains("k8s.exec.sensitive_file"), "{out}");
+    assert_eq!(out.lines().count(), 2);
 }

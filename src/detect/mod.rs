@@ -226,6 +226,8 @@ struct Window {
 
 struct Progress {
     next_step: usize,
+    /// Matching events of `next_step` so far, for steps that need several.
+    hits: u32,
     start: i64,
     audit_ids: Vec<AuditId>,
     last_seen: i64,
@@ -234,8 +236,9 @@ struct Progress {
 enum State {
     Threshold(HashMap<StateKey, Window>),
     NewTerms {
-        first_time: Option<i64>,
+        /// Each combination's last time seen; with `known`, also each known part's.
         seen: HashMap<StateKey, i64>,
+        known: HashMap<StateKey, i64>,
     },
     Sequence(HashMap<StateKey, Progress>),
     /// Per revoked entry and cluster: (quiet until, uses since the last alert, last seen).
@@ -250,8 +253,8 @@ fn fresh_state(kind: &Kind) -> State {
     match kind {
         Kind::Threshold(_) => State::Threshold(HashMap::new()),
         Kind::NewTerms(_) => State::NewTerms {
-            first_time: None,
             seen: HashMap::new(),
+            known: HashMap::new(),
         },
         Kind::Sequence(_) => State::Sequence(HashMap::new()),
         Kind::Revoked(_) => State::Revoked(HashMap::new()),
@@ -394,7 +397,15 @@ pub fn evaluate(
                     .map(|f| f.first_text(view).unwrap_or_default().into()),
                 0,
             ),
-            Kind::NewTerms(n) => (Arc::from(""), Some(Box::from(&*key(&n.fields))), 0),
+            Kind::NewTerms(n) => {
+                let term = Box::from(&*key(&n.fields));
+                let known = if n.known.is_empty() {
+                    Arc::from("")
+                } else {
+                    key(&n.known)
+                };
+                (known, Some(term), 0)
+            }
             Kind::Revoked(_) => {
                 let mut hits = Vec::new();
                 revocations.matches(view, &mut hits);
@@ -524,6 +535,8 @@ fn identity_key(cluster: &str, who: &str) -> Arc<str> {
 pub struct Stateful {
     states: Vec<State>,
     max_keys: usize,
+    /// The earliest event time of the stream: learning periods run from here.
+    started: Option<i64>,
     pub stats: StateStats,
 }
 
@@ -532,6 +545,7 @@ impl Stateful {
         Stateful {
             states: rules.rules.iter().map(|r| fresh_state(&r.kind)).collect(),
             max_keys: max_keys.max(1),
+            started: None,
             stats: StateStats::default(),
         }
     }
@@ -554,6 +568,13 @@ impl Stateful {
                 _ => fresh_state(&r.kind),
             })
             .collect();
+    }
+
+    /// Notes that the stream holds an event at `time` (learning periods start at the first).
+    pub fn saw(&mut self, time: i64) {
+        if self.started.is_none_or(|s| time < s) {
+            self.started = Some(time);
+        }
     }
 
     /// Applies one observation; pushes the alert it completes, if any.
@@ -580,20 +601,15 @@ impl Stateful {
                 self.stats.evictions += evict(keys, self.max_keys, |w| w.last_seen);
                 fired
             }
-            (Kind::NewTerms(spec), State::NewTerms { first_time, seen }) => {
-                let fired = new_terms(first_time, seen, spec.learning, &obs, &alert);
+            (Kind::NewTerms(spec), State::NewTerms { seen, known }) => {
+                let start = *self.started.get_or_insert(obs.time);
+                let fired = new_terms(start, seen, known, spec, &obs, &alert);
                 self.stats.evictions += evict(seen, self.max_keys, |t| *t);
+                self.stats.evictions += evict(known, self.max_keys, |t| *t);
                 fired
             }
             (Kind::Sequence(spec), State::Sequence(keys)) => {
-                let fired = sequence(
-                    keys,
-                    spec.steps.len(),
-                    spec.max_span,
-                    &obs,
-                    &rule.id,
-                    &alert,
-                );
+                let fired = sequence(keys, spec, &obs, &rule.id, &alert);
                 self.stats.evictions += evict(keys, self.max_keys, |p| p.last_seen);
                 fired
             }
@@ -627,7 +643,7 @@ impl Stateful {
             .iter()
             .map(|s| match s {
                 State::Threshold(m) => m.len(),
-                State::NewTerms { seen, .. } => seen.len(),
+                State::NewTerms { seen, known, .. } => seen.len() + known.len(),
                 State::Sequence(m) => m.len(),
                 State::Revoked(m) => m.len(),
                 State::Chain(m) => m.len(),
@@ -812,16 +828,22 @@ fn threshold(
 }
 
 fn new_terms(
-    first_time: &mut Option<i64>,
+    start: i64,
     seen: &mut HashMap<StateKey, i64>,
-    learning: i64,
+    known_parts: &mut HashMap<StateKey, i64>,
+    spec: &crate::rules::kind::NewTermsSpec,
     obs: &Observation,
     alert: &dyn Fn() -> Alert,
 ) -> Option<Alert> {
-    let start = *first_time.get_or_insert(obs.time);
-    let term = state_key(obs.value.as_deref().unwrap_or(""));
-    let known = seen.insert(term, obs.time).is_some();
-    if known || obs.time < start + learning {
+    // Last seen is kept as the newest time: a late event does not move it back.
+    let remember = |map: &mut HashMap<StateKey, i64>, key: StateKey| {
+        let last = map.get(&key).copied();
+        map.insert(key, last.map_or(obs.time, |t| t.max(obs.time)));
+        last.is_some_and(|t| spec.history.is_none_or(|h| obs.time - t <= h))
+    };
+    let known = remember(seen, state_key(obs.value.as_deref().unwrap_or("")));
+    let part_known = spec.known.is_empty() || remember(known_parts, state_key(&obs.key));
+    if known || !part_known || obs.time < start + spec.learning {
         return None;
     }
     let mut alert = alert();
@@ -831,12 +853,13 @@ fn new_terms(
 
 fn sequence(
     keys: &mut HashMap<StateKey, Progress>,
-    steps: usize,
-    max_span: i64,
+    spec: &crate::rules::kind::SequenceSpec,
     obs: &Observation,
     rule_id: &str,
     alert: &dyn Fn() -> Alert,
 ) -> Option<Alert> {
+    let (steps, max_span) = (spec.steps.len(), spec.max_span);
+    let needed = |step: usize| spec.step_counts.get(step).copied().unwrap_or(1);
     let audit_id = obs.audit_id.clone();
     let key = state_key(&obs.key);
     if let Some(p) = keys.get(&key) {
@@ -844,23 +867,24 @@ fn sequence(
             keys.remove(&key);
         }
     }
-    match keys.get_mut(&key) {
-        Some(p) if obs.steps & (1 << p.next_step) != 0 => {
-            p.next_step += 1;
-            p.last_seen = obs.time;
-            p.audit_ids.push(audit_id);
-        }
+    let progress = match keys.get_mut(&key) {
+        Some(p) if obs.steps & (1 << p.next_step) != 0 => p,
         Some(_) => return None,
-        None if obs.steps & 1 != 0 => {
-            let p = Progress {
-                next_step: 1,
-                start: obs.time,
-                audit_ids: vec![audit_id],
-                last_seen: obs.time,
-            };
-            keys.insert(key, p);
-        }
+        None if obs.steps & 1 != 0 => keys.entry(key).or_insert(Progress {
+            next_step: 0,
+            hits: 0,
+            start: obs.time,
+            audit_ids: Vec::new(),
+            last_seen: obs.time,
+        }),
         None => return None,
+    };
+    progress.hits += 1;
+    progress.last_seen = obs.time;
+    progress.audit_ids.push(audit_id);
+    if progress.hits >= needed(progress.next_step) {
+        progress.next_step += 1;
+        progress.hits = 0;
     }
     if keys.get(&key).is_some_and(|p| p.next_step == steps) {
         let p = keys.remove(&key)?;

@@ -334,6 +334,9 @@ fn emit(
     if warmup {
         stats.warmup_events += done.stats.events;
     }
+    if let Some(t) = done.stats.first_time {
+        det.stateful.saw(t);
+    }
     stats.merge_batch(done.stats);
     for r in &done.rejections {
         report_rejection(stats, r, dead_letter)?;

@@ -93,6 +93,7 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
                     return;
                 }
                 stats.analysed += 1;
+                stats.first_time = Some(stats.first_time.map_or(time, |t| t.min(time)));
                 stats.count_actor(ev.username());
                 let view = EventView::new(ev, time);
                 detect::evaluate(

@@ -146,6 +146,8 @@ impl Cond {
                     // Cheap to rule out: a substring check before any parsing.
                     Field::Extra(..) | Field::Annotation(..) => 4,
                     Field::Json(..) => 8,
+                    // Decoding (URL query, base64, DER) is dearer still.
+                    Field::Derived(_) => 12,
                 };
                 let op = match m.op {
                     Op::SameAs(_) => 4,

@@ -5,6 +5,7 @@
 //! `podSpec.…` walk the raw JSON (parsed at most once per event, only when a rule gets that far).
 //! `[*]` visits every element of a list, `(a|b)` tries several keys.
 
+use super::derived::{self, CsrSubject, Derived};
 use crate::event::{for_each_str, AuditEvent, JStr};
 use foldhash::HashMap;
 use serde_json::value::RawValue;
@@ -57,6 +58,8 @@ pub enum Field {
     Extra(String, Needles),
     Annotation(String, Needles),
     Json(JsonRoot, Vec<Seg>, Needles),
+    /// Decoded from an encoded part of the event (`execCommand`, `csr.organizations`…).
+    Derived(Derived),
 }
 
 /// The keys a field's path needs, as literal searchers built once: an object whose text has
@@ -103,6 +106,7 @@ impl std::fmt::Debug for Field {
             Field::Extra(k, _) => write!(f, "Field::Extra({k})"),
             Field::Annotation(k, _) => write!(f, "Field::Annotation({k})"),
             Field::Json(r, p, _) => write!(f, "Field::Json({r:?}, {p:?})"),
+            Field::Derived(d) => write!(f, "Field::Derived({d:?})"),
         }
     }
 }
@@ -193,6 +197,7 @@ pub fn known_field_names() -> Vec<&'static str> {
     let mut names: Vec<&str> = STR_FIELDS.iter().map(|(n, _)| *n).collect();
     names.extend(LIST_FIELDS.iter().map(|(n, _)| *n));
     names.extend(ALIASES.iter().map(|(n, _)| *n));
+    names.extend(derived::NAMES.iter().map(|(n, _)| *n));
     names.extend([
         "responseStatus.code",
         "user.extra.<key>",
@@ -219,7 +224,15 @@ impl Field {
         if path == "responseStatus.code" {
             return Ok(Field::StatusCode);
         }
-        let (root, rest) = path.split_once('.').unwrap_or((path, ""));
+        if let Some((_, d)) = derived::NAMES.iter().find(|(n, _)| *n == path) {
+            return Ok(Field::Derived(*d));
+        }
+        // `requestObject.a.b`, or `requestObject[*].value` when the object is a list (a JSON patch).
+        let (root, rest) = match path.find(['.', '[']) {
+            Some(i) if path.as_bytes()[i] == b'[' => (&path[..i], &path[i..]),
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (path, ""),
+        };
         let json_root = match root {
             "requestObject" => Some(JsonRoot::Request),
             "responseObject" => Some(JsonRoot::Response),
@@ -286,6 +299,15 @@ impl Field {
                 needles.may_be_in(ev.raw_root(*root))
                     && ev.json_root(*root).is_some_and(|v| visit_json(v, path, f))
             }
+            Field::Derived(Derived::ExecCommand) => {
+                ev.exec_command().is_some_and(|c| f(Val::Str(c)))
+            }
+            Field::Derived(Derived::CsrCommonName) => ev
+                .csr_subject()
+                .is_some_and(|s| s.common_names.iter().any(|v| f(Val::Str(v)))),
+            Field::Derived(Derived::CsrOrganizations) => ev
+                .csr_subject()
+                .is_some_and(|s| s.organizations.iter().any(|v| f(Val::Str(v)))),
         }
     }
 
@@ -498,6 +520,8 @@ pub struct EventView<'e, 'a> {
     response: OnceCell<Option<Value>>,
     extra: OnceCell<HashMap<String, Value>>,
     annotations: OnceCell<HashMap<String, Value>>,
+    exec_command: OnceCell<Option<String>>,
+    csr: OnceCell<Option<CsrSubject>>,
     /// Macros answered so far on this event (bit per slot), and their answers.
     macros_known: Cell<u64>,
     macros_true: Cell<u64>,
@@ -512,6 +536,8 @@ impl<'e, 'a> EventView<'e, 'a> {
             response: OnceCell::new(),
             extra: OnceCell::new(),
             annotations: OnceCell::new(),
+            exec_command: OnceCell::new(),
+            csr: OnceCell::new(),
             macros_known: Cell::new(0),
             macros_true: Cell::new(0),
         }
@@ -566,6 +592,32 @@ impl<'e, 'a> EventView<'e, 'a> {
     pub fn annotations(&self) -> &HashMap<String, Value> {
         self.annotations
             .get_or_init(|| parse_map(self.event.annotations))
+    }
+
+    /// The command of a `pods/exec` request, decoded from its request URI.
+    pub fn exec_command(&self) -> Option<&str> {
+        self.exec_command
+            .get_or_init(|| {
+                let uri = self.event.request_uri.as_deref()?;
+                // Only exec carries a command; attach and port-forward have none.
+                let exec = self.event.object_ref.as_ref()?.subresource.as_deref() == Some("exec");
+                exec.then(|| derived::exec_command(uri)).flatten()
+            })
+            .as_deref()
+    }
+
+    /// The subject a CertificateSigningRequest in the request object asks for.
+    pub fn csr_subject(&self) -> Option<&CsrSubject> {
+        self.csr
+            .get_or_init(|| {
+                let is_csr = self.event.object_ref.as_ref()?.resource.as_deref()
+                    == Some("certificatesigningrequests");
+                if !is_csr {
+                    return None;
+                }
+                derived::csr_subject(self.json_root(JsonRoot::Request)?)
+            })
+            .as_ref()
     }
 
     pub fn annotation(&self, key: &str) -> Option<&str> {

@@ -105,11 +105,16 @@ pub struct ThresholdSpec {
     pub window: i64,
 }
 
-/// The first time a combination of `fields` is seen, once `learning` has passed.
+/// The first time a combination of `fields` is seen, once `learning` has passed. With a
+/// `history`, a combination not seen for that long is forgotten and new again. With `known`,
+/// only combinations whose `known` part was seen before count (a known client getting a new
+/// decision), not newcomers.
 #[derive(Debug)]
 pub struct NewTermsSpec {
     pub fields: Vec<Field>,
     pub learning: i64,
+    pub history: Option<i64>,
+    pub known: Vec<Field>,
 }
 
 /// `steps` in order by the same `by` key within `max_span`.
@@ -121,6 +126,9 @@ pub struct SequenceSpec {
     /// A step's own key (`key: "system:serviceaccount:{objectRef.namespace}:{objectRef.name}"`),
     /// for sequences whose steps are done by different identities; None: the `by` fields.
     pub step_keys: Vec<Option<Template>>,
+    /// How many matching events each step needs before the next one counts (`count: 10`: a
+    /// burst of ten refusals, then an RBAC write). 1 unless given.
+    pub step_counts: Vec<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +147,9 @@ pub struct RawNewTerms {
     fields: Vec<String>,
     #[serde(default = "no_learning")]
     learning: String,
+    history: Option<String>,
+    #[serde(default)]
+    known: Vec<String>,
 }
 
 fn no_learning() -> String {
@@ -231,6 +242,13 @@ pub fn compile(
                 fields: fields(&n.fields, &format!("{at}.new_terms.fields"))?,
                 learning: parse_duration(&n.learning)
                     .map_err(|e| format!("{at}.new_terms.learning: {e}"))?,
+                history: n
+                    .history
+                    .as_deref()
+                    .map(parse_duration)
+                    .transpose()
+                    .map_err(|e| format!("{at}.new_terms.history: {e}"))?,
+                known: fields(&n.known, &format!("{at}.new_terms.known"))?,
             })
         }
         ("sequence", _, _, Some(s)) => {
@@ -239,11 +257,25 @@ pub fn compile(
             }
             let mut steps = Vec::new();
             let mut step_keys = Vec::new();
+            let mut step_counts = Vec::new();
             for (i, y) in s.steps.iter().enumerate() {
                 let here = format!("{at}.sequence.steps[{i}]");
-                // A step is a condition, or `{when: condition, key: template}`.
+                // A step is a condition, or `{when: condition, key: template, count: n}`.
                 match y.get("when") {
                     Some(when) => {
+                        if let Some(other) = y.as_mapping().and_then(|m| {
+                            m.keys().filter_map(Y::as_str).find(|k| !["when", "key", "count"].contains(k))
+                        }) {
+                            return Err(format!("{here}.{other}: unknown key; a step has when, key and count"));
+                        }
+                        step_counts.push(match y.get("count") {
+                            None => 1,
+                            Some(c) => c
+                                .as_u64()
+                                .and_then(|c| u32::try_from(c).ok())
+                                .filter(|c| *c >= 1)
+                                .ok_or_else(|| format!("{here}.count: expected a whole number of at least 1"))?,
+                        });
                         steps.push(Cond::compile(when, scope, &format!("{here}.when"))?);
                         let key = match y.get("key") {
                             Some(k) => Some(
@@ -258,6 +290,7 @@ pub fn compile(
                     None => {
                         steps.push(Cond::compile(y, scope, &here)?);
                         step_keys.push(None);
+                        step_counts.push(1);
                     }
                 }
             }
@@ -267,6 +300,7 @@ pub fn compile(
                     .map_err(|e| format!("{at}.sequence.max_span: {e}"))?,
                 steps,
                 step_keys,
+                step_counts,
             })
         }
         ("builtin", ..) => match builtin {

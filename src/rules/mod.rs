@@ -5,6 +5,7 @@
 //! loaded together. See `detectors/README.md` for the language.
 
 pub mod condition;
+pub mod derived;
 pub mod field;
 pub mod kind;
 mod locate;
@@ -507,11 +508,11 @@ fn read_rule_file(path: &Path) -> Result<RuleFile, String> {
         return match sigma::translate(&doc)
             .map_err(|e| format!("{} (Sigma): {e}", path.display()))?
         {
-            Some(ours) => {
+            sigma::Translation::Rule(ours) => {
                 serde_yaml::from_value(ours).map_err(|e| format!("{} (Sigma): {e}", path.display()))
             }
-            None => {
-                tracing::warn!(file = %path.display(), "skipped: a Sigma rule for another log source than kubernetes/audit");
+            sigma::Translation::Skip(why) => {
+                tracing::warn!(file = %path.display(), "Sigma rule skipped: {why}");
                 Ok(RuleFile::default())
             }
         };

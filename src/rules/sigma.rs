@@ -21,14 +21,35 @@ pub fn is_sigma(doc: &Y) -> bool {
     doc.get("logsource").is_some() && doc.get("detection").is_some()
 }
 
-/// Translates one Sigma rule into a rule file (`rules: [...]`); None for other log sources.
-pub fn translate(doc: &Y) -> Result<Option<Y>, String> {
+/// What a Sigma file becomes.
+pub enum Translation {
+    /// A rule file (`rules: [...]`) in our own format.
+    Rule(Y),
+    /// A Sigma rule that is well-formed but cannot run on audit events, and why: another log
+    /// source, a field audit events do not have (`file_path`), a modifier we do not support.
+    Skip(String),
+}
+
+const MODIFIERS: &[(&str, Option<&str>)] = &[
+    ("contains", Some("contains")),
+    ("startswith", Some("prefix")),
+    ("endswith", Some("suffix")),
+    ("re", Some("regex")),
+    ("cidr", Some("cidr")),
+    ("exists", Some("exists")),
+    ("all", None),
+];
+
+/// Translates one Sigma rule; an error means the rule itself is malformed.
+pub fn translate(doc: &Y) -> Result<Translation, String> {
     let text = |v: Option<&Y>| v.and_then(Y::as_str).unwrap_or("").to_owned();
     let logsource = doc.get("logsource");
     let product = text(logsource.and_then(|l| l.get("product")));
     let service = text(logsource.and_then(|l| l.get("service")));
     if product != "kubernetes" || service != "audit" {
-        return Ok(None);
+        return Ok(Translation::Skip(format!(
+            "a Sigma rule for {product}/{service}, not kubernetes/audit"
+        )));
     }
     let title = text(doc.get("title"));
     let id = match text(doc.get("id")) {
@@ -39,6 +60,9 @@ pub fn translate(doc: &Y) -> Result<Option<Y>, String> {
         .get("detection")
         .and_then(Y::as_mapping)
         .ok_or("detection: expected a mapping")?;
+    if let Some(why) = unsupported(detection) {
+        return Ok(Translation::Skip(why));
+    }
     let condition = text(detection.get("condition"));
     if condition.is_empty() {
         return Err("detection.condition: missing (e.g. `selection and not filter`)".into());
@@ -96,7 +120,43 @@ pub fn translate(doc: &Y) -> Result<Option<Y>, String> {
     rule.insert("remediation".into(), text(doc.get("falsepositives")).into());
     let mut file = Mapping::new();
     file.insert("rules".into(), Y::Sequence(vec![Y::Mapping(rule)]));
-    Ok(Some(Y::Mapping(file)))
+    Ok(Translation::Rule(Y::Mapping(file)))
+}
+
+/// Why the detection cannot be evaluated on audit events, if it cannot: the first field that
+/// audit events do not have, or the first modifier we do not support.
+fn unsupported(detection: &Mapping) -> Option<String> {
+    let mut keys = Vec::new();
+    fn collect<'y>(v: &'y Y, keys: &mut Vec<&'y str>) {
+        match v {
+            Y::Mapping(m) => keys.extend(m.keys().filter_map(Y::as_str)),
+            Y::Sequence(items) => items.iter().for_each(|i| collect(i, keys)),
+            _ => {}
+        }
+    }
+    for (name, v) in detection {
+        if !matches!(name.as_str(), Some("condition" | "timeframe")) {
+            collect(v, &mut keys);
+        }
+    }
+    keys.into_iter().find_map(|key| {
+        let mut parts = key.split('|');
+        let field = our_field(parts.next().unwrap_or(""));
+        if let Err(e) = super::field::Field::parse(field) {
+            let e = e.split(';').next().unwrap_or(&e).to_owned();
+            return Some(format!("{e}: Kubernetes audit events have no such field"));
+        }
+        parts
+            .find(|m| !MODIFIERS.iter().any(|(name, _)| name == m))
+            .map(|m| format!("{key}: the modifier {m:?} is not supported"))
+    })
+}
+
+fn our_field(sigma: &str) -> &str {
+    FIELD_MAP
+        .iter()
+        .find(|(s, _)| *s == sigma)
+        .map_or(sigma, |(_, ours)| ours)
 }
 
 fn slug(s: &str) -> String {
@@ -148,22 +208,15 @@ fn one(key: &str, value: Y) -> Y {
 /// `field|mod1|mod2: value(s)` → our matcher (case-insensitive, as Sigma is).
 fn field_matcher(key: &str, vals: &Y) -> Result<Y, String> {
     let mut parts = key.split('|');
-    let field = parts.next().unwrap_or("");
-    let field = FIELD_MAP
-        .iter()
-        .find(|(s, _)| *s == field)
-        .map_or(field, |(_, ours)| ours);
+    let field = our_field(parts.next().unwrap_or(""));
     let mods: Vec<&str> = parts.collect();
     let all = mods.contains(&"all");
     let op = match mods.iter().find(|m| **m != "all") {
         None => None,
-        Some(&"contains") => Some("contains"),
-        Some(&"startswith") => Some("prefix"),
-        Some(&"endswith") => Some("suffix"),
-        Some(&"re") => Some("regex"),
-        Some(&"cidr") => Some("cidr"),
-        Some(&"exists") => Some("exists"),
-        Some(other) => return Err(format!("{key}: modifier {other:?} is not supported")),
+        Some(m) => match MODIFIERS.iter().find(|(name, _)| name == m) {
+            Some((_, op)) => *op,
+            None => return Err(format!("{key}: modifier {m:?} is not supported")),
+        },
     };
     let values: Vec<Y> = match vals {
         Y::Sequence(v) => v.clone(),
@@ -181,8 +234,12 @@ fn field_matcher(key: &str, vals: &Y) -> Result<Y, String> {
                     vals.into_iter().next().unwrap_or(Y::Bool(true)),
                 );
             }
-            Some(o @ ("regex" | "cidr")) => {
-                spec.insert(o.into(), Y::Sequence(vals));
+            // One pattern per matcher (the caller splits a list), case-sensitive as in Sigma.
+            Some("regex") => {
+                spec.insert("regex".into(), vals.into_iter().next().unwrap_or_default());
+            }
+            Some("cidr") => {
+                spec.insert("cidr".into(), Y::Sequence(vals));
             }
             Some(o) => {
                 spec.insert(o.into(), Y::Sequence(vals));

@@ -30,6 +30,9 @@ pub struct RawTests {
 #[derive(Debug, Default)]
 pub struct RuleTests {
     pub fire: Vec<Vec<String>>,
+    /// Per fire case, how many alerts it must raise exactly (`{alerts: 1, events: [...]}`);
+    /// None: at least one.
+    pub fire_alerts: Vec<Option<usize>>,
     pub quiet: Vec<Vec<String>>,
     pub revocations: RevocationList,
 }
@@ -65,22 +68,50 @@ const BASE_TIME: i64 = 1_735_689_600_000_000;
 
 impl RuleTests {
     pub fn from_raw(raw: &RawTests) -> Result<RuleTests, String> {
+        let (fire, fire_alerts) = cases(&raw.fire, "fire")?;
+        let (quiet, counts) = cases(&raw.quiet, "quiet")?;
+        if counts.iter().any(Option::is_some) {
+            return Err(
+                "quiet: a near-miss raises no alert; `alerts:` belongs to fire cases".into(),
+            );
+        }
         Ok(RuleTests {
-            fire: cases(&raw.fire, "fire")?,
-            quiet: cases(&raw.quiet, "quiet")?,
+            fire,
+            fire_alerts,
+            quiet,
             revocations: RevocationList::new(raw.revocations.clone())
                 .map_err(|e| format!("revocations: {e}"))?,
         })
     }
 }
 
-fn cases(items: &[serde_yaml::Value], kind: &str) -> Result<Vec<Vec<String>>, String> {
-    items
+type Cases = (Vec<Vec<String>>, Vec<Option<usize>>);
+
+/// A case is an event, a list of events, or `{alerts: N, events: [...]}` (exactly N alerts).
+fn cases(items: &[serde_yaml::Value], kind: &str) -> Result<Cases, String> {
+    let mut counts = Vec::new();
+    let events = items
         .iter()
         .enumerate()
         .map(|(c, y)| {
             let at = format!("{kind}[{c}]");
-            let v: Value = serde_json::to_value(y).map_err(|e| format!("{at}: {e}"))?;
+            let mut v: Value = serde_json::to_value(y).map_err(|e| format!("{at}: {e}"))?;
+            let mut alerts = None;
+            if let Some(case) = v.as_object_mut().filter(|m| m.contains_key("events")) {
+                if let Some(n) = case.remove("alerts") {
+                    let n = n
+                        .as_u64()
+                        .ok_or_else(|| format!("{at}.alerts: expected a count"))?;
+                    alerts = Some(n as usize);
+                }
+                if let Some(other) = case.keys().find(|k| *k != "events") {
+                    return Err(format!(
+                        "{at}.{other}: unknown key; a case has events and alerts"
+                    ));
+                }
+                v = case.remove("events").unwrap_or_default();
+            }
+            counts.push(alerts);
             let mut events = Vec::new();
             match v {
                 Value::Array(items) => {
@@ -99,7 +130,8 @@ fn cases(items: &[serde_yaml::Value], kind: &str) -> Result<Vec<Vec<String>>, St
                 })
                 .collect()
         })
-        .collect()
+        .collect::<Result<_, String>>()?;
+    Ok((events, counts))
 }
 
 /// One event, or a `{repeat: N, event: {...}}` block: N copies with `{i}` replaced by 0..N, and
@@ -216,7 +248,16 @@ pub fn run(set: &RuleSet) -> TestReport {
             for (i, events) in cases.iter().enumerate() {
                 report.cases += 1;
                 let kind = if want { "fire" } else { "quiet" };
+                let exactly = if want { tests.fire_alerts[i] } else { None };
                 match fires(set, index, events) {
+                    Ok(got) if exactly.is_some_and(|n| n != got.len()) => {
+                        report.failures.push(format!(
+                            "{}: tests.fire[{i}] raised {} alerts but should raise exactly {}",
+                            rule.id,
+                            got.len(),
+                            exactly.unwrap_or_default()
+                        ))
+                    }
                     Ok(got) if got.is_empty() != want => {}
                     Ok(got) => report.failures.push(format!(
                         "{}: tests.{kind}[{i}] {} but should {}",
@@ -259,6 +300,7 @@ pub fn fires(set: &RuleSet, index: usize, events: &[String]) -> Result<Vec<Alert
                 Item::Event(ev, _) => {
                     problem = None;
                     let view = EventView::new(ev, ev.event_time().unwrap_or(0));
+                    state.saw(view.time);
                     detect::evaluate(
                         set,
                         revocations,

@@ -665,10 +665,13 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
         "cluster-admin-binding",
         "A stolen developer credential binds itself to cluster-admin, after a denied attempt to read Secrets.",
         vec![
-            (9 * HOUR, &mallory, Req { verb: "list", resource: "secrets", namespace: Some("payments".into()), code: 403, ..Req::default() }, vec![]),
+            // A client never refused before (after the day's learning period).
+            (9 * HOUR, &mallory, Req { verb: "list", resource: "secrets", namespace: Some("payments".into()), code: 403, ..Req::default() }, vec!["k8s.access.denied_new_user_agent"]),
             (9 * HOUR + 40 * SEC, &mallory, Req { verb: "create", resource: "clusterrolebindings", api_group: "rbac.authorization.k8s.io", name: Some("backup-operator".into()), code: 201,
                 request_object: Some(json!({"kind": "ClusterRoleBinding", "metadata": {"name": "backup-operator"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-                    "subjects": [{"kind": "User", "name": "mallory@example.com", "apiGroup": "rbac.authorization.k8s.io"}]})), ..Req::default() }, vec!["k8s.rbac.admin_binding", "k8s.rbac.self_grant"]),
+                    "subjects": [{"kind": "User", "name": "mallory@example.com", "apiGroup": "rbac.authorization.k8s.io"}]})), ..Req::default() },
+                // Refused a moment ago, this identity and client are now allowed: a first.
+                vec!["k8s.rbac.admin_binding", "k8s.rbac.self_grant", "k8s.access.unusual_decision"]),
             // A benign near-miss right beside it: binding the read-only `view` role.
             (9 * HOUR + 50 * SEC, &mallory, Req { verb: "create", resource: "rolebindings", api_group: "rbac.authorization.k8s.io", namespace: Some("shop".into()), name: Some("viewers".into()), code: 201,
                 request_object: Some(json!({"kind": "RoleBinding", "roleRef": {"kind": "ClusterRole", "name": "view"}, "subjects": [{"kind": "Group", "name": "sre"}]})), ..Req::default() }, vec![]),
@@ -709,7 +712,7 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
         "An interactive shell in etcd's pod in kube-system.",
         vec![(13 * HOUR, &mallory, Req { verb: "create", resource: "pods", subresource: Some("exec"), namespace: Some("kube-system".into()), name: Some("etcd-cp-1".into()), code: 101,
             uri: Some("/api/v1/namespaces/kube-system/pods/etcd-cp-1/exec?command=sh&command=-c&command=cat+%2Fetc%2Fkubernetes%2Fpki%2Fetcd%2Fca.key&stdout=true".into()), ..Req::default() },
-            vec!["k8s.exec.into_system_pod"])],
+            vec!["k8s.exec.into_system_pod", "k8s.exec.sensitive_file"])],
     );
     snippet(
         &mut g,
@@ -729,6 +732,7 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
             vec![
                 "k8s.secrets.cluster_wide_list",
                 "k8s.secrets.new_user_agent",
+                "k8s.secrets.read_with_scripting_client",
             ],
         )],
     );
@@ -799,6 +803,8 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
                     0 => vec![
                         "k8s.serviceaccount.token_from_outside",
                         "k8s.serviceaccount.token_used_by_human_client",
+                        "k8s.secrets.read_with_scripting_client",
+                        "k8s.access.denied_new_user_agent",
                     ],
                     9 => vec!["k8s.secrets.denied_burst"],
                     _ => vec![],
@@ -879,7 +885,9 @@ pub fn attacks(seed: u64, start: i64) -> Vec<Attack> {
             (10 * HOUR, &dave, get("list", "pods", "payments", 200), vec![]),
             (14 * HOUR, &dave, get("list", "secrets", "payments", 200), vec!["k8s.credentials.revoked_in_use", "k8s.secrets.new_user_agent", "k8s.secrets.new_namespace"]),
             (14 * HOUR + 5 * 60 * SEC, &dave, get("get", "pods", "payments", 200), vec![]),
-            (14 * HOUR + 10 * 60 * SEC, &dave, get("list", "secrets", "kube-system", 403), vec!["k8s.credentials.revoked_in_use"]),
+            // Always allowed until now: refused for the first time, with a client never refused.
+            (14 * HOUR + 10 * 60 * SEC, &dave, get("list", "secrets", "kube-system", 403),
+                vec!["k8s.credentials.revoked_in_use", "k8s.access.denied_new_user_agent", "k8s.access.unusual_decision"]),
         ],
     );
     attacks

@@ -234,9 +234,9 @@ pub fn scenarios(seed: u64, start: i64) -> Vec<Scenario> {
         "A contractor is refused creating a Deployment at 09:00, an SRE binds them to `edit` at 09:40, and the same creation succeeds at 09:52.",
         Family::Escalation,
         vec![
-            (9 * HOUR, &erin, create_deploy(403), vec![]),
+            (9 * HOUR, &erin, create_deploy(403), vec!["k8s.access.denied_new_user_agent"]),
             (9 * HOUR + 40 * 60 * SEC, &bob, binding(Some("shop"), "erin-edit", "edit", json!([{"kind": "User", "name": "erin@example.com"}])), vec![]),
-            (9 * HOUR + 52 * 60 * SEC, &erin, create_deploy(201), vec!["k8s.rbac.denied_granted_used"]),
+            (9 * HOUR + 52 * 60 * SEC, &erin, create_deploy(201), vec!["k8s.rbac.denied_granted_used", "k8s.access.unusual_decision"]),
         ]));
 
     let review = Req {
@@ -247,9 +247,9 @@ pub fn scenarios(seed: u64, start: i64) -> Vec<Scenario> {
         "A contractor runs `kubectl auth can-i --list`, then twenty minutes later binds a service account to a cluster role.",
         Family::Escalation,
         vec![
-            (11 * HOUR, &erin, review, vec!["k8s.discovery.permission_review"]),
+            (11 * HOUR, &erin, review, vec!["k8s.discovery.permission_review", "k8s.discovery.permission_review_new_user_agent"]),
             (11 * HOUR + 20 * 60 * SEC, &erin, binding(None, "helper-view", "view", json!([{"kind": "ServiceAccount", "namespace": "default", "name": "helper"}])),
-                vec!["k8s.rbac.recon_then_escalate"]),
+                vec!["k8s.rbac.recon_then_escalate", "k8s.rbac.serviceaccount_cluster_binding"]),
         ]));
 
     let webhook = Req {
