@@ -12,6 +12,8 @@
 //!     cargo bench --bench detectors                        # 200 MiB input, 1 000 000 identities
 //!     AUDITHOUND_BENCH_MB=500 AUDITHOUND_BENCH_IDENTITIES=2000000 cargo bench --bench detectors
 //!     AUDITHOUND_BENCH_MB=0 cargo bench --bench detectors    # memory only
+//!     AUDITHOUND_BENCH_RULES=detectors:site cargo bench --bench detectors   # memory of another set
+//!     AUDITHOUND_BENCH_SPACING_US=50 cargo bench --bench detectors  # all identities within one minute
 
 mod common;
 
@@ -90,16 +92,23 @@ fn rss_bytes() -> u64 {
 }
 
 fn memory(root: &std::path::Path, identities: usize) {
-    let rules = RuleSet::load(&[root.join("detectors")]).expect("load the shipped library");
+    // AUDITHOUND_BENCH_RULES=dir:dir measures another rule set (an override directory, say).
+    let dirs: Vec<PathBuf> = match std::env::var("AUDITHOUND_BENCH_RULES") {
+        Ok(dirs) => dirs.split(':').map(PathBuf::from).collect(),
+        Err(_) => vec![root.join("detectors")],
+    };
+    let rules = RuleSet::load(&dirs).expect("load the rules");
     let revocations = RevocationList::default();
     let mut state = Stateful::new(&rules, identities + identities / 10);
     let before = rss_bytes();
     let (mut matched, mut alerts, mut observations, mut fired) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let start = audithound::event::time::parse_rfc3339_micros("2025-03-04T00:00:00Z").unwrap_or(0);
+    // One identity every millisecond by default: a million over 17 minutes of event time.
+    let spacing = env("AUDITHOUND_BENCH_SPACING_US", 1000) as i64;
     for i in 0..identities {
         let code = if i % 10 == 0 { 403 } else { 200 };
-        let time = audithound::event::time::format_micros(start + i as i64 * 1000);
+        let time = audithound::event::time::format_micros(start + i as i64 * spacing);
         let json = format!(
             r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{:08x}-7d3e-4b1a-8c2f-{:012x}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/ns-{i}/secrets/app-{i}","verb":"get","user":{{"username":"system:serviceaccount:ns-{i}:app","groups":["system:serviceaccounts","system:authenticated"]}},"sourceIPs":["10.{}.{}.{}"],"userAgent":"app/1.0","objectRef":{{"resource":"secrets","namespace":"ns-{i}","name":"app-{i}","apiVersion":"v1"}},"responseStatus":{{"code":{code}}},"stageTimestamp":"{time}"}}"#,
             i,

@@ -13,6 +13,7 @@ pub mod reload;
 pub mod revoked;
 pub mod spike;
 pub mod unbound;
+mod window;
 
 use crate::alert::Alert;
 use crate::rules::field::{EventView, Field, Val};
@@ -21,7 +22,6 @@ use audit_id::AuditId;
 use revoked::{Revocation, RevocationList, Role};
 // foldhash: seeded per process (no hash flooding by crafted usernames), much faster than SipHash.
 use foldhash::{HashMap, HashMapExt};
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Keys kept per rule before the least recently seen are evicted: a million identities fit in
@@ -40,6 +40,9 @@ pub type Classified = (u32, Box<str>, Terms);
 pub struct Observation {
     pub rule: u32,
     pub time: i64,
+    /// new_terms: the latest time the same term was seen in the batch (see `worker`); `time`
+    /// otherwise.
+    pub last: i64,
     /// Cluster and the rule's `by` values: whose state this is. Shared: an event's observations
     /// of several rules are usually all keyed by its actor.
     pub key: Arc<str>,
@@ -52,6 +55,9 @@ pub struct Observation {
     /// revoked: the revocation-list entry the event matched.
     pub revocation: Option<Arc<revoked::Revocation>>,
     pub audit_id: AuditId,
+    /// new_terms: hashes of the combination and of its `known` part (0 without one), which is
+    /// all the state needs of them: no text is built for the collector.
+    pub hashes: [u128; 2],
     /// What the alert is built from if the rule fires.
     pub seed: Seed,
 }
@@ -210,20 +216,6 @@ fn shared_cluster(name: &str) -> Arc<str> {
     })
 }
 
-/// One key's events inside a threshold window. Kept small: state for a million identities
-/// must fit in a few hundred MiB.
-#[derive(Default)]
-struct Window {
-    /// (time, hash of the distinct value or 0, audit ID) of the events in the window, oldest
-    /// first; the newest IDs are the alert's evidence.
-    events: VecDeque<(i64, u64, AuditId)>,
-    /// Hash of each distinct value in the window and how many events carry it, sorted.
-    distinct: Vec<(u64, u32)>,
-    /// No new alert for this key before this time (one alert per key per window).
-    quiet_until: i64,
-    last_seen: i64,
-}
-
 struct Progress {
     next_step: usize,
     /// Matching events of `next_step` so far, for steps that need several.
@@ -234,7 +226,7 @@ struct Progress {
 }
 
 enum State {
-    Threshold(HashMap<StateKey, Window>),
+    Threshold(window::Windows),
     NewTerms {
         /// Each combination's last time seen; with `known`, also each known part's.
         seen: HashMap<StateKey, i64>,
@@ -251,7 +243,7 @@ enum State {
 
 fn fresh_state(kind: &Kind) -> State {
     match kind {
-        Kind::Threshold(_) => State::Threshold(HashMap::new()),
+        Kind::Threshold(_) => State::Threshold(window::Windows::default()),
         Kind::NewTerms(_) => State::NewTerms {
             seen: HashMap::new(),
             known: HashMap::new(),
@@ -367,20 +359,8 @@ pub fn evaluate(
     for &i in matched.iter() {
         let rule = &rules.rules[i as usize];
         let mut key = |by: &[Field]| -> Arc<str> {
-            let k = &mut scratch;
-            k.clear();
-            k.push_str(cluster);
-            for f in by {
-                k.push('\u{1f}');
-                f.any(view, |v| {
-                    match v {
-                        Val::Str(s) => k.push_str(s),
-                        other => k.push_str(&other.to_text()),
-                    }
-                    true
-                });
-            }
-            Arc::from(k.as_str())
+            key_text(&mut scratch, cluster, view, by);
+            Arc::from(scratch.as_str())
         };
         if origin.context && !reads_context(&rule.kind) {
             continue;
@@ -398,13 +378,30 @@ pub fn evaluate(
                 0,
             ),
             Kind::NewTerms(n) => {
-                let term = Box::from(&*key(&n.fields));
-                let known = if n.known.is_empty() {
-                    Arc::from("")
-                } else {
-                    key(&n.known)
+                let mut hash = |fields: &[Field]| {
+                    key_text(&mut scratch, cluster, view, fields);
+                    crate::keyed::hash128(scratch.as_bytes())
                 };
-                (known, Some(term), 0)
+                let term = hash(&n.fields);
+                let part = if n.known.is_empty() {
+                    0
+                } else {
+                    hash(&n.known)
+                };
+                observations.push(Observation {
+                    rule: i,
+                    time: view.time,
+                    last: view.time,
+                    key: no_key(),
+                    value: None,
+                    steps: 0,
+                    terms: Box::default(),
+                    revocation: None,
+                    audit_id: audit_id(),
+                    hashes: [term, part],
+                    seed: seeder.seed(view, cluster),
+                });
+                continue;
             }
             Kind::Revoked(_) => {
                 let mut hits = Vec::new();
@@ -415,12 +412,14 @@ pub fn evaluate(
                     observations.push(Observation {
                         rule: i,
                         time: view.time,
+                        last: view.time,
                         key: revocation_key(cluster, &entry, steps),
                         value: None,
                         steps,
                         terms: Box::default(),
                         revocation: Some(entry),
                         audit_id: audit_id(),
+                        hashes: [0; 2],
                         seed: seeder.seed(view, cluster),
                     });
                 }
@@ -442,12 +441,14 @@ pub fn evaluate(
                     observations.push(Observation {
                         rule: i,
                         time: view.time,
+                        last: view.time,
                         key: actor_key(),
                         value: Some(value),
                         steps,
                         terms,
                         revocation: None,
                         audit_id: audit_id(),
+                        hashes: [0; 2],
                         seed: seeder.seed(view, cluster),
                     });
                 }
@@ -487,12 +488,14 @@ pub fn evaluate(
                     observations.push(Observation {
                         rule: i,
                         time: view.time,
+                        last: view.time,
                         key,
                         value: None,
                         steps,
                         terms: Box::default(),
                         revocation: None,
                         audit_id: audit_id(),
+                        hashes: [0; 2],
                         seed: seeder.seed(view, cluster),
                     });
                 }
@@ -502,15 +505,39 @@ pub fn evaluate(
         observations.push(Observation {
             rule: i,
             time: view.time,
+            last: view.time,
             key,
             value,
             steps,
             terms: Box::default(),
             revocation: None,
             audit_id: audit_id(),
+            hashes: [0; 2],
             seed: seeder.seed(view, cluster),
         });
     }
+}
+
+/// `cluster\x1fvalue\x1fvalue…`: the text state is keyed by, written into `out`.
+fn key_text(out: &mut String, cluster: &str, view: &EventView, fields: &[Field]) {
+    out.clear();
+    out.push_str(cluster);
+    for f in fields {
+        out.push('\u{1f}');
+        f.any(view, |v| {
+            match v {
+                Val::Str(s) => out.push_str(s),
+                other => out.push_str(&other.to_text()),
+            }
+            true
+        });
+    }
+}
+
+/// The key of observations whose state needs none (new_terms): one shared empty string.
+fn no_key() -> Arc<str> {
+    thread_local!(static EMPTY: Arc<str> = Arc::from(""));
+    EMPTY.with(Arc::clone)
 }
 
 /// Whether a rule of this kind reads context copies (state keyed by whom an event concerns,
@@ -589,16 +616,14 @@ impl Stateful {
         let rule = &rules.rules[obs.rule as usize];
         let alert = || obs.seed.alert(rule, obs.time, batch);
         let fired = match (&rule.kind, &mut self.states[obs.rule as usize]) {
-            (Kind::Threshold(spec), State::Threshold(keys)) => {
-                let fired = threshold(
-                    keys,
-                    spec.count,
-                    spec.window,
-                    spec.distinct.is_some(),
-                    &obs,
-                    &alert,
-                );
-                self.stats.evictions += evict(keys, self.max_keys, |w| w.last_seen);
+            (Kind::Threshold(spec), State::Threshold(windows)) => {
+                let spec = window::Spec {
+                    count: spec.count,
+                    window: spec.window,
+                    distinct: spec.distinct.is_some(),
+                };
+                let fired = windows.observe(&spec, &obs, &alert);
+                self.stats.evictions += windows.evict(self.max_keys);
                 fired
             }
             (Kind::NewTerms(spec), State::NewTerms { seen, known }) => {
@@ -642,7 +667,7 @@ impl Stateful {
         self.states
             .iter()
             .map(|s| match s {
-                State::Threshold(m) => m.len(),
+                State::Threshold(w) => w.len(),
                 State::NewTerms { seen, known, .. } => seen.len() + known.len(),
                 State::Sequence(m) => m.len(),
                 State::Revoked(m) => m.len(),
@@ -763,70 +788,6 @@ fn evict<K: std::hash::Hash + Eq, V>(
     (before - map.len()) as u64
 }
 
-fn threshold(
-    keys: &mut HashMap<StateKey, Window>,
-    count: u64,
-    window: i64,
-    distinct: bool,
-    obs: &Observation,
-    alert: &dyn Fn() -> Alert,
-) -> Option<Alert> {
-    let w = keys.entry(state_key(&obs.key)).or_insert_with(|| Window {
-        // Most keys see one event: no room reserved for more.
-        events: VecDeque::with_capacity(1),
-        ..Window::default()
-    });
-    w.last_seen = w.last_seen.max(obs.time);
-    while let Some((t, _, _)) = w.events.front() {
-        if *t > obs.time - window {
-            break;
-        }
-        if let Some((_, h, _)) = w.events.pop_front() {
-            if let Ok(i) = w.distinct.binary_search_by_key(&h, |d| d.0) {
-                w.distinct[i].1 -= 1;
-                if w.distinct[i].1 == 0 {
-                    w.distinct.remove(i);
-                }
-            }
-        }
-    }
-    let hash = match (&obs.value, distinct) {
-        (Some(v), true) => {
-            let h = value_hash(v);
-            match w.distinct.binary_search_by_key(&h, |d| d.0) {
-                Ok(i) => w.distinct[i].1 += 1,
-                Err(i) => w.distinct.insert(i, (h, 1)),
-            }
-            h
-        }
-        _ => 0,
-    };
-    w.events.push_back((obs.time, hash, obs.audit_id.clone()));
-    let n = if distinct {
-        w.distinct.len() as u64
-    } else {
-        w.events.len() as u64
-    };
-    if n < count || obs.time < w.quiet_until {
-        return None;
-    }
-    w.quiet_until = obs.time + window;
-    let first = w.events.front().map_or(obs.time, |e| e.0);
-    let mut alert = alert();
-    alert.evidence.count = n;
-    let skip = w.events.len().saturating_sub(MAX_EVIDENCE_IDS);
-    alert.evidence.audit_ids = w
-        .events
-        .iter()
-        .skip(skip)
-        .map(|e| e.2.to_string())
-        .collect();
-    alert.evidence.window_seconds = Some(window / 1_000_000);
-    alert.evidence.first_time = Some(crate::event::time::format_micros(first));
-    alert.id = crate::alert::alert_id(&alert.rule.id, &obs.key, &[&alert.evidence.audit_ids[0]]);
-    Some(alert)
-}
-
 fn new_terms(
     start: i64,
     seen: &mut HashMap<StateKey, i64>,
@@ -838,11 +799,11 @@ fn new_terms(
     // Last seen is kept as the newest time: a late event does not move it back.
     let remember = |map: &mut HashMap<StateKey, i64>, key: StateKey| {
         let last = map.get(&key).copied();
-        map.insert(key, last.map_or(obs.time, |t| t.max(obs.time)));
+        map.insert(key, last.map_or(obs.last, |t| t.max(obs.last)));
         last.is_some_and(|t| spec.history.is_none_or(|h| obs.time - t <= h))
     };
-    let known = remember(seen, state_key(obs.value.as_deref().unwrap_or("")));
-    let part_known = spec.known.is_empty() || remember(known_parts, state_key(&obs.key));
+    let known = remember(seen, obs.hashes[0]);
+    let part_known = spec.known.is_empty() || remember(known_parts, obs.hashes[1]);
     if known || !part_known || obs.time < start + spec.learning {
         return None;
     }

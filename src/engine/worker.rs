@@ -49,12 +49,48 @@ pub enum Output {
     Observation(Observation),
 }
 
+/// new_terms observations of one term within a batch: only the first goes to the collector,
+/// carrying the latest time the term was seen. The others could only have moved its last-seen
+/// time (a term seen a moment before is never new), so the collector's answers are unchanged,
+/// and batches are cut the same whatever the thread count. Rules like "a decision this
+/// identity and client never got" observe nearly every event; most are repeats.
+#[derive(Default)]
+struct TermsInBatch {
+    first: foldhash::HashMap<(u32, u128), usize>,
+}
+
+impl TermsInBatch {
+    /// The observation to send on, or None when it was folded into the batch's first of its term.
+    fn first_sighting(
+        &mut self,
+        rules: &RuleSet,
+        obs: Observation,
+        outputs: &mut [Output],
+    ) -> Option<Observation> {
+        let crate::rules::Kind::NewTerms(spec) = &rules.rules[obs.rule as usize].kind else {
+            return Some(obs);
+        };
+        let term = obs.hashes[0] ^ obs.hashes[1].rotate_left(64);
+        let at = self.first.entry((obs.rule, term)).or_insert(usize::MAX);
+        if let Some(Output::Observation(first)) = outputs.get_mut(*at) {
+            // Within the history of the last sighting: known for certain, nothing to decide.
+            if spec.history.is_none_or(|h| obs.time - first.last <= h) {
+                first.last = first.last.max(obs.time);
+                return None;
+            }
+        }
+        *at = outputs.len();
+        Some(obs)
+    }
+}
+
 pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
     let mut stats = BatchStats::default();
     let mut outputs = Vec::new();
     let (mut alerts, mut observations) = (Vec::new(), Vec::new());
     let mut rejections = std::mem::take(&mut batch.rejections);
     let mut matched = Vec::new();
+    let mut terms = TermsInBatch::default();
     // One snapshot per batch: a reload takes effect from the next batch.
     let revocations = ctx.revocations.current();
     let rules = match &ctx.live_rules {
@@ -106,7 +142,11 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
                     &mut observations,
                 );
                 outputs.extend(alerts.drain(..).map(|a| Output::Alert(Box::new(a))));
-                outputs.extend(observations.drain(..).map(Output::Observation));
+                for obs in observations.drain(..) {
+                    if let Some(obs) = terms.first_sighting(&rules, obs, &mut outputs) {
+                        outputs.push(Output::Observation(obs));
+                    }
+                }
             }
             Item::Skipped(what) => *stats.skipped.entry(what).or_default() += 1,
             Item::Rejected(e) => rejections.push(Rejection {

@@ -85,6 +85,50 @@ impl Needles {
         Needles::of(&[Seg::Key(key.to_owned())])
     }
 
+    /// For a one-key path: the key's value in the raw object's text when it is a string with no
+    /// escapes and the key is certainly a key (not text inside another string).
+    fn plain_string<'t>(&self, text: &'t str) -> Plain<'t> {
+        let Some(finder) = self.0.first().and_then(|g| g.first()) else {
+            return Plain::Unsure;
+        };
+        let bytes = text.as_bytes();
+        let key_len = finder.needle().len();
+        for at in finder.find_iter(bytes) {
+            // `"key"`: quoted on both sides…
+            let (Some(b'"'), Some(b'"')) =
+                (at.checked_sub(1).map(|i| bytes[i]), bytes.get(at + key_len))
+            else {
+                continue;
+            };
+            // …and a key: what comes before the quote is `{` or `,` (a quote inside a string
+            // is escaped, so a backslash would come first).
+            let before = text[..at - 1].trim_end();
+            if !matches!(before.as_bytes().last(), Some(b'{' | b',')) {
+                if before.ends_with('\\') {
+                    continue;
+                }
+                return Plain::Unsure;
+            }
+            let rest = text[at + key_len + 1..].trim_start();
+            let Some(value) = rest.strip_prefix(':').map(str::trim_start) else {
+                return Plain::Unsure;
+            };
+            let Some(value) = value.strip_prefix('"') else {
+                return Plain::Unsure; // not a string: the general path decides
+            };
+            return match value.find(['"', '\\']) {
+                Some(end) if value.as_bytes()[end] == b'"' => Plain::Value(&value[..end]),
+                _ => Plain::Unsure,
+            };
+        }
+        // No occurrence as a key; an escaped key (`\u0061`) would hold a backslash.
+        if text.contains('\\') {
+            Plain::Unsure
+        } else {
+            Plain::Absent
+        }
+    }
+
     /// Whether the raw object may hold the path: every group has a key in its text.
     fn may_be_in(&self, raw: Option<&RawValue>) -> bool {
         let Some(raw) = raw else { return false };
@@ -95,6 +139,14 @@ impl Needles {
                 .iter()
                 .all(|group| group.iter().any(|f| f.find(text).is_some()))
     }
+}
+
+/// What a look at the raw text says about a key's string value.
+enum Plain<'t> {
+    Value(&'t str),
+    Absent,
+    /// Escapes, odd layout or a non-string value: parse to be sure.
+    Unsure,
 }
 
 impl std::fmt::Debug for Field {
@@ -289,11 +341,21 @@ impl Field {
                         .is_some_and(|v| visit_json(v, &[], f))
             }
             Field::Annotation(key, needles) => {
-                needles.may_be_in(ev.event.annotations)
-                    && ev
+                let Some(raw) = ev.event.annotations else {
+                    return false;
+                };
+                if !needles.may_be_in(Some(raw)) {
+                    return false;
+                }
+                // Annotation values are plain strings: most are read straight from the text.
+                match needles.plain_string(raw.get()) {
+                    Plain::Value(v) => f(Val::Str(v)),
+                    Plain::Absent => false,
+                    Plain::Unsure => ev
                         .annotations()
                         .get(key.as_str())
-                        .is_some_and(|v| visit_json(v, &[], f))
+                        .is_some_and(|v| visit_json(v, &[], f)),
+                }
             }
             Field::Json(root, path, needles) => {
                 needles.may_be_in(ev.raw_root(*root))

@@ -1,0 +1,195 @@
+//! Threshold state: for each key, its recent events in an event-time window, and whether it
+//! fired lately.
+//!
+//! A key keeps at most `count` events (the newest `count` decide whether `count` fall inside
+//! the window) and, for a distinct count, one per value (its newest). Most keys only ever see
+//! one event: it is held inline, with no allocation, in 40 bytes. Windows that ended are swept
+//! away as event time moves on, so the state holds the identities active within the window,
+//! not every identity ever seen.
+
+use super::audit_id::AuditId;
+use super::{evict, state_key, value_hash, Observation, StateKey, MAX_EVIDENCE_IDS};
+use crate::alert::Alert;
+use foldhash::{HashMap, HashMapExt};
+
+/// (time, hash of the distinct value or 0, audit ID).
+type Entry = (i64, u64, AuditId);
+
+/// A key's events, oldest first.
+enum Recent {
+    One(Entry),
+    Many(Vec<Entry>),
+}
+
+impl Recent {
+    fn entries(&self) -> &[Entry] {
+        match self {
+            Recent::One(e) => std::slice::from_ref(e),
+            Recent::Many(v) => v,
+        }
+    }
+
+    /// The newest event's time (a key is removed before it has none).
+    fn newest(&self) -> i64 {
+        self.entries().last().map_or(i64::MIN, |e| e.0)
+    }
+
+    /// The events as a list that can grow: a second event is what allocates.
+    fn as_vec(&mut self) -> &mut Vec<Entry> {
+        if let Recent::One(e) = self {
+            let e = std::mem::take(e);
+            *self = Recent::Many(vec![e]);
+        }
+        match self {
+            Recent::Many(v) => v,
+            Recent::One(_) => unreachable!("turned into a list just above"),
+        }
+    }
+
+    /// Back to the inline form once a single event is left.
+    fn settle(&mut self) {
+        if let Recent::Many(v) = self {
+            if v.len() == 1 {
+                if let Some(e) = v.pop() {
+                    *self = Recent::One(e);
+                }
+            }
+        }
+    }
+}
+
+pub struct Windows {
+    keys: HashMap<StateKey, Recent>,
+    /// Keys that fired, and until when they stay quiet (one alert per key per window).
+    quiet: HashMap<StateKey, i64>,
+    /// The newest event time seen, and observations left before the next sweep.
+    newest: i64,
+    until_sweep: usize,
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Windows {
+            keys: HashMap::new(),
+            quiet: HashMap::new(),
+            newest: i64::MIN,
+            until_sweep: SWEEP_EVERY,
+        }
+    }
+}
+
+/// Observations between sweeps at least (and at least as many as there are keys, so that a
+/// sweep costs O(1) per observation).
+const SWEEP_EVERY: usize = 4096;
+
+pub struct Spec {
+    pub count: u64,
+    pub window: i64,
+    pub distinct: bool,
+}
+
+impl Windows {
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Drops the least recently seen keys over `cap`; returns how many.
+    pub fn evict(&mut self, cap: usize) -> u64 {
+        evict(&mut self.keys, cap, Recent::newest)
+    }
+
+    /// Counts `obs` in its key's window; the alert if the key reaches `count` and is not quiet.
+    pub fn observe(
+        &mut self,
+        spec: &Spec,
+        obs: &Observation,
+        alert: &dyn Fn() -> Alert,
+    ) -> Option<Alert> {
+        self.newest = self.newest.max(obs.time);
+        self.sweep(spec.window);
+        let key = state_key(&obs.key);
+        let hash = match (&obs.value, spec.distinct) {
+            (Some(v), true) => value_hash(v),
+            _ => 0,
+        };
+        let entry = (obs.time, hash, obs.audit_id.clone());
+        let recent = match self.keys.entry(key) {
+            std::collections::hash_map::Entry::Vacant(slot) => slot.insert(Recent::One(entry)),
+            std::collections::hash_map::Entry::Occupied(slot) => {
+                let recent = slot.into_mut();
+                if !add(recent, entry, spec) {
+                    return None;
+                }
+                recent
+            }
+        };
+        let n = recent.entries().len() as u64;
+        if n < spec.count || self.quiet.get(&key).is_some_and(|t| obs.time < *t) {
+            return None;
+        }
+        self.quiet.insert(key, obs.time + spec.window);
+        let entries = recent.entries();
+        let mut alert = alert();
+        alert.evidence.count = n;
+        let skip = entries.len().saturating_sub(MAX_EVIDENCE_IDS);
+        alert.evidence.audit_ids = entries.iter().skip(skip).map(|e| e.2.to_string()).collect();
+        alert.evidence.window_seconds = Some(spec.window / 1_000_000);
+        let first = entries.first().map_or(obs.time, |e| e.0);
+        alert.evidence.first_time = Some(crate::event::time::format_micros(first));
+        alert.id =
+            crate::alert::alert_id(&alert.rule.id, &obs.key, &[&alert.evidence.audit_ids[0]]);
+        Some(alert)
+    }
+
+    /// Forgets windows that ended before the newest event, and quiet periods that are over.
+    fn sweep(&mut self, window: i64) {
+        self.until_sweep = self.until_sweep.saturating_sub(1);
+        if self.until_sweep > 0 {
+            return;
+        }
+        let cutoff = self.newest.saturating_sub(window);
+        self.keys.retain(|_, r| r.newest() > cutoff);
+        let now = self.newest;
+        self.quiet.retain(|_, until| *until > now);
+        self.until_sweep = SWEEP_EVERY.max(self.keys.len());
+    }
+}
+
+/// Adds `entry` to a key's events; false when it changes nothing (too late for the window
+/// ending at the key's newest event, or an older event of a value already counted).
+fn add(recent: &mut Recent, entry: Entry, spec: &Spec) -> bool {
+    let cutoff = recent.newest().max(entry.0) - spec.window;
+    if entry.0 <= cutoff {
+        return false;
+    }
+    // The common case without allocating: one event that left the window, or the same value.
+    if let Recent::One(old) = recent {
+        if old.0 <= cutoff || (spec.distinct && old.1 == entry.1) {
+            // An older event of the value counted already changes nothing.
+            let newer = entry.0 >= old.0;
+            if newer {
+                *old = entry;
+            }
+            return newer;
+        }
+    }
+    let events = recent.as_vec();
+    let expired = events.iter().take_while(|e| e.0 <= cutoff).count();
+    events.drain(..expired);
+    if spec.distinct {
+        if let Some(i) = events.iter().position(|e| e.1 == entry.1) {
+            if events[i].0 >= entry.0 {
+                recent.settle();
+                return false;
+            }
+            events.remove(i);
+        }
+    }
+    let at = events.partition_point(|e| e.0 <= entry.0);
+    events.insert(at, entry);
+    if events.len() as u64 > spec.count {
+        events.remove(0);
+    }
+    recent.settle();
+    true
+}
