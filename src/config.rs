@@ -56,6 +56,20 @@ pub struct Detection {
     pub cluster: String,
     pub threads: Option<usize>,
     pub max_keys: Option<usize>,
+    /// How late (event time) an event may arrive and still reach the stateful detectors in
+    /// order, e.g. "10s" (the default).
+    pub lateness: Option<String>,
+}
+
+impl Detection {
+    /// `lateness` in microseconds.
+    pub fn lateness_micros(&self) -> Result<Option<i64>, String> {
+        self.lateness
+            .as_deref()
+            .map(crate::rules::kind::parse_duration)
+            .transpose()
+            .map_err(|e| format!("detection.lateness: {e}"))
+    }
 }
 
 impl Default for Detection {
@@ -66,6 +80,7 @@ impl Default for Detection {
             cluster: default_cluster(),
             threads: None,
             max_keys: None,
+            lateness: None,
         }
     }
 }
@@ -272,6 +287,7 @@ impl Config {
         if self.webhook.is_none() && self.files.is_none() && self.kafka.is_none() {
             return Err("no source configured: add a [webhook], [files] or [kafka] section".into());
         }
+        self.detection.lateness_micros()?;
         if let Some(k) = &self.kafka {
             if k.brokers.is_empty() || k.topics.is_empty() {
                 return Err("kafka: name brokers and at least one topic".into());

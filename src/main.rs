@@ -159,6 +159,11 @@ struct ReplayArgs {
     /// are evicted and counted in the summary. About 160 bytes per key and rule.
     #[arg(long, default_value_t = audithound::detect::DEFAULT_MAX_KEYS, value_name = "N")]
     max_keys: usize,
+    /// How far behind the newest event time an event may arrive and still reach the stateful
+    /// detectors in event-time order (30s, 2m…). Later ones are applied at once and counted as
+    /// late in the summary. Several API servers' logs disagree by a few seconds.
+    #[arg(long, default_value = "10s", value_parser = parse_lateness, value_name = "DURATION")]
+    lateness: i64,
     /// Revocation list (YAML, JSON or CSV) for the built-in revoked-credential detector: entries
     /// with username, uid, group and/or credential_id, and revoked_at. Example: --revocations offboarded.yaml
     #[arg(long, value_name = "FILE")]
@@ -256,6 +261,10 @@ fn parse_time(s: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{s:?} is not an RFC 3339 time like 2025-03-01T00:00:00Z"))
 }
 
+fn parse_lateness(s: &str) -> Result<i64, String> {
+    audithound::rules::kind::parse_duration(s)
+}
+
 fn parse_stage(s: &str) -> Result<Stage, String> {
     Stage::parse(s).ok_or_else(|| {
         format!("{s:?} is not a stage (RequestReceived, ResponseStarted, ResponseComplete, Panic)")
@@ -316,6 +325,17 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if let Some(n) = cfg.detection.max_keys {
         opts.max_keys = n;
     }
+    if let Some(l) = cfg
+        .detection
+        .lateness_micros()
+        .map_err(anyhow::Error::msg)?
+    {
+        opts.lateness = l;
+    }
+    // A quiet stream's stateful alerts do not wait for events that may never come.
+    opts.idle_flush = Some(std::time::Duration::from_secs(2));
+    // Alerts go out as they fire; a replay orders them by event time.
+    opts.order_alerts = false;
     // detectors/ (and overrides) reloaded on change and on SIGHUP.
     let rule_dirs = if cfg.detection.rules.is_empty() {
         default_rules()
@@ -613,6 +633,7 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         stages: args.stages,
         max_record_bytes: args.max_line_bytes,
         max_keys: args.max_keys,
+        lateness: args.lateness,
         default_cluster: args.cluster,
         cluster_from_path: args.cluster_from_path,
         decode: DecodeOptions {

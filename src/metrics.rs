@@ -70,6 +70,9 @@ pub struct RunStats {
     /// alerts they completed (delivered before, so not sent again).
     pub warmup_events: u64,
     pub warmup_alerts: u64,
+    /// Stateful observations that reached the detectors behind the watermark (older than the
+    /// newest event time by more than the allowed lateness): applied out of order.
+    pub late_observations: u64,
     /// Keys held by stateful rules at the end, and keys evicted by the memory cap.
     pub state_keys: u64,
     pub state_evictions: u64,
@@ -173,6 +176,10 @@ impl RunStats {
             (
                 "re-read to rebuild state (alerts held)",
                 format!("{} ({})", self.warmup_events, self.warmup_alerts),
+            ),
+            (
+                "late for the detectors (beyond --lateness)",
+                self.late_observations.to_string(),
             ),
             (
                 "stateful keys (evicted)",
@@ -314,6 +321,7 @@ impl Live {
             s.alerts_by_rule.clone_from(&stats.alerts_by_rule);
             s.state_keys = stats.state_keys;
             s.state_evictions = stats.state_evictions;
+            s.late_observations = stats.late_observations;
         }
     }
 
@@ -407,6 +415,12 @@ impl Live {
             "audithound_warmup_events_total",
             "Events re-read to rebuild detector state after a partition assignment.",
             s.warmup_events,
+        );
+        counter(
+            &mut out,
+            "audithound_late_observations_total",
+            "Stateful observations that arrived behind the watermark (beyond the allowed lateness).",
+            s.late_observations,
         );
         let _ = write!(out, "# HELP audithound_rejected_total Records rejected, by reason.\n# TYPE audithound_rejected_total counter\n");
         for (reason, n) in &s.rejected {

@@ -377,3 +377,81 @@ fn an_added_rule_file_is_used_without_a_restart_and_a_broken_one_ignored() {
     let stderr = service.stop();
     assert!(stderr.contains("rules NOT reloaded"), "{stderr}");
 }
+
+/// One audit event at `time` (seconds after 12:00).
+fn event_at(id: &str, seconds: u32, user: &str, verb: &str, object: &str, code: u16) -> String {
+    let time = format!("2025-03-04T12:00:{seconds:02}.000000Z");
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/x","verb":"{verb}","user":{{"username":"{user}","groups":["system:authenticated"]}},"sourceIPs":["10.0.4.2"],"userAgent":"agent/1.0","objectRef":{object},"responseStatus":{{"code":{code}}},"requestReceivedTimestamp":"{time}","stageTimestamp":"{time}"}}"#
+    )
+}
+
+/// Two API servers: one logs a service account's deletion at 12:00:00, the other the account's
+/// token used at 12:00:03. Their webhook batches arrive the wrong way round (the later event's
+/// server posts first). A replay merges the two logs by time and alerts; the live service must
+/// too, because its detectors wait (`lateness`) for events a few seconds older than the newest.
+#[test]
+fn api_servers_posting_out_of_order_raise_the_replays_alerts() {
+    let delete = event_at(
+        "00000000-0000-4000-8000-000000000001",
+        0,
+        "bob@example.com",
+        "delete",
+        r#"{"resource":"serviceaccounts","namespace":"mon","name":"exporter","apiVersion":"v1"}"#,
+        200,
+    );
+    let used = event_at(
+        "00000000-0000-4000-8000-000000000002",
+        3,
+        "system:serviceaccount:mon:exporter",
+        "list",
+        r#"{"resource":"pods","apiVersion":"v1"}"#,
+        200,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("server-a.log"), format!("{used}\n")).unwrap();
+    std::fs::write(dir.path().join("server-b.log"), format!("{delete}\n")).unwrap();
+    let replay = audithound(&["replay", "-q", dir.path().to_str().unwrap()]);
+    let replayed = alert_ids(&String::from_utf8_lossy(&replay.stdout));
+    assert!(
+        String::from_utf8_lossy(&replay.stdout).contains("k8s.serviceaccount.used_after_deletion"),
+        "the replay itself must alert"
+    );
+
+    let live = |lateness: &str| {
+        let port = free_port();
+        let alerts = dir.path().join(format!("alerts-{lateness}.jsonl"));
+        let config = dir.path().join(format!("live-{lateness}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[detection]\nlateness = \"{lateness}\"\n[webhook]\nlisten = \"127.0.0.1:{port}\"\n[[sink]]\ntype = \"file\"\npath = {:?}\n",
+                alerts.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let service = Service::start(config.to_str().unwrap());
+        wait_until("receiver never became ready", || {
+            http(port, "GET", "/readyz", b"") == 200
+        });
+        for event in [&used, &delete] {
+            let list = format!(
+                r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{event}]}}"#
+            );
+            assert_eq!(http(port, "POST", "/audit", list.as_bytes()), 200);
+        }
+        // Nothing comes after them: the service applies what waits after a quiet spell.
+        wait_until("the events were never analysed", || {
+            let (_, metrics) = request(port, "GET", "/metrics", b"");
+            metrics.contains("audithound_events_total 2\n")
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        let written = std::fs::read_to_string(&alerts).unwrap_or_default();
+        service.stop();
+        alert_ids(&written)
+    };
+    assert_eq!(live("10s"), replayed);
+    // Without waiting, the use arrives before the deletion is known: the alert is lost. This is
+    // what the test guards against.
+    assert!(live("0s").is_empty());
+}

@@ -459,3 +459,52 @@ fn the_benign_day_raises_nothing_above_low() {
         assert_eq!(a["rule"]["severity"], "low", "{a}");
     }
 }
+
+/// A log whose lines are a few seconds out of order (a service account's token used at
+/// 12:00:03 written before the account's deletion at 12:00:00): the detectors still see the
+/// deletion first, within `--lateness`; with no lateness the use is judged alone, counted late.
+#[test]
+fn lines_out_of_order_within_the_lateness_reach_the_detectors_in_event_time() {
+    let line = |id: &str, sec: u32, user: &str, verb: &str, object: &str| {
+        let t = format!("2025-03-04T12:00:{sec:02}.000000Z");
+        format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/x","verb":"{verb}","user":{{"username":"{user}"}},"sourceIPs":["10.0.4.2"],"userAgent":"agent/1.0","objectRef":{object},"responseStatus":{{"code":200}},"stageTimestamp":"{t}"}}"#
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    std::fs::write(
+        &log,
+        [
+            line(
+                "u-1",
+                3,
+                "system:serviceaccount:mon:exporter",
+                "list",
+                r#"{"resource":"pods"}"#,
+            ),
+            line(
+                "d-1",
+                0,
+                "bob",
+                "delete",
+                r#"{"resource":"serviceaccounts","namespace":"mon","name":"exporter"}"#,
+            ),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let log = log.to_str().unwrap();
+    let fired = |out: &std::process::Output| {
+        rule_and_audit_ids(&alerts(&out.stdout)).contains(&(
+            "k8s.serviceaccount.used_after_deletion".into(),
+            "u-1".into(),
+        ))
+    };
+    let (ordered, s) = replay_with_summary(&[log, "-q"]);
+    assert!(fired(&ordered));
+    assert_eq!(s["late_observations"], 0);
+    let (unordered, s) = replay_with_summary(&[log, "-q", "--lateness", "0s"]);
+    assert!(!fired(&unordered));
+    assert!(s["late_observations"].as_u64().unwrap() > 0);
+}

@@ -862,6 +862,32 @@ fn sequence(
     None
 }
 
+/// A bare alert at `time` (microseconds), for tests of what handles alerts.
+#[cfg(test)]
+pub(crate) fn test_alert(time: i64) -> Alert {
+    Alert {
+        id: time.to_string(),
+        rule: crate::alert::RuleInfo {
+            id: "r".into(),
+            title: String::new(),
+            severity: crate::rules::Severity::Low,
+            mitre: vec![],
+        },
+        time: String::new(),
+        time_micros: time,
+        cluster: "c".into(),
+        actor: crate::alert::Actor {
+            username: "u".into(),
+            ..Default::default()
+        },
+        target: Default::default(),
+        outcome: Default::default(),
+        evidence: Default::default(),
+        summary: String::new(),
+        remediation: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1008,30 +1034,147 @@ rules:
         );
     }
 
+    /// Feeds events (user, user agent, verb, status, second) to every rule of `set`; the
+    /// seconds at which something fired.
+    fn run_events(
+        set: &RuleSet,
+        state: &mut Stateful,
+        events: &[(&str, &str, &str, u16, i64)],
+    ) -> Vec<i64> {
+        let mut fired_at = Vec::new();
+        for (i, (user, agent, verb, code, sec)) in events.iter().enumerate() {
+            let json = format!(
+                r#"{{"auditID":"e{i}","stage":"ResponseComplete","verb":"{verb}","user":{{"username":"{user}"}},"userAgent":"{agent}","objectRef":{{"resource":"pods"}},"responseStatus":{{"code":{code}}},"stageTimestamp":"{}"}}"#,
+                crate::event::time::format_micros(sec * 1_000_000)
+            );
+            state.saw(sec * 1_000_000);
+            let (_, o) = evaluate_json(set, &json, Origin::default());
+            let mut out = Vec::new();
+            for obs in o {
+                state.observe(set, obs, &[], &mut out);
+            }
+            fired_at.extend(out.iter().map(|_| *sec));
+        }
+        fired_at
+    }
+
+    #[test]
+    fn new_terms_learn_from_the_stream_start_and_forget_after_the_history() {
+        let set = rules(
+            r#"
+rules:
+  - id: n
+    title: n
+    severity: low
+    kind: new_terms
+    new_terms: {fields: [user.username, userAgent], learning: 100s, history: 1000s}
+    condition: {verb: get}
+    summary: s
+"#,
+        );
+        let mut s = Stateful::new(&set, 100);
+        // The stream starts at 0 with events the rule does not see; learning runs from there,
+        // not from the rule's first event at 90.
+        let fired = run_events(
+            &set,
+            &mut s,
+            &[
+                ("u", "a/1", "list", 200, 0),
+                ("u", "a/1", "get", 200, 90), // learning: remembered, no alert
+                ("u", "b/1", "get", 200, 101), // new after learning
+                ("u", "a/1", "get", 200, 1050), // seen 960 s ago: known
+                ("u", "a/1", "get", 200, 2100), // 1050 s since: forgotten, new again
+                ("u", "a/1", "get", 200, 2101),
+            ],
+        );
+        assert_eq!(fired, [101, 2100]);
+    }
+
+    #[test]
+    fn new_terms_with_a_known_part_leave_newcomers_alone() {
+        let set = rules(
+            r#"
+rules:
+  - id: n
+    title: n
+    severity: low
+    kind: new_terms
+    new_terms: {fields: [user.username, responseStatus.code], known: [user.username], learning: 10s}
+    condition: {verb: get}
+    summary: s
+"#,
+        );
+        let mut s = Stateful::new(&set, 100);
+        let fired = run_events(
+            &set,
+            &mut s,
+            &[
+                ("u", "a", "get", 200, 0),
+                ("u", "a", "get", 403, 20), // u is known; 403 is new for it
+                ("v", "a", "get", 403, 30), // v is a newcomer: not this rule's business
+                ("v", "a", "get", 200, 40), // v is known now; 200 is new for it
+            ],
+        );
+        assert_eq!(fired, [20, 40]);
+    }
+
+    #[test]
+    fn sequences_need_their_steps_in_order_within_the_span_and_counted_steps_in_full() {
+        let set = rules(
+            r#"
+rules:
+  - id: q
+    title: q
+    severity: low
+    kind: sequence
+    sequence:
+      by: [user.username]
+      max_span: 60s
+      steps:
+        - when: {responseStatus.code: 403}
+          count: 3
+        - {verb: create}
+    condition: {verb: [get, create]}
+    summary: s
+"#,
+        );
+        let step = |user, verb, code, sec| (user, "a", verb, code, sec);
+        let mut s = Stateful::new(&set, 100);
+        // Three refusals, then a create at exactly the span's end: fires.
+        let fired = run_events(
+            &set,
+            &mut s,
+            &[
+                step("u", "get", 403, 0),
+                step("u", "get", 403, 10),
+                step("u", "create", 201, 15), // too early: only two refusals so far
+                step("u", "get", 403, 20),
+                step("u", "create", 201, 60),
+            ],
+        );
+        assert_eq!(fired, [60]);
+        let mut s = Stateful::new(&set, 100);
+        // Past the span: the first refusals no longer count, the sequence starts again.
+        let fired = run_events(
+            &set,
+            &mut s,
+            &[
+                step("v", "get", 403, 0),
+                step("v", "get", 403, 10),
+                step("v", "get", 403, 20),
+                step("v", "create", 201, 61),
+                step("v", "get", 403, 62),
+                step("v", "get", 403, 63),
+                step("v", "create", 201, 64),
+            ],
+        );
+        assert!(fired.is_empty(), "{fired:?}");
+    }
+
     #[test]
     fn suppression_holds_back_and_counts() {
         let mut sup = Suppressor::default();
-        let alert = |t: i64| Alert {
-            id: t.to_string(),
-            rule: crate::alert::RuleInfo {
-                id: "r".into(),
-                title: String::new(),
-                severity: crate::rules::Severity::Low,
-                mitre: vec![],
-            },
-            time: String::new(),
-            time_micros: t,
-            cluster: "c".into(),
-            actor: crate::alert::Actor {
-                username: "u".into(),
-                ..Default::default()
-            },
-            target: Default::default(),
-            outcome: Default::default(),
-            evidence: Default::default(),
-            summary: String::new(),
-            remediation: String::new(),
-        };
+        let alert = test_alert;
         let period = Some(100);
         let admitted: Vec<bool> = [0, 50, 99, 100, 150]
             .iter()

@@ -193,3 +193,131 @@ fn add(recent: &mut Recent, entry: Entry, spec: &Spec) -> bool {
     recent.settle();
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An observation of `value` for `key` at second `t`.
+    fn obs(key: &str, value: &str, t: i64, id: u64) -> Observation {
+        Observation {
+            rule: 0,
+            time: t * 1_000_000,
+            last: t * 1_000_000,
+            key: key.into(),
+            value: Some(value.into()),
+            steps: 0,
+            terms: Box::default(),
+            revocation: None,
+            audit_id: AuditId::new(&format!("00000000-0000-4000-8000-{id:012x}")),
+            hashes: [0; 2],
+            seed: super::super::Seed::Event {
+                json: "{}".into(),
+                cluster: "c".into(),
+            },
+        }
+    }
+
+    /// Feeds (key, value, second) in order; the seconds at which an alert fired.
+    fn feed(w: &mut Windows, spec: &Spec, events: &[(&str, &str, i64)]) -> Vec<i64> {
+        let mut fired = Vec::new();
+        for (i, (key, value, t)) in events.iter().enumerate() {
+            let o = obs(key, value, *t, i as u64);
+            if w.observe(spec, &o, &|| super::super::test_alert(o.time))
+                .is_some()
+            {
+                fired.push(*t);
+            }
+        }
+        fired
+    }
+
+    const DISTINCT_3_IN_60S: Spec = Spec {
+        count: 3,
+        window: 60_000_000,
+        distinct: true,
+    };
+
+    #[test]
+    fn a_key_keeps_at_most_count_entries_one_per_value() {
+        let mut w = Windows::default();
+        let events: Vec<(&str, String, i64)> = (0..50)
+            .map(|i| ("k", format!("v{}", i % 7), i / 10))
+            .collect();
+        let events: Vec<(&str, &str, i64)> = events
+            .iter()
+            .map(|(k, v, t)| (*k, v.as_str(), *t))
+            .collect();
+        assert_eq!(
+            feed(&mut w, &DISTINCT_3_IN_60S, &events),
+            [0],
+            "once per window"
+        );
+        let entries = w.keys.values().next().unwrap().entries();
+        assert_eq!(entries.len(), 3);
+        assert!(entries.windows(2).all(|p| p[0].0 <= p[1].0), "oldest first");
+    }
+
+    #[test]
+    fn a_late_event_counts_inside_the_window_and_not_before_it() {
+        let mut w = Windows::default();
+        // a at 0 and b at 50; c arrives late, stamped 20: all three inside (−10, 50].
+        assert_eq!(
+            feed(
+                &mut w,
+                &DISTINCT_3_IN_60S,
+                &[("k", "a", 0), ("k", "b", 50), ("k", "c", 20)]
+            ),
+            [20]
+        );
+        let mut w = Windows::default();
+        // b at 100 ends the window at 100: a late c stamped 30 is before it (cutoff 40).
+        assert!(feed(
+            &mut w,
+            &DISTINCT_3_IN_60S,
+            &[("k", "a", 50), ("k", "b", 100), ("k", "c", 30)]
+        )
+        .is_empty());
+        // An older event of a value already counted changes nothing.
+        assert!(feed(&mut w, &DISTINCT_3_IN_60S, &[("k", "b", 90)]).is_empty());
+        assert_eq!(w.keys.values().next().unwrap().entries().len(), 2);
+    }
+
+    #[test]
+    fn count_windows_fire_once_per_window_and_again_after_it() {
+        let spec = Spec {
+            count: 2,
+            window: 10_000_000,
+            distinct: false,
+        };
+        let mut w = Windows::default();
+        let events = [
+            ("k", "", 0),
+            ("k", "", 5),
+            ("k", "", 6),
+            ("k", "", 14),
+            ("k", "", 16),
+        ];
+        // 5: two in (−5, 5]; 6 and 14 inside the quiet period; 16: quiet over, 14 and 16 inside.
+        assert_eq!(feed(&mut w, &spec, &events), [5, 16]);
+    }
+
+    #[test]
+    fn ended_windows_are_swept_as_event_time_moves_on() {
+        let mut w = Windows::default();
+        let keys: Vec<String> = (0..SWEEP_EVERY + 10).map(|i| format!("id{i}")).collect();
+        let events: Vec<(&str, &str, i64)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), "v", (i / 100) as i64))
+            .collect();
+        feed(&mut w, &DISTINCT_3_IN_60S, &events);
+        assert!(w.len() > 1000);
+        // An hour later: the next sweep leaves only what is inside the new window.
+        let late: Vec<String> = (0..SWEEP_EVERY + 10).map(|i| format!("late{i}")).collect();
+        let events: Vec<(&str, &str, i64)> = late.iter().map(|k| (k.as_str(), "v", 3600)).collect();
+        feed(&mut w, &DISTINCT_3_IN_60S, &events);
+        assert!(keys.iter().all(|k| !w.keys.contains_key(&state_key(k))));
+        assert!(w.len() <= late.len(), "{}", w.len());
+    }
+}

@@ -9,6 +9,7 @@
 //! them in input order, so output is byte-identical for any `--threads`. A fixed number of
 //! in-flight batches bounds memory whatever the input size.
 
+mod reorder;
 mod worker;
 
 use crate::detect::reload::LiveRevocations;
@@ -59,7 +60,19 @@ pub struct ReplayOptions {
     pub on_batch_done: Option<BatchDone>,
     /// A service's rules, reloaded while it runs (the `rules` argument is their first set).
     pub live_rules: Option<Arc<crate::rules::reload::LiveRules>>,
+    /// How far behind the newest event time an event may arrive and still reach the stateful
+    /// detectors in event-time order (microseconds).
+    pub lateness: i64,
+    /// Live sources: when no batch has come for this long, observations still waiting for the
+    /// watermark are applied anyway (a quiet stream does not hold its alerts back).
+    pub idle_flush: Option<std::time::Duration>,
+    /// Replays: single-event alerts wait with the observations, so that all alerts come out in
+    /// event-time order. Live runs send them at once.
+    pub order_alerts: bool,
 }
+
+/// Default allowed lateness: the disorder between API servers' webhook batches.
+pub const DEFAULT_LATENESS: i64 = 10_000_000;
 
 /// See `ReplayOptions::on_batch_done`.
 pub type BatchDone = Arc<dyn Fn(&[crate::source::kafka::Position]) + Send + Sync>;
@@ -90,6 +103,9 @@ impl Default for ReplayOptions {
             live_metrics: None,
             on_batch_done: None,
             live_rules: None,
+            lateness: DEFAULT_LATENESS,
+            idle_flush: None,
+            order_alerts: true,
         }
     }
 }
@@ -212,6 +228,9 @@ pub fn run(
         },
         rules: rules.clone(),
         live_metrics: opts.live_metrics.clone(),
+        reorder: reorder::Reorder::new(opts.lateness),
+        held: VecDeque::new(),
+        order_alerts: opts.order_alerts,
     };
     let ctx = Arc::new(WorkerContext {
         rules,
@@ -227,7 +246,8 @@ pub fn run(
     });
 
     let threads = opts.threads.max(1);
-    let in_flight = threads * 4;
+    // Batches the collector holds for observations waiting on the watermark take permits too.
+    let in_flight = threads * 4 + HOLD_BATCHES;
     let (batch_tx, batch_rx) = bounded(threads * 2);
     let (result_tx, result_rx) = bounded::<Processed>(in_flight);
     let (permit_tx, permit_rx) = bounded::<()>(in_flight);
@@ -263,7 +283,41 @@ pub fn run(
 
         let mut pending = BTreeMap::new();
         let mut next_seq = 0u64;
-        for result in result_rx {
+        let release =
+            |spent: Vec<Batch>, stats: &RunStats, sink: &mut dyn AlertSink| -> anyhow::Result<()> {
+                for spent in spent {
+                    if let Some(done) = &opts.on_batch_done {
+                        sink.flush()?;
+                        // Every alert this batch caused is delivered to every sink by now.
+                        done(&spent.positions);
+                    }
+                    let _ = spent_tx.try_send(spent);
+                    // The reader may be gone already at the end of input.
+                    let _ = permit_tx.send(());
+                }
+                if let Some(m) = &opts.live_metrics {
+                    m.update(stats);
+                }
+                Ok(())
+            };
+        loop {
+            let result = match opts.idle_flush {
+                Some(idle) if !detectors.reorder.is_empty() => match result_rx.recv_timeout(idle) {
+                    Ok(r) => r,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        // A quiet stream: what waits for the watermark goes now.
+                        let spent = detectors.drain(&mut stats, sink)?;
+                        sink.flush()?;
+                        release(spent, &stats, sink)?;
+                        continue;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                },
+                _ => match result_rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+            };
             pending.insert(result.seq, result);
             while let Some(done) = pending.remove(&next_seq) {
                 next_seq += 1;
@@ -271,19 +325,7 @@ pub fn run(
                 if opts.flush_every_batch {
                     sink.flush()?;
                 }
-                if let Some(m) = &opts.live_metrics {
-                    m.update(&stats);
-                }
-                if let Some(done) = &opts.on_batch_done {
-                    if !opts.flush_every_batch {
-                        sink.flush()?;
-                    }
-                    // Every alert this batch caused is delivered to every sink by now.
-                    done(&spent.positions);
-                }
-                let _ = spent_tx.try_send(spent);
-                // The reader may be gone already at the end of input.
-                let _ = permit_tx.send(());
+                release(spent, &stats, sink)?;
                 progress.set_position(disk_bytes.load(Ordering::Relaxed));
                 let secs = started.elapsed().as_secs_f64().max(1e-3);
                 progress.set_message(format!(
@@ -293,6 +335,9 @@ pub fn run(
                 ));
             }
         }
+        // End of input: nothing more can come before what is held.
+        let spent = detectors.drain(&mut stats, sink)?;
+        release(spent, &stats, sink)?;
         Ok(())
     })?;
     progress.finish_and_clear();
@@ -314,24 +359,141 @@ fn cluster_of(opts: &ReplayOptions, path: &str) -> String {
         .map_or_else(|| opts.default_cluster.clone(), |m| m.as_str().to_owned())
 }
 
-/// What the collector owns: stateful detector state and the alert filters, fed in input order.
+/// Batches the collector may hold while their observations wait for the watermark; beyond it
+/// the oldest batch's observations are applied (a fixed number, so that the output does not
+/// depend on the thread count).
+const HOLD_BATCHES: usize = 8;
+
+/// What the collector owns: stateful detector state and the alert filters, fed in event-time
+/// order (within the allowed lateness) through `reorder`.
 struct Detectors {
     rules: Arc<RuleSet>,
     live_metrics: Option<Arc<crate::metrics::Live>>,
     stateful: Stateful,
     suppressor: Suppressor,
     dedupe: Dedupe,
+    /// Observations (and, with `order_alerts`, alerts) waiting for the watermark, with the
+    /// number of their batch.
+    reorder: reorder::Reorder<(Held, u64)>,
+    /// The batches they point into, in order, with how many items still wait in each.
+    held: VecDeque<(Batch, usize)>,
+    order_alerts: bool,
 }
 
+enum Held {
+    Observation(crate::detect::Observation),
+    Alert(Box<crate::alert::Alert>),
+}
+
+impl Detectors {
+    /// Sends an alert on unless it is a duplicate, suppressed, or completed by warm-up events
+    /// (`warmup`: its batch's); `received` is when its batch arrived (live sources).
+    fn deliver(
+        &mut self,
+        mut alert: crate::alert::Alert,
+        warmup: bool,
+        received: Option<std::time::Instant>,
+        stats: &mut RunStats,
+        sink: &mut dyn AlertSink,
+    ) -> anyhow::Result<()> {
+        if !self.dedupe.first_time(&alert.id) {
+            stats.duplicate_alerts += 1;
+            return Ok(());
+        }
+        let period = self.rules.get(&alert.rule.id).and_then(|r| r.suppress);
+        if !self.suppressor.admit(&mut alert, period) {
+            stats.suppressed_alerts += 1;
+            return Ok(());
+        }
+        if warmup {
+            // Completed by events before the committed offset: delivered before the restart or
+            // rebalance; the state it leaves is what was wanted.
+            stats.warmup_alerts += 1;
+            return Ok(());
+        }
+        stats.count_alert(&alert);
+        sink.send(&alert)?;
+        if let Some(m) = &self.live_metrics {
+            m.alert_delivered(alert.time_micros, received);
+        }
+        Ok(())
+    }
+
+    /// Applies one held observation to the state and delivers what it completes (or delivers
+    /// a held alert).
+    fn apply(
+        &mut self,
+        (held, seq): (Held, u64),
+        stats: &mut RunStats,
+        sink: &mut dyn AlertSink,
+    ) -> anyhow::Result<()> {
+        let first = self.held.front().map_or(seq, |(b, _)| b.seq);
+        let index = (seq - first) as usize;
+        // A batch is held until its observations are applied, so it is there.
+        let Some((batch, waiting)) = self.held.get_mut(index) else {
+            return Ok(());
+        };
+        *waiting -= 1;
+        let mut fired = Vec::new();
+        match held {
+            Held::Observation(obs) => {
+                self.stateful
+                    .observe(&self.rules, obs, &batch.data, &mut fired)
+            }
+            Held::Alert(alert) => fired.push(*alert),
+        }
+        let (warmup, received) = (batch.warmup, batch.received);
+        for alert in fired {
+            self.deliver(alert, warmup, received, stats, sink)?;
+        }
+        Ok(())
+    }
+
+    /// Applies what the watermark has passed.
+    fn apply_due(&mut self, stats: &mut RunStats, sink: &mut dyn AlertSink) -> anyhow::Result<()> {
+        while let Some(due) = self.reorder.pop_due() {
+            self.apply(due, stats, sink)?;
+        }
+        Ok(())
+    }
+
+    /// Applies every held observation; returns the batches it frees.
+    fn drain(
+        &mut self,
+        stats: &mut RunStats,
+        sink: &mut dyn AlertSink,
+    ) -> anyhow::Result<Vec<Batch>> {
+        while let Some(held) = self.reorder.pop_oldest() {
+            self.apply(held, stats, sink)?;
+        }
+        Ok(self.release(stats))
+    }
+
+    /// The batches at the front whose observations have all been applied, in order.
+    fn release(&mut self, stats: &mut RunStats) -> Vec<Batch> {
+        stats.late_observations = self.reorder.late;
+        stats.state_evictions = self.stateful.stats.evictions;
+        stats.state_keys = self.stateful.key_count();
+        let mut out = Vec::new();
+        while self.held.front().is_some_and(|(_, waiting)| *waiting == 0) {
+            if let Some((batch, _)) = self.held.pop_front() {
+                out.push(batch);
+            }
+        }
+        out
+    }
+}
+
+/// Takes a processed batch: delivers its single-event alerts, queues its observations for the
+/// watermark and applies those now due; returns the batches whose work is complete.
 fn emit(
     done: Processed,
     stats: &mut RunStats,
     det: &mut Detectors,
     sink: &mut dyn AlertSink,
     dead_letter: &mut Option<&mut dyn Write>,
-) -> anyhow::Result<Batch> {
-    let warmup = done.batch.warmup;
-    if warmup {
+) -> anyhow::Result<Vec<Batch>> {
+    if done.batch.warmup {
         stats.warmup_events += done.stats.events;
     }
     if let Some(t) = done.stats.first_time {
@@ -341,8 +503,11 @@ fn emit(
     for r in &done.rejections {
         report_rejection(stats, r, dead_letter)?;
     }
+    let mut spent = Vec::new();
     if !Arc::ptr_eq(&done.rules, &det.rules) {
-        // A reload reached the collector: carry the state over by rule id.
+        // Held observations name the old rules: they go first. Then the state moves over,
+        // carried by rule id.
+        spent = det.drain(stats, sink)?;
         det.stateful.adopt(&det.rules, &done.rules);
         det.rules = done.rules.clone();
         tracing::info!(
@@ -350,41 +515,46 @@ fn emit(
             "detector state moved to the reloaded rules"
         );
     }
-    let mut fired = Vec::new();
-    for output in done.outputs {
-        match output {
-            Output::Alert(a) => fired.push(*a),
-            Output::Observation(o) => {
-                det.stateful
-                    .observe(&det.rules, o, &done.batch.data, &mut fired)
-            }
+    let (warmup, received) = (done.batch.warmup, done.batch.received);
+    det.held.push_back((done.batch, 0));
+    let seq = det.held.back().map_or(0, |(b, _)| b.seq);
+    let mut placements = done.placements.iter().peekable();
+    for (i, output) in done.outputs.into_iter().enumerate() {
+        // The input reached a new record: the watermark moves, and what it passed goes.
+        let mut moved = false;
+        while let Some((_, t)) = placements.next_if(|(at, _)| *at as usize <= i) {
+            det.reorder.advance(*t);
+            moved = true;
         }
-        for mut alert in fired.drain(..) {
-            if !det.dedupe.first_time(&alert.id) {
-                stats.duplicate_alerts += 1;
+        if moved {
+            det.apply_due(stats, sink)?;
+        }
+        let held = match output {
+            Output::Alert(a) if !det.order_alerts => {
+                det.deliver(*a, warmup, received, stats, sink)?;
                 continue;
             }
-            let period = det.rules.get(&alert.rule.id).and_then(|r| r.suppress);
-            if !det.suppressor.admit(&mut alert, period) {
-                stats.suppressed_alerts += 1;
-                continue;
-            }
-            if warmup {
-                // Completed by events before the committed offset: delivered before the
-                // restart or rebalance; the state it leaves is what was wanted.
-                stats.warmup_alerts += 1;
-                continue;
-            }
-            stats.count_alert(&alert);
-            sink.send(&alert)?;
-            if let Some(m) = &det.live_metrics {
-                m.alert_delivered(alert.time_micros, done.batch.received);
-            }
+            Output::Alert(a) => (a.time_micros, Held::Alert(a)),
+            Output::Observation(o) => (o.time, Held::Observation(o)),
+        };
+        det.reorder.push(held.0, (held.1, seq));
+        if let Some((_, waiting)) = det.held.back_mut() {
+            *waiting += 1;
         }
     }
-    stats.state_evictions = det.stateful.stats.evictions;
-    stats.state_keys = det.stateful.key_count();
-    Ok(done.batch)
+    for (_, t) in placements {
+        det.reorder.advance(*t);
+    }
+    det.apply_due(stats, sink)?;
+    // Too many batches held: the oldest one's observations go now, oldest first.
+    while det.held.len() > HOLD_BATCHES && det.held.front().is_some_and(|(_, w)| *w > 0) {
+        match det.reorder.pop_oldest() {
+            Some(held) => det.apply(held, stats, sink)?,
+            None => break,
+        }
+    }
+    spent.extend(det.release(stats));
+    Ok(spent)
 }
 
 fn report_rejection(

@@ -41,6 +41,9 @@ pub struct Processed {
     pub stats: BatchStats,
     /// Single-event alerts and stateful observations, in event order.
     pub outputs: Vec<Output>,
+    /// Where each record's outputs begin in `outputs`, and the record's time (its first
+    /// event's, where a merge places it): how far the input has come at that point.
+    pub placements: Vec<(u32, i64)>,
     pub rejections: Vec<Rejection>,
 }
 
@@ -87,6 +90,7 @@ impl TermsInBatch {
 pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
     let mut stats = BatchStats::default();
     let mut outputs = Vec::new();
+    let mut placements = Vec::new();
     let (mut alerts, mut observations) = (Vec::new(), Vec::new());
     let mut rejections = std::mem::take(&mut batch.rejections);
     let mut matched = Vec::new();
@@ -107,6 +111,11 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
         let mut index = 0u32;
         decode_record(bytes, &ctx.decode, cluster, &mut |item| match item {
             Item::Event(ev, format) => {
+                if index == 0 {
+                    if let Some(t) = ev.event_time() {
+                        placements.push((outputs.len() as u32, t));
+                    }
+                }
                 let origin = detect::Origin {
                     batch: &batch.data,
                     record_start: rec.start,
@@ -169,6 +178,7 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
         batch,
         stats,
         outputs,
+        placements,
         rejections,
     }
 }
