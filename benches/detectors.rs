@@ -79,6 +79,8 @@ fn throughput(root: &std::path::Path, mb: u64) {
             cpu / base
         );
     }
+    // Time on a shared machine moves by ±10 % between runs; instruction counts do not.
+    common::print_instructions(&data, 40_000, &cases);
 }
 
 fn rss_bytes() -> u64 {

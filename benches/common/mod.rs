@@ -107,3 +107,58 @@ pub fn best_of(rounds: usize, path: &Path, threads: usize, cases: &[Vec<&str>]) 
     }
     best.into_iter().flatten().collect()
 }
+
+/// Instructions per event of a replay with `extra` arguments, start-up excluded (a one-event
+/// replay's count is subtracted), from `valgrind --tool=callgrind` over the first `lines` of
+/// `path`: unlike time, the same on a busy machine as on an idle one. None without valgrind.
+#[allow(dead_code)] // not every bench counts instructions
+pub fn instructions_per_event(path: &Path, lines: usize, extra: &[&str]) -> Option<f64> {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().ok()?;
+    let write_slice = |n: usize, name: &str| -> Option<PathBuf> {
+        let out = dir.path().join(name);
+        let mut w = BufWriter::new(File::create(&out).ok()?);
+        for line in BufReader::new(File::open(path).ok()?).lines().take(n) {
+            writeln!(w, "{}", line.ok()?).ok()?;
+        }
+        w.flush().ok()?;
+        Some(out)
+    };
+    let count = |input: &Path| -> Option<u64> {
+        let out = Command::new("valgrind")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+            .arg(env!("CARGO_BIN_EXE_audithound"))
+            .args(["replay", "-q", "--out", "/dev/null", "--threads", "1"])
+            .args(extra)
+            .arg(input)
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        let at = text.find("Collected : ")? + "Collected : ".len();
+        text[at..].split_whitespace().next()?.parse().ok()
+    };
+    let many = count(&write_slice(lines, "slice.log")?)?;
+    let one = count(&write_slice(1, "one.log")?)?;
+    Some(many.saturating_sub(one) as f64 / lines.saturating_sub(1).max(1) as f64)
+}
+
+/// Prints each case's instructions per input line and its ratio to the first case's.
+#[allow(dead_code)] // not every bench counts instructions
+pub fn print_instructions(path: &Path, lines: usize, cases: &[(&str, Vec<&str>)]) {
+    let counts: Vec<Option<f64>> = cases
+        .iter()
+        .map(|(_, args)| instructions_per_event(path, lines, args))
+        .collect();
+    let Some(Some(base)) = counts.first() else {
+        println!("(valgrind not installed: no instruction counts)");
+        return;
+    };
+    println!();
+    println!("instructions per input line, start-up excluded (valgrind, first {lines} lines):");
+    for ((name, _), n) in cases.iter().zip(&counts) {
+        if let Some(n) = n {
+            println!("{name:<34} {n:>14.0} {:>12.2}", base / n);
+        }
+    }
+}

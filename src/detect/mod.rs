@@ -355,7 +355,9 @@ pub fn evaluate(
             .get_or_init(|| identity_key(cluster, view.event.username()))
             .clone()
     };
-    let mut scratch = String::new();
+    // Key text is written into one buffer per thread: no allocation per event.
+    thread_local!(static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
+    let mut scratch = SCRATCH.with_borrow_mut(std::mem::take);
     for &i in matched.iter() {
         let rule = &rules.rules[i as usize];
         let mut key = |by: &[Field]| -> Arc<str> {
@@ -516,6 +518,7 @@ pub fn evaluate(
             seed: seeder.seed(view, cluster),
         });
     }
+    SCRATCH.with_borrow_mut(|buffer| *buffer = scratch);
 }
 
 /// `cluster\x1fvalue\x1fvalue…`: the text state is keyed by, written into `out`.

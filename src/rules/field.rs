@@ -65,11 +65,20 @@ pub enum Field {
 /// The keys a field's path needs, as literal searchers built once: an object whose text has
 /// none of a group's keys (and no escapes) cannot hold the field, and is not parsed at all.
 #[derive(Clone, Debug)]
-pub struct Needles(Vec<Vec<memchr::memmem::Finder<'static>>>);
+pub struct Needles(Vec<Vec<memchr::memmem::Finder<'static>>>, u64);
 
 impl Needles {
     fn of(path: &[Seg]) -> Needles {
         let finder = |k: &String| memchr::memmem::Finder::new(k.as_bytes()).into_owned();
+        // A fingerprint of the path's keys: copies of one field in different rules share it.
+        let id = path
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, seg| match seg {
+                Seg::Key(k) => k.bytes().fold(h ^ 0xff, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+                }),
+                _ => h.rotate_left(7),
+            });
         Needles(
             path.iter()
                 .filter_map(|seg| match seg {
@@ -78,6 +87,7 @@ impl Needles {
                     Seg::Each | Seg::Index(_) => None,
                 })
                 .collect(),
+            id,
         )
     }
 
@@ -142,6 +152,7 @@ impl Needles {
 }
 
 /// What a look at the raw text says about a key's string value.
+#[derive(Clone, Copy)]
 enum Plain<'t> {
     Value(&'t str),
     Absent,
@@ -344,11 +355,9 @@ impl Field {
                 let Some(raw) = ev.event.annotations else {
                     return false;
                 };
-                if !needles.may_be_in(Some(raw)) {
-                    return false;
-                }
-                // Annotation values are plain strings: most are read straight from the text.
-                match needles.plain_string(raw.get()) {
+                // Annotation values are plain strings: most are read straight from the text,
+                // once per event and key however many rules ask.
+                match ev.plain_annotation(needles, raw.get()) {
                     Plain::Value(v) => f(Val::Str(v)),
                     Plain::Absent => false,
                     Plain::Unsure => ev
@@ -584,6 +593,8 @@ pub struct EventView<'e, 'a> {
     annotations: OnceCell<HashMap<String, Value>>,
     exec_command: OnceCell<Option<String>>,
     csr: OnceCell<Option<CsrSubject>>,
+    /// The last annotation read from the raw text, by the searcher that found it.
+    annotation: Cell<Option<(u64, Plain<'a>)>>,
     /// Macros answered so far on this event (bit per slot), and their answers.
     macros_known: Cell<u64>,
     macros_true: Cell<u64>,
@@ -600,6 +611,7 @@ impl<'e, 'a> EventView<'e, 'a> {
             annotations: OnceCell::new(),
             exec_command: OnceCell::new(),
             csr: OnceCell::new(),
+            annotation: Cell::new(None),
             macros_known: Cell::new(0),
             macros_true: Cell::new(0),
         }
@@ -654,6 +666,20 @@ impl<'e, 'a> EventView<'e, 'a> {
     pub fn annotations(&self) -> &HashMap<String, Value> {
         self.annotations
             .get_or_init(|| parse_map(self.event.annotations))
+    }
+
+    /// An annotation's value as `needles` finds it in `text` (the raw annotations): remembered
+    /// for the next rule that asks for the same key.
+    fn plain_annotation(&self, needles: &Needles, text: &'a str) -> Plain<'a> {
+        // Rules compile their own copies of a field: its keys' fingerprint names it.
+        match self.annotation.get() {
+            Some((seen, plain)) if seen == needles.1 => plain,
+            _ => {
+                let plain = needles.plain_string(text);
+                self.annotation.set(Some((needles.1, plain)));
+                plain
+            }
+        }
     }
 
     /// The command of a `pods/exec` request, decoded from its request URI.

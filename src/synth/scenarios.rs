@@ -234,7 +234,7 @@ pub fn scenarios(seed: u64, start: i64) -> Vec<Scenario> {
         "A contractor is refused creating a Deployment at 09:00, an SRE binds them to `edit` at 09:40, and the same creation succeeds at 09:52.",
         Family::Escalation,
         vec![
-            (9 * HOUR, &erin, create_deploy(403), vec!["k8s.access.denied_new_user_agent"]),
+            (9 * HOUR, &erin, create_deploy(403), vec!["k8s.access.denied_new_user_agent", "k8s.access.forbidden_create"]),
             (9 * HOUR + 40 * 60 * SEC, &bob, binding(Some("shop"), "erin-edit", "edit", json!([{"kind": "User", "name": "erin@example.com"}])), vec![]),
             (9 * HOUR + 52 * 60 * SEC, &erin, create_deploy(201), vec!["k8s.rbac.denied_granted_used", "k8s.access.unusual_decision"]),
         ]));
