@@ -337,6 +337,42 @@ pub fn evaluate(
     alerts: &mut Vec<Alert>,
     observations: &mut Vec<Observation>,
 ) {
+    let every = &mut |_: &Sighting| true;
+    evaluate_with(
+        rules,
+        revocations,
+        origin,
+        view,
+        matched,
+        alerts,
+        observations,
+        every,
+    );
+}
+
+/// A new_terms rule's term on an event, offered to `evaluate_with`'s caller before an
+/// observation is made of it.
+pub struct Sighting {
+    pub rule: u32,
+    pub hashes: [u128; 2],
+    pub time: i64,
+    /// Where the observation would go among this event's observations.
+    pub position: usize,
+}
+
+/// `evaluate`, asking `first_sighting` whether a new_terms term deserves an observation (a
+/// worker folds a term's repeats within a batch into its first, before anything is built).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_with(
+    rules: &RuleSet,
+    revocations: &RevocationList,
+    origin: Origin,
+    view: &EventView,
+    matched: &mut Vec<u32>,
+    alerts: &mut Vec<Alert>,
+    observations: &mut Vec<Observation>,
+    first_sighting: &mut dyn FnMut(&Sighting) -> bool,
+) {
     rules.matching(view, matched);
     let mut seeder = Seeder {
         origin,
@@ -390,6 +426,15 @@ pub fn evaluate(
                 } else {
                     hash(&n.known)
                 };
+                let sighting = Sighting {
+                    rule: i,
+                    hashes: [term, part],
+                    time: view.time,
+                    position: observations.len(),
+                };
+                if !first_sighting(&sighting) {
+                    continue;
+                }
                 observations.push(Observation {
                     rule: i,
                     time: view.time,

@@ -372,17 +372,18 @@ struct Detectors {
     stateful: Stateful,
     suppressor: Suppressor,
     dedupe: Dedupe,
-    /// Observations (and, with `order_alerts`, alerts) waiting for the watermark, with the
-    /// number of their batch.
-    reorder: reorder::Reorder<(Held, u64)>,
-    /// The batches they point into, in order, with how many items still wait in each.
-    held: VecDeque<(Batch, usize)>,
+    /// Observations (and, with `order_alerts`, alerts) waiting for the watermark: their batch
+    /// number and place among its outputs (the outputs stay where the worker put them).
+    reorder: reorder::Reorder<(u64, u32)>,
+    /// The batches, in order, with their outputs and how many of them still wait.
+    held: VecDeque<HeldBatch>,
     order_alerts: bool,
 }
 
-enum Held {
-    Observation(crate::detect::Observation),
-    Alert(Box<crate::alert::Alert>),
+struct HeldBatch {
+    batch: Batch,
+    outputs: Vec<Output>,
+    waiting: usize,
 }
 
 impl Detectors {
@@ -423,26 +424,29 @@ impl Detectors {
     /// a held alert).
     fn apply(
         &mut self,
-        (held, seq): (Held, u64),
+        (seq, at): (u64, u32),
         stats: &mut RunStats,
         sink: &mut dyn AlertSink,
     ) -> anyhow::Result<()> {
-        let first = self.held.front().map_or(seq, |(b, _)| b.seq);
-        let index = (seq - first) as usize;
+        let first = self.held.front().map_or(seq, |h| h.batch.seq);
         // A batch is held until its observations are applied, so it is there.
-        let Some((batch, waiting)) = self.held.get_mut(index) else {
+        let Some(held) = self.held.get_mut((seq - first) as usize) else {
             return Ok(());
         };
-        *waiting -= 1;
+        let Some(output) = held.outputs.get_mut(at as usize) else {
+            return Ok(());
+        };
+        held.waiting -= 1;
         let mut fired = Vec::new();
-        match held {
-            Held::Observation(obs) => {
+        match std::mem::replace(output, Output::Done) {
+            Output::Observation(obs) => {
                 self.stateful
-                    .observe(&self.rules, obs, &batch.data, &mut fired)
+                    .observe(&self.rules, obs, &held.batch.data, &mut fired)
             }
-            Held::Alert(alert) => fired.push(*alert),
+            Output::Alert(alert) => fired.push(*alert),
+            Output::Done => {}
         }
-        let (warmup, received) = (batch.warmup, batch.received);
+        let (warmup, received) = (held.batch.warmup, held.batch.received);
         for alert in fired {
             self.deliver(alert, warmup, received, stats, sink)?;
         }
@@ -475,9 +479,9 @@ impl Detectors {
         stats.state_evictions = self.stateful.stats.evictions;
         stats.state_keys = self.stateful.key_count();
         let mut out = Vec::new();
-        while self.held.front().is_some_and(|(_, waiting)| *waiting == 0) {
-            if let Some((batch, _)) = self.held.pop_front() {
-                out.push(batch);
+        while self.held.front().is_some_and(|h| h.waiting == 0) {
+            if let Some(held) = self.held.pop_front() {
+                out.push(held.batch);
             }
         }
         out
@@ -516,38 +520,48 @@ fn emit(
         );
     }
     let (warmup, received) = (done.batch.warmup, done.batch.received);
-    det.held.push_back((done.batch, 0));
-    let seq = det.held.back().map_or(0, |(b, _)| b.seq);
+    let seq = done.batch.seq;
+    // Alerts that need not wait go now; the rest wait in place for the watermark.
+    let mut outputs = done.outputs;
+    let mut waiting = Vec::new();
+    for (at, output) in outputs.iter_mut().enumerate() {
+        let time = match output {
+            Output::Alert(a) if !det.order_alerts => {
+                if let Output::Alert(a) = std::mem::replace(output, Output::Done) {
+                    det.deliver(*a, warmup, received, stats, sink)?;
+                }
+                continue;
+            }
+            Output::Alert(a) => a.time_micros,
+            Output::Observation(o) => o.time,
+            Output::Done => continue,
+        };
+        waiting.push((at as u32, time));
+    }
+    det.held.push_back(HeldBatch {
+        batch: done.batch,
+        outputs,
+        waiting: waiting.len(),
+    });
     let mut placements = done.placements.iter().peekable();
-    for (i, output) in done.outputs.into_iter().enumerate() {
+    for (at, time) in waiting {
         // The input reached a new record: the watermark moves, and what it passed goes.
         let mut moved = false;
-        while let Some((_, t)) = placements.next_if(|(at, _)| *at as usize <= i) {
+        while let Some((_, t)) = placements.next_if(|(p, _)| *p <= at) {
             det.reorder.advance(*t);
             moved = true;
         }
         if moved {
             det.apply_due(stats, sink)?;
         }
-        let held = match output {
-            Output::Alert(a) if !det.order_alerts => {
-                det.deliver(*a, warmup, received, stats, sink)?;
-                continue;
-            }
-            Output::Alert(a) => (a.time_micros, Held::Alert(a)),
-            Output::Observation(o) => (o.time, Held::Observation(o)),
-        };
-        det.reorder.push(held.0, (held.1, seq));
-        if let Some((_, waiting)) = det.held.back_mut() {
-            *waiting += 1;
-        }
+        det.reorder.push(time, (seq, at));
     }
     for (_, t) in placements {
         det.reorder.advance(*t);
     }
     det.apply_due(stats, sink)?;
     // Too many batches held: the oldest one's observations go now, oldest first.
-    while det.held.len() > HOLD_BATCHES && det.held.front().is_some_and(|(_, w)| *w > 0) {
+    while det.held.len() > HOLD_BATCHES && det.held.front().is_some_and(|h| h.waiting > 0) {
         match det.reorder.pop_oldest() {
             Some(held) => det.apply(held, stats, sink)?,
             None => break,

@@ -50,6 +50,8 @@ pub struct Processed {
 pub enum Output {
     Alert(Box<Alert>),
     Observation(Observation),
+    /// Taken by the collector already.
+    Done,
 }
 
 /// new_terms observations of one term within a batch: only the first goes to the collector,
@@ -63,27 +65,29 @@ struct TermsInBatch {
 }
 
 impl TermsInBatch {
-    /// The observation to send on, or None when it was folded into the batch's first of its term.
+    /// Whether `s` is the first sighting of its term in the batch (its observation is then to
+    /// be at `index` in `outputs`); otherwise its time is folded into the first's.
     fn first_sighting(
         &mut self,
         rules: &RuleSet,
-        obs: Observation,
+        s: &detect::Sighting,
+        index: usize,
         outputs: &mut [Output],
-    ) -> Option<Observation> {
-        let crate::rules::Kind::NewTerms(spec) = &rules.rules[obs.rule as usize].kind else {
-            return Some(obs);
+    ) -> bool {
+        let crate::rules::Kind::NewTerms(spec) = &rules.rules[s.rule as usize].kind else {
+            return true;
         };
-        let term = obs.hashes[0] ^ obs.hashes[1].rotate_left(64);
-        let at = self.first.entry((obs.rule, term)).or_insert(usize::MAX);
+        let term = s.hashes[0] ^ s.hashes[1].rotate_left(64);
+        let at = self.first.entry((s.rule, term)).or_insert(usize::MAX);
         if let Some(Output::Observation(first)) = outputs.get_mut(*at) {
             // Within the history of the last sighting: known for certain, nothing to decide.
-            if spec.history.is_none_or(|h| obs.time - first.last <= h) {
-                first.last = first.last.max(obs.time);
-                return None;
+            if spec.history.is_none_or(|h| s.time - first.last <= h) {
+                first.last = first.last.max(s.time);
+                return false;
             }
         }
-        *at = outputs.len();
-        Some(obs)
+        *at = index;
+        true
     }
 }
 
@@ -141,7 +145,9 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
                 stats.first_time = Some(stats.first_time.map_or(time, |t| t.min(time)));
                 stats.count_actor(ev.username());
                 let view = EventView::new(ev, time);
-                detect::evaluate(
+                // This event's observations go to `outputs` first, then its alerts.
+                let base = outputs.len();
+                detect::evaluate_with(
                     &rules,
                     &revocations,
                     origin,
@@ -149,13 +155,10 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
                     &mut matched,
                     &mut alerts,
                     &mut observations,
+                    &mut |s| terms.first_sighting(&rules, s, base + s.position, &mut outputs),
                 );
+                outputs.extend(observations.drain(..).map(Output::Observation));
                 outputs.extend(alerts.drain(..).map(|a| Output::Alert(Box::new(a))));
-                for obs in observations.drain(..) {
-                    if let Some(obs) = terms.first_sighting(&rules, obs, &mut outputs) {
-                        outputs.push(Output::Observation(obs));
-                    }
-                }
             }
             Item::Skipped(what) => *stats.skipped.entry(what).or_default() += 1,
             Item::Rejected(e) => rejections.push(Rejection {
