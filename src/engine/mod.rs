@@ -287,7 +287,9 @@ pub fn run(
             |spent: Vec<Batch>, stats: &RunStats, sink: &mut dyn AlertSink| -> anyhow::Result<()> {
                 for spent in spent {
                     if let Some(done) = &opts.on_batch_done {
-                        sink.flush()?;
+                        if !opts.flush_every_batch {
+                            sink.flush()?;
+                        }
                         // Every alert this batch caused is delivered to every sink by now.
                         done(&spent.positions);
                     }
