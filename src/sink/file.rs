@@ -104,24 +104,7 @@ mod tests {
     fn appends_across_restarts_and_rotates_by_size() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("alerts.jsonl");
-        let alert = Alert {
-            id: "a1".into(),
-            rule: crate::alert::RuleInfo {
-                id: "r".into(),
-                title: String::new(),
-                severity: crate::rules::Severity::Low,
-                mitre: vec![],
-            },
-            time: String::new(),
-            time_micros: 0,
-            cluster: "c".into(),
-            actor: Default::default(),
-            target: Default::default(),
-            outcome: Default::default(),
-            evidence: Default::default(),
-            summary: String::new(),
-            remediation: String::new(),
-        };
+        let alert = crate::detect::test_alert(0);
         let one = OutputFormat::Native.render(&alert).unwrap().len() as u64 + 1;
         let lines = |p: &Path| {
             std::fs::read_to_string(p)
