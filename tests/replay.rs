@@ -508,3 +508,44 @@ fn lines_out_of_order_within_the_lateness_reach_the_detectors_in_event_time() {
     assert!(!fired(&unordered));
     assert!(s["late_observations"].as_u64().unwrap() > 0);
 }
+
+/// A term seen inside the learning period and again just after it, the two lines out of order:
+/// the earlier sighting decides (learnt, no alert), as it would in time order; without it the
+/// later one alone is new.
+#[test]
+fn a_new_term_is_judged_by_its_earliest_sighting_whatever_the_line_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("r.yaml"),
+        "rules:\n  - id: first-user\n    title: t\n    severity: low\n    kind: new_terms\n    new_terms: {fields: [user.username], learning: 100s}\n    condition: {verb: get}\n    summary: s\n",
+    )
+    .unwrap();
+    let line = |id: &str, sec: u32, user: &str| {
+        let t = format!("2025-03-04T12:{:02}:{:02}.000000Z", sec / 60, sec % 60);
+        format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/pods","verb":"get","user":{{"username":"{user}"}},"objectRef":{{"resource":"pods"}},"responseStatus":{{"code":200}},"stageTimestamp":"{t}"}}"#
+        )
+    };
+    let replay = |lines: &[String]| {
+        let log = dir.path().join("audit.log");
+        std::fs::write(&log, lines.join("\n")).unwrap();
+        let out = audithound(&[
+            "replay",
+            "-q",
+            "--rules",
+            rules.to_str().unwrap(),
+            log.to_str().unwrap(),
+        ]);
+        rule_and_audit_ids(&alerts(&out.stdout))
+    };
+    let start = line("s-0", 0, "someone");
+    let after = line("x-101", 101, "x");
+    let during = line("x-99", 99, "x");
+    assert!(replay(&[start.clone(), after.clone(), during]).is_empty());
+    assert_eq!(
+        replay(&[start, after]),
+        [("first-user".to_string(), "x-101".to_string())].into()
+    );
+}

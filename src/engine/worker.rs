@@ -54,19 +54,23 @@ pub enum Output {
     Done,
 }
 
-/// new_terms observations of one term within a batch: only the first goes to the collector,
+/// new_terms observations of one term within a batch: only the earliest goes to the collector,
 /// carrying the latest time the term was seen. The others could only have moved its last-seen
 /// time (a term seen a moment before is never new), so the collector's answers are unchanged,
 /// and batches are cut the same whatever the thread count. Rules like "a decision this
 /// identity and client never got" observe nearly every event; most are repeats.
 #[derive(Default)]
 struct TermsInBatch {
+    /// Where each term's observation is in the batch's outputs.
     first: foldhash::HashMap<(u32, u128), usize>,
+    /// Last-seen times an observation about to be made takes over from one it replaces.
+    carried: Vec<(usize, i64)>,
 }
 
 impl TermsInBatch {
-    /// Whether `s` is the first sighting of its term in the batch (its observation is then to
-    /// be at `index` in `outputs`); otherwise its time is folded into the first's.
+    /// Whether `s` deserves an observation (at `index` in `outputs`): the first sighting of its
+    /// term in the batch, or an earlier one than the first (which it replaces). Otherwise its
+    /// time is folded into the batch's observation of the term.
     fn first_sighting(
         &mut self,
         rules: &RuleSet,
@@ -77,17 +81,41 @@ impl TermsInBatch {
         let crate::rules::Kind::NewTerms(spec) = &rules.rules[s.rule as usize].kind else {
             return true;
         };
+        let within = |from: i64, to: i64| spec.history.is_none_or(|h| to - from <= h);
         let term = s.hashes[0] ^ s.hashes[1].rotate_left(64);
         let at = self.first.entry((s.rule, term)).or_insert(usize::MAX);
-        if let Some(Output::Observation(first)) = outputs.get_mut(*at) {
-            // Within the history of the last sighting: known for certain, nothing to decide.
-            if spec.history.is_none_or(|h| s.time - first.last <= h) {
+        match outputs.get_mut(*at) {
+            // Later, within the history of the last sighting: known for certain.
+            Some(Output::Observation(first))
+                if s.time >= first.time && within(first.last, s.time) =>
+            {
                 first.last = first.last.max(s.time);
                 return false;
             }
+            // Later but past the history: a sighting of its own.
+            Some(Output::Observation(first)) if s.time >= first.time => {}
+            // Earlier (out of order): this sighting decides whether the term is new, the one
+            // it replaces only leaves its last-seen time.
+            Some(Output::Observation(first)) => {
+                if !within(s.time, first.last) {
+                    return true; // a batch longer than the history: both are decided
+                }
+                self.carried.push((index, first.last));
+                outputs[*at] = Output::Done;
+            }
+            _ => {}
         }
         *at = index;
         true
+    }
+
+    /// Hands carried last-seen times to the observations just added to `outputs`.
+    fn settle(&mut self, outputs: &mut [Output]) {
+        for (index, last) in self.carried.drain(..) {
+            if let Some(Output::Observation(obs)) = outputs.get_mut(index) {
+                obs.last = obs.last.max(last);
+            }
+        }
     }
 }
 
@@ -158,6 +186,7 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
                     &mut |s| terms.first_sighting(&rules, s, base + s.position, &mut outputs),
                 );
                 outputs.extend(observations.drain(..).map(Output::Observation));
+                terms.settle(&mut outputs);
                 outputs.extend(alerts.drain(..).map(|a| Output::Alert(Box::new(a))));
             }
             Item::Skipped(what) => *stats.skipped.entry(what).or_default() += 1,
