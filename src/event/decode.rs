@@ -3,6 +3,8 @@
 //!
 //! Callback style keeps the borrowed events valid: an event may borrow from the record itself or
 //! from a buffer this module owns (a JSON-encoded `properties.log` string, a mapped GKE entry).
+//! `decode_record_with` hands over the events that borrow only from the record (native lines,
+//! EventList items) by value, so that a caller can keep several before working on them.
 //! The provider envelopes themselves are unwrapped in `providers`.
 
 use super::providers::{self, Encoded};
@@ -128,35 +130,63 @@ pub(super) struct Ctx<'o> {
 
 pub(super) type Sink<'f> = dyn FnMut(Item<'_, '_>) + 'f;
 
+/// What `decode_record_with` hands over.
+// Not boxed: a box would cost an allocation per event, where the move costs one copy.
+#[allow(clippy::large_enum_variant)]
+pub enum Decoded<'e, 'b, 'a> {
+    /// An event that borrows only from the record (`'a`): it may be kept.
+    Owned(AuditEvent<'a>, Format),
+    /// Anything else, as `decode_record` gives it.
+    Item(Item<'e, 'b>),
+}
+
+pub type OwnedSink<'f, 'a> = dyn FnMut(Decoded<'_, '_, 'a>) + 'f;
+
 /// Decodes one record (a line, or a whole JSON document) and calls `f` once per item.
 /// `cluster` names the cluster when the record's envelope does not.
 pub fn decode_record(bytes: &[u8], opts: &DecodeOptions, cluster: &str, f: &mut Sink) {
+    decode_record_with(bytes, opts, cluster, &mut |d| match d {
+        Decoded::Owned(ev, format) => f(Item::Event(&ev, format)),
+        Decoded::Item(item) => f(item),
+    });
+}
+
+/// `decode_record`, handing the events that borrow only from `bytes` over by value.
+pub fn decode_record_with<'a>(
+    bytes: &'a [u8],
+    opts: &'a DecodeOptions,
+    cluster: &'a str,
+    f: &mut OwnedSink<'_, 'a>,
+) {
     let Ok(text) = std::str::from_utf8(bytes) else {
-        return f(Item::Rejected(DecodeError::InvalidUtf8));
+        return f(Decoded::Item(Item::Rejected(DecodeError::InvalidUtf8)));
     };
     let ctx = Ctx { opts, cluster };
     let text = text.trim_ascii();
+    let reject = |f: &mut OwnedSink<'_, 'a>, why: &str| {
+        f(Decoded::Item(Item::Rejected(DecodeError::InvalidJson(
+            why.into(),
+        ))))
+    };
     match text.as_bytes().first() {
-        Some(b'{') => decode_object(text, Format::Native, ctx, f),
-        Some(b'[') => decode_array(text, Format::EventList, ctx, f),
-        Some(b'0'..=b'9') => match providers::strip_timestamp_prefix(text) {
-            Some(rest) => decode_object(rest, Format::Eks, ctx, f),
-            None => f(Item::Rejected(DecodeError::InvalidJson(
-                "record starts with a digit but not with an RFC 3339 timestamp and a JSON object"
-                    .into(),
-            ))),
+        Some(b'{') => decode_object_with(text, Format::Native, ctx, f),
+        Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
+            Ok(items) => {
+                for item in items {
+                    decode_object_with(item.get(), Format::EventList, ctx, f);
+                }
+            }
+            Err(e) => f(Decoded::Item(Item::Rejected(DecodeError::from_json(&e)))),
         },
-        Some(_) => f(Item::Rejected(DecodeError::InvalidJson(
-            "record does not start with '{' or '['".into(),
-        ))),
+        Some(b'0'..=b'9') => match providers::strip_timestamp_prefix(text) {
+            Some(rest) => decode_object_with(rest, Format::Eks, ctx, f),
+            None => reject(
+                f,
+                "record starts with a digit but not with an RFC 3339 timestamp and a JSON object",
+            ),
+        },
+        Some(_) => reject(f, "record does not start with '{' or '['"),
         None => {}
-    }
-}
-
-pub(super) fn decode_array(text: &str, format: Format, ctx: Ctx, f: &mut Sink) {
-    match serde_json::from_str::<Vec<&RawValue>>(text) {
-        Ok(items) => decode_items(&items, format, ctx, f),
-        Err(e) => f(Item::Rejected(DecodeError::from_json(&e))),
     }
 }
 
@@ -168,6 +198,16 @@ fn decode_items(items: &[&RawValue], format: Format, ctx: Ctx, f: &mut Sink) {
 
 /// `format` is the shape of the container the object was found in (native for a bare line).
 pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) {
+    decode_object_with(text, format, ctx, &mut |d| match d {
+        Decoded::Owned(ev, format) => f(Item::Event(&ev, format)),
+        Decoded::Item(item) => f(item),
+    });
+}
+
+/// `decode_object`, handing the events that borrow only from `text` over by value.
+fn decode_object_with<'a>(text: &'a str, format: Format, ctx: Ctx<'a>, g: &mut OwnedSink<'_, 'a>) {
+    // Events mapped from an envelope borrow what the envelope's decoder made: passed on as items.
+    let f = &mut |item: Item<'_, '_>| g(Decoded::Item(item));
     // Records carrying encoded JSON in a string take their own paths up front: a native parse
     // would fail on ACK's at a serde error that quotes the whole encoded object, and would scan
     // an AKS `properties.log` string once only to unescape it again.
@@ -193,7 +233,10 @@ pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) 
         }
     };
     if let Some(items) = &ev.envelope_items {
-        return decode_items(items, Format::EventList, ctx, f);
+        for item in items {
+            decode_object_with(item.get(), Format::EventList, ctx, g);
+        }
+        return;
     }
     if let Some(records) = &ev.envelope_records {
         return decode_items(records, Format::Aks, ctx, f);
@@ -210,46 +253,56 @@ pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) 
     if let Some(message) = &ev.envelope_at_message {
         return providers::decode_eks_message(message, Format::Eks, ctx, f);
     }
-    let ev = AuditEvent {
-        source: Some(text),
-        ..ev
-    };
-    finish_event(ev, format, ctx, f)
+    // Changed in place: the event is large, and moves copy it.
+    let mut ev = ev;
+    ev.source = Some(text);
+    match check(&mut ev, format, ctx) {
+        Ok(()) => g(Decoded::Owned(ev, format)),
+        Err(e) => f(Item::Rejected(e)),
+    }
 }
 
 /// Last checks on a decoded event, then hands it over.
 pub(super) fn finish_event<'a>(mut ev: AuditEvent<'a>, format: Format, ctx: Ctx<'a>, f: &mut Sink) {
+    match check(&mut ev, format, ctx) {
+        Ok(()) => f(Item::Event(&ev, format)),
+        Err(e) => f(Item::Rejected(e)),
+    }
+}
+
+/// Whether the event passes the last checks; gives it its cluster if so.
+fn check<'a>(ev: &mut AuditEvent<'a>, format: Format, ctx: Ctx<'a>) -> Result<(), DecodeError> {
     match ev.kind.as_deref() {
         None | Some("Event") => {}
         Some(other) => {
-            return f(Item::Rejected(DecodeError::NotAuditEvent(format!(
+            return Err(DecodeError::NotAuditEvent(format!(
                 "kind {other:?} is not an audit Event"
-            ))))
+            )))
         }
     }
     if ev.audit_id.is_none() {
-        return f(Item::Rejected(DecodeError::NotAuditEvent(
+        return Err(DecodeError::NotAuditEvent(
             "object has no auditID and no known envelope (native, EventList, ACK, EKS, GKE, AKS)"
                 .into(),
-        )));
+        ));
     }
     if let Some(expected) = ctx.opts.expect {
         let native_family = matches!(format, Format::Native | Format::EventList);
         if format != expected && !(expected == Format::Native && native_family) {
-            return f(Item::Rejected(DecodeError::FormatMismatch(format!(
+            return Err(DecodeError::FormatMismatch(format!(
                 "--input-format {} but the record is {}",
                 expected.name(),
                 format.name()
-            ))));
+            )));
         }
     }
     if ev.event_time().is_none() {
-        return f(Item::Rejected(DecodeError::BadTimestamp(
+        return Err(DecodeError::BadTimestamp(
             "no parseable stageTimestamp, requestReceivedTimestamp or timestamp".into(),
-        )));
+        ));
     }
     ev.cluster = Some(JStr(Cow::Borrowed(ctx.cluster)));
-    f(Item::Event(&ev, format));
+    Ok(())
 }
 
 #[cfg(test)]

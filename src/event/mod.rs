@@ -9,7 +9,9 @@ mod jstr;
 mod providers;
 pub mod time;
 
-pub use decode::{decode_record, DecodeError, DecodeOptions, Format, Item};
+pub use decode::{
+    decode_record, decode_record_with, DecodeError, DecodeOptions, Decoded, Format, Item,
+};
 pub use jstr::{for_each_str, raw_entry, JStr};
 
 use serde::{Deserialize, Serialize};
@@ -40,7 +42,8 @@ impl Stage {
 ///
 /// The `envelope_*` fields are top-level keys of the wrappers other backends put around events
 /// (webhook `EventList`, AKS diagnostics, GKE `LogEntry`, CloudWatch batches). They ride along in this struct so a
-/// native line is parsed exactly once; `decode_record` unwraps them.
+/// native line is parsed exactly once; `decode_record` unwraps them. The large ones are boxed:
+/// only envelopes have them, and every native event is moved into a run of events (`worker`).
 /// Serializable too, for events mapped from provider formats (GKE, ACK): detectors keep their
 /// JSON to rebuild an alert later, as they do with native events' own text.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -101,7 +104,7 @@ pub struct AuditEvent<'a> {
     pub(crate) envelope_records: Option<Vec<&'a RawValue>>,
     #[serde(rename = "properties", borrow)]
     #[serde(skip_serializing)]
-    pub(crate) envelope_properties: Option<providers::AksProperties<'a>>,
+    pub(crate) envelope_properties: Option<Box<providers::AksProperties<'a>>>,
     #[serde(rename = "category", borrow)]
     #[serde(skip_serializing)]
     pub(crate) envelope_category: Option<JStr<'a>>,
@@ -110,13 +113,13 @@ pub struct AuditEvent<'a> {
     pub(crate) envelope_resource_id: Option<JStr<'a>>,
     #[serde(rename = "protoPayload", borrow)]
     #[serde(skip_serializing)]
-    pub(crate) envelope_proto_payload: Option<providers::GkePayload<'a>>,
+    pub(crate) envelope_proto_payload: Option<Box<providers::GkePayload<'a>>>,
     #[serde(rename = "insertId", borrow)]
     #[serde(skip_serializing)]
     pub(crate) envelope_insert_id: Option<JStr<'a>>,
     #[serde(rename = "resource", borrow)]
     #[serde(skip_serializing)]
-    pub(crate) envelope_resource: Option<providers::GkeResource<'a>>,
+    pub(crate) envelope_resource: Option<Box<providers::GkeResource<'a>>>,
     #[serde(rename = "labels", borrow)]
     #[serde(skip_serializing)]
     pub(crate) envelope_labels: Option<&'a RawValue>,
