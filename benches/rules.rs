@@ -26,7 +26,7 @@ fn main() {
     let one = work.path().join("one");
     let many = work.path().join("many");
     for dir in [&one, &many] {
-        copy_rule_files(&shipped, dir);
+        common::copy_rule_files(&shipped, dir);
     }
     // One rule: the library's files with every rule but one switched off by an override.
     let library = audithound::rules::RuleSet::load(std::slice::from_ref(&shipped))
@@ -72,17 +72,6 @@ fn main() {
         .map(|((name, _), a)| (*name, a.clone()))
         .collect();
     common::print_instructions(&data, 40_000, &cases);
-}
-
-/// Copies every rule file of `from` into `to`.
-fn copy_rule_files(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("rule dir");
-    for f in std::fs::read_dir(from).expect("read detectors").flatten() {
-        let p = f.path();
-        if p.extension().is_some_and(|e| e == "yaml") {
-            std::fs::copy(&p, to.join(p.file_name().unwrap_or_default())).expect("copy rules");
-        }
-    }
 }
 
 /// Rules shaped like real ones: most pinned to a resource, with string, glob and regex

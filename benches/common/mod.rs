@@ -162,3 +162,15 @@ pub fn print_instructions(path: &Path, lines: usize, cases: &[(&str, Vec<&str>)]
         }
     }
 }
+
+/// Copies every rule file of `from` into `to`.
+#[allow(dead_code)] // not every bench edits the rules
+pub fn copy_rule_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("rule dir");
+    for f in std::fs::read_dir(from).expect("read detectors").flatten() {
+        let p = f.path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            std::fs::copy(&p, to.join(p.file_name().unwrap_or_default())).expect("copy rules");
+        }
+    }
+}

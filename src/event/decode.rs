@@ -296,7 +296,8 @@ fn check<'a>(ev: &mut AuditEvent<'a>, format: Format, ctx: Ctx<'a>) -> Result<()
             )));
         }
     }
-    if ev.event_time().is_none() {
+    ev.time = ev.event_time();
+    if ev.time.is_none() {
         return Err(DecodeError::BadTimestamp(
             "no parseable stageTimestamp, requestReceivedTimestamp or timestamp".into(),
         ));

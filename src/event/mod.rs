@@ -95,6 +95,9 @@ pub struct AuditEvent<'a> {
     /// The event's own JSON text, when it has one (not for events mapped from GKE or ACK).
     #[serde(skip)]
     pub source: Option<&'a str>,
+    /// `event_time`, worked out once by the decoder.
+    #[serde(skip)]
+    pub time: Option<i64>,
 
     #[serde(rename = "items", borrow)]
     #[serde(skip_serializing)]
@@ -188,6 +191,10 @@ impl<'a> AuditEvent<'a> {
     /// Event time in microseconds since the Unix epoch: `stageTimestamp`, else
     /// `requestReceivedTimestamp`, else the v1beta1 `timestamp`.
     pub fn event_time(&self) -> Option<i64> {
+        self.time.or_else(|| self.parse_time())
+    }
+
+    fn parse_time(&self) -> Option<i64> {
         [
             &self.stage_timestamp,
             &self.request_received_timestamp,
