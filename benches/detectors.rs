@@ -3,8 +3,9 @@
 //! 1. Throughput of the same replay with no rules at all, with the three mission detectors
 //!    (the rules of `audithound eval`'s families revoked, escalation and secrets: built-ins and
 //!    plain rules, with a revocation list), and with the whole shipped library, printed as
-//!    ratios of CPU-time throughput (best of five interleaved rounds) and of instructions per
-//!    event (valgrind: the same on a busy machine as on an idle one).
+//!    ratios of CPU-time throughput (one worker, all threads on one core, best of nine
+//!    interleaved rounds) and of instructions per event (valgrind: the same on a busy machine
+//!    as on an idle one).
 //! 2. Detector state for one million distinct identities: each identity reads a Secret of its
 //!    own namespace (one in ten is refused), through the real decoder, rules and state, with
 //!    the state cap raised to hold them all; resident memory before and after.
@@ -79,11 +80,11 @@ fn throughput(root: &std::path::Path, mb: u64) {
         ),
     ];
     let args: Vec<Vec<&str>> = cases.iter().map(|(_, a)| a.clone()).collect();
-    let best = common::best_of(5, &data, 2, &args);
+    let best = common::best_of(9, &data, &args);
     println!("input: {} ({mb} MiB)", data.display());
     println!(
-        "{:<34} {:>14} {:>14} {:>10} {:>12}",
-        "", "events/CPU-s", "events/s wall", "RSS MiB", "ratio (CPU)"
+        "{:<34} {:>14} {:>10} {:>12}",
+        "", "events/CPU-s", "RSS MiB", "ratio (CPU)"
     );
     let Some(base) = best.first().map(|r| r.events as f64 / r.cpu_secs) else {
         return;
@@ -91,8 +92,7 @@ fn throughput(root: &std::path::Path, mb: u64) {
     for ((name, _), run) in cases.iter().zip(&best) {
         let cpu = run.events as f64 / run.cpu_secs;
         println!(
-            "{name:<34} {cpu:>14.0} {:>14.0} {:>10} {:>12.2}",
-            run.events as f64 / run.wall_secs,
+            "{name:<34} {cpu:>14.0} {:>10} {:>12.2}",
             run.peak_rss_kib / 1024,
             cpu / base
         );

@@ -17,13 +17,37 @@ pub struct Run {
 }
 
 /// Runs the release binary on `path` and measures it.
+#[allow(dead_code)] // not every bench runs it unpinned
 pub fn replay(path: &Path, threads: usize, extra: &[&str]) -> Run {
+    replay_on(path, threads, extra, false)
+}
+
+/// `replay`, with every thread of the binary on one core when `one_core` is set: what an event
+/// costs then is its own work, not also the time threads lose competing for two cores with each
+/// other and with the machine's neighbours (rounds vary by a few per cent instead of ±20 %).
+pub fn replay_on(path: &Path, threads: usize, extra: &[&str], one_core: bool) -> Run {
     let summary = std::env::temp_dir().join(format!(
         "audithound-bench-summary-{}-{threads}.json",
         std::process::id()
     ));
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_audithound"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_audithound"));
+    if one_core {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: sched_setaffinity on the child itself, between fork and exec; `set` is a
+        // valid, initialised CPU set.
+        unsafe {
+            command.pre_exec(|| {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
             "replay",
@@ -92,14 +116,15 @@ pub fn ensure_input(mb: u64) -> PathBuf {
     path
 }
 
-/// Replays `path` with each case's extra arguments, `rounds` times interleaved (so that a noisy
-/// moment hits every case alike), and keeps each case's cheapest run in CPU time.
+/// Replays `path` with each case's extra arguments, one worker and every thread on one core,
+/// `rounds` times interleaved (so that a noisy moment hits every case alike), and keeps each
+/// case's cheapest run in CPU time.
 #[allow(dead_code)] // not every bench compares cases
-pub fn best_of(rounds: usize, path: &Path, threads: usize, cases: &[Vec<&str>]) -> Vec<Run> {
+pub fn best_of(rounds: usize, path: &Path, cases: &[Vec<&str>]) -> Vec<Run> {
     let mut best: Vec<Option<Run>> = cases.iter().map(|_| None).collect();
     for _ in 0..rounds {
         for (i, args) in cases.iter().enumerate() {
-            let run = replay(path, threads, args);
+            let run = replay_on(path, 1, args, true);
             if best[i].as_ref().is_none_or(|b| run.cpu_secs < b.cpu_secs) {
                 best[i] = Some(run);
             }
