@@ -18,7 +18,9 @@ pub const SUCCESS: u32 = 4;
 const MAX_DENIALS: usize = 8;
 
 /// How a worker classifies one event: (step, value, terms) for the observation.
-/// Denied: the action and the actor's groups. Grant: who bound what, and the subjects. Success: the action.
+/// Denied: the action and the actor's groups. Grant: who bound what, and the subjects. Success:
+/// nothing (the observation carries the action's hash, `action_hash`: most requests succeed,
+/// and their action text would be made only to be compared).
 pub fn classify(view: &EventView) -> Option<Classified> {
     if matches!(rbac::binding_change(view), Some(BindingChange::Write)) && rbac::is_allowed(view) {
         let subjects = rbac::binding_subjects(view)?;
@@ -30,13 +32,24 @@ pub fn classify(view: &EventView) -> Option<Classified> {
         return Some((DENIED, rbac::action(view), groups.into()));
     }
     if rbac::is_allowed(view) {
-        return Some((SUCCESS, rbac::action(view), Box::default()));
+        return Some((SUCCESS, Box::default(), Box::default()));
     }
     None
 }
 
+/// The hash of the event's action (`rbac::action`), by which a success finds its denial.
+pub fn action_hash(view: &EventView) -> u128 {
+    thread_local!(static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
+    TEXT.with_borrow_mut(|text| {
+        text.clear();
+        rbac::write_action(view, text);
+        crate::keyed::hash128(text.as_bytes())
+    })
+}
+
 struct Denial {
     action: Box<str>,
+    action_hash: u128,
     time: i64,
     audit_id: AuditId,
 }
@@ -77,12 +90,14 @@ pub fn observe(
             p.groups = obs.terms.clone();
             p.last_seen = obs.time;
             p.denials.retain(|d| obs.time - d.time <= window);
-            if !p.denials.iter().any(|d| &*d.action == value) {
+            let action_hash = obs.hashes[0];
+            if !p.denials.iter().any(|d| d.action_hash == action_hash) {
                 if p.denials.len() == MAX_DENIALS {
                     p.denials.remove(0);
                 }
                 p.denials.push(Denial {
                     action: value.into(),
+                    action_hash,
                     time: obs.time,
                     audit_id: obs.audit_id.clone(),
                 });
@@ -119,7 +134,9 @@ pub fn observe(
                 return None;
             }
             let at = p.denials.iter().position(|d| {
-                &*d.action == value && d.time <= grant.time && obs.time - d.time <= window
+                d.action_hash == obs.hashes[0]
+                    && d.time <= grant.time
+                    && obs.time - d.time <= window
             })?;
             let denial = p.denials.remove(at);
             let mut alert = alert();

@@ -16,7 +16,7 @@ pub mod unbound;
 mod window;
 
 use crate::alert::Alert;
-use crate::rules::field::{EventView, Field, Val};
+use crate::rules::field::{EventView, Field};
 use crate::rules::{Kind, RuleSet};
 use audit_id::AuditId;
 use revoked::{Revocation, RevocationList, Role};
@@ -56,7 +56,8 @@ pub struct Observation {
     pub revocation: Option<Arc<revoked::Revocation>>,
     pub audit_id: AuditId,
     /// new_terms: hashes of the combination and of its `known` part (0 without one), which is
-    /// all the state needs of them: no text is built for the collector.
+    /// all the state needs of them: no text is built for the collector. escalation_chain: the
+    /// hash of a refused or successful request's action.
     pub hashes: [u128; 2],
     /// What the alert is built from if the rule fires.
     pub seed: Seed,
@@ -485,6 +486,8 @@ pub fn evaluate_with(
                 let classified =
                     classified.filter(|(steps, ..)| !origin.context || concerns_others(*steps));
                 if let Some((steps, value, terms)) = classified {
+                    let action = matches!(&rule.kind, Kind::Chain(_))
+                        && steps & (chain::DENIED | chain::SUCCESS) != 0;
                     observations.push(Observation {
                         rule: i,
                         time: view.time,
@@ -495,7 +498,7 @@ pub fn evaluate_with(
                         terms,
                         revocation: None,
                         audit_id: audit_id(),
-                        hashes: [0; 2],
+                        hashes: [if action { chain::action_hash(view) } else { 0 }, 0],
                         seed: seeder.seed(view, cluster),
                     });
                 }
@@ -504,7 +507,7 @@ pub fn evaluate_with(
             Kind::Spike(_) => (actor_key(), None, 0),
             Kind::Sequence(s) => {
                 // Steps that hold are grouped by the key they advance (usually one key).
-                let mut groups: Vec<(Arc<str>, u32)> = Vec::new();
+                let mut groups: smallvec::SmallVec<[(Arc<str>, u32); 2]> = Default::default();
                 let steps = s.steps.iter().enumerate();
                 // From a context copy, only steps keyed by someone else than the actor.
                 let steps = steps.filter(|(b, _)| !origin.context || s.step_keys[*b].is_some());
@@ -573,10 +576,7 @@ fn key_text(out: &mut String, cluster: &str, view: &EventView, fields: &[Field])
     for f in fields {
         out.push('\u{1f}');
         f.any(view, |v| {
-            match v {
-                Val::Str(s) => out.push_str(s),
-                other => out.push_str(&other.to_text()),
-            }
+            v.write_text(out);
             true
         });
     }

@@ -40,28 +40,26 @@ pub fn is_denied(view: &EventView) -> bool {
 /// `verb resource[/subresource] namespace`: what a later success must repeat to count as the
 /// same action.
 pub fn action(view: &EventView) -> Box<str> {
+    let mut a = String::new();
+    write_action(view, &mut a);
+    a.into_boxed_str()
+}
+
+/// Appends `action` to `out`.
+pub fn write_action(view: &EventView, out: &mut String) {
     let ev = view.event;
     let o = ev.object_ref.as_ref();
-    let verb = ev.verb.as_deref().unwrap_or("");
-    let resource = o.and_then(|o| o.resource.as_deref()).unwrap_or("");
-    let sub = o.and_then(|o| o.subresource.as_deref());
-    let ns = o.and_then(|o| o.namespace.as_deref());
-    // Sized exactly: made for every successful request, and a boxed str must not reallocate.
-    let optional = |s: Option<&str>| s.map_or(0, |s| 1 + s.len());
-    let mut a =
-        String::with_capacity(verb.len() + 1 + resource.len() + optional(sub) + optional(ns));
-    a.push_str(verb);
-    a.push(' ');
-    a.push_str(resource);
-    if let Some(sub) = sub {
-        a.push('/');
-        a.push_str(sub);
+    out.push_str(ev.verb.as_deref().unwrap_or(""));
+    out.push(' ');
+    out.push_str(o.and_then(|o| o.resource.as_deref()).unwrap_or(""));
+    if let Some(sub) = o.and_then(|o| o.subresource.as_deref()) {
+        out.push('/');
+        out.push_str(sub);
     }
-    if let Some(ns) = ns {
-        a.push(' ');
-        a.push_str(ns);
+    if let Some(ns) = o.and_then(|o| o.namespace.as_deref()) {
+        out.push(' ');
+        out.push_str(ns);
     }
-    a.into_boxed_str()
 }
 
 /// A (Cluster)RoleBinding is written (create, update, patch) or deleted.

@@ -22,12 +22,21 @@ pub enum Val<'v> {
 
 impl Val<'_> {
     pub fn to_text(self) -> String {
-        match self {
-            Val::Str(s) => s.to_owned(),
-            Val::Num(n) if n.fract() == 0.0 => format!("{}", n as i64),
-            Val::Num(n) => n.to_string(),
-            Val::Bool(b) => b.to_string(),
-        }
+        let mut out = String::new();
+        self.write_text(&mut out);
+        out
+    }
+
+    /// Appends the value as text (a whole number without a fraction).
+    pub fn write_text(self, out: &mut String) {
+        use std::fmt::Write as _;
+        // Writing into a String cannot fail.
+        let _ = match self {
+            Val::Str(s) => out.write_str(s),
+            Val::Num(n) if n.fract() == 0.0 => write!(out, "{}", n as i64),
+            Val::Num(n) => write!(out, "{n}"),
+            Val::Bool(b) => write!(out, "{b}"),
+        };
     }
 }
 
