@@ -22,9 +22,6 @@ pub struct Series {
     /// Buckets since the identity was first seen, capped: its learning progress.
     age: u16,
     fired: bool,
-    /// The threshold `past` gives, once worked out (NaN before): it changes only when a bucket
-    /// ends, and a busy identity past the floor would otherwise sort its history per event.
-    limit: f64,
     first_audit_id: AuditId,
     pub last_seen: i64,
 }
@@ -67,7 +64,6 @@ pub fn observe(
         past: VecDeque::new(),
         age: 0,
         fired: false,
-        limit: f64::NAN,
         first_audit_id: obs.audit_id.clone(),
         last_seen: obs.time,
     });
@@ -86,7 +82,6 @@ pub fn observe(
         s.bucket = bucket;
         s.current = 0;
         s.fired = false;
-        s.limit = f64::NAN;
         s.first_audit_id = obs.audit_id.clone();
     }
     s.current += 1;
@@ -94,13 +89,10 @@ pub fn observe(
     if s.fired || usize::from(s.age) < spec.min_history || s.current < spec.floor {
         return None;
     }
-    if s.limit.is_nan() {
-        s.limit = threshold(&s.past, spec).0;
-    }
-    if f64::from(s.current) < s.limit {
+    let (limit, median, mad) = threshold(&s.past, spec);
+    if f64::from(s.current) < limit {
         return None;
     }
-    let (limit, median, mad) = threshold(&s.past, spec);
     s.fired = true;
     let start = s.bucket * spec.bucket;
     let mut alert = alert();
