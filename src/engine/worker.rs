@@ -6,7 +6,9 @@ use crate::alert::Alert;
 use crate::detect::reload::LiveRevocations;
 use crate::detect::revoked::RevocationList;
 use crate::detect::{self, Observation};
-use crate::event::{decode_record_with, AuditEvent, DecodeOptions, Decoded, Format, Item, Stage};
+use crate::event::{
+    decode_record_with, Arena, AuditEvent, DecodeOptions, Decoded, Format, Item, Stage,
+};
 use crate::metrics::BatchStats;
 use crate::rules::field::EventView;
 use crate::rules::RuleSet;
@@ -234,6 +236,9 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
         terms: TermsInBatch::default(),
     };
     let data = &batch.data[..];
+    // What the decoder unescapes (AKS and CloudWatch strings) lives as long as the batch's
+    // events that borrow it.
+    let arena = Arena::new();
     let mut waiting: Vec<Waiting> = Vec::with_capacity(RUN);
     for rec in &batch.records {
         eval.stats.records += 1;
@@ -243,39 +248,48 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
             None => ctx.file_clusters[rec.file as usize].as_str(),
         };
         let mut index = 0u32;
-        decode_record_with(bytes, &ctx.decode, cluster, &mut |decoded| match decoded {
-            Decoded::Owned(event, format) => {
-                waiting.push(Waiting {
-                    event,
-                    format,
-                    record: rec,
-                    index,
-                });
-                index += 1;
-                if waiting.len() == RUN {
-                    eval.run(&mut waiting, data);
+        decode_record_with(
+            bytes,
+            &ctx.decode,
+            cluster,
+            &arena,
+            &mut |decoded| match decoded {
+                Decoded::Owned(event, format) => {
+                    waiting.push(Waiting {
+                        event,
+                        format,
+                        record: rec,
+                        index,
+                    });
+                    index += 1;
+                    if waiting.len() == RUN {
+                        eval.run(&mut waiting, data);
+                    }
                 }
-            }
-            // Events that cannot wait (they borrow the decoder's buffers) go after those that do.
-            Decoded::Item(Item::Event(ev, format)) => {
-                eval.run(&mut waiting, data);
-                eval.event(ev, format, data, rec, index);
-                index += 1;
-            }
-            Decoded::Item(Item::Skipped(what)) => *eval.stats.skipped.entry(what).or_default() += 1,
-            Decoded::Item(Item::Rejected(e)) => rejections.push(Rejection {
-                reason: e.reason(),
-                file: ctx.files[rec.file as usize].clone(),
-                line: rec.line,
-                offset: rec.offset,
-                detail: e.to_string(),
-                raw: if ctx.keep_raw {
-                    bytes[..bytes.len().min(DEAD_LETTER_RAW_MAX)].to_vec()
-                } else {
-                    Vec::new()
-                },
-            }),
-        });
+                // Events that cannot wait (ACK's and GKE's, which borrow the decoder's own
+                // buffers) go after those that do.
+                Decoded::Item(Item::Event(ev, format)) => {
+                    eval.run(&mut waiting, data);
+                    eval.event(ev, format, data, rec, index);
+                    index += 1;
+                }
+                Decoded::Item(Item::Skipped(what)) => {
+                    *eval.stats.skipped.entry(what).or_default() += 1
+                }
+                Decoded::Item(Item::Rejected(e)) => rejections.push(Rejection {
+                    reason: e.reason(),
+                    file: ctx.files[rec.file as usize].clone(),
+                    line: rec.line,
+                    offset: rec.offset,
+                    detail: e.to_string(),
+                    raw: if ctx.keep_raw {
+                        bytes[..bytes.len().min(DEAD_LETTER_RAW_MAX)].to_vec()
+                    } else {
+                        Vec::new()
+                    },
+                }),
+            },
+        );
     }
     eval.run(&mut waiting, data);
     drop(waiting);
@@ -308,8 +322,9 @@ mod tests {
         )
     }
 
-    /// Native events wait for their run while events decoded into the decoder's own buffers
-    /// (an AKS `properties.log` string) cannot: the outputs must still follow the input.
+    /// Native events (and AKS ones, unescaped into the batch's arena) wait for their run while
+    /// GKE's, mapped into the decoder's own buffers, cannot: the outputs must still follow the
+    /// input.
     #[test]
     fn outputs_follow_the_input_across_waiting_and_immediate_events() {
         let dir = tempfile::tempdir().unwrap();
@@ -321,16 +336,30 @@ mod tests {
             let log = serde_json::to_string(&event(id, s)).unwrap();
             format!(r#"{{"category":"kube-audit","properties":{{"log":{log}}}}}"#)
         };
-        let mut records = vec![event("n0", 0)];
+        let gke = |id: &str, s: u32| {
+            format!(
+                r#"{{"protoPayload":{{"serviceName":"k8s.io","methodName":"io.k8s.core.v1.pods.get","resourceName":"core/v1/namespaces/prod/pods/web-1","authenticationInfo":{{"principalEmail":"u"}},"status":{{"code":0}}}},"insertId":"{id}","timestamp":"2025-01-01T00:00:{s:02}Z"}}"#
+            )
+        };
+        // Native, AKS and EventList events wait; GKE's cannot.
+        let kind = |s: u32| ["n", "a", "g"][s as usize % 3];
+        let record = |s: u32| {
+            let id = format!("{}{s}", kind(s));
+            match kind(s) {
+                "a" => aks(&id, s),
+                "g" => gke(&id, s),
+                _ => event(&id, s),
+            }
+        };
+        let mut records = vec![record(0)];
         records.push(format!(
             r#"{{"kind":"EventList","items":[{},{}]}}"#,
             event("l1", 1),
             event("l2", 2)
         ));
-        records.push(aks("a3", 3));
-        // More than a run of native events, then one that cannot wait.
-        records.extend((4..4 + RUN as u32 + 3).map(|s| event(&format!("n{s}"), s)));
-        records.push(aks("a-last", 59));
+        // More than a run, waiting or not, in every order.
+        let last = 3 + RUN as u32 + 3;
+        records.extend((3..last).map(record));
         let mut batch = Batch::default();
         for r in &records {
             let start = batch.data.len();
@@ -366,17 +395,13 @@ mod tests {
                 _ => String::new(),
             })
             .collect();
-        let mut want = vec!["n0", "l1", "l2", "a3"]
-            .into_iter()
-            .map(String::from)
-            .collect::<Vec<_>>();
-        want.extend((4..4 + RUN as u32 + 3).map(|s| format!("n{s}")));
-        want.push("a-last".into());
+        let mut want = vec!["n0".to_owned(), "l1".into(), "l2".into()];
+        want.extend((3..last).map(|s| format!("{}{s}", kind(s))));
         assert_eq!(ids, want);
         // One placement per record, at its first event's output.
         let at: Vec<u32> = done.placements.iter().map(|p| p.0).collect();
-        let mut want_at = vec![0, 1, 3];
-        want_at.extend(4..4 + RUN as u32 + 4);
+        let mut want_at = vec![0, 1];
+        want_at.extend(3..last);
         assert_eq!(at, want_at);
         assert!(done.rejections.is_empty());
     }

@@ -120,12 +120,27 @@ pub enum Item<'e, 'a> {
     Skipped(&'static str),
 }
 
+/// Text the decoder makes out of a record (an unescaped `properties.log` or CloudWatch
+/// message, a cluster name), kept as long as the events that borrow it.
+pub type Arena = typed_arena::Arena<String>;
+
 /// Decoding state handed down through nested envelopes.
 #[derive(Clone, Copy)]
 pub(super) struct Ctx<'o> {
     pub opts: &'o DecodeOptions,
     /// Cluster for events whose envelope names none.
     pub cluster: &'o str,
+    pub arena: &'o Arena,
+}
+
+impl<'o> Ctx<'o> {
+    /// `text`, kept in the arena unless it is borrowed for as long already.
+    pub fn keep(&self, text: impl Into<Cow<'o, str>>) -> &'o str {
+        match text.into() {
+            Cow::Borrowed(t) => t,
+            Cow::Owned(t) => self.arena.alloc(t).as_str(),
+        }
+    }
 }
 
 pub(super) type Sink<'f> = dyn FnMut(Item<'_, '_>) + 'f;
@@ -145,23 +160,29 @@ pub type OwnedSink<'f, 'a> = dyn FnMut(Decoded<'_, '_, 'a>) + 'f;
 /// Decodes one record (a line, or a whole JSON document) and calls `f` once per item.
 /// `cluster` names the cluster when the record's envelope does not.
 pub fn decode_record(bytes: &[u8], opts: &DecodeOptions, cluster: &str, f: &mut Sink) {
-    decode_record_with(bytes, opts, cluster, &mut |d| match d {
+    let arena = Arena::new();
+    decode_record_with(bytes, opts, cluster, &arena, &mut |d| match d {
         Decoded::Owned(ev, format) => f(Item::Event(&ev, format)),
         Decoded::Item(item) => f(item),
     });
 }
 
-/// `decode_record`, handing the events that borrow only from `bytes` over by value.
+/// `decode_record`, handing the events that borrow only from `bytes` and `arena` over by value.
 pub fn decode_record_with<'a>(
     bytes: &'a [u8],
     opts: &'a DecodeOptions,
     cluster: &'a str,
+    arena: &'a Arena,
     f: &mut OwnedSink<'_, 'a>,
 ) {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return f(Decoded::Item(Item::Rejected(DecodeError::InvalidUtf8)));
     };
-    let ctx = Ctx { opts, cluster };
+    let ctx = Ctx {
+        opts,
+        cluster,
+        arena,
+    };
     let text = text.trim_ascii();
     let reject = |f: &mut OwnedSink<'_, 'a>, why: &str| {
         f(Decoded::Item(Item::Rejected(DecodeError::InvalidJson(
@@ -190,31 +211,25 @@ pub fn decode_record_with<'a>(
     }
 }
 
-fn decode_items(items: &[&RawValue], format: Format, ctx: Ctx, f: &mut Sink) {
-    for item in items {
-        decode_object(item.get(), format, ctx, f);
-    }
-}
-
-/// `format` is the shape of the container the object was found in (native for a bare line).
-pub(super) fn decode_object(text: &str, format: Format, ctx: Ctx, f: &mut Sink) {
-    decode_object_with(text, format, ctx, &mut |d| match d {
-        Decoded::Owned(ev, format) => f(Item::Event(&ev, format)),
-        Decoded::Item(item) => f(item),
-    });
-}
-
-/// `decode_object`, handing the events that borrow only from `text` over by value.
-fn decode_object_with<'a>(text: &'a str, format: Format, ctx: Ctx<'a>, g: &mut OwnedSink<'_, 'a>) {
-    // Events mapped from an envelope borrow what the envelope's decoder made: passed on as items.
-    let f = &mut |item: Item<'_, '_>| g(Decoded::Item(item));
+/// Decodes one JSON object; `format` is the shape of the container it was found in (native for
+/// a bare line). The events that borrow only from `text` and the arena are handed over by value.
+pub(super) fn decode_object_with<'a>(
+    text: &'a str,
+    format: Format,
+    ctx: Ctx<'a>,
+    g: &mut OwnedSink<'_, 'a>,
+) {
     // Records carrying encoded JSON in a string take their own paths up front: a native parse
     // would fail on ACK's at a serde error that quotes the whole encoded object, and would scan
     // an AKS `properties.log` string once only to unescape it again.
     if matches!(format, Format::Native | Format::Aks) {
         let done = match providers::find_encoded(text) {
-            Encoded::Ack => format == Format::Native && providers::decode_ack(text, ctx, f),
-            Encoded::AksLog(quote) => providers::decode_aks_inline(text, quote, ctx, f),
+            // ACK's and GKE's mapped events borrow what their decoders made: passed on as items.
+            Encoded::Ack => {
+                format == Format::Native
+                    && providers::decode_ack(text, ctx, &mut |i| g(Decoded::Item(i)))
+            }
+            Encoded::AksLog(quote) => providers::decode_aks_inline(text, quote, ctx, g),
             Encoded::None => false,
         };
         if done {
@@ -226,10 +241,13 @@ fn decode_object_with<'a>(text: &'a str, format: Format, ctx: Ctx<'a>, g: &mut O
         Err(e) => {
             // ACK's flat records fail here on their first JSON-encoded object (`"user": "{…}"`).
             let is_type_error = e.classify() == serde_json::error::Category::Data;
-            if is_type_error && format == Format::Native && providers::decode_ack(text, ctx, f) {
+            if is_type_error
+                && format == Format::Native
+                && providers::decode_ack(text, ctx, &mut |i| g(Decoded::Item(i)))
+            {
                 return;
             }
-            return f(Item::Rejected(DecodeError::from_json(&e)));
+            return g(Decoded::Item(Item::Rejected(DecodeError::from_json(&e))));
         }
     };
     if let Some(items) = &ev.envelope_items {
@@ -239,26 +257,29 @@ fn decode_object_with<'a>(text: &'a str, format: Format, ctx: Ctx<'a>, g: &mut O
         return;
     }
     if let Some(records) = &ev.envelope_records {
-        return decode_items(records, Format::Aks, ctx, f);
+        for record in records {
+            decode_object_with(record.get(), Format::Aks, ctx, g);
+        }
+        return;
     }
     if ev.envelope_properties.is_some() {
-        return providers::decode_aks(ev, None, ctx, f);
+        return providers::decode_aks(ev, None, ctx, g);
     }
     if let Some(payload) = &ev.envelope_proto_payload {
-        return providers::decode_gke(&ev, payload, ctx, f);
+        return providers::decode_gke(&ev, payload, ctx, &mut |i| g(Decoded::Item(i)));
     }
     if ev.envelope_log_events.is_some() || ev.envelope_message_type.is_some() {
-        return providers::decode_eks_batch(&ev, ctx, f);
+        return providers::decode_eks_batch(ev, ctx, g);
     }
-    if let Some(message) = &ev.envelope_at_message {
-        return providers::decode_eks_message(message, Format::Eks, ctx, f);
+    if let Some(message) = ev.envelope_at_message {
+        return providers::decode_eks_message(ctx.keep(message.0), Format::Eks, ctx, g);
     }
     // Changed in place: the event is large, and moves copy it.
     let mut ev = ev;
     ev.source = Some(text);
     match check(&mut ev, format, ctx) {
         Ok(()) => g(Decoded::Owned(ev, format)),
-        Err(e) => f(Item::Rejected(e)),
+        Err(e) => g(Decoded::Item(Item::Rejected(e))),
     }
 }
 

@@ -10,7 +10,7 @@ mod providers;
 pub mod time;
 
 pub use decode::{
-    decode_record, decode_record_with, DecodeError, DecodeOptions, Decoded, Format, Item,
+    decode_record, decode_record_with, Arena, DecodeError, DecodeOptions, Decoded, Format, Item,
 };
 pub use jstr::{for_each_str, raw_entry, JStr};
 

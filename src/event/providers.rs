@@ -2,7 +2,9 @@
 //! AKS diagnostic records, GKE Cloud Audit Logs entries, EKS CloudWatch envelopes and ACK's flat
 //! SLS records. Each provider names its cluster in its own way; that name wins over the default.
 
-use super::decode::{decode_object, finish_event, Ctx, DecodeError, Format, Item, Sink};
+use super::decode::{
+    decode_object_with, finish_event, Ctx, DecodeError, Decoded, Format, Item, OwnedSink, Sink,
+};
 use super::jstr::{unescape_literal, unescape_to_quote};
 use super::{AuditEvent, JStr, ObjectRef, ResponseStatus, UserInfo};
 use serde::Deserialize;
@@ -31,40 +33,41 @@ pub struct CloudWatchEvent<'a> {
 /// `unescaped_log` is the event text when the caller already took it out of the string.
 pub(super) fn decode_aks<'a>(
     mut env: AuditEvent<'a>,
-    unescaped_log: Option<&str>,
+    unescaped_log: Option<&'a str>,
     ctx: Ctx<'a>,
-    f: &mut Sink,
+    g: &mut OwnedSink<'_, 'a>,
 ) {
+    let reject = |g: &mut OwnedSink<'_, 'a>, why: &str| {
+        g(Decoded::Item(Item::Rejected(DecodeError::NotAuditEvent(
+            why.into(),
+        ))))
+    };
     let category = env.envelope_category.as_deref().unwrap_or("");
     if !matches!(category, "kube-audit" | "kube-audit-admin") {
-        return f(Item::Skipped("aks_non_audit_category"));
+        return g(Decoded::Item(Item::Skipped("aks_non_audit_category")));
     }
     // The resource id ends in `/MANAGEDCLUSTERS/<name>`; Azure ids are case-insensitive.
     let cluster = env
         .envelope_resource_id
         .as_deref()
         .and_then(|id| id.rsplit('/').find(|s| !s.is_empty()))
-        .map(str::to_ascii_lowercase);
+        .map(|name| ctx.keep(name.to_ascii_lowercase()));
     let ctx = Ctx {
-        cluster: cluster.as_deref().unwrap_or(ctx.cluster),
+        cluster: cluster.unwrap_or(ctx.cluster),
         ..ctx
     };
     if let Some(json) = unescaped_log {
-        return decode_object(json, Format::Aks, ctx, f);
+        return decode_object_with(json, Format::Aks, ctx, g);
     }
     // `properties.log` is an object in diagnostic settings and a JSON string in some exports.
     let log = env.envelope_properties.take().and_then(|p| p.log);
     match log.map(RawValue::get) {
-        Some(text) if text.starts_with('{') => decode_object(text, Format::Aks, ctx, f),
+        Some(text) if text.starts_with('{') => decode_object_with(text, Format::Aks, ctx, g),
         Some(text) if text.starts_with('"') => match unescape_literal(text) {
-            Some(json) => decode_object(&json, Format::Aks, ctx, f),
-            None => f(Item::Rejected(DecodeError::NotAuditEvent(
-                "AKS properties.log is not a valid JSON string".into(),
-            ))),
+            Some(json) => decode_object_with(ctx.keep(json), Format::Aks, ctx, g),
+            None => reject(g, "AKS properties.log is not a valid JSON string"),
         },
-        _ => f(Item::Rejected(DecodeError::NotAuditEvent(
-            "AKS record without an event in properties.log".into(),
-        ))),
+        _ => reject(g, "AKS record without an event in properties.log"),
     }
 }
 
@@ -73,12 +76,17 @@ pub(super) fn decode_aks<'a>(
 /// [`find_encoded`] at `quote` is unescaped in one pass that finds its end, and the envelope is
 /// parsed with an empty string in its place. False (nothing emitted) unless that string turns
 /// out to be exactly `properties.log`; the caller then takes the general path.
-pub(super) fn decode_aks_inline(text: &str, quote: usize, ctx: Ctx, f: &mut Sink) -> bool {
+pub(super) fn decode_aks_inline<'a>(
+    text: &'a str,
+    quote: usize,
+    ctx: Ctx<'a>,
+    g: &mut OwnedSink<'_, 'a>,
+) -> bool {
     let Some((log, used)) = unescape_to_quote(&text[quote + 1..]) else {
         return false;
     };
-    let envelope = [&text[..quote], "\"\"", &text[quote + 1 + used..]].concat();
-    let Ok(env) = serde_json::from_str::<AuditEvent>(&envelope) else {
+    let envelope = ctx.keep([&text[..quote], "\"\"", &text[quote + 1 + used..]].concat());
+    let Ok(env) = serde_json::from_str::<AuditEvent>(envelope) else {
         return false;
     };
     let blank = envelope[quote..].as_ptr();
@@ -86,7 +94,7 @@ pub(super) fn decode_aks_inline(text: &str, quote: usize, ctx: Ctx, f: &mut Sink
     if log_raw.map(|raw| raw.get().as_ptr()) != Some(blank) {
         return false;
     }
-    decode_aks(env, Some(&log), ctx, f);
+    decode_aks(env, Some(ctx.keep(log)), ctx, g);
     true
 }
 
@@ -255,43 +263,54 @@ const CLOUDWATCH_TRUNCATED: &str = "[Truncated...]";
 
 /// A CloudWatch Logs subscription batch:
 /// `{"messageType": "DATA_MESSAGE", "logGroup": "/aws/eks/<cluster>/cluster", "logEvents": [{"message": "<event JSON>"}]}`.
-pub(super) fn decode_eks_batch(env: &AuditEvent, ctx: Ctx, f: &mut Sink) {
+pub(super) fn decode_eks_batch<'a>(
+    mut env: AuditEvent<'a>,
+    ctx: Ctx<'a>,
+    g: &mut OwnedSink<'_, 'a>,
+) {
+    let reject = |g: &mut OwnedSink<'_, 'a>, why: &str| {
+        g(Decoded::Item(Item::Rejected(DecodeError::NotAuditEvent(
+            why.into(),
+        ))))
+    };
     if env.envelope_message_type.as_deref() == Some("CONTROL_MESSAGE") {
-        return f(Item::Skipped("eks_control_message"));
+        return g(Decoded::Item(Item::Skipped("eks_control_message")));
     }
     let cluster = env
         .envelope_log_group
-        .as_deref()
-        .and_then(eks_cluster_from_log_group);
+        .take()
+        .and_then(|group| eks_cluster_from_log_group(ctx.keep(group.0)));
     let ctx = Ctx {
         cluster: cluster.unwrap_or(ctx.cluster),
         ..ctx
     };
-    let Some(events) = &env.envelope_log_events else {
-        return f(Item::Rejected(DecodeError::NotAuditEvent(
-            "CloudWatch record without logEvents".into(),
-        )));
+    let Some(events) = env.envelope_log_events.take() else {
+        return reject(g, "CloudWatch record without logEvents");
     };
     for e in events {
-        match &e.message {
-            Some(m) => decode_eks_message(m, Format::Eks, ctx, f),
-            None => f(Item::Rejected(DecodeError::NotAuditEvent(
-                "CloudWatch log event without message".into(),
-            ))),
+        // Messages are JSON in a string: unescaped by serde, kept for the events made of them.
+        match e.message {
+            Some(m) => decode_eks_message(ctx.keep(m.0), Format::Eks, ctx, g),
+            None => reject(g, "CloudWatch log event without message"),
         }
     }
 }
 
 /// One CloudWatch message: an event as a JSON string, possibly cut by CloudWatch.
-pub(super) fn decode_eks_message(message: &str, format: Format, ctx: Ctx, f: &mut Sink) {
+pub(super) fn decode_eks_message<'a>(
+    message: &'a str,
+    format: Format,
+    ctx: Ctx<'a>,
+    g: &mut OwnedSink<'_, 'a>,
+) {
     let message = message.trim_ascii();
     if message.ends_with(CLOUDWATCH_TRUNCATED) {
-        return f(Item::Rejected(DecodeError::TruncatedUpstream(format!(
+        return g(Decoded::Item(Item::Rejected(DecodeError::TruncatedUpstream(format!(
             "CloudWatch truncated this {}-byte event ({CLOUDWATCH_TRUNCATED}); raise the log event size or read the original",
             message.len()
-        ))));
+        )))));
     }
-    decode_object(message, format, ctx, f)
+    decode_object_with(message, format, ctx, g)
 }
 
 /// `/aws/eks/<cluster>/cluster` → `<cluster>`.
