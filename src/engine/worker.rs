@@ -236,63 +236,64 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
         terms: TermsInBatch::default(),
     };
     let data = &batch.data[..];
-    // What the decoder unescapes (AKS and CloudWatch strings) lives as long as the batch's
-    // events that borrow it.
-    let arena = Arena::new();
-    let mut waiting: Vec<Waiting> = Vec::with_capacity(RUN);
-    for rec in &batch.records {
-        eval.stats.records += 1;
-        let bytes = &data[rec.start..rec.end];
-        let cluster = match rec.cluster.and_then(|i| batch.clusters.get(i as usize)) {
-            Some(c) => &**c,
-            None => ctx.file_clusters[rec.file as usize].as_str(),
-        };
-        let mut index = 0u32;
-        decode_record_with(
-            bytes,
-            &ctx.decode,
-            cluster,
-            &arena,
-            &mut |decoded| match decoded {
-                Decoded::Owned(event, format) => {
-                    waiting.push(Waiting {
-                        event,
-                        format,
-                        record: rec,
-                        index,
-                    });
-                    index += 1;
-                    if waiting.len() == RUN {
-                        eval.run(&mut waiting, data);
+    for chunk in batch.records.chunks(RUN) {
+        // What the decoder unescapes (AKS and CloudWatch strings) lives as long as the events
+        // that borrow it: one run's worth of records, so that it is still in cache.
+        let arena = Arena::new();
+        let mut waiting: Vec<Waiting> = Vec::with_capacity(RUN);
+        for rec in chunk {
+            eval.stats.records += 1;
+            let bytes = &data[rec.start..rec.end];
+            let cluster = match rec.cluster.and_then(|i| batch.clusters.get(i as usize)) {
+                Some(c) => &**c,
+                None => ctx.file_clusters[rec.file as usize].as_str(),
+            };
+            let mut index = 0u32;
+            decode_record_with(
+                bytes,
+                &ctx.decode,
+                cluster,
+                &arena,
+                &mut |decoded| match decoded {
+                    Decoded::Owned(event, format) => {
+                        waiting.push(Waiting {
+                            event,
+                            format,
+                            record: rec,
+                            index,
+                        });
+                        index += 1;
+                        if waiting.len() == RUN {
+                            eval.run(&mut waiting, data);
+                        }
                     }
-                }
-                // Events that cannot wait (ACK's and GKE's, which borrow the decoder's own
-                // buffers) go after those that do.
-                Decoded::Item(Item::Event(ev, format)) => {
-                    eval.run(&mut waiting, data);
-                    eval.event(ev, format, data, rec, index);
-                    index += 1;
-                }
-                Decoded::Item(Item::Skipped(what)) => {
-                    *eval.stats.skipped.entry(what).or_default() += 1
-                }
-                Decoded::Item(Item::Rejected(e)) => rejections.push(Rejection {
-                    reason: e.reason(),
-                    file: ctx.files[rec.file as usize].clone(),
-                    line: rec.line,
-                    offset: rec.offset,
-                    detail: e.to_string(),
-                    raw: if ctx.keep_raw {
-                        bytes[..bytes.len().min(DEAD_LETTER_RAW_MAX)].to_vec()
-                    } else {
-                        Vec::new()
-                    },
-                }),
-            },
-        );
+                    // Events that cannot wait (ACK's and GKE's, which borrow the decoder's own
+                    // buffers) go after those that do.
+                    Decoded::Item(Item::Event(ev, format)) => {
+                        eval.run(&mut waiting, data);
+                        eval.event(ev, format, data, rec, index);
+                        index += 1;
+                    }
+                    Decoded::Item(Item::Skipped(what)) => {
+                        *eval.stats.skipped.entry(what).or_default() += 1
+                    }
+                    Decoded::Item(Item::Rejected(e)) => rejections.push(Rejection {
+                        reason: e.reason(),
+                        file: ctx.files[rec.file as usize].clone(),
+                        line: rec.line,
+                        offset: rec.offset,
+                        detail: e.to_string(),
+                        raw: if ctx.keep_raw {
+                            bytes[..bytes.len().min(DEAD_LETTER_RAW_MAX)].to_vec()
+                        } else {
+                            Vec::new()
+                        },
+                    }),
+                },
+            );
+        }
+        eval.run(&mut waiting, data);
     }
-    eval.run(&mut waiting, data);
-    drop(waiting);
     let Evaluation {
         rules,
         stats,
