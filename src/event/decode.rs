@@ -3,8 +3,9 @@
 //!
 //! Callback style keeps the borrowed events valid: an event may borrow from the record itself or
 //! from a buffer this module owns (a JSON-encoded `properties.log` string, a mapped GKE entry).
-//! `decode_record_with` hands over the events that borrow only from the record (native lines,
-//! EventList items) by value, so that a caller can keep several before working on them.
+//! `decode_record_with` hands over by value the events that borrow only from the record and
+//! from an arena the caller keeps (native lines, EventList items, AKS and CloudWatch events), so
+//! that it can hold several before working on them; ACK and GKE mappings still go by reference.
 //! The provider envelopes themselves are unwrapped in `providers`.
 
 use super::providers::{self, Encoded};
@@ -149,7 +150,7 @@ pub(super) type Sink<'f> = dyn FnMut(Item<'_, '_>) + 'f;
 // Not boxed: a box would cost an allocation per event, where the move costs one copy.
 #[allow(clippy::large_enum_variant)]
 pub enum Decoded<'e, 'b, 'a> {
-    /// An event that borrows only from the record (`'a`): it may be kept.
+    /// An event that borrows only from the record and the arena (`'a`): it may be kept.
     Owned(AuditEvent<'a>, Format),
     /// Anything else, as `decode_record` gives it.
     Item(Item<'e, 'b>),

@@ -12,6 +12,13 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+/// Rejects the record as not an audit event, saying why.
+fn not_audit_event(g: &mut OwnedSink<'_, '_>, why: &str) {
+    g(Decoded::Item(Item::Rejected(DecodeError::NotAuditEvent(
+        why.into(),
+    ))))
+}
+
 /// AKS `properties`: the event (object or JSON string) is in `log`, kept raw: an object is then
 /// parsed in place (its text stays in the batch, so detectors can point at it), a string is
 /// unescaped by a byte loop faster than serde's per-escape path, then parsed.
@@ -37,11 +44,6 @@ pub(super) fn decode_aks<'a>(
     ctx: Ctx<'a>,
     g: &mut OwnedSink<'_, 'a>,
 ) {
-    let reject = |g: &mut OwnedSink<'_, 'a>, why: &str| {
-        g(Decoded::Item(Item::Rejected(DecodeError::NotAuditEvent(
-            why.into(),
-        ))))
-    };
     let category = env.envelope_category.as_deref().unwrap_or("");
     if !matches!(category, "kube-audit" | "kube-audit-admin") {
         return g(Decoded::Item(Item::Skipped("aks_non_audit_category")));
@@ -65,9 +67,9 @@ pub(super) fn decode_aks<'a>(
         Some(text) if text.starts_with('{') => decode_object_with(text, Format::Aks, ctx, g),
         Some(text) if text.starts_with('"') => match unescape_literal(text) {
             Some(json) => decode_object_with(ctx.keep(json), Format::Aks, ctx, g),
-            None => reject(g, "AKS properties.log is not a valid JSON string"),
+            None => not_audit_event(g, "AKS properties.log is not a valid JSON string"),
         },
-        _ => reject(g, "AKS record without an event in properties.log"),
+        _ => not_audit_event(g, "AKS record without an event in properties.log"),
     }
 }
 
@@ -268,11 +270,6 @@ pub(super) fn decode_eks_batch<'a>(
     ctx: Ctx<'a>,
     g: &mut OwnedSink<'_, 'a>,
 ) {
-    let reject = |g: &mut OwnedSink<'_, 'a>, why: &str| {
-        g(Decoded::Item(Item::Rejected(DecodeError::NotAuditEvent(
-            why.into(),
-        ))))
-    };
     if env.envelope_message_type.as_deref() == Some("CONTROL_MESSAGE") {
         return g(Decoded::Item(Item::Skipped("eks_control_message")));
     }
@@ -285,13 +282,13 @@ pub(super) fn decode_eks_batch<'a>(
         ..ctx
     };
     let Some(events) = env.envelope_log_events.take() else {
-        return reject(g, "CloudWatch record without logEvents");
+        return not_audit_event(g, "CloudWatch record without logEvents");
     };
     for e in events {
         // Messages are JSON in a string: unescaped by serde, kept for the events made of them.
         match e.message {
             Some(m) => decode_eks_message(ctx.keep(m.0), Format::Eks, ctx, g),
-            None => reject(g, "CloudWatch log event without message"),
+            None => not_audit_event(g, "CloudWatch log event without message"),
         }
     }
 }
