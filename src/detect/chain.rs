@@ -4,7 +4,7 @@
 //! they were just refused.
 
 use super::rbac::{self, BindingChange};
-use super::{AuditId, Classified, Observation, Terms, MAX_EVIDENCE_IDS};
+use super::{state_key, AuditId, Classified, Observation, StateKey, Terms, MAX_EVIDENCE_IDS};
 use crate::alert::Alert;
 use crate::event::time::format_micros;
 use crate::rules::field::EventView;
@@ -62,15 +62,26 @@ struct Grant {
 
 /// One identity's refusals and the grant that may follow them.
 pub struct Pending {
+    /// `cluster\x1fusername`: whom a grant's subjects are compared with.
+    who: Box<str>,
     groups: Terms,
     denials: Vec<Denial>,
     grant: Option<Grant>,
     pub last_seen: i64,
 }
 
-/// Applies one observation to the per-identity state (`cluster\x1fusername` keys).
+/// Whether a success of the identity keyed `key` at `time` may complete its chain: it was
+/// granted something since a refusal. (Nearly every request succeeds; almost none may.)
+pub fn awaits_success(pending: &HashMap<StateKey, Pending>, key: StateKey, time: i64) -> bool {
+    pending
+        .get(&key)
+        .and_then(|p| p.grant.as_ref())
+        .is_some_and(|g| time >= g.time)
+}
+
+/// Applies one observation to the per-identity state (keyed by `cluster\x1fusername`).
 pub fn observe(
-    pending: &mut HashMap<Box<str>, Pending>,
+    pending: &mut HashMap<StateKey, Pending>,
     window: i64,
     obs: &Observation,
     rule_id: &str,
@@ -80,8 +91,9 @@ pub fn observe(
     match obs.steps {
         DENIED => {
             let p = pending
-                .entry(Box::from(&*obs.key))
+                .entry(state_key(&obs.key))
                 .or_insert_with(|| Pending {
+                    who: Box::from(&*obs.key),
                     groups: Box::default(),
                     denials: Vec::new(),
                     grant: None,
@@ -106,8 +118,9 @@ pub fn observe(
         }
         GRANT => {
             let cluster = obs.key.split('\u{1f}').next().unwrap_or("");
-            for (key, p) in pending.iter_mut() {
-                let Some(user) = key
+            for p in pending.values_mut() {
+                let Some(user) = p
+                    .who
                     .strip_prefix(cluster)
                     .and_then(|k| k.strip_prefix('\u{1f}'))
                 else {
@@ -128,7 +141,8 @@ pub fn observe(
             None
         }
         SUCCESS => {
-            let p = pending.get_mut(&*obs.key)?;
+            let key = state_key(&obs.key);
+            let p = pending.get_mut(&key)?;
             let grant = p.grant.as_ref()?;
             if obs.time < grant.time {
                 return None;
@@ -163,7 +177,7 @@ pub fn observe(
                 alert.time
             );
             if p.denials.is_empty() {
-                pending.remove(&*obs.key);
+                pending.remove(&key);
             }
             Some(alert)
         }

@@ -88,9 +88,35 @@ pub enum Seed {
     Event { json: Arc<str>, cluster: Arc<str> },
 }
 
+/// What an event's steps that can only advance state already held leave for the collector:
+/// a chain's success, a use by an identity that may have lost its bindings, a sequence's later
+/// step. Nearly every request is such a step for some rule, and nearly always nobody's state
+/// awaits it; one small record per event, checked by key hash, replaces an observation per
+/// rule. The rare check that finds state waiting decodes the event again (as an alert does)
+/// and makes the rule's observation in full, so the state sees exactly what it saw before.
+#[derive(Debug, Clone)]
+pub struct FollowUp {
+    pub time: i64,
+    pub checks: smallvec::SmallVec<[Check; 3]>,
+    pub seed: Seed,
+}
+
+/// One rule's step on one key, in a `FollowUp`.
+#[derive(Debug, Clone, Copy)]
+pub struct Check {
+    pub rule: u32,
+    pub steps: u32,
+    pub key: StateKey,
+}
+
 impl Seed {
     /// The alert `rule` raises on this event; `batch` is the data of the batch it came from.
     fn alert(&self, rule: &crate::rules::Rule, time: i64, batch: &[u8]) -> Alert {
+        self.with_view(time, batch, |view| Alert::from_match(rule, view))
+    }
+
+    /// Calls `f` with the event decoded again (an empty one if it no longer decodes).
+    fn with_view<R>(&self, time: i64, batch: &[u8], mut f: impl FnMut(&EventView) -> R) -> R {
         let slice = |start: &u32, len: &u32| {
             let start = *start as usize;
             batch.get(start..start + *len as usize).unwrap_or_default()
@@ -111,25 +137,22 @@ impl Seed {
                 index,
                 cluster,
             } => {
-                let (mut n, mut alert) = (0, None);
+                let (mut n, mut answer) = (0, None);
                 let opts = crate::event::DecodeOptions::default();
                 crate::event::decode_record(slice(start, len), &opts, cluster, &mut |item| {
                     if let crate::event::Item::Event(ev, _) = item {
                         if n == *index {
-                            alert = Some(Alert::from_match(rule, &EventView::new(ev, time)));
+                            answer = Some(f(&EventView::new(ev, time)));
                         }
                         n += 1;
                     }
                 });
-                return alert.unwrap_or_else(|| {
-                    let ev = crate::event::AuditEvent::default();
-                    Alert::from_match(rule, &EventView::new(&ev, time))
-                });
+                return answer.unwrap_or_else(|| f(&EventView::new(&Default::default(), time)));
             }
         };
         let mut ev: crate::event::AuditEvent = serde_json::from_str(json).unwrap_or_default();
         ev.cluster = Some(crate::event::JStr::borrowed(cluster));
-        Alert::from_match(rule, &EventView::new(&ev, time))
+        f(&EventView::new(&ev, time))
     }
 }
 
@@ -146,6 +169,9 @@ pub struct Origin<'b> {
     /// needs, a binding change or a service account's deletion. Only the state it changes for
     /// identities other than its actor is kept; the actor's own partition has the original.
     pub context: bool,
+    /// The event's seed, when it is being decoded again from one (a follow-up that found
+    /// state waiting): its observations keep it.
+    pub seed: Option<&'b Seed>,
 }
 
 /// Builds an event's observations' seeds, sharing one cluster string (and, for events not read
@@ -158,6 +184,9 @@ struct Seeder<'b> {
 
 impl Seeder<'_> {
     fn seed(&mut self, view: &EventView, cluster: &str) -> Seed {
+        if let Some(seed) = self.origin.seed {
+            return seed.clone();
+        }
         let cluster = self
             .cluster
             .get_or_insert_with(|| shared_cluster(cluster))
@@ -236,7 +265,7 @@ enum State {
     Sequence(HashMap<StateKey, Progress>),
     /// Per revoked entry and cluster: (quiet until, uses since the last alert, last seen).
     Revoked(HashMap<StateKey, (i64, u64, i64)>),
-    Chain(HashMap<Box<str>, chain::Pending>),
+    Chain(HashMap<StateKey, chain::Pending>),
     Unbound(unbound::State),
     Spike(HashMap<StateKey, spike::Series>),
     None,
@@ -347,6 +376,7 @@ pub fn evaluate(
         matched,
         alerts,
         observations,
+        None,
         every,
     );
 }
@@ -362,7 +392,9 @@ pub struct Sighting {
 }
 
 /// `evaluate`, asking `first_sighting` whether a new_terms term deserves an observation (a
-/// worker folds a term's repeats within a batch into its first, before anything is built).
+/// worker folds a term's repeats within a batch into its first, before anything is built),
+/// and, given `follow_ups`, leaving there the steps that can only advance state already held
+/// instead of observing them (see `FollowUp`).
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_with(
     rules: &RuleSet,
@@ -372,6 +404,7 @@ pub fn evaluate_with(
     matched: &mut Vec<u32>,
     alerts: &mut Vec<Alert>,
     observations: &mut Vec<Observation>,
+    follow_ups: Option<&mut Vec<FollowUp>>,
     first_sighting: &mut dyn FnMut(&Sighting) -> bool,
 ) {
     rules.matching(view, matched);
@@ -392,6 +425,12 @@ pub fn evaluate_with(
             .get_or_init(|| identity_key(cluster, view.event.username()))
             .clone()
     };
+    let actor_hash = std::cell::OnceCell::new();
+    let actor_hash = || *actor_hash.get_or_init(|| identity_hash(cluster, view.event.username()));
+    // Follow-ups come from the event's own partition only: a context copy carries no step of
+    // its actor's.
+    let follow = follow_ups.is_some() && !origin.context;
+    let mut checks: smallvec::SmallVec<[Check; 3]> = Default::default();
     // Key text is written into one buffer per thread: no allocation per event.
     thread_local!(static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
     let mut scratch = SCRATCH.with_borrow_mut(std::mem::take);
@@ -486,6 +525,18 @@ pub fn evaluate_with(
                 let classified =
                     classified.filter(|(steps, ..)| !origin.context || concerns_others(*steps));
                 if let Some((steps, value, terms)) = classified {
+                    let follows = match &rule.kind {
+                        Kind::Chain(_) => steps == chain::SUCCESS,
+                        _ => steps == unbound::USE,
+                    };
+                    if follow && follows {
+                        checks.push(Check {
+                            rule: i,
+                            steps,
+                            key: actor_hash(),
+                        });
+                        continue;
+                    }
                     let action = matches!(&rule.kind, Kind::Chain(_))
                         && steps & (chain::DENIED | chain::SUCCESS) != 0;
                     observations.push(Observation {
@@ -507,7 +558,8 @@ pub fn evaluate_with(
             Kind::Spike(_) => (actor_key(), None, 0),
             Kind::Sequence(s) => {
                 // Steps that hold are grouped by the key they advance (usually one key).
-                let mut groups: smallvec::SmallVec<[(Arc<str>, u32); 2]> = Default::default();
+                let mut groups: smallvec::SmallVec<[(GroupKey, u32); 2]> = Default::default();
+                let actor_text = (cluster, view.event.username());
                 let steps = s.steps.iter().enumerate();
                 // From a context copy, only steps keyed by someone else than the actor.
                 let steps = steps.filter(|(b, _)| !origin.context || s.step_keys[*b].is_some());
@@ -518,23 +570,40 @@ pub fn evaluate_with(
                             if origin.context {
                                 continue;
                             }
-                            actor_key()
+                            GroupKey::Actor
                         }
                         Some(t) => {
                             let whom = t.render(view);
                             if origin.context && whom == view.event.username() {
                                 continue;
                             }
-                            identity_key(cluster, &whom)
+                            GroupKey::Text(identity_key(cluster, &whom))
                         }
-                        None => key(&s.by),
+                        None => GroupKey::Text(key(&s.by)),
                     };
-                    match groups.iter_mut().find(|g| g.0 == k) {
+                    match groups.iter_mut().find(|g| g.0.same(&k, actor_text)) {
                         Some(g) => g.1 |= 1 << b,
                         None => groups.push((k, 1 << b)),
                     }
                 }
                 for (key, steps) in groups {
+                    // A group without the first step only advances progress already made.
+                    if follow && steps & 1 == 0 {
+                        let key = match &key {
+                            GroupKey::Actor => actor_hash(),
+                            GroupKey::Text(text) => state_key(text),
+                        };
+                        checks.push(Check {
+                            rule: i,
+                            steps,
+                            key,
+                        });
+                        continue;
+                    }
+                    let key = match key {
+                        GroupKey::Actor => actor_key(),
+                        GroupKey::Text(text) => text,
+                    };
                     observations.push(Observation {
                         rule: i,
                         time: view.time,
@@ -567,6 +636,37 @@ pub fn evaluate_with(
         });
     }
     SCRATCH.with_borrow_mut(|buffer| *buffer = scratch);
+    if let (Some(follow_ups), false) = (follow_ups, checks.is_empty()) {
+        follow_ups.push(FollowUp {
+            time: view.time,
+            checks,
+            seed: seeder.seed(view, cluster),
+        });
+    }
+}
+
+/// Whose progress a sequence step advances: the actor (most sequences), or a key written out.
+enum GroupKey {
+    Actor,
+    Text(Arc<str>),
+}
+
+impl GroupKey {
+    /// Whether two keys name the same state; `actor` is (cluster, username).
+    fn same(&self, other: &GroupKey, actor: (&str, &str)) -> bool {
+        let is_actor = |text: &str| {
+            text.strip_prefix(actor.0)
+                .and_then(|t| t.strip_prefix('\u{1f}'))
+                == Some(actor.1)
+        };
+        match (self, other) {
+            (GroupKey::Actor, GroupKey::Actor) => true,
+            (GroupKey::Text(a), GroupKey::Text(b)) => a == b,
+            (GroupKey::Actor, GroupKey::Text(t)) | (GroupKey::Text(t), GroupKey::Actor) => {
+                is_actor(t)
+            }
+        }
+    }
 }
 
 /// `cluster\x1fvalue\x1fvalue…`: the text state is keyed by, written into `out`.
@@ -592,6 +692,18 @@ fn no_key() -> Arc<str> {
 /// not by its actor).
 fn reads_context(kind: &Kind) -> bool {
     matches!(kind, Kind::Chain(_) | Kind::Unbound(_) | Kind::Sequence(_))
+}
+
+/// `state_key(identity_key(cluster, who))`, without making the key.
+fn identity_hash(cluster: &str, who: &str) -> StateKey {
+    thread_local!(static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
+    KEY.with_borrow_mut(|key| {
+        key.clear();
+        key.push_str(cluster);
+        key.push('\u{1f}');
+        key.push_str(who);
+        state_key(key)
+    })
 }
 
 /// `cluster\x1fwho`: whose state an observation belongs to.
@@ -709,6 +821,71 @@ impl Stateful {
             _ => None,
         };
         out.extend(fired);
+    }
+
+    /// Applies an event's follow-up: each check that finds state awaiting it has the event
+    /// decoded again and its observation applied in full; the others change nothing.
+    pub fn follow_up(
+        &mut self,
+        rules: &RuleSet,
+        follow_up: FollowUp,
+        batch: &[u8],
+        out: &mut Vec<Alert>,
+    ) {
+        for check in &follow_up.checks {
+            if !self.awaits(rules, check, follow_up.time) {
+                continue;
+            }
+            let observation = follow_up.seed.with_view(follow_up.time, batch, |view| {
+                let origin = Origin {
+                    seed: Some(&follow_up.seed),
+                    ..Origin::default()
+                };
+                let mut observations = Vec::new();
+                evaluate_with(
+                    rules,
+                    &RevocationList::default(),
+                    origin,
+                    view,
+                    &mut Vec::new(),
+                    &mut Vec::new(),
+                    &mut observations,
+                    None,
+                    &mut |_| false,
+                );
+                observations.into_iter().find(|o| {
+                    (o.rule, o.steps) == (check.rule, check.steps) && state_key(&o.key) == check.key
+                })
+            });
+            if let Some(observation) = observation {
+                self.observe(rules, observation, batch, out);
+            }
+        }
+    }
+
+    /// Whether the state of `check`'s rule awaits its step at `time`. A sequence's progress
+    /// that has outlived its span is dropped here, as observing the step would.
+    fn awaits(&mut self, rules: &RuleSet, check: &Check, time: i64) -> bool {
+        let Some(rule) = rules.rules.get(check.rule as usize) else {
+            return false;
+        };
+        match (&rule.kind, self.states.get_mut(check.rule as usize)) {
+            (Kind::Chain(_), Some(State::Chain(pending))) => {
+                chain::awaits_success(pending, check.key, time)
+            }
+            (Kind::Unbound(_), Some(State::Unbound(state))) => state.awaits_use(check.key, time),
+            (Kind::Sequence(spec), Some(State::Sequence(keys))) => {
+                let Some(p) = keys.get(&check.key) else {
+                    return false;
+                };
+                if time - p.start > spec.max_span {
+                    keys.remove(&check.key);
+                    return false;
+                }
+                check.steps & (1 << p.next_step) != 0
+            }
+            _ => false,
+        }
     }
 
     pub fn key_count(&self) -> u64 {

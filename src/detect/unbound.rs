@@ -7,7 +7,7 @@
 //! known; an identity none of whose bindings was ever seen is never "unbound".
 
 use super::rbac::{self, BindingChange};
-use super::{AuditId, Classified, Observation, Terms};
+use super::{state_key, AuditId, Classified, Observation, StateKey, Terms};
 use crate::alert::Alert;
 use crate::event::time::format_micros;
 use crate::rules::field::EventView;
@@ -49,10 +49,17 @@ pub struct State {
     bindings: HashMap<Box<str>, (Terms, i64)>,
     /// `cluster\x1fidentity` → how many known bindings name it, and when that last changed.
     counts: HashMap<Box<str>, (u32, i64)>,
-    unbound: HashMap<Box<str>, Unbound>,
+    /// By the hash of `cluster\x1fidentity`, which is all a request's follow-up carries.
+    unbound: HashMap<StateKey, Unbound>,
 }
 
 impl State {
+    /// Whether a success of the identity keyed `key` at `time` comes after it lost its last
+    /// known binding. (Nearly every request succeeds; almost none is such a use.)
+    pub fn awaits_use(&self, key: StateKey, time: i64) -> bool {
+        self.unbound.get(&key).is_some_and(|u| time > u.time)
+    }
+
     pub fn key_count(&self) -> usize {
         self.bindings.len() + self.counts.len() + self.unbound.len()
     }
@@ -72,8 +79,8 @@ pub fn observe(
     rule_id: &str,
     alert: &dyn Fn() -> Alert,
 ) -> Option<Alert> {
-    let cluster = obs.key.split('\u{1f}').next().unwrap_or("");
-    let id = |name: &str| -> Box<str> { format!("{cluster}\u{1f}{name}").into() };
+    let cluster = || obs.key.split('\u{1f}').next().unwrap_or("");
+    let id = |name: &str| -> Box<str> { format!("{}\u{1f}{name}", cluster()).into() };
     match obs.steps {
         BIND | UNBIND => {
             let binding = id(obs.value.as_deref().unwrap_or(""));
@@ -86,7 +93,7 @@ pub fn observe(
             for s in obs.terms.iter() {
                 let c = state.counts.entry(id(s)).or_insert((0, obs.time));
                 *c = (c.0 + 1, obs.time);
-                state.unbound.remove(&id(s));
+                state.unbound.remove(&state_key(&id(s)));
             }
             for s in old.iter().flat_map(|(subjects, _)| subjects.iter()) {
                 let key = id(s);
@@ -101,17 +108,17 @@ pub fn observe(
                         audit_id: obs.audit_id.clone(),
                         binding: obs.value.clone().unwrap_or_default(),
                     };
-                    state.unbound.insert(key, unbound);
+                    state.unbound.insert(state_key(&key), unbound);
                 }
             }
             None
         }
         USE => {
-            let u = state.unbound.get(&*obs.key)?;
-            if obs.time <= u.time {
+            let key = state_key(&obs.key);
+            if !state.awaits_use(key, obs.time) {
                 return None;
             }
-            let u = state.unbound.remove(&*obs.key)?;
+            let u = state.unbound.remove(&key)?;
             if obs.time - u.time > window {
                 return None;
             }

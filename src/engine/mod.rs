@@ -445,6 +445,10 @@ impl Detectors {
                 self.stateful
                     .observe(&self.rules, obs, &held.batch.data, &mut fired)
             }
+            Output::FollowUp(follow_up) => {
+                self.stateful
+                    .follow_up(&self.rules, follow_up, &held.batch.data, &mut fired)
+            }
             Output::Alert(alert) => fired.push(*alert),
             Output::Done => {}
         }
@@ -536,6 +540,7 @@ fn emit(
             }
             Output::Alert(a) => a.time_micros,
             Output::Observation(o) => o.time,
+            Output::FollowUp(f) => f.time,
             Output::Done => continue,
         };
         waiting.push((at as u32, time));

@@ -5,7 +5,7 @@
 use crate::alert::Alert;
 use crate::detect::reload::LiveRevocations;
 use crate::detect::revoked::RevocationList;
-use crate::detect::{self, Observation};
+use crate::detect::{self, FollowUp, Observation};
 use crate::event::{
     decode_record_with, Arena, AuditEvent, DecodeOptions, Decoded, Format, Item, Stage,
 };
@@ -53,6 +53,8 @@ pub struct Processed {
 pub enum Output {
     Alert(Box<Alert>),
     Observation(Observation),
+    /// Steps of the event's that only advance state already held (see `detect::FollowUp`).
+    FollowUp(FollowUp),
     /// Taken by the collector already.
     Done,
 }
@@ -146,6 +148,7 @@ struct Evaluation<'c> {
     matched: Vec<u32>,
     alerts: Vec<Alert>,
     observations: Vec<Observation>,
+    follow_ups: Vec<FollowUp>,
     terms: TermsInBatch,
 }
 
@@ -189,6 +192,7 @@ impl Evaluation<'_> {
             record_len: rec.end - rec.start,
             index,
             context: rec.context,
+            seed: None,
         };
         // This event's observations go to `outputs` first, then its alerts.
         let base = self.outputs.len();
@@ -201,9 +205,11 @@ impl Evaluation<'_> {
             &mut self.matched,
             &mut self.alerts,
             &mut self.observations,
+            Some(&mut self.follow_ups),
             &mut |s| terms.first_sighting(rules, s, base + s.position, outputs),
         );
         outputs.extend(self.observations.drain(..).map(Output::Observation));
+        outputs.extend(self.follow_ups.drain(..).map(Output::FollowUp));
         terms.settle(outputs);
         outputs.extend(self.alerts.drain(..).map(|a| Output::Alert(Box::new(a))));
     }
@@ -233,6 +239,7 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
         matched: Vec::new(),
         alerts: Vec::new(),
         observations: Vec::new(),
+        follow_ups: Vec::new(),
         terms: TermsInBatch::default(),
     };
     let data = &batch.data[..];

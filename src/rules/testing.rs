@@ -280,8 +280,29 @@ pub fn run(set: &RuleSet) -> TestReport {
 }
 
 /// The alerts rule `index` raises on `events`, replayed in order through the real decoder and
-/// detectors (stateful rules included).
+/// detectors (stateful rules included), as the workers run them (with follow-ups). The same
+/// events observed in full must raise the same alerts: a test that fails otherwise.
 pub fn fires(set: &RuleSet, index: usize, events: &[String]) -> Result<Vec<Alert>, String> {
+    let followed = replay(set, index, events, true)?;
+    let full = replay(set, index, events, false)?;
+    let ids = |alerts: &[Alert]| alerts.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+    if ids(&followed) != ids(&full) {
+        return Err(format!(
+            "follow-ups raised {:?}, full observations {:?}",
+            ids(&followed),
+            ids(&full)
+        ));
+    }
+    Ok(followed)
+}
+
+/// `fires` one way: with `follow`, steps that only advance held state are left as follow-ups.
+fn replay(
+    set: &RuleSet,
+    index: usize,
+    events: &[String],
+    follow: bool,
+) -> Result<Vec<Alert>, String> {
     let empty = RevocationList::default();
     let revocations = match set.rules[index].tests.get() {
         Ok(tests) => &tests.revocations,
@@ -289,7 +310,7 @@ pub fn fires(set: &RuleSet, index: usize, events: &[String]) -> Result<Vec<Alert
     };
     let mut state = Stateful::new(set, detect::DEFAULT_MAX_KEYS);
     let (mut matched, mut alerts, mut observations) = (Vec::new(), Vec::new(), Vec::new());
-    let mut fired = Vec::new();
+    let (mut follow_ups, mut fired) = (Vec::new(), Vec::new());
     for json in events {
         let mut problem = Some("no event decoded".to_string());
         decode_record(
@@ -301,7 +322,7 @@ pub fn fires(set: &RuleSet, index: usize, events: &[String]) -> Result<Vec<Alert
                     problem = None;
                     let view = EventView::new(ev, ev.event_time().unwrap_or(0));
                     state.saw(view.time);
-                    detect::evaluate(
+                    detect::evaluate_with(
                         set,
                         revocations,
                         detect::Origin::default(),
@@ -309,6 +330,8 @@ pub fn fires(set: &RuleSet, index: usize, events: &[String]) -> Result<Vec<Alert
                         &mut matched,
                         &mut alerts,
                         &mut observations,
+                        follow.then_some(&mut follow_ups),
+                        &mut |_| true,
                     );
                 }
                 Item::Rejected(e) => problem = Some(format!("event rejected: {e}")),
@@ -320,6 +343,10 @@ pub fn fires(set: &RuleSet, index: usize, events: &[String]) -> Result<Vec<Alert
         }
         for obs in observations.drain(..).filter(|o| o.rule as usize == index) {
             state.observe(set, obs, &[], &mut fired);
+        }
+        for mut follow_up in follow_ups.drain(..) {
+            follow_up.checks.retain(|c| c.rule as usize == index);
+            state.follow_up(set, follow_up, &[], &mut fired);
         }
         fired.extend(
             alerts
