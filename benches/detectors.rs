@@ -122,7 +122,7 @@ fn memory(root: &std::path::Path, identities: usize) {
     let mut state = Stateful::new(&rules, identities + identities / 10);
     let before = rss_bytes();
     let (mut matched, mut alerts, mut observations, mut fired) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        (Default::default(), Vec::new(), Vec::new(), Vec::new());
     let start = audithound::event::time::parse_rfc3339_micros("2025-03-04T00:00:00Z").unwrap_or(0);
     // One identity every millisecond by default: a million over 17 minutes of event time.
     let spacing = env("AUDITHOUND_BENCH_SPACING_US", 1000) as i64;

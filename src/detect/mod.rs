@@ -363,7 +363,7 @@ pub fn evaluate(
     revocations: &RevocationList,
     origin: Origin,
     view: &EventView,
-    matched: &mut Vec<u32>,
+    matched: &mut crate::rules::Matched,
     alerts: &mut Vec<Alert>,
     observations: &mut Vec<Observation>,
 ) {
@@ -401,7 +401,7 @@ pub fn evaluate_with(
     revocations: &RevocationList,
     origin: Origin,
     view: &EventView,
-    matched: &mut Vec<u32>,
+    matched: &mut crate::rules::Matched,
     alerts: &mut Vec<Alert>,
     observations: &mut Vec<Observation>,
     follow_ups: Option<&mut Vec<FollowUp>>,
@@ -434,7 +434,7 @@ pub fn evaluate_with(
     // Key text is written into one buffer per thread: no allocation per event.
     thread_local!(static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
     let mut scratch = SCRATCH.with_borrow_mut(std::mem::take);
-    for &i in matched.iter() {
+    for &i in matched.rules.iter() {
         let rule = &rules.rules[i as usize];
         let mut key = |by: &[Field]| -> Arc<str> {
             key_text(&mut scratch, cluster, view, by);
@@ -563,7 +563,7 @@ pub fn evaluate_with(
                 let steps = s.steps.iter().enumerate();
                 // From a context copy, only steps keyed by someone else than the actor.
                 let steps = steps.filter(|(b, _)| !origin.context || s.step_keys[*b].is_some());
-                for (b, _) in steps.filter(|(_, c)| c.eval(view)) {
+                for (b, _) in steps.filter(|(b, c)| matched.step_holds(i, *b, c, view)) {
                     let k = match &s.step_keys[b] {
                         // The actor, as in most sequences: its key is made once per event.
                         Some(t) if t.is("{user.username}") => {
@@ -847,7 +847,7 @@ impl Stateful {
                     &RevocationList::default(),
                     origin,
                     view,
-                    &mut Vec::new(),
+                    &mut Default::default(),
                     &mut Vec::new(),
                     &mut observations,
                     None,
@@ -1136,7 +1136,7 @@ rules:
 
     /// The alerts and observations `evaluate` makes of one event given as JSON.
     fn evaluate_json(set: &RuleSet, json: &str, origin: Origin) -> (Vec<Alert>, Vec<Observation>) {
-        let (mut m, mut a, mut o) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut m, mut a, mut o) = (Default::default(), Vec::new(), Vec::new());
         crate::rules::field::on_event(json, |view| {
             let revocations = RevocationList::default();
             evaluate(set, &revocations, origin, view, &mut m, &mut a, &mut o);

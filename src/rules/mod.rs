@@ -208,6 +208,27 @@ fn match_kind() -> String {
     "match".into()
 }
 
+/// What `RuleSet::matching` found on one event.
+#[derive(Debug, Default)]
+pub struct Matched {
+    /// Indices of the rules that fire, in rule order.
+    pub rules: Vec<u32>,
+    /// Sequence rules whose steps the event's shape settled: (rule, steps settled, steps that
+    /// hold), a bit per step. Steps not settled are tested on the event.
+    pub steps: Vec<(u32, u32, u32)>,
+}
+
+impl Matched {
+    /// Whether step `step` of sequence rule `rule` holds on `ev`.
+    pub fn step_holds(&self, rule: u32, step: usize, condition: &Cond, ev: &EventView) -> bool {
+        let bit = 1u32.checked_shl(step as u32).unwrap_or(0);
+        match self.steps.iter().find(|s| s.0 == rule) {
+            Some(&(_, settled, holds)) if settled & bit != 0 => holds & bit != 0,
+            _ => condition.eval(ev),
+        }
+    }
+}
+
 /// All rules of a run, indexed by `objectRef.resource`.
 #[derive(Debug, Default)]
 pub struct RuleSet {
@@ -430,15 +451,17 @@ impl RuleSet {
         self.index.candidates(ev.event.resource(), verb)
     }
 
-    /// Indices of the rules that fire on this event, in rule order.
-    pub fn matching(&self, ev: &EventView, out: &mut Vec<u32>) {
-        out.clear();
+    /// The rules that fire on this event, in rule order, and what its shape settled of their
+    /// sequence steps.
+    pub fn matching(&self, ev: &EventView, out: &mut Matched) {
+        out.rules.clear();
+        out.steps.clear();
         shape::with_shape(self, ev, |shape| match shape {
             Some(shape) => shape.matching(self, ev, out),
             None => {
                 for &i in self.candidates(ev) {
                     if self.rules[i as usize].matches(ev) {
-                        out.push(i);
+                        out.rules.push(i);
                     }
                 }
             }

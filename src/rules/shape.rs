@@ -13,7 +13,7 @@
 
 use super::condition::{Cond, Matcher, Op};
 use super::field::EventView;
-use super::{Rule, RuleSet};
+use super::{Kind, Matched, Rule, RuleSet};
 use foldhash::{HashMap, HashSet};
 use std::cell::RefCell;
 
@@ -65,6 +65,8 @@ pub struct Shape {
     /// so that the rules left to test do not work them out again.
     macros_known: u64,
     macros_true: u64,
+    /// Sequence rules' steps the shape settles, as `Matched::steps` holds them.
+    steps: Box<[(u32, u32, u32)]>,
 }
 
 impl Shape {
@@ -83,22 +85,40 @@ impl Shape {
                 Verdict::Test => Some(i),
             }
         });
+        let rules: Box<[u32]> = rules.collect();
+        let steps = rules.iter().filter_map(|&r| {
+            let i = r & !ALWAYS;
+            let Kind::Sequence(spec) = &set.rules[i as usize].kind else {
+                return None;
+            };
+            let (mut known, mut holds) = (0, 0);
+            for (b, step) in spec.steps.iter().enumerate().take(32) {
+                if let Some(answer) = step.decide(ev, &settled) {
+                    known |= 1 << b;
+                    holds |= u32::from(answer) << b;
+                }
+            }
+            (known != 0).then_some((i, known, holds))
+        });
         Shape {
-            rules: rules.collect(),
+            steps: steps.collect(),
+            rules,
             macros_known: settled.known,
             macros_true: settled.answers,
         }
     }
 
-    /// Indices of the rules that match `ev`, an event of this shape, in rule order.
-    pub fn matching(&self, set: &RuleSet, ev: &EventView, out: &mut Vec<u32>) {
+    /// The rules that match `ev`, an event of this shape, in rule order, and the sequence
+    /// steps the shape settles.
+    pub fn matching(&self, set: &RuleSet, ev: &EventView, out: &mut Matched) {
         ev.settle_macros(self.macros_known, self.macros_true);
         for &r in self.rules.iter() {
             let i = r & !ALWAYS;
             if r & ALWAYS != 0 || set.rules[i as usize].matches(ev) {
-                out.push(i);
+                out.rules.push(i);
             }
         }
+        out.steps.extend_from_slice(&self.steps);
     }
 }
 
@@ -310,7 +330,7 @@ mod tests {
             .with_disabled_enabled();
         let events = events(&rules);
         assert!(events.len() > 1000, "{} events", events.len());
-        let (mut with, mut skipped) = (Vec::new(), 0);
+        let (mut with, mut skipped, mut steps_settled) = (Matched::default(), 0, 0);
         // Three times: events are tested in full, then their shapes worked out, then reused.
         for line in events.iter().chain(&events).chain(&events) {
             on_event(line, |view| {
@@ -319,12 +339,25 @@ mod tests {
                 let plain: Vec<u32> = (rules.candidates(&view).iter().copied())
                     .filter(|&i| rules.rules[i as usize].matches(&view))
                     .collect();
-                assert_eq!(with, plain, "{line}");
+                assert_eq!(with.rules, plain, "{line}");
+                // Settled sequence steps answer as the steps' conditions do.
+                for &(rule, settled, holds) in &with.steps {
+                    let Kind::Sequence(spec) = &rules.rules[rule as usize].kind else {
+                        panic!("steps settled for a rule that is no sequence");
+                    };
+                    for (b, step) in spec.steps.iter().enumerate() {
+                        if settled & 1 << b != 0 {
+                            assert_eq!(holds & 1 << b != 0, step.eval(&view), "{line}");
+                            steps_settled += 1;
+                        }
+                    }
+                }
                 skipped += (rules.rules.iter())
                     .filter(|r| verdict(r, &view, &Settled::default()) == Verdict::Never)
                     .count();
             });
         }
+        assert!(steps_settled > events.len(), "steps settled ({steps_settled})");
         assert!(
             skipped > events.len(),
             "verdicts rule out rules ({skipped})"

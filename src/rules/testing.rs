@@ -309,7 +309,7 @@ fn replay(
         Err(_) => &empty,
     };
     let mut state = Stateful::new(set, detect::DEFAULT_MAX_KEYS);
-    let (mut matched, mut alerts, mut observations) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut matched, mut alerts, mut observations) = (Default::default(), Vec::new(), Vec::new());
     let (mut follow_ups, mut fired) = (Vec::new(), Vec::new());
     for json in events {
         let mut problem = Some("no event decoded".to_string());
