@@ -46,7 +46,7 @@ pub struct Observation {
     /// Cluster and the rule's `by` values: whose state this is. Shared: an event's observations
     /// of several rules are usually all keyed by its actor.
     pub key: Arc<str>,
-    /// threshold: the `distinct` field's value; new_terms: the term.
+    /// Built-ins: the refused action, the grant, the binding.
     pub value: Option<Box<str>>,
     /// sequence: bit i set when step i's condition holds; built-ins: which kind of event this is.
     pub steps: u32,
@@ -57,7 +57,8 @@ pub struct Observation {
     pub audit_id: AuditId,
     /// new_terms: hashes of the combination and of its `known` part (0 without one), which is
     /// all the state needs of them: no text is built for the collector. escalation_chain: the
-    /// hash of a refused or successful request's action.
+    /// hash of a refused or successful request's action. threshold: `[0, hash of the distinct
+    /// field's value]`.
     pub hashes: [u128; 2],
     /// What the alert is built from if the rule fires.
     pub seed: Seed,
@@ -97,7 +98,7 @@ pub enum Seed {
 #[derive(Debug, Clone)]
 pub struct FollowUp {
     pub time: i64,
-    pub checks: smallvec::SmallVec<[Check; 3]>,
+    pub checks: smallvec::SmallVec<[Check; 4]>,
     pub seed: Seed,
 }
 
@@ -305,11 +306,6 @@ pub fn state_key(text: &str) -> StateKey {
     crate::keyed::hash128(text.as_bytes())
 }
 
-/// Hash of a value counted by a threshold's `distinct`, same seed.
-fn value_hash(text: &str) -> u64 {
-    state_key(text) as u64
-}
-
 /// Counters reported in the run summary.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct StateStats {
@@ -430,7 +426,7 @@ pub fn evaluate_with(
     // Follow-ups come from the event's own partition only: a context copy carries no step of
     // its actor's.
     let follow = follow_ups.is_some() && !origin.context;
-    let mut checks: smallvec::SmallVec<[Check; 3]> = Default::default();
+    let mut checks: smallvec::SmallVec<[Check; 4]> = Default::default();
     // Key text is written into one buffer per thread: no allocation per event.
     thread_local!(static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
     let mut scratch = SCRATCH.with_borrow_mut(std::mem::take);
@@ -443,18 +439,23 @@ pub fn evaluate_with(
         if origin.context && !reads_context(&rule.kind) {
             continue;
         }
-        let (key, value, steps) = match &rule.kind {
+        let (key, steps, hashes) = match &rule.kind {
             Kind::Match => {
                 alerts.push(Alert::from_match(rule, view));
                 continue;
             }
-            Kind::Threshold(t) => (
-                key(&t.by),
-                t.distinct
-                    .as_ref()
-                    .map(|f| f.first_text(view).unwrap_or_default().into()),
-                0,
-            ),
+            Kind::Threshold(t) => {
+                let key = key(&t.by);
+                let distinct = t.distinct.as_ref().map_or(0, |f| {
+                    scratch.clear();
+                    f.any(view, |v| {
+                        v.write_text(&mut scratch);
+                        true
+                    });
+                    state_key(&scratch)
+                });
+                (key, 0, [0, distinct])
+            }
             Kind::NewTerms(n) => {
                 let mut hash = |fields: &[Field]| {
                     key_text(&mut scratch, cluster, view, fields);
@@ -555,7 +556,7 @@ pub fn evaluate_with(
                 }
                 continue;
             }
-            Kind::Spike(_) => (actor_key(), None, 0),
+            Kind::Spike(_) => (actor_key(), 0, [0; 2]),
             Kind::Sequence(s) => {
                 // Steps that hold are grouped by the key they advance (usually one key).
                 let mut groups: smallvec::SmallVec<[(GroupKey, u32); 2]> = Default::default();
@@ -626,12 +627,12 @@ pub fn evaluate_with(
             time: view.time,
             last: view.time,
             key,
-            value,
+            value: None,
             steps,
             terms: Box::default(),
             revocation: None,
             audit_id: audit_id(),
-            hashes: [0; 2],
+            hashes,
             seed: seeder.seed(view, cluster),
         });
     }

@@ -8,7 +8,7 @@
 //! not every identity ever seen.
 
 use super::audit_id::AuditId;
-use super::{evict, state_key, value_hash, Observation, StateKey, MAX_EVIDENCE_IDS};
+use super::{evict, state_key, Observation, StateKey, MAX_EVIDENCE_IDS};
 use crate::alert::Alert;
 use foldhash::{HashMap, HashMapExt};
 
@@ -108,9 +108,11 @@ impl Windows {
         self.newest = self.newest.max(obs.time);
         self.sweep(spec.window);
         let key = state_key(&obs.key);
-        let hash = match (&obs.value, spec.distinct) {
-            (Some(v), true) => value_hash(v),
-            _ => 0,
+        // The value's hash is all a distinct count keeps (the worker made it).
+        let hash = if spec.distinct {
+            obs.hashes[1] as u64
+        } else {
+            0
         };
         let entry = (obs.time, hash, obs.audit_id.clone());
         let recent = match self.keys.entry(key) {
@@ -205,12 +207,12 @@ mod tests {
             time: t * 1_000_000,
             last: t * 1_000_000,
             key: key.into(),
-            value: Some(value.into()),
+            value: None,
             steps: 0,
             terms: Box::default(),
             revocation: None,
             audit_id: AuditId::new(&format!("00000000-0000-4000-8000-{id:012x}")),
-            hashes: [0; 2],
+            hashes: [0, state_key(value)],
             seed: super::super::Seed::Event {
                 json: "{}".into(),
                 cluster: "c".into(),

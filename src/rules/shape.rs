@@ -357,7 +357,10 @@ mod tests {
                     .count();
             });
         }
-        assert!(steps_settled > events.len(), "steps settled ({steps_settled})");
+        assert!(
+            steps_settled > events.len(),
+            "steps settled ({steps_settled})"
+        );
         assert!(
             skipped > events.len(),
             "verdicts rule out rules ({skipped})"
