@@ -59,7 +59,7 @@ fn hex8(x: u64) -> Option<[u8; 4]> {
     if digit | letter != HIGH {
         return None;
     }
-    let nibbles = (x & 0x0f * ONES) + (letter >> 7) * 9;
+    let nibbles = (x & (0x0f * ONES)) + (letter >> 7) * 9;
     // Each 16-bit lane: first digit << 4 | second digit, in its low byte.
     let pairs = ((nibbles << 4) | (nibbles >> 8)) & 0x00ff_00ff_00ff_00ff;
     Some([0, 16, 32, 48].map(|shift| (pairs >> shift) as u8))
