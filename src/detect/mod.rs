@@ -457,15 +457,20 @@ pub fn evaluate_with(
                 (key, 0, [0, distinct])
             }
             Kind::NewTerms(n) => {
-                let mut hash = |fields: &[Field]| {
-                    key_text(&mut scratch, cluster, view, fields);
-                    crate::keyed::hash128(scratch.as_bytes())
-                };
-                let term = hash(&n.fields);
-                let part = if n.known.is_empty() {
-                    0
+                let (term, part) = if n.known.is_empty() {
+                    key_text(&mut scratch, cluster, view, &n.fields);
+                    (state_key(&scratch), 0)
+                } else if n.known_is_prefix {
+                    // The known part's text, then the rest of the combination's after it.
+                    key_text(&mut scratch, cluster, view, &n.known);
+                    let part = state_key(&scratch);
+                    append_fields(&mut scratch, view, &n.fields[n.known.len()..]);
+                    (state_key(&scratch), part)
                 } else {
-                    hash(&n.known)
+                    key_text(&mut scratch, cluster, view, &n.known);
+                    let part = state_key(&scratch);
+                    key_text(&mut scratch, cluster, view, &n.fields);
+                    (state_key(&scratch), part)
                 };
                 let sighting = Sighting {
                     rule: i,
@@ -674,6 +679,11 @@ impl GroupKey {
 fn key_text(out: &mut String, cluster: &str, view: &EventView, fields: &[Field]) {
     out.clear();
     out.push_str(cluster);
+    append_fields(out, view, fields);
+}
+
+/// `\x1fvalue…` for each of `fields`, appended to a key text.
+fn append_fields(out: &mut String, view: &EventView, fields: &[Field]) {
     for f in fields {
         out.push('\u{1f}');
         f.any(view, |v| {

@@ -115,6 +115,8 @@ pub struct NewTermsSpec {
     pub learning: i64,
     pub history: Option<i64>,
     pub known: Vec<Field>,
+    /// `known` names the first fields of `fields`, in order: its key text is a prefix of theirs.
+    pub known_is_prefix: bool,
 }
 
 /// `steps` in order by the same `by` key within `max_span`.
@@ -249,6 +251,7 @@ pub fn compile(
                     .transpose()
                     .map_err(|e| format!("{at}.new_terms.history: {e}"))?,
                 known: fields(&n.known, &format!("{at}.new_terms.known"))?,
+                known_is_prefix: n.fields.starts_with(&n.known),
             })
         }
         ("sequence", _, _, Some(s)) => {
