@@ -3,9 +3,9 @@
 //! 1. Throughput of the same replay with no rules at all, with the three mission detectors
 //!    (the rules of `audithound eval`'s families revoked, escalation and secrets: built-ins and
 //!    plain rules, with a revocation list), and with the whole shipped library, printed as
-//!    ratios of CPU-time throughput (one worker, all threads on one core, best of nine
-//!    interleaved rounds) and of instructions per event (valgrind: the same on a busy machine
-//!    as on an idle one).
+//!    ratios of CPU-time throughput (one worker, all threads on one core, nine interleaved
+//!    rounds: each case's best run, and the median of the rounds' own ratios) and of
+//!    instructions per event (valgrind: the same on a busy machine as on an idle one).
 //! 2. Detector state for one million distinct identities: each identity reads a Secret of its
 //!    own namespace (one in ten is refused), through the real decoder, rules and state, with
 //!    the state cap raised to hold them all; resident memory before and after.
@@ -80,19 +80,19 @@ fn throughput(root: &std::path::Path, mb: u64) {
         ),
     ];
     let args: Vec<Vec<&str>> = cases.iter().map(|(_, a)| a.clone()).collect();
-    let best = common::best_of(9, &data, &args);
+    let rounds = common::interleaved(9, &data, &args);
     println!("input: {} ({mb} MiB)", data.display());
     println!(
-        "{:<34} {:>14} {:>10} {:>12}",
-        "", "events/CPU-s", "RSS MiB", "ratio (CPU)"
+        "{:<34} {:>14} {:>10} {:>12} {:>14}",
+        "", "events/CPU-s", "RSS MiB", "ratio (best)", "ratio (paired)"
     );
-    let Some(base) = best.first().map(|r| r.events as f64 / r.cpu_secs) else {
+    let Some(base) = rounds.best.first().map(|r| r.events as f64 / r.cpu_secs) else {
         return;
     };
-    for ((name, _), run) in cases.iter().zip(&best) {
+    for (((name, _), run), paired) in cases.iter().zip(&rounds.best).zip(&rounds.paired) {
         let cpu = run.events as f64 / run.cpu_secs;
         println!(
-            "{name:<34} {cpu:>14.0} {:>10} {:>12.2}",
+            "{name:<34} {cpu:>14.0} {:>10} {:>12.2} {paired:>14.2}",
             run.peak_rss_kib / 1024,
             cpu / base
         );

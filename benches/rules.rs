@@ -6,8 +6,8 @@
 //!     AUDITHOUND_BENCH_MB=500 cargo bench --bench rules
 //!
 //! Ratios use CPU seconds of a replay with one worker and all its threads on one core (see
-//! `common::replay_on`), best of nine interleaved rounds; `benches/throughput.rs` measures
-//! throughput on every core.
+//! `common::replay_on`) over nine interleaved rounds: of each case's best run, and the median
+//! of the rounds' own ratios; `benches/throughput.rs` measures throughput on every core.
 
 mod common;
 
@@ -51,18 +51,18 @@ fn main() {
         .map(|(_, d)| d.to_string_lossy().into_owned())
         .collect();
     let args: Vec<Vec<&str>> = dirs.iter().map(|d| vec!["--rules", d.as_str()]).collect();
-    let best = common::best_of(9, &data, &args);
+    let rounds = common::interleaved(9, &data, &args);
     println!("input: {} ({mb} MiB)", data.display());
     println!(
-        "{:<32} {:>14} {:>12}",
-        "rules loaded", "events/CPU-s", "ratio (CPU)"
+        "{:<32} {:>14} {:>12} {:>14}",
+        "rules loaded", "events/CPU-s", "ratio (best)", "ratio (paired)"
     );
-    let Some(base) = best.first().map(|r| r.events as f64 / r.cpu_secs) else {
+    let Some(base) = rounds.best.first().map(|r| r.events as f64 / r.cpu_secs) else {
         return;
     };
-    for ((name, _), run) in cases.iter().zip(&best) {
+    for (((name, _), run), paired) in cases.iter().zip(&rounds.best).zip(&rounds.paired) {
         let cpu = run.events as f64 / run.cpu_secs;
-        println!("{name:<32} {cpu:>14.0} {:>12.2}", cpu / base);
+        println!("{name:<32} {cpu:>14.0} {:>12.2} {paired:>14.2}", cpu / base);
     }
     let cases: Vec<(&str, Vec<&str>)> = cases
         .iter()

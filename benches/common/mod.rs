@@ -116,21 +116,52 @@ pub fn ensure_input(mb: u64) -> PathBuf {
     path
 }
 
-/// Replays `path` with each case's extra arguments, one worker and every thread on one core,
-/// `rounds` times interleaved (so that a noisy moment hits every case alike), and keeps each
-/// case's cheapest run in CPU time.
+/// What interleaved rounds of a bench's cases measured.
 #[allow(dead_code)] // not every bench compares cases
-pub fn best_of(rounds: usize, path: &Path, cases: &[Vec<&str>]) -> Vec<Run> {
+pub struct Rounds {
+    /// Each case's cheapest run in CPU time.
+    pub best: Vec<Run>,
+    /// Each case's throughput relative to the first case's in the same round, median over the
+    /// rounds: a neighbour's busy minute slows both runs of a round alike, so this moves less
+    /// than a ratio of two best runs taken minutes apart.
+    pub paired: Vec<f64>,
+}
+
+/// Replays `path` with each case's extra arguments, one worker and every thread on one core,
+/// `rounds` times interleaved (so that a noisy moment hits every case alike).
+#[allow(dead_code)] // not every bench compares cases
+pub fn interleaved(rounds: usize, path: &Path, cases: &[Vec<&str>]) -> Rounds {
+    let runs: Vec<Vec<Run>> = (0..rounds)
+        .map(|_| {
+            cases
+                .iter()
+                .map(|args| replay_on(path, 1, args, true))
+                .collect()
+        })
+        .collect();
+    let throughput = |r: &Run| r.events as f64 / r.cpu_secs;
+    let paired = (0..cases.len())
+        .map(|i| {
+            let mut ratios: Vec<f64> = runs
+                .iter()
+                .map(|round| throughput(&round[i]) / throughput(&round[0]))
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN)
+        })
+        .collect();
     let mut best: Vec<Option<Run>> = cases.iter().map(|_| None).collect();
-    for _ in 0..rounds {
-        for (i, args) in cases.iter().enumerate() {
-            let run = replay_on(path, 1, args, true);
+    for round in runs {
+        for (i, run) in round.into_iter().enumerate() {
             if best[i].as_ref().is_none_or(|b| run.cpu_secs < b.cpu_secs) {
                 best[i] = Some(run);
             }
         }
     }
-    best.into_iter().flatten().collect()
+    Rounds {
+        best: best.into_iter().flatten().collect(),
+        paired,
+    }
 }
 
 /// Instructions per event of a replay with `extra` arguments, start-up excluded (a one-event
