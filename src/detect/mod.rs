@@ -25,7 +25,8 @@ use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 /// Keys kept per rule before the least recently seen are evicted: a million identities fit in
-/// about 460 MiB with the shipped library (`cargo bench --bench detectors`).
+/// about 320 MiB with the shipped library, 430 MiB all active within a minute (`cargo bench
+/// --bench detectors`).
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 /// Audit IDs carried as evidence per alert.
 const MAX_EVIDENCE_IDS: usize = 10;
