@@ -236,3 +236,135 @@ fn eks_authenticator_extra_fields_reach_rules() {
         ]
     );
 }
+
+/// Native events for three detections that complete on a later request (a chain's success, a
+/// use after the last binding went, a deleted service account's token), one second apart.
+fn continued_detections() -> Vec<Value> {
+    let ok = |code: i64| code < 400;
+    let event = |i: usize, user: &str, verb: &str, object: Value, code: i64, request: Value| {
+        let time = audithound::event::time::format_micros(
+            audithound::event::time::parse_rfc3339_micros("2025-03-04T10:00:00Z").unwrap()
+                + i as i64 * 1_000_000,
+        );
+        let mut e = serde_json::json!({
+            "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "RequestResponse",
+            "auditID": format!("00000000-0000-4000-8000-{i:012x}"), "stage": "ResponseComplete",
+            "requestURI": "/apis", "verb": verb, "user": {"username": user, "groups": ["system:authenticated"]},
+            "sourceIPs": ["10.0.0.7"], "userAgent": "kubectl/v1.31.0", "objectRef": object,
+            "responseStatus": {"code": code},
+            "requestReceivedTimestamp": time, "stageTimestamp": time,
+            "annotations": {"authorization.k8s.io/decision": if ok(code) { "allow" } else { "forbid" }, "authorization.k8s.io/reason": ""},
+        });
+        if !request.is_null() {
+            e["requestObject"] = request;
+        }
+        e
+    };
+    let obj = |resource: &str, namespace: &str, name: &str| serde_json::json!({"resource": resource, "namespace": namespace, "name": name, "apiVersion": "v1"});
+    let binding = |user: &str| {
+        serde_json::json!({"kind": "RoleBinding", "subjects": [{"kind": "User", "name": user}],
+            "roleRef": {"kind": "Role", "name": "reader"}})
+    };
+    vec![
+        event(
+            0,
+            "mallory",
+            "list",
+            obj("secrets", "shop", ""),
+            403,
+            Value::Null,
+        ),
+        event(
+            1,
+            "admin",
+            "create",
+            obj("rolebindings", "shop", "x"),
+            201,
+            binding("mallory"),
+        ),
+        event(
+            2,
+            "mallory",
+            "list",
+            obj("secrets", "shop", ""),
+            200,
+            Value::Null,
+        ),
+        event(
+            3,
+            "admin",
+            "create",
+            obj("rolebindings", "shop", "dev"),
+            201,
+            binding("dave"),
+        ),
+        event(
+            4,
+            "admin",
+            "delete",
+            obj("rolebindings", "shop", "dev"),
+            200,
+            Value::Null,
+        ),
+        event(5, "dave", "get", obj("pods", "shop", "p"), 200, Value::Null),
+        event(
+            6,
+            "bob",
+            "delete",
+            obj("serviceaccounts", "mon", "old-exporter"),
+            200,
+            Value::Null,
+        ),
+        event(
+            7,
+            "system:serviceaccount:mon:old-exporter",
+            "list",
+            obj("pods", "mon", ""),
+            200,
+            Value::Null,
+        ),
+    ]
+}
+
+/// The steps that complete these detections reach the collector as follow-ups, which decode
+/// their event again when state awaits them: from the batch's text, from an envelope record, or
+/// from a provider's mapping.
+#[test]
+fn detections_completed_by_a_later_request_fire_in_every_format() {
+    use audithound::event::Format;
+    let events = continued_detections();
+    let dir = tempfile::tempdir().unwrap();
+    let expected = BTreeSet::from([
+        "k8s.credentials.unbound_still_used".to_string(),
+        "k8s.rbac.denied_granted_used".to_string(),
+        "k8s.serviceaccount.used_after_deletion".to_string(),
+    ]);
+    for format in [
+        Format::Native,
+        Format::EventList,
+        Format::Ack,
+        Format::Eks,
+        Format::Gke,
+        Format::Aks,
+    ] {
+        let path = dir.path().join(format!("{}.log", format.name()));
+        let text = audithound::synth::formats::render(format, &events, "prod");
+        std::fs::write(&path, text).unwrap();
+        let out = audithound(&["replay", "-q", path.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let fired: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["rule"]["id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        assert!(expected.is_subset(&fired), "{}: {fired:?}", format.name());
+    }
+}
