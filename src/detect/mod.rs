@@ -708,26 +708,23 @@ fn reads_context(kind: &Kind) -> bool {
 
 /// `state_key(identity_key(cluster, who))`, without making the key.
 fn identity_hash(cluster: &str, who: &str) -> StateKey {
-    thread_local!(static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
-    KEY.with_borrow_mut(|key| {
-        key.clear();
-        key.push_str(cluster);
-        key.push('\u{1f}');
-        key.push_str(who);
-        state_key(key)
-    })
+    with_identity_text(cluster, who, state_key)
 }
 
 /// `cluster\x1fwho`: whose state an observation belongs to.
 fn identity_key(cluster: &str, who: &str) -> Arc<str> {
-    // Written into a reused buffer: the Arc is then the only allocation.
+    with_identity_text(cluster, who, |text| Arc::from(text))
+}
+
+/// Calls `f` with `cluster\x1fwho`, written into a reused buffer (no allocation of its own).
+fn with_identity_text<R>(cluster: &str, who: &str, f: impl FnOnce(&str) -> R) -> R {
     thread_local!(static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
     KEY.with_borrow_mut(|key| {
         key.clear();
         key.push_str(cluster);
         key.push('\u{1f}');
         key.push_str(who);
-        Arc::from(key.as_str())
+        f(key)
     })
 }
 
