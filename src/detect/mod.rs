@@ -257,6 +257,13 @@ struct Progress {
     last_seen: i64,
 }
 
+/// Forgets `key`'s progress if it started more than `max_span` before `time`.
+fn drop_outlived(keys: &mut HashMap<StateKey, Progress>, key: StateKey, time: i64, max_span: i64) {
+    if keys.get(&key).is_some_and(|p| time - p.start > max_span) {
+        keys.remove(&key);
+    }
+}
+
 enum State {
     Threshold(window::Windows),
     NewTerms {
@@ -884,14 +891,9 @@ impl Stateful {
             }
             (Kind::Unbound(_), Some(State::Unbound(state))) => state.awaits_use(check.key, time),
             (Kind::Sequence(spec), Some(State::Sequence(keys))) => {
-                let Some(p) = keys.get(&check.key) else {
-                    return false;
-                };
-                if time - p.start > spec.max_span {
-                    keys.remove(&check.key);
-                    return false;
-                }
-                check.steps & (1 << p.next_step) != 0
+                drop_outlived(keys, check.key, time, spec.max_span);
+                keys.get(&check.key)
+                    .is_some_and(|p| check.steps & (1 << p.next_step) != 0)
             }
             _ => false,
         }
@@ -1057,11 +1059,7 @@ fn sequence(
     let needed = |step: usize| spec.step_counts.get(step).copied().unwrap_or(1);
     let audit_id = obs.audit_id.clone();
     let key = state_key(&obs.key);
-    if let Some(p) = keys.get(&key) {
-        if obs.time - p.start > max_span {
-            keys.remove(&key);
-        }
-    }
+    drop_outlived(keys, key, obs.time, max_span);
     let progress = match keys.get_mut(&key) {
         Some(p) if obs.steps & (1 << p.next_step) != 0 => p,
         Some(_) => return None,
