@@ -20,9 +20,11 @@
 
 mod common;
 
-use audithound::detect::{self, revoked::RevocationList, Stateful};
+use audithound::detect::{self, Stateful};
+use audithound::event::EventView;
 use audithound::event::{decode_record, DecodeOptions, Item};
-use audithound::rules::{field::EventView, RuleSet};
+use audithound::revocation::RevocationList;
+use audithound::rules::RuleSet;
 use std::path::PathBuf;
 
 fn env(name: &str, default: u64) -> u64 {

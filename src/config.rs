@@ -66,7 +66,7 @@ impl Detection {
     pub fn lateness_micros(&self) -> Result<Option<i64>, String> {
         self.lateness
             .as_deref()
-            .map(crate::rules::kind::parse_duration)
+            .map(crate::event::time::parse_duration)
             .transpose()
             .map_err(|e| format!("detection.lateness: {e}"))
     }
@@ -149,7 +149,7 @@ pub struct Kafka {
 impl Kafka {
     /// `rebuild` in milliseconds.
     pub fn rebuild_ms(&self) -> Result<i64, String> {
-        crate::rules::kind::parse_duration(&self.rebuild)
+        crate::event::time::parse_duration(&self.rebuild)
             .map(|micros| micros / 1000)
             .map_err(|e| format!("kafka.rebuild {:?}: {e}", self.rebuild))
     }

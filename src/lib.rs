@@ -13,6 +13,8 @@ pub mod eval;
 pub mod event;
 pub mod keyed;
 pub mod metrics;
+pub mod reload;
+pub mod revocation;
 pub mod route;
 pub mod rules;
 pub mod sink;

@@ -4,7 +4,7 @@ use anyhow::Context;
 use audithound::alert::OutputFormat;
 use audithound::engine::{self, ReplayOptions};
 use audithound::event::{time, DecodeOptions, Format, Stage};
-use audithound::rules::{testing, RuleSet};
+use audithound::rules::RuleSet;
 use audithound::sink::JsonLines;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -262,7 +262,7 @@ fn parse_time(s: &str) -> Result<i64, String> {
 }
 
 fn parse_lateness(s: &str) -> Result<i64, String> {
-    audithound::rules::kind::parse_duration(s)
+    audithound::event::time::parse_duration(s)
 }
 
 fn parse_stage(s: &str) -> Result<Stage, String> {
@@ -347,7 +347,7 @@ fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     opts.live_rules = Some(live_rules);
     let mut _watch = None;
     if let Some(path) = &cfg.detection.revocations {
-        let live = audithound::detect::reload::LiveRevocations::load(path)
+        let live = audithound::revocation::LiveRevocations::load(path)
             .map_err(|e| anyhow::anyhow!("revocation list: {e}"))?;
         _watch = Some(live.watch()?);
         opts.revocations = live;
@@ -584,7 +584,7 @@ fn eval(args: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     let revocations = args.dir.join("revocations.yaml");
     if revocations.is_file() {
-        opts.revocations = audithound::detect::reload::LiveRevocations::load(&revocations)
+        opts.revocations = audithound::revocation::LiveRevocations::load(&revocations)
             .map_err(|e| anyhow::anyhow!("revocation list: {e}"))?;
     }
     let report = audithound::eval::run(&args.dir, rules, &opts, |file| {
@@ -646,7 +646,7 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     // Reloaded when the file changes or on SIGHUP, for long replays and followed inputs.
     let mut _watch = None;
     if let Some(path) = &args.revocations {
-        let live = audithound::detect::reload::LiveRevocations::load(path)
+        let live = audithound::revocation::LiveRevocations::load(path)
             .map_err(|e| anyhow::anyhow!("revocation list: {e}"))?;
         tracing::debug!(
             entries = live.current().entries.len(),
@@ -708,8 +708,8 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn explain(args: ExplainArgs, out: &mut dyn std::io::Write) -> anyhow::Result<ExitCode> {
+    use audithound::event::EventView;
     use audithound::event::{decode_record, Item};
-    use audithound::rules::field::EventView;
     let set = load_rules(args.rules)?;
     let Some(rule) = set.get(&args.rule) else {
         anyhow::bail!(
@@ -786,16 +786,11 @@ fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
         RulesCommand::Test(d) => {
             // Rules shipped switched off are tested too: enabling them must be safe.
             let set = load_rules(d.dirs)?.with_disabled_enabled();
-            let report = testing::run(&set);
+            let report = audithound::eval::rule_tests::run(&set);
             for f in &report.failures {
                 writeln!(out, "FAIL {f}")?;
             }
-            let failed_rules = report
-                .failures
-                .iter()
-                .filter_map(|f| f.split(':').next())
-                .collect::<std::collections::BTreeSet<_>>()
-                .len();
+            let failed_rules = report.failed_rules();
             writeln!(
                 out,
                 "{} passed, {} failed",

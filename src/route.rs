@@ -13,8 +13,8 @@
 //! At-least-once: the raw offsets are committed only after the producer (idempotent,
 //! `acks=all`) has every routed copy acknowledged.
 
+use crate::event::EventView;
 use crate::event::{decode_record, DecodeOptions, Item};
-use crate::rules::field::EventView;
 use crate::source::kafka::{self, ClusterFrom, Position, CONTEXT_HEADER};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, Message, OwnedHeaders};

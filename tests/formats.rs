@@ -4,8 +4,9 @@ mod common;
 
 use common::{audithound, replay_with_summary, root};
 
+use audithound::event::EventView;
 use audithound::event::{decode_record, DecodeOptions, Item};
-use audithound::rules::field::{EventView, Field};
+use audithound::rules::field::Field;
 use serde_json::Value;
 use std::collections::BTreeSet;
 

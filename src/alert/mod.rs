@@ -2,8 +2,9 @@
 
 pub mod ocsf;
 
+use crate::event::EventView;
 use crate::event::{time, CREDENTIAL_ID_KEY, DECISION_KEY};
-use crate::rules::field::{EventView, Field};
+use crate::rules::field::Field;
 use crate::rules::{Rule, Severity};
 use serde::Serialize;
 
@@ -201,6 +202,32 @@ impl OutputFormat {
             OutputFormat::Native => serde_json::to_string(alert),
             OutputFormat::Ocsf => serde_json::to_string(&ocsf::detection_finding(alert)),
         }
+    }
+}
+
+/// A bare alert at `time` (microseconds), for tests of what handles alerts.
+#[cfg(test)]
+pub(crate) fn test_alert(time: i64) -> Alert {
+    Alert {
+        id: time.to_string(),
+        rule: RuleInfo {
+            id: "r".into(),
+            title: String::new(),
+            severity: crate::rules::Severity::Low,
+            mitre: vec![],
+        },
+        time: String::new(),
+        time_micros: time,
+        cluster: "c".into(),
+        actor: Actor {
+            username: "u".into(),
+            ..Default::default()
+        },
+        target: Default::default(),
+        outcome: Default::default(),
+        evidence: Default::default(),
+        summary: String::new(),
+        remediation: String::new(),
     }
 }
 

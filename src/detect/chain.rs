@@ -7,7 +7,7 @@ use super::rbac::{self, BindingChange};
 use super::{state_key, AuditId, Classified, Observation, StateKey, Terms, MAX_EVIDENCE_IDS};
 use crate::alert::Alert;
 use crate::event::time::format_micros;
-use crate::rules::field::EventView;
+use crate::event::EventView;
 use foldhash::HashMap;
 
 pub const DENIED: u32 = 1;

@@ -9,17 +9,16 @@
 pub mod audit_id;
 pub mod chain;
 pub mod rbac;
-pub mod reload;
-pub mod revoked;
 pub mod spike;
 pub mod unbound;
 mod window;
 
 use crate::alert::Alert;
-use crate::rules::field::{EventView, Field};
+use crate::event::EventView;
+use crate::revocation::{Revocation, RevocationList, Role};
+use crate::rules::field::Field;
 use crate::rules::{Kind, RuleSet};
 use audit_id::AuditId;
-use revoked::{Revocation, RevocationList, Role};
 // foldhash: seeded per process (no hash flooding by crafted usernames), much faster than SipHash.
 use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
@@ -54,7 +53,7 @@ pub struct Observation {
     /// Built-ins: the actor's groups, or the subjects a binding names. Usually empty (no allocation).
     pub terms: Terms,
     /// revoked: the revocation-list entry the event matched.
-    pub revocation: Option<Arc<revoked::Revocation>>,
+    pub revocation: Option<Arc<Revocation>>,
     pub audit_id: AuditId,
     /// new_terms: hashes of the combination and of its `known` part (0 without one), which is
     /// all the state needs of them: no text is built for the collector. escalation_chain: the
@@ -1094,32 +1093,6 @@ fn sequence(
     None
 }
 
-/// A bare alert at `time` (microseconds), for tests of what handles alerts.
-#[cfg(test)]
-pub(crate) fn test_alert(time: i64) -> Alert {
-    Alert {
-        id: time.to_string(),
-        rule: crate::alert::RuleInfo {
-            id: "r".into(),
-            title: String::new(),
-            severity: crate::rules::Severity::Low,
-            mitre: vec![],
-        },
-        time: String::new(),
-        time_micros: time,
-        cluster: "c".into(),
-        actor: crate::alert::Actor {
-            username: "u".into(),
-            ..Default::default()
-        },
-        target: Default::default(),
-        outcome: Default::default(),
-        evidence: Default::default(),
-        summary: String::new(),
-        remediation: String::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1406,7 +1379,7 @@ rules:
     #[test]
     fn suppression_holds_back_and_counts() {
         let mut sup = Suppressor::default();
-        let alert = test_alert;
+        let alert = crate::alert::test_alert;
         let period = Some(100);
         let admitted: Vec<bool> = [0, 50, 99, 100, 150]
             .iter()

@@ -1,8 +1,8 @@
 //! What the RBAC-aware built-ins need to know about one event: is it a binding change and whom
 //! does it bind, was it refused or allowed, and which action did it attempt.
 
+use crate::event::EventView;
 use crate::event::DECISION_KEY;
-use crate::rules::field::EventView;
 use serde::Deserialize;
 
 const BINDINGS: [&str; 2] = ["rolebindings", "clusterrolebindings"];

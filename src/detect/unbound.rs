@@ -10,7 +10,7 @@ use super::rbac::{self, BindingChange};
 use super::{state_key, AuditId, Classified, Observation, StateKey, Terms};
 use crate::alert::Alert;
 use crate::event::time::format_micros;
-use crate::rules::field::EventView;
+use crate::event::EventView;
 use foldhash::HashMap;
 
 pub const BIND: u32 = 1;

@@ -225,7 +225,7 @@ mod tests {
         let mut fired = Vec::new();
         for (i, (key, value, t)) in events.iter().enumerate() {
             let o = obs(key, value, *t, i as u64);
-            if w.observe(spec, &o, &|| super::super::test_alert(o.time))
+            if w.observe(spec, &o, &|| crate::alert::test_alert(o.time))
                 .is_some()
             {
                 fired.push(*t);

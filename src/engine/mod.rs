@@ -12,10 +12,10 @@
 mod reorder;
 mod worker;
 
-use crate::detect::reload::LiveRevocations;
 use crate::detect::{Stateful, Suppressor, DEFAULT_MAX_KEYS};
 use crate::event::{DecodeOptions, Stage};
 use crate::metrics::RunStats;
+use crate::revocation::LiveRevocations;
 use crate::rules::RuleSet;
 use crate::sink::AlertSink;
 use crate::source::file::{self, InputFile};

@@ -3,14 +3,14 @@
 //! per-batch result.
 
 use crate::alert::Alert;
-use crate::detect::reload::LiveRevocations;
-use crate::detect::revoked::RevocationList;
 use crate::detect::{self, FollowUp, Observation};
+use crate::event::EventView;
 use crate::event::{
     decode_record_with, Arena, AuditEvent, DecodeOptions, Decoded, Format, Item, Stage,
 };
 use crate::metrics::BatchStats;
-use crate::rules::field::EventView;
+use crate::revocation::LiveRevocations;
+use crate::revocation::RevocationList;
 use crate::rules::RuleSet;
 use crate::source::{Batch, RecordMeta, Rejection};
 use std::sync::Arc;
@@ -326,7 +326,7 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::reload::LiveRevocations;
+    use crate::revocation::LiveRevocations;
 
     fn event(id: &str, second: u32) -> String {
         format!(

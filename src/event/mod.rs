@@ -5,14 +5,17 @@
 //! JSON slices and are walked lazily when a rule asks for them.
 
 mod decode;
+pub mod derived;
 mod jstr;
 mod providers;
 pub mod time;
+pub mod view;
 
 pub use decode::{
     decode_record, decode_record_with, Arena, DecodeError, DecodeOptions, Decoded, Format, Item,
 };
 pub use jstr::{for_each_str, raw_entry, JStr};
+pub use view::EventView;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

@@ -104,6 +104,24 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// `30s`, `5m`, `1h`, `7d` → microseconds.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = n
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: expected a number and a unit, like 5m"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("bad duration {s:?}: unit must be s, m, h or d")),
+    };
+    n.checked_mul(secs * 1_000_000)
+        .ok_or_else(|| format!("bad duration {s:?}: too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,8 +11,9 @@
 //! ```
 //! A field matcher holds when any value of the field satisfies it.
 
-use super::field::{EventView, Field, Val};
+use super::field::{Field, Val};
 use super::memo;
+use crate::event::EventView;
 use foldhash::HashSet;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use ipnet::IpNet;

@@ -5,12 +5,13 @@
 //! `podSpec.…` walk the raw JSON (parsed at most once per event, only when a rule gets that far).
 //! `[*]` visits every element of a list, `(a|b)` tries several keys.
 
-use super::derived::{self, CsrSubject, Derived};
+use super::derived::{self, Derived};
+use crate::event::view::JsonRoot;
+use crate::event::view::Plain;
+use crate::event::EventView;
 use crate::event::{for_each_str, AuditEvent, JStr};
-use foldhash::HashMap;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use std::cell::{Cell, OnceCell};
 
 /// One value a field resolves to.
 #[derive(Debug, Clone, Copy)]
@@ -42,14 +43,6 @@ impl Val<'_> {
 
 type StrGetter = for<'e, 'a> fn(&'e AuditEvent<'a>) -> Option<&'e str>;
 type ListGetter = for<'e, 'a> fn(&'e AuditEvent<'a>) -> Option<&'e RawValue>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JsonRoot {
-    Request,
-    Response,
-    /// The pod template of whatever workload the request object is (Pod, Deployment, CronJob…).
-    PodSpec,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seg {
@@ -162,15 +155,6 @@ impl Needles {
                 .iter()
                 .all(|group| group.iter().any(|f| f.find(text).is_some()))
     }
-}
-
-/// What a look at the raw text says about a key's string value.
-#[derive(Clone, Copy)]
-enum Plain<'t> {
-    Value(&'t str),
-    Absent,
-    /// Escapes, odd layout or a non-string value: parse to be sure.
-    Unsure,
 }
 
 impl std::fmt::Debug for Field {
@@ -370,7 +354,7 @@ impl Field {
                 };
                 // Annotation values are plain strings: most are read straight from the text,
                 // once per event and key however many rules ask.
-                match ev.plain_annotation(needles, raw.get()) {
+                match ev.plain_annotation(needles.1, || needles.plain_string(raw.get())) {
                     Plain::Value(v) => f(Val::Str(v)),
                     Plain::Absent => false,
                     Plain::Unsure => ev
@@ -593,155 +577,6 @@ pub(crate) fn on_event(json: &str, mut f: impl FnMut(&EventView)) {
             }
         },
     );
-}
-
-/// An event as rules see it: the parsed struct plus lazily parsed nested JSON.
-pub struct EventView<'e, 'a> {
-    pub event: &'e AuditEvent<'a>,
-    /// Event time, microseconds since the epoch.
-    pub time: i64,
-    request: OnceCell<Option<Value>>,
-    response: OnceCell<Option<Value>>,
-    extra: OnceCell<HashMap<String, Value>>,
-    annotations: OnceCell<HashMap<String, Value>>,
-    exec_command: OnceCell<Option<String>>,
-    csr: OnceCell<Option<CsrSubject>>,
-    /// The last annotation read from the raw text, by the searcher that found it.
-    annotation: Cell<Option<(u64, Plain<'a>)>>,
-    /// Macros answered so far on this event (bit per slot), and their answers.
-    macros_known: Cell<u64>,
-    macros_true: Cell<u64>,
-}
-
-impl<'e, 'a> EventView<'e, 'a> {
-    pub fn new(event: &'e AuditEvent<'a>, time: i64) -> Self {
-        EventView {
-            event,
-            time,
-            request: OnceCell::new(),
-            response: OnceCell::new(),
-            extra: OnceCell::new(),
-            annotations: OnceCell::new(),
-            exec_command: OnceCell::new(),
-            csr: OnceCell::new(),
-            annotation: Cell::new(None),
-            macros_known: Cell::new(0),
-            macros_true: Cell::new(0),
-        }
-    }
-
-    /// The answer of the macro in `slot` (< 64) on this event, computed the first time asked.
-    pub fn macro_answer(&self, slot: u8, compute: impl FnOnce() -> bool) -> bool {
-        let bit = 1u64 << slot;
-        if self.macros_known.get() & bit != 0 {
-            return self.macros_true.get() & bit != 0;
-        }
-        let answer = compute();
-        self.macros_known.set(self.macros_known.get() | bit);
-        if answer {
-            self.macros_true.set(self.macros_true.get() | bit);
-        }
-        answer
-    }
-
-    /// Macro answers worked out elsewhere (from the event's shape alone), taken as known.
-    pub fn settle_macros(&self, known: u64, answers: u64) {
-        self.macros_known.set(self.macros_known.get() | known);
-        self.macros_true
-            .set(self.macros_true.get() | (answers & known));
-    }
-
-    fn parsed<'c>(cell: &'c OnceCell<Option<Value>>, raw: Option<&RawValue>) -> Option<&'c Value> {
-        cell.get_or_init(|| raw.and_then(|r| serde_json::from_str(r.get()).ok()))
-            .as_ref()
-    }
-
-    fn json_root(&self, root: JsonRoot) -> Option<&Value> {
-        match root {
-            JsonRoot::Request => Self::parsed(&self.request, self.event.request_object),
-            JsonRoot::Response => Self::parsed(&self.response, self.event.response_object),
-            JsonRoot::PodSpec => pod_spec(Self::parsed(&self.request, self.event.request_object)?),
-        }
-    }
-
-    /// The unparsed object a JSON root lies in.
-    fn raw_root(&self, root: JsonRoot) -> Option<&'a RawValue> {
-        match root {
-            JsonRoot::Request | JsonRoot::PodSpec => self.event.request_object,
-            JsonRoot::Response => self.event.response_object,
-        }
-    }
-
-    pub fn extra(&self) -> &HashMap<String, Value> {
-        self.extra.get_or_init(|| parse_map(self.event.user.extra))
-    }
-
-    pub fn annotations(&self) -> &HashMap<String, Value> {
-        self.annotations
-            .get_or_init(|| parse_map(self.event.annotations))
-    }
-
-    /// An annotation's value as `needles` finds it in `text` (the raw annotations): remembered
-    /// for the next rule that asks for the same key.
-    fn plain_annotation(&self, needles: &Needles, text: &'a str) -> Plain<'a> {
-        // Rules compile their own copies of a field: its keys' fingerprint names it.
-        match self.annotation.get() {
-            Some((seen, plain)) if seen == needles.1 => plain,
-            _ => {
-                let plain = needles.plain_string(text);
-                self.annotation.set(Some((needles.1, plain)));
-                plain
-            }
-        }
-    }
-
-    /// The command of a `pods/exec` request, decoded from its request URI.
-    pub fn exec_command(&self) -> Option<&str> {
-        self.exec_command
-            .get_or_init(|| {
-                let uri = self.event.request_uri.as_deref()?;
-                // Only exec carries a command; attach and port-forward have none.
-                let exec = self.event.object_ref.as_ref()?.subresource.as_deref() == Some("exec");
-                exec.then(|| derived::exec_command(uri)).flatten()
-            })
-            .as_deref()
-    }
-
-    /// The subject a CertificateSigningRequest in the request object asks for.
-    pub fn csr_subject(&self) -> Option<&CsrSubject> {
-        self.csr
-            .get_or_init(|| {
-                let is_csr = self.event.object_ref.as_ref()?.resource.as_deref()
-                    == Some("certificatesigningrequests");
-                if !is_csr {
-                    return None;
-                }
-                derived::csr_subject(self.json_root(JsonRoot::Request)?)
-            })
-            .as_ref()
-    }
-
-    pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.annotations().get(key).and_then(Value::as_str)
-    }
-}
-
-fn parse_map(raw: Option<&RawValue>) -> HashMap<String, Value> {
-    raw.and_then(|r| serde_json::from_str(r.get()).ok())
-        .unwrap_or_default()
-}
-
-/// Pod template of a workload object: Pod `spec`, `spec.template.spec` (Deployment, DaemonSet,
-/// StatefulSet, ReplicaSet, Job), `spec.jobTemplate.spec.template.spec` (CronJob).
-fn pod_spec(obj: &Value) -> Option<&Value> {
-    let spec = obj.get("spec")?;
-    if spec.get("containers").is_some() {
-        return Some(spec);
-    }
-    fn template(v: &Value) -> Option<&Value> {
-        v.get("template")?.get("spec")
-    }
-    template(spec).or_else(|| template(spec.get("jobTemplate")?.get("spec")?))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 use super::condition::{Cond, Scope};
 use super::field::Field;
 use super::template::Template;
+use crate::event::time;
 use serde::Deserialize;
 use serde_yaml::Value as Y;
 
@@ -167,23 +168,6 @@ pub struct RawSequence {
     steps: Vec<Y>,
 }
 
-/// `30s`, `5m`, `1h`, `7d` → microseconds.
-pub fn parse_duration(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = n
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: expected a number and a unit, like 5m"))?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("bad duration {s:?}: unit must be s, m, h or d")),
-    };
-    Ok(n * secs * 1_000_000)
-}
-
 fn fields(paths: &[String], at: &str) -> Result<Vec<Field>, String> {
     paths
         .iter()
@@ -232,7 +216,7 @@ pub fn compile(
                     .map(Field::parse)
                     .transpose()
                     .map_err(|e| format!("{at}.threshold.distinct: {e}"))?,
-                window: parse_duration(&t.window)
+                window: time::parse_duration(&t.window)
                     .map_err(|e| format!("{at}.threshold.window: {e}"))?,
             })
         }
@@ -242,12 +226,12 @@ pub fn compile(
             }
             Kind::NewTerms(NewTermsSpec {
                 fields: fields(&n.fields, &format!("{at}.new_terms.fields"))?,
-                learning: parse_duration(&n.learning)
+                learning: time::parse_duration(&n.learning)
                     .map_err(|e| format!("{at}.new_terms.learning: {e}"))?,
                 history: n
                     .history
                     .as_deref()
-                    .map(parse_duration)
+                    .map(time::parse_duration)
                     .transpose()
                     .map_err(|e| format!("{at}.new_terms.history: {e}"))?,
                 known: fields(&n.known, &format!("{at}.new_terms.known"))?,
@@ -299,7 +283,7 @@ pub fn compile(
             }
             Kind::Sequence(SequenceSpec {
                 by: fields(&s.by, &format!("{at}.sequence.by"))?,
-                max_span: parse_duration(&s.max_span)
+                max_span: time::parse_duration(&s.max_span)
                     .map_err(|e| format!("{at}.sequence.max_span: {e}"))?,
                 steps,
                 step_keys,
@@ -322,7 +306,7 @@ const BUILTINS: &str = "revoked, escalation_chain, unbound_identity, rate_spike"
 
 fn compile_builtin(b: RawBuiltin, at: &str) -> Result<Kind, String> {
     let duration = |v: &Option<String>, default: &str, name: &str| {
-        parse_duration(v.as_deref().unwrap_or(default))
+        time::parse_duration(v.as_deref().unwrap_or(default))
             .map_err(|e| format!("{at}.builtin.{name}: {e}"))
     };
     let only_window = b.bucket.is_none()
@@ -384,10 +368,10 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("5m"), Ok(300_000_000));
-        assert_eq!(parse_duration("2d"), Ok(172_800_000_000));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("m").is_err());
-        assert!(parse_duration("5w").is_err());
+        assert_eq!(time::parse_duration("5m"), Ok(300_000_000));
+        assert_eq!(time::parse_duration("2d"), Ok(172_800_000_000));
+        assert!(time::parse_duration("5").is_err());
+        assert!(time::parse_duration("m").is_err());
+        assert!(time::parse_duration("5w").is_err());
     }
 }

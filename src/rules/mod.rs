@@ -16,8 +16,8 @@ pub mod sigma;
 pub mod template;
 pub mod testing;
 
+use crate::event::EventView;
 use condition::{Cond, Scope};
-use field::EventView;
 use foldhash::{HashMap, HashMapExt};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value as Y;
@@ -603,7 +603,7 @@ fn compile_rule(raw: RawRule, path: &Path, scope: &Scope, at: &str) -> Result<Ru
     let suppress = match &raw.suppress {
         Some(d) => keep(
             &mut errors,
-            kind::parse_duration(d).map_err(|e| format!("{at}.suppress: {e}")),
+            crate::event::time::parse_duration(d).map_err(|e| format!("{at}.suppress: {e}")),
         ),
         None => Some(0),
     };

@@ -4,7 +4,7 @@
 //! carries each stateful rule's state over to the new set by rule id.
 
 use super::RuleSet;
-use crate::detect::reload::Current;
+use crate::reload::Current;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -45,11 +45,11 @@ impl LiveRules {
 
     /// Starts reloading on changes to `*.yaml`/`*.yml` files under the rule paths, and on
     /// SIGHUP. Keep the guard alive as long as reloading should happen.
-    pub fn watch(self: &Arc<Self>) -> anyhow::Result<crate::detect::reload::Watch> {
+    pub fn watch(self: &Arc<Self>) -> anyhow::Result<crate::reload::Watch> {
         let live = Arc::clone(self);
         let is_rule_file =
             |p: &Path| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
-        crate::detect::reload::watch(
+        crate::reload::watch(
             "rules",
             &self.paths,
             notify::RecursiveMode::Recursive,

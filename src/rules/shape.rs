@@ -12,8 +12,8 @@
 //! the cache standing aside.
 
 use super::condition::{Cond, Matcher, Op};
-use super::field::EventView;
 use super::{Kind, Matched, Rule, RuleSet};
+use crate::event::EventView;
 use foldhash::{HashMap, HashSet};
 use std::cell::RefCell;
 

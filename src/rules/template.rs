@@ -1,7 +1,8 @@
 //! Summary templates: `"{user.username} bound {requestObject.roleRef.name}"`, with field paths
 //! checked when the rule loads.
 
-use super::field::{EventView, Field};
+use super::field::Field;
+use crate::event::EventView;
 
 #[derive(Debug)]
 enum Piece {

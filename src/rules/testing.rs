@@ -1,16 +1,12 @@
-//! Rule self-tests: every rule carries scenarios that must fire it and near-misses that must not.
+//! Rule self-tests as written in a rule: scenarios that must fire it and near-misses that must
+//! not. This module turns them into events; `eval::rule_tests` runs them.
 //!
 //! A test case is one event (a mapping), a list of events replayed in order (for stateful
 //! rules), or `{repeat: N, event: {...}}`, which repeats an event N times with `{i}` in its
-//! strings replaced by 0…N-1. Events are run through the same decoder and detectors as a replay.
+//! strings replaced by 0…N-1.
 
-use super::field::EventView;
-use super::RuleSet;
-use crate::alert::Alert;
-use crate::detect::revoked::RevocationList;
-use crate::detect::{self, Stateful};
 use crate::event::time::format_micros;
-use crate::event::{decode_record, DecodeOptions, Item};
+use crate::revocation::RevocationList;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -23,7 +19,7 @@ pub struct RawTests {
     quiet: Vec<serde_yaml::Value>,
     /// For the built-in `revoked` rule: the revocation list its cases run against.
     #[serde(default)]
-    revocations: Vec<crate::detect::revoked::Revocation>,
+    revocations: Vec<crate::revocation::Revocation>,
 }
 
 /// Each case is a list of native JSON events, boilerplate filled in.
@@ -160,7 +156,7 @@ fn expand(v: Value, at: &str, out: &mut Vec<Value>) -> Result<(), String> {
     };
     let every = match m.get("every") {
         None => 1_000_000,
-        Some(e) => crate::rules::kind::parse_duration(e.as_str().unwrap_or(""))
+        Some(e) => crate::event::time::parse_duration(e.as_str().unwrap_or(""))
             .map_err(|e| format!("{at}.every: {e}"))?,
     };
     for i in 0..n {
@@ -207,152 +203,4 @@ fn with_defaults(mut v: Value, audit_id: &str, index: usize) -> Result<String, S
         obj.entry(k).or_insert(d);
     }
     Ok(v.to_string())
-}
-
-/// Outcome of running every rule's tests.
-#[derive(Debug, Default)]
-pub struct TestReport {
-    pub rules: usize,
-    pub cases: usize,
-    pub failures: Vec<String>,
-}
-
-pub fn run(set: &RuleSet) -> TestReport {
-    let mut report = TestReport {
-        rules: set.rules.len(),
-        ..Default::default()
-    };
-    for (index, rule) in set.rules.iter().enumerate() {
-        // Sigma rules come from elsewhere and carry no tests of ours.
-        if rule.tags.iter().any(|t| t == "sigma") {
-            continue;
-        }
-        let tests = match rule.tests.get() {
-            Ok(tests) => tests,
-            Err(e) => {
-                report.failures.push(format!("{}: tests.{e}", rule.id));
-                continue;
-            }
-        };
-        if tests.fire.is_empty() {
-            report
-                .failures
-                .push(format!("{}: has no `tests.fire` case", rule.id));
-        }
-        if tests.quiet.is_empty() {
-            report
-                .failures
-                .push(format!("{}: has no `tests.quiet` near-miss", rule.id));
-        }
-        for (want, cases) in [(true, &tests.fire), (false, &tests.quiet)] {
-            for (i, events) in cases.iter().enumerate() {
-                report.cases += 1;
-                let kind = if want { "fire" } else { "quiet" };
-                let exactly = if want { tests.fire_alerts[i] } else { None };
-                match fires(set, index, events) {
-                    Ok(got) if exactly.is_some_and(|n| n != got.len()) => {
-                        report.failures.push(format!(
-                            "{}: tests.fire[{i}] raised {} alerts but should raise exactly {}",
-                            rule.id,
-                            got.len(),
-                            exactly.unwrap_or_default()
-                        ))
-                    }
-                    Ok(got) if got.is_empty() != want => {}
-                    Ok(got) => report.failures.push(format!(
-                        "{}: tests.{kind}[{i}] {} but should {}",
-                        rule.id,
-                        if got.is_empty() {
-                            "did not fire"
-                        } else {
-                            "fired"
-                        },
-                        if want { "fire" } else { "stay quiet" }
-                    )),
-                    Err(e) => report
-                        .failures
-                        .push(format!("{}: tests.{kind}[{i}]: {e}", rule.id)),
-                }
-            }
-        }
-    }
-    report
-}
-
-/// The alerts rule `index` raises on `events`, replayed in order through the real decoder and
-/// detectors (stateful rules included), as the workers run them (with follow-ups). The same
-/// events observed in full must raise the same alerts: a test that fails otherwise.
-pub fn fires(set: &RuleSet, index: usize, events: &[String]) -> Result<Vec<Alert>, String> {
-    let followed = replay(set, index, events, true)?;
-    let full = replay(set, index, events, false)?;
-    let ids = |alerts: &[Alert]| alerts.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
-    if ids(&followed) != ids(&full) {
-        return Err(format!(
-            "follow-ups raised {:?}, full observations {:?}",
-            ids(&followed),
-            ids(&full)
-        ));
-    }
-    Ok(followed)
-}
-
-/// `fires` one way: with `follow`, steps that only advance held state are left as follow-ups.
-fn replay(
-    set: &RuleSet,
-    index: usize,
-    events: &[String],
-    follow: bool,
-) -> Result<Vec<Alert>, String> {
-    let empty = RevocationList::default();
-    let revocations = match set.rules[index].tests.get() {
-        Ok(tests) => &tests.revocations,
-        Err(_) => &empty,
-    };
-    let mut state = Stateful::new(set, detect::DEFAULT_MAX_KEYS);
-    let (mut matched, mut alerts, mut observations) = (Default::default(), Vec::new(), Vec::new());
-    let (mut follow_ups, mut fired) = (Vec::new(), Vec::new());
-    for json in events {
-        let mut problem = Some("no event decoded".to_string());
-        decode_record(
-            json.as_bytes(),
-            &DecodeOptions::default(),
-            "default",
-            &mut |item| match item {
-                Item::Event(ev, _) => {
-                    problem = None;
-                    let view = EventView::new(ev, ev.event_time().unwrap_or(0));
-                    state.saw(view.time);
-                    detect::evaluate_with(
-                        set,
-                        revocations,
-                        detect::Origin::default(),
-                        &view,
-                        &mut matched,
-                        &mut alerts,
-                        &mut observations,
-                        follow.then_some(&mut follow_ups),
-                        &mut |_| true,
-                    );
-                }
-                Item::Rejected(e) => problem = Some(format!("event rejected: {e}")),
-                Item::Skipped(why) => problem = Some(format!("event skipped: {why}")),
-            },
-        );
-        if let Some(p) = problem {
-            return Err(p);
-        }
-        for obs in observations.drain(..).filter(|o| o.rule as usize == index) {
-            state.observe(set, obs, &[], &mut fired);
-        }
-        for mut follow_up in follow_ups.drain(..) {
-            follow_up.checks.retain(|c| c.rule as usize == index);
-            state.follow_up(set, follow_up, &[], &mut fired);
-        }
-        fired.extend(
-            alerts
-                .drain(..)
-                .filter(|a| a.rule.id == set.rules[index].id),
-        );
-    }
-    Ok(fired)
 }

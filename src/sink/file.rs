@@ -104,7 +104,7 @@ mod tests {
     fn appends_across_restarts_and_rotates_by_size() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("alerts.jsonl");
-        let alert = crate::detect::test_alert(0);
+        let alert = crate::alert::test_alert(0);
         let one = OutputFormat::Native.render(&alert).unwrap().len() as u64 + 1;
         let lines = |p: &Path| {
             std::fs::read_to_string(p)

@@ -2,13 +2,16 @@
 //! event's actor and impersonated user. Deleting a cloud user does not revoke the kubeconfig it
 //! was issued, so every use after `revoked_at` (event time) is an alert.
 
+use crate::event::EventView;
 use crate::event::{time, CREDENTIAL_ID_KEY};
-use crate::rules::field::EventView;
 use foldhash::HashMap;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
+
+mod live;
+pub use live::LiveRevocations;
 
 /// One revoked identity or credential. At least one selector is set; all set selectors must match.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]

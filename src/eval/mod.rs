@@ -9,6 +9,8 @@
 //! Results are per rule and per detector family (a rule's `revoked`, `escalation` or
 //! `secret-access` tag), with precision and recall.
 
+pub mod rule_tests;
+
 use crate::alert::Alert;
 use crate::engine::{self, ReplayOptions};
 use crate::rules::RuleSet;
