@@ -123,8 +123,7 @@ fn memory(root: &std::path::Path, identities: usize) {
     let revocations = RevocationList::default();
     let mut state = Stateful::new(&rules, identities + identities / 10);
     let before = rss_bytes();
-    let (mut matched, mut alerts, mut observations, mut fired) =
-        (Default::default(), Vec::new(), Vec::new(), Vec::new());
+    let (mut outputs, mut fired) = (detect::Outputs::default(), Vec::new());
     let start = audithound::event::time::parse_rfc3339_micros("2025-03-04T00:00:00Z").unwrap_or(0);
     // One identity every millisecond by default: a million over 17 minutes of event time.
     let spacing = env("AUDITHOUND_BENCH_SPACING_US", 1000) as i64;
@@ -151,17 +150,16 @@ fn memory(root: &std::path::Path, identities: usize) {
                         &revocations,
                         detect::Origin::default(),
                         &view,
-                        &mut matched,
-                        &mut alerts,
-                        &mut observations,
+                        &mut outputs,
+                        &mut |_| true,
                     );
                 }
             },
         );
-        for o in observations.drain(..) {
+        for o in outputs.observations.drain(..) {
             state.observe(&rules, o, &[], &mut fired);
         }
-        alerts.clear();
+        outputs.alerts.clear();
         fired.clear();
     }
     let after = rss_bytes();

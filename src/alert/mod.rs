@@ -5,7 +5,7 @@ pub mod ocsf;
 use crate::event::EventView;
 use crate::event::{time, CREDENTIAL_ID_KEY, DECISION_KEY};
 use crate::rules::field::Field;
-use crate::rules::{Rule, Severity};
+use crate::rules::Severity;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -95,8 +95,9 @@ pub struct Evidence {
 }
 
 impl Alert {
-    /// An alert for a single-event rule match.
-    pub fn from_match(rule: &Rule, view: &EventView) -> Alert {
+    /// An alert of `rule` about the event `view`; its summary and remediation are the rule's
+    /// to fill in.
+    pub fn from_event(rule: RuleInfo, view: &EventView) -> Alert {
         let ev = view.event;
         let audit_id = ev.audit_id.as_deref().unwrap_or("").to_owned();
         let cluster = ev.cluster.as_deref().unwrap_or("").to_owned();
@@ -110,7 +111,7 @@ impl Alert {
         let text = |s: &Option<crate::event::JStr>| s.as_deref().map(str::to_owned);
         Alert {
             id: alert_id(&rule.id, &cluster, &[audit_id.as_str()]),
-            rule: RuleInfo::of(rule),
+            rule,
             time: time::format_micros(view.time),
             time_micros: view.time,
             actor: Actor {
@@ -143,8 +144,8 @@ impl Alert {
                 count: 1,
                 ..Evidence::default()
             },
-            summary: rule.summary.render(view),
-            remediation: rule.remediation.clone(),
+            summary: String::new(),
+            remediation: String::new(),
             cluster,
         }
     }
@@ -152,17 +153,6 @@ impl Alert {
     /// A total order on alerts that does not depend on how work was split across threads.
     pub fn sort_key(&self) -> (i64, &str, &str) {
         (self.time_micros, &self.rule.id, &self.id)
-    }
-}
-
-impl RuleInfo {
-    pub fn of(rule: &Rule) -> RuleInfo {
-        RuleInfo {
-            id: rule.id.clone(),
-            title: rule.title.clone(),
-            severity: rule.severity,
-            mitre: rule.mitre.clone(),
-        }
     }
 }
 

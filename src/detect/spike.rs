@@ -5,15 +5,23 @@
 //! deviation of normal data, and the `max(…, 1)` keeps a perfectly steady identity from
 //! alerting on one extra event.
 
-use super::{state_key, AuditId, Observation, StateKey};
+use super::audit_id::AuditId;
+use super::key::{evict, state_key, StateKey};
+use super::{Cx, Detector, Extract, Observation, Payload};
 use crate::alert::Alert;
-use crate::event::time::format_micros;
+use crate::event::time::{format_micros, human_duration};
 use crate::rules::kind::SpikeSpec;
 use foldhash::HashMap;
+
+/// Every event counts towards its actor's series.
+pub(super) fn extract(x: &mut Extract, rule: u32) {
+    let key = x.actor_key();
+    x.observe(rule, key, Payload::Spike);
+}
 use std::collections::VecDeque;
 
 /// One identity's counts.
-pub struct Series {
+struct Series {
     /// Index of the bucket being counted (event time / bucket length).
     bucket: i64,
     current: u32,
@@ -23,7 +31,7 @@ pub struct Series {
     age: u16,
     fired: bool,
     first_audit_id: AuditId,
-    pub last_seen: i64,
+    last_seen: i64,
 }
 
 /// The threshold for the next bucket given the past ones, with the median and MAD behind it.
@@ -49,75 +57,86 @@ fn median_of(v: &mut [f64]) -> f64 {
     }
 }
 
-pub fn observe(
-    series: &mut HashMap<StateKey, Series>,
-    spec: &SpikeSpec,
-    obs: &Observation,
-    rule_id: &str,
-    alert: &dyn Fn() -> Alert,
-) -> Option<Alert> {
-    let bucket = obs.time.div_euclid(spec.bucket);
-    let s = series.entry(state_key(&obs.key)).or_insert_with(|| Series {
-        bucket,
-        current: 0,
-        // Grows as buckets pass; an identity seen once costs no history.
-        past: VecDeque::new(),
-        age: 0,
-        fired: false,
-        first_audit_id: obs.audit_id.clone(),
-        last_seen: obs.time,
-    });
-    s.last_seen = s.last_seen.max(obs.time);
-    // Late events (another API server a little behind) count in the current bucket.
-    if bucket > s.bucket {
-        let gap = (bucket - s.bucket).min(spec.history as i64 + 1);
-        for i in 0..gap {
-            let count = if i == 0 { s.current } else { 0 };
-            if s.past.len() == spec.history {
-                s.past.pop_front();
+#[derive(Default)]
+pub struct State {
+    series: HashMap<StateKey, Series>,
+}
+
+impl Detector for State {
+    type Spec = SpikeSpec;
+    type Payload = ();
+
+    fn observe(&mut self, spec: &SpikeSpec, obs: &Observation, _: &(), cx: &Cx) -> Option<Alert> {
+        let bucket = obs.time.div_euclid(spec.bucket);
+        let s = self
+            .series
+            .entry(state_key(&obs.key))
+            .or_insert_with(|| Series {
+                bucket,
+                current: 0,
+                // Grows as buckets pass; an identity seen once costs no history.
+                past: VecDeque::new(),
+                age: 0,
+                fired: false,
+                first_audit_id: obs.audit_id.clone(),
+                last_seen: obs.time,
+            });
+        s.last_seen = s.last_seen.max(obs.time);
+        // Late events (another API server a little behind) count in the current bucket.
+        if bucket > s.bucket {
+            let gap = (bucket - s.bucket).min(spec.history as i64 + 1);
+            for i in 0..gap {
+                let count = if i == 0 { s.current } else { 0 };
+                if s.past.len() == spec.history {
+                    s.past.pop_front();
+                }
+                s.past.push_back(count.min(u32::from(u16::MAX)) as u16);
             }
-            s.past.push_back(count.min(u32::from(u16::MAX)) as u16);
+            s.age = s.age.saturating_add(gap as u16);
+            s.bucket = bucket;
+            s.current = 0;
+            s.fired = false;
+            s.first_audit_id = obs.audit_id.clone();
         }
-        s.age = s.age.saturating_add(gap as u16);
-        s.bucket = bucket;
-        s.current = 0;
-        s.fired = false;
-        s.first_audit_id = obs.audit_id.clone();
+        s.current += 1;
+        // The threshold is never below the floor: no need to compute it until then.
+        if s.fired || usize::from(s.age) < spec.min_history || s.current < spec.floor {
+            return None;
+        }
+        let (limit, median, mad) = threshold(&s.past, spec);
+        if f64::from(s.current) < limit {
+            return None;
+        }
+        s.fired = true;
+        let start = s.bucket * spec.bucket;
+        let mut alert = (cx.alert)(&[
+            ("count", s.current.to_string()),
+            ("bucket", human_duration(spec.bucket)),
+            ("bucket_start", format_micros(start)),
+            ("median", median.to_string()),
+            ("mad", mad.to_string()),
+            ("threshold", limit.ceil().to_string()),
+            ("buckets", s.past.len().to_string()),
+        ]);
+        let ids = [s.first_audit_id.to_string(), obs.audit_id.to_string()];
+        alert.id = crate::alert::alert_id(cx.rule_id, &obs.key, &[&ids[0], &ids[1]]);
+        alert.evidence.audit_ids = ids.to_vec();
+        alert.evidence.count = u64::from(s.current);
+        alert.evidence.first_time = Some(format_micros(start));
+        alert.evidence.window_seconds = Some(spec.bucket / 1_000_000);
+        alert.evidence.detail = Some(serde_json::json!({
+            "baseline": {"buckets": s.past.len(), "median": median, "mad": mad, "threshold": limit.ceil()},
+        }));
+        Some(alert)
     }
-    s.current += 1;
-    // The threshold is never below the floor: no need to compute it until then.
-    if s.fired || usize::from(s.age) < spec.min_history || s.current < spec.floor {
-        return None;
+
+    fn evict(&mut self, cap: usize) -> u64 {
+        evict(&mut self.series, cap, |s| s.last_seen)
     }
-    let (limit, median, mad) = threshold(&s.past, spec);
-    if f64::from(s.current) < limit {
-        return None;
+
+    fn len(&self) -> usize {
+        self.series.len()
     }
-    s.fired = true;
-    let start = s.bucket * spec.bucket;
-    let mut alert = alert();
-    let ids = [s.first_audit_id.to_string(), obs.audit_id.to_string()];
-    alert.id = crate::alert::alert_id(rule_id, &obs.key, &[&ids[0], &ids[1]]);
-    alert.evidence.audit_ids = ids.to_vec();
-    alert.evidence.count = u64::from(s.current);
-    alert.evidence.first_time = Some(format_micros(start));
-    alert.evidence.window_seconds = Some(spec.bucket / 1_000_000);
-    alert.evidence.detail = Some(serde_json::json!({
-        "baseline": {"buckets": s.past.len(), "median": median, "mad": mad, "threshold": limit.ceil()},
-    }));
-    // The rule's own sentence, then the figures behind it.
-    alert.summary = format!(
-        "{}: {} in the {} minutes from {}, where the usual is {} (median of the last {} buckets, MAD {}, threshold {}).",
-        alert.summary.trim_end_matches('.'),
-        s.current,
-        spec.bucket / 60_000_000,
-        format_micros(start),
-        median,
-        s.past.len(),
-        mad,
-        limit.ceil()
-    );
-    Some(alert)
 }
 
 #[cfg(test)]

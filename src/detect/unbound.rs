@@ -6,11 +6,14 @@
 //! Only bindings whose subjects the stream carried (create/update at Request level or above) are
 //! known; an identity none of whose bindings was ever seen is never "unbound".
 
+use super::audit_id::AuditId;
+use super::key::{cluster_of, evict, state_key, StateKey};
 use super::rbac::{self, BindingChange};
-use super::{state_key, AuditId, Classified, Observation, StateKey, Terms};
+use super::{Check, Classified, Cx, Detector, Extract, Observation, Payload, Terms};
 use crate::alert::Alert;
 use crate::event::time::format_micros;
 use crate::event::EventView;
+use crate::rules::kind::UnboundSpec;
 use foldhash::HashMap;
 
 pub const BIND: u32 = 1;
@@ -36,6 +39,36 @@ pub fn classify(view: &EventView) -> Option<Classified> {
     }
 }
 
+/// One step on an event: which (BIND, UNBIND or USE), the binding's id, and the user and
+/// service-account subjects a written binding names.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub step: u32,
+    pub binding: Box<str>,
+    pub subjects: Terms,
+}
+
+pub(super) fn extract(x: &mut Extract, rule: u32) {
+    let Some((step, binding, subjects)) = classify(x.view) else {
+        return;
+    };
+    // From a context copy, only what concerns the identities a binding names.
+    if x.context() && step & (BIND | UNBIND) == 0 {
+        return;
+    }
+    // A use only matters to an identity already left without bindings.
+    if step == USE && x.follow(rule, step, x.actor_hash()) {
+        return;
+    }
+    let key = x.actor_key();
+    let found = Step {
+        step,
+        binding,
+        subjects,
+    };
+    x.observe(rule, key, Payload::Unbound(found));
+}
+
 /// When and by which event an identity lost its last known binding.
 struct Unbound {
     time: i64,
@@ -53,99 +86,98 @@ pub struct State {
     unbound: HashMap<StateKey, Unbound>,
 }
 
-impl State {
-    /// Whether a success of the identity keyed `key` at `time` comes after it lost its last
-    /// known binding. (Nearly every request succeeds; almost none is such a use.)
-    pub fn awaits_use(&self, key: StateKey, time: i64) -> bool {
-        self.unbound.get(&key).is_some_and(|u| time > u.time)
+impl Detector for State {
+    type Spec = UnboundSpec;
+    type Payload = Step;
+
+    fn observe(
+        &mut self,
+        spec: &UnboundSpec,
+        obs: &Observation,
+        step: &Step,
+        cx: &Cx,
+    ) -> Option<Alert> {
+        let state = self;
+        let id =
+            |name: &str| -> Box<str> { format!("{}\u{1f}{name}", cluster_of(&obs.key)).into() };
+        match step.step {
+            BIND | UNBIND => {
+                let binding = id(&step.binding);
+                let old = match step.step {
+                    BIND => state
+                        .bindings
+                        .insert(binding.clone(), (step.subjects.clone(), obs.time)),
+                    _ => state.bindings.remove(&binding),
+                };
+                for s in step.subjects.iter() {
+                    let c = state.counts.entry(id(s)).or_insert((0, obs.time));
+                    *c = (c.0 + 1, obs.time);
+                    state.unbound.remove(&state_key(&id(s)));
+                }
+                for s in old.iter().flat_map(|(subjects, _)| subjects.iter()) {
+                    let key = id(s);
+                    let Some(c) = state.counts.get_mut(&key) else {
+                        continue;
+                    };
+                    *c = (c.0.saturating_sub(1), obs.time);
+                    if c.0 == 0 {
+                        state.counts.remove(&key);
+                        let unbound = Unbound {
+                            time: obs.time,
+                            audit_id: obs.audit_id.clone(),
+                            binding: step.binding.clone(),
+                        };
+                        state.unbound.insert(state_key(&key), unbound);
+                    }
+                }
+                None
+            }
+            USE => {
+                let key = state_key(&obs.key);
+                if !state.awaits_use(key, obs.time) {
+                    return None;
+                }
+                let u = state.unbound.remove(&key)?;
+                if obs.time - u.time > spec.window {
+                    return None;
+                }
+                let mut alert = (cx.alert)(&[
+                    ("binding", u.binding.to_string()),
+                    ("unbound_at", format_micros(u.time)),
+                ]);
+                let ids = [u.audit_id.to_string(), obs.audit_id.to_string()];
+                alert.id = crate::alert::alert_id(cx.rule_id, &obs.key, &[&ids[0], &ids[1]]);
+                alert.evidence.audit_ids = ids.to_vec();
+                alert.evidence.count = 2;
+                alert.evidence.first_time = Some(format_micros(u.time));
+                alert.evidence.window_seconds = Some(spec.window / 1_000_000);
+                alert.evidence.detail = Some(serde_json::json!({
+                    "last_binding_removed": {"binding": &*u.binding, "time": format_micros(u.time), "audit_id": u.audit_id.to_string()},
+                }));
+                Some(alert)
+            }
+            _ => None,
+        }
     }
 
-    pub fn key_count(&self) -> usize {
+    fn awaits(&mut self, _: &UnboundSpec, check: &Check, time: i64) -> bool {
+        self.awaits_use(check.key, time)
+    }
+
+    fn evict(&mut self, cap: usize) -> u64 {
+        evict(&mut self.bindings, cap, |b| b.1)
+            + evict(&mut self.counts, cap, |c| c.1)
+            + evict(&mut self.unbound, cap, |u| u.time)
+    }
+
+    fn len(&self) -> usize {
         self.bindings.len() + self.counts.len() + self.unbound.len()
-    }
-
-    /// Drops the oldest entries of each map over `cap`; returns how many.
-    pub fn evict(&mut self, cap: usize) -> u64 {
-        super::evict(&mut self.bindings, cap, |b| b.1)
-            + super::evict(&mut self.counts, cap, |c| c.1)
-            + super::evict(&mut self.unbound, cap, |u| u.time)
     }
 }
 
-pub fn observe(
-    state: &mut State,
-    window: i64,
-    obs: &Observation,
-    rule_id: &str,
-    alert: &dyn Fn() -> Alert,
-) -> Option<Alert> {
-    let cluster = || obs.key.split('\u{1f}').next().unwrap_or("");
-    let id = |name: &str| -> Box<str> { format!("{}\u{1f}{name}", cluster()).into() };
-    match obs.steps {
-        BIND | UNBIND => {
-            let binding = id(obs.value.as_deref().unwrap_or(""));
-            let old = match obs.steps {
-                BIND => state
-                    .bindings
-                    .insert(binding.clone(), (obs.terms.clone(), obs.time)),
-                _ => state.bindings.remove(&binding),
-            };
-            for s in obs.terms.iter() {
-                let c = state.counts.entry(id(s)).or_insert((0, obs.time));
-                *c = (c.0 + 1, obs.time);
-                state.unbound.remove(&state_key(&id(s)));
-            }
-            for s in old.iter().flat_map(|(subjects, _)| subjects.iter()) {
-                let key = id(s);
-                let Some(c) = state.counts.get_mut(&key) else {
-                    continue;
-                };
-                *c = (c.0.saturating_sub(1), obs.time);
-                if c.0 == 0 {
-                    state.counts.remove(&key);
-                    let unbound = Unbound {
-                        time: obs.time,
-                        audit_id: obs.audit_id.clone(),
-                        binding: obs.value.clone().unwrap_or_default(),
-                    };
-                    state.unbound.insert(state_key(&key), unbound);
-                }
-            }
-            None
-        }
-        USE => {
-            let key = state_key(&obs.key);
-            if !state.awaits_use(key, obs.time) {
-                return None;
-            }
-            let u = state.unbound.remove(&key)?;
-            if obs.time - u.time > window {
-                return None;
-            }
-            let mut alert = alert();
-            let ids = [u.audit_id.to_string(), obs.audit_id.to_string()];
-            alert.id = crate::alert::alert_id(rule_id, &obs.key, &[&ids[0], &ids[1]]);
-            alert.evidence.audit_ids = ids.to_vec();
-            alert.evidence.count = 2;
-            alert.evidence.first_time = Some(format_micros(u.time));
-            alert.evidence.window_seconds = Some(window / 1_000_000);
-            alert.evidence.detail = Some(serde_json::json!({
-                "last_binding_removed": {"binding": &*u.binding, "time": format_micros(u.time), "audit_id": u.audit_id.to_string()},
-            }));
-            let t = &alert.target;
-            alert.summary =
-                format!(
-                "{} lost its last known binding ({}) at {} but still succeeded: {} {} {} at {}.",
-                alert.actor.username,
-                u.binding,
-                format_micros(u.time),
-                t.verb,
-                t.resource,
-                if t.name.is_empty() { &t.namespace } else { &t.name },
-                alert.time
-            );
-            Some(alert)
-        }
-        _ => None,
+impl State {
+    /// Whether a use of the identity keyed `key` at `time` comes after it lost its bindings.
+    fn awaits_use(&self, key: StateKey, time: i64) -> bool {
+        self.unbound.get(&key).is_some_and(|u| time > u.time)
     }
 }

@@ -3,7 +3,7 @@
 //! per-batch result.
 
 use crate::alert::Alert;
-use crate::detect::{self, FollowUp, Observation};
+use crate::detect::{self, FollowUp, Observation, Outputs};
 use crate::event::EventView;
 use crate::event::{
     decode_record_with, Arena, AuditEvent, DecodeOptions, Decoded, Format, Item, Stage,
@@ -79,7 +79,7 @@ impl TermsInBatch {
     fn first_sighting(
         &mut self,
         rules: &RuleSet,
-        s: &detect::Sighting,
+        s: &detect::Offer,
         index: usize,
         outputs: &mut [Output],
     ) -> bool {
@@ -87,28 +87,36 @@ impl TermsInBatch {
             return true;
         };
         let within = |from: i64, to: i64| spec.history.is_none_or(|h| to - from <= h);
-        let term = s.hashes[0] ^ s.hashes[1].rotate_left(64);
+        let term = s.term ^ s.part.rotate_left(64);
         let at = self.first.entry((s.rule, term)).or_insert(usize::MAX);
-        match outputs.get_mut(*at) {
+        let first = match outputs.get_mut(*at) {
+            Some(Output::Observation(o)) => {
+                let time = o.time;
+                o.payload
+                    .sighting_mut()
+                    .map(|sighting| (time, &mut sighting.last))
+            }
+            _ => None,
+        };
+        match first {
             // Later, within the history of the last sighting: known for certain.
-            Some(Output::Observation(first))
-                if s.time >= first.time && within(first.last, s.time) =>
-            {
-                first.last = first.last.max(s.time);
+            Some((time, last)) if s.time >= time && within(*last, s.time) => {
+                *last = (*last).max(s.time);
                 return false;
             }
             // Later but past the history: a sighting of its own.
-            Some(Output::Observation(first)) if s.time >= first.time => {}
+            Some((time, _)) if s.time >= time => {}
             // Earlier (out of order): this sighting decides whether the term is new, the one
             // it replaces only leaves its last-seen time.
-            Some(Output::Observation(first)) => {
-                if !within(s.time, first.last) {
+            Some((_, last)) => {
+                let last = *last;
+                if !within(s.time, last) {
                     return true; // a batch longer than the history: both are decided
                 }
-                self.carried.push((index, first.last));
+                self.carried.push((index, last));
                 outputs[*at] = Output::Done;
             }
-            _ => {}
+            None => {}
         }
         *at = index;
         true
@@ -118,7 +126,9 @@ impl TermsInBatch {
     fn settle(&mut self, outputs: &mut [Output]) {
         for (index, last) in self.carried.drain(..) {
             if let Some(Output::Observation(obs)) = outputs.get_mut(index) {
-                obs.last = obs.last.max(last);
+                if let Some(sighting) = obs.payload.sighting_mut() {
+                    sighting.last = sighting.last.max(last);
+                }
             }
         }
     }
@@ -145,10 +155,7 @@ struct Evaluation<'c> {
     stats: BatchStats,
     outputs: Vec<Output>,
     placements: Vec<(u32, i64)>,
-    matched: crate::rules::Matched,
-    alerts: Vec<Alert>,
-    observations: Vec<Observation>,
-    follow_ups: Vec<FollowUp>,
+    detected: Outputs,
     terms: TermsInBatch,
 }
 
@@ -197,21 +204,25 @@ impl Evaluation<'_> {
         // This event's observations go to `outputs` first, then its alerts.
         let base = self.outputs.len();
         let (rules, terms, outputs) = (&self.rules, &mut self.terms, &mut self.outputs);
-        detect::evaluate_with(
+        let detected = &mut self.detected;
+        detect::evaluate(
             rules,
             &self.revocations,
             origin,
             &view,
-            &mut self.matched,
-            &mut self.alerts,
-            &mut self.observations,
-            Some(&mut self.follow_ups),
+            detected,
             &mut |s| terms.first_sighting(rules, s, base + s.position, outputs),
         );
-        outputs.extend(self.observations.drain(..).map(Output::Observation));
-        outputs.extend(self.follow_ups.drain(..).map(Output::FollowUp));
+        outputs.extend(detected.observations.drain(..).map(Output::Observation));
+        let follow_ups = detected.follow_ups.iter_mut().flat_map(|f| f.drain(..));
+        outputs.extend(follow_ups.map(Output::FollowUp));
         terms.settle(outputs);
-        outputs.extend(self.alerts.drain(..).map(|a| Output::Alert(Box::new(a))));
+        outputs.extend(
+            detected
+                .alerts
+                .drain(..)
+                .map(|a| Output::Alert(Box::new(a))),
+        );
     }
 
     /// Evaluates the waiting run, in order.
@@ -239,10 +250,7 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
         stats: BatchStats::default(),
         outputs: Vec::with_capacity(OUTPUTS.get()),
         placements: Vec::new(),
-        matched: Default::default(),
-        alerts: Vec::new(),
-        observations: Vec::new(),
-        follow_ups: Vec::new(),
+        detected: Outputs::with_follow_ups(),
         terms: TermsInBatch::default(),
     };
     let data = &batch.data[..];

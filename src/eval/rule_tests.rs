@@ -3,7 +3,7 @@
 //! says so); a quiet near-miss must raise none.
 
 use crate::alert::Alert;
-use crate::detect::{self, Stateful};
+use crate::detect::{self, Outputs, Stateful};
 use crate::event::{decode_record, DecodeOptions, EventView, Item};
 use crate::revocation::RevocationList;
 use crate::rules::RuleSet;
@@ -121,8 +121,12 @@ fn replay(
         Err(_) => &empty,
     };
     let mut state = Stateful::new(set, detect::DEFAULT_MAX_KEYS);
-    let (mut matched, mut alerts, mut observations) = (Default::default(), Vec::new(), Vec::new());
-    let (mut follow_ups, mut fired) = (Vec::new(), Vec::new());
+    let mut out = if follow {
+        Outputs::with_follow_ups()
+    } else {
+        Outputs::default()
+    };
+    let mut fired = Vec::new();
     for json in events {
         let mut problem = Some("no event decoded".to_string());
         decode_record(
@@ -134,15 +138,12 @@ fn replay(
                     problem = None;
                     let view = EventView::new(ev, ev.event_time().unwrap_or(0));
                     state.saw(view.time);
-                    detect::evaluate_with(
+                    detect::evaluate(
                         set,
                         revocations,
                         detect::Origin::default(),
                         &view,
-                        &mut matched,
-                        &mut alerts,
-                        &mut observations,
-                        follow.then_some(&mut follow_ups),
+                        &mut out,
                         &mut |_| true,
                     );
                 }
@@ -153,15 +154,19 @@ fn replay(
         if let Some(p) = problem {
             return Err(p);
         }
-        for obs in observations.drain(..).filter(|o| o.rule as usize == index) {
+        for obs in out
+            .observations
+            .drain(..)
+            .filter(|o| o.rule as usize == index)
+        {
             state.observe(set, obs, &[], &mut fired);
         }
-        for mut follow_up in follow_ups.drain(..) {
+        for mut follow_up in out.follow_ups.iter_mut().flat_map(|f| f.drain(..)) {
             follow_up.checks.retain(|c| c.rule as usize == index);
             state.follow_up(set, follow_up, &[], &mut fired);
         }
         fired.extend(
-            alerts
+            out.alerts
                 .drain(..)
                 .filter(|a| a.rule.id == set.rules[index].id),
         );

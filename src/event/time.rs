@@ -122,6 +122,18 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("bad duration {s:?}: too long"))
 }
 
+/// A duration as a reader says it: `5 minutes`, `1 hour`, `90 seconds`, `7 days`.
+pub fn human_duration(micros: i64) -> String {
+    let secs = micros / 1_000_000;
+    let (n, unit) = match secs {
+        s if s % 86_400 == 0 && s >= 86_400 => (s / 86_400, "day"),
+        s if s % 3600 == 0 && s >= 3600 => (s / 3600, "hour"),
+        s if s % 60 == 0 && s >= 60 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,6 +82,36 @@ pub struct RawBuiltin {
 }
 
 impl Kind {
+    /// Values the kind's detector offers a summary template beside the event's fields.
+    pub fn values(&self) -> &'static [&'static str] {
+        match self {
+            Kind::Match => &[],
+            Kind::Threshold(_) => &["count", "window", "first_time"],
+            Kind::NewTerms(_) => &["learning_since"],
+            Kind::Sequence(_) => &["count", "first_time", "span"],
+            Kind::Revoked(_) => &[
+                "revoked",
+                "revoked_at",
+                "reason",
+                "ticket",
+                "outcome",
+                "uses",
+                "uses_since",
+            ],
+            Kind::Chain(_) => &["denied_action", "denied_at", "granted_by", "granted_at"],
+            Kind::Unbound(_) => &["binding", "unbound_at"],
+            Kind::Spike(_) => &[
+                "count",
+                "bucket",
+                "bucket_start",
+                "median",
+                "mad",
+                "threshold",
+                "buckets",
+            ],
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Kind::Match => "match",
@@ -268,7 +298,7 @@ pub fn compile(
                             Some(k) => Some(
                                 k.as_str()
                                     .ok_or_else(|| format!("{here}.key: expected a template string"))
-                                    .and_then(|k| Template::parse(k).map_err(|e| format!("{here}.key: {e}")))?,
+                                    .and_then(|k| Template::parse(k, &[]).map_err(|e| format!("{here}.key: {e}")))?,
                             ),
                             None => None,
                         };

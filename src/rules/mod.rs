@@ -596,9 +596,10 @@ fn compile_rule(raw: RawRule, path: &Path, scope: &Scope, at: &str) -> Result<Ru
             )
         })
         .collect();
+    let values = kind.as_ref().map_or(&[][..], Kind::values);
     let summary = keep(
         &mut errors,
-        Template::parse(&raw.summary).map_err(|e| format!("{at}.summary: {e}")),
+        Template::parse(&raw.summary, values).map_err(|e| format!("{at}.summary: {e}")),
     );
     let suppress = match &raw.suppress {
         Some(d) => keep(

@@ -8,9 +8,26 @@
 //! not every identity ever seen.
 
 use super::audit_id::AuditId;
-use super::{evict, state_key, Observation, StateKey, MAX_EVIDENCE_IDS};
+use super::key::{evict, state_key, StateKey};
+use super::{Cx, Detector, Extract, Observation, Payload, MAX_EVIDENCE_IDS};
 use crate::alert::Alert;
+use crate::event::time::{format_micros, human_duration};
+use crate::rules::kind::ThresholdSpec;
 use foldhash::{HashMap, HashMapExt};
+
+/// What a worker extracts: the key, and the hash of the distinct field's value (0 without one).
+pub(super) fn extract(x: &mut Extract, rule: u32, spec: &ThresholdSpec) {
+    let key = x.key(&spec.by);
+    let distinct = spec.distinct.as_ref().map_or(0, |f| {
+        x.scratch.clear();
+        f.any(x.view, |v| {
+            v.write_text(&mut x.scratch);
+            true
+        });
+        state_key(&x.scratch) as u64
+    });
+    x.observe(rule, key, Payload::Threshold(distinct));
+}
 
 /// (time, hash of the distinct value or 0, audit ID).
 type Entry = (i64, u64, AuditId);
@@ -58,7 +75,7 @@ impl Recent {
     }
 }
 
-pub struct Windows {
+pub struct State {
     keys: HashMap<StateKey, Recent>,
     /// Keys that fired, and until when they stay quiet (one alert per key per window).
     quiet: HashMap<StateKey, i64>,
@@ -67,9 +84,9 @@ pub struct Windows {
     until_sweep: usize,
 }
 
-impl Default for Windows {
+impl Default for State {
     fn default() -> Self {
-        Windows {
+        State {
             keys: HashMap::new(),
             quiet: HashMap::new(),
             newest: i64::MIN,
@@ -82,39 +99,23 @@ impl Default for Windows {
 /// sweep costs O(1) per observation).
 const SWEEP_EVERY: usize = 4096;
 
-pub struct Spec {
-    pub count: u64,
-    pub window: i64,
-    pub distinct: bool,
-}
+impl Detector for State {
+    type Spec = ThresholdSpec;
+    type Payload = u64;
 
-impl Windows {
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// Drops the least recently seen keys over `cap`; returns how many.
-    pub fn evict(&mut self, cap: usize) -> u64 {
-        evict(&mut self.keys, cap, Recent::newest)
-    }
-
-    /// Counts `obs` in its key's window; the alert if the key reaches `count` and is not quiet.
-    pub fn observe(
+    /// Counts the event in its key's window; the alert if the key reaches `count` and is not
+    /// quiet.
+    fn observe(
         &mut self,
-        spec: &Spec,
+        spec: &ThresholdSpec,
         obs: &Observation,
-        alert: &dyn Fn() -> Alert,
+        &distinct: &u64,
+        cx: &Cx,
     ) -> Option<Alert> {
         self.newest = self.newest.max(obs.time);
         self.sweep(spec.window);
         let key = state_key(&obs.key);
-        // The value's hash is all a distinct count keeps (the worker made it).
-        let hash = if spec.distinct {
-            obs.hashes[1] as u64
-        } else {
-            0
-        };
-        let entry = (obs.time, hash, obs.audit_id.clone());
+        let entry = (obs.time, distinct, obs.audit_id.clone());
         let recent = match self.keys.entry(key) {
             std::collections::hash_map::Entry::Vacant(slot) => slot.insert(Recent::One(entry)),
             std::collections::hash_map::Entry::Occupied(slot) => {
@@ -131,18 +132,31 @@ impl Windows {
         }
         self.quiet.insert(key, obs.time + spec.window);
         let entries = recent.entries();
-        let mut alert = alert();
+        let first = entries.first().map_or(obs.time, |e| e.0);
+        let mut alert = (cx.alert)(&[
+            ("count", n.to_string()),
+            ("window", human_duration(spec.window)),
+            ("first_time", format_micros(first)),
+        ]);
         alert.evidence.count = n;
         let skip = entries.len().saturating_sub(MAX_EVIDENCE_IDS);
         alert.evidence.audit_ids = entries.iter().skip(skip).map(|e| e.2.to_string()).collect();
         alert.evidence.window_seconds = Some(spec.window / 1_000_000);
-        let first = entries.first().map_or(obs.time, |e| e.0);
-        alert.evidence.first_time = Some(crate::event::time::format_micros(first));
-        alert.id =
-            crate::alert::alert_id(&alert.rule.id, &obs.key, &[&alert.evidence.audit_ids[0]]);
+        alert.evidence.first_time = Some(format_micros(first));
+        alert.id = crate::alert::alert_id(cx.rule_id, &obs.key, &[&alert.evidence.audit_ids[0]]);
         Some(alert)
     }
 
+    fn evict(&mut self, cap: usize) -> u64 {
+        evict(&mut self.keys, cap, Recent::newest)
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+impl State {
     /// Forgets windows that ended before the newest event, and quiet periods that are over.
     fn sweep(&mut self, window: i64) {
         self.until_sweep = self.until_sweep.saturating_sub(1);
@@ -159,14 +173,14 @@ impl Windows {
 
 /// Adds `entry` to a key's events; false when it changes nothing (too late for the window
 /// ending at the key's newest event, or an older event of a value already counted).
-fn add(recent: &mut Recent, entry: Entry, spec: &Spec) -> bool {
+fn add(recent: &mut Recent, entry: Entry, spec: &ThresholdSpec) -> bool {
     let cutoff = recent.newest().max(entry.0) - spec.window;
     if entry.0 <= cutoff {
         return false;
     }
     // The common case without allocating: one event that left the window, or the same value.
     if let Recent::One(old) = recent {
-        if old.0 <= cutoff || (spec.distinct && old.1 == entry.1) {
+        if old.0 <= cutoff || (spec.distinct.is_some() && old.1 == entry.1) {
             // An older event of the value counted already changes nothing.
             let newer = entry.0 >= old.0;
             if newer {
@@ -178,7 +192,7 @@ fn add(recent: &mut Recent, entry: Entry, spec: &Spec) -> bool {
     let events = recent.as_vec();
     let expired = events.iter().take_while(|e| e.0 <= cutoff).count();
     events.drain(..expired);
-    if spec.distinct {
+    if spec.distinct.is_some() {
         if let Some(i) = events.iter().position(|e| e.1 == entry.1) {
             if events[i].0 >= entry.0 {
                 recent.settle();
@@ -199,33 +213,45 @@ fn add(recent: &mut Recent, entry: Entry, spec: &Spec) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::template::Values;
 
     /// An observation of `value` for `key` at second `t`.
-    fn obs(key: &str, value: &str, t: i64, id: u64) -> Observation {
+    fn obs(key: &str, t: i64, id: u64) -> Observation {
         Observation {
             rule: 0,
             time: t * 1_000_000,
-            last: t * 1_000_000,
             key: key.into(),
-            value: None,
-            steps: 0,
-            terms: Box::default(),
-            revocation: None,
             audit_id: AuditId::new(&format!("00000000-0000-4000-8000-{id:012x}")),
-            hashes: [0, state_key(value)],
             seed: super::super::Seed::Event {
                 json: "{}".into(),
                 cluster: "c".into(),
             },
+            payload: Payload::Spike,
+        }
+    }
+
+    fn spec(count: u64, window_secs: i64, distinct: bool) -> ThresholdSpec {
+        ThresholdSpec {
+            by: Vec::new(),
+            count,
+            distinct: distinct
+                .then(|| crate::rules::field::Field::parse("objectRef.name").unwrap()),
+            window: window_secs * 1_000_000,
         }
     }
 
     /// Feeds (key, value, second) in order; the seconds at which an alert fired.
-    fn feed(w: &mut Windows, spec: &Spec, events: &[(&str, &str, i64)]) -> Vec<i64> {
+    fn feed(w: &mut State, spec: &ThresholdSpec, events: &[(&str, &str, i64)]) -> Vec<i64> {
         let mut fired = Vec::new();
         for (i, (key, value, t)) in events.iter().enumerate() {
-            let o = obs(key, value, *t, i as u64);
-            if w.observe(spec, &o, &|| crate::alert::test_alert(o.time))
+            let o = obs(key, *t, i as u64);
+            let alert = |_: Values| crate::alert::test_alert(o.time);
+            let cx = Cx {
+                rule_id: "r",
+                alert: &alert,
+                started: 0,
+            };
+            if w.observe(spec, &o, &(state_key(value) as u64), &cx)
                 .is_some()
             {
                 fired.push(*t);
@@ -234,15 +260,13 @@ mod tests {
         fired
     }
 
-    const DISTINCT_3_IN_60S: Spec = Spec {
-        count: 3,
-        window: 60_000_000,
-        distinct: true,
-    };
+    fn distinct_3_in_60s() -> ThresholdSpec {
+        spec(3, 60, true)
+    }
 
     #[test]
     fn a_key_keeps_at_most_count_entries_one_per_value() {
-        let mut w = Windows::default();
+        let mut w = State::default();
         let events: Vec<(&str, String, i64)> = (0..50)
             .map(|i| ("k", format!("v{}", i % 7), i / 10))
             .collect();
@@ -251,7 +275,7 @@ mod tests {
             .map(|(k, v, t)| (*k, v.as_str(), *t))
             .collect();
         assert_eq!(
-            feed(&mut w, &DISTINCT_3_IN_60S, &events),
+            feed(&mut w, &distinct_3_in_60s(), &events),
             [0],
             "once per window"
         );
@@ -262,37 +286,33 @@ mod tests {
 
     #[test]
     fn a_late_event_counts_inside_the_window_and_not_before_it() {
-        let mut w = Windows::default();
+        let mut w = State::default();
         // a at 0 and b at 50; c arrives late, stamped 20: all three inside (−10, 50].
         assert_eq!(
             feed(
                 &mut w,
-                &DISTINCT_3_IN_60S,
+                &distinct_3_in_60s(),
                 &[("k", "a", 0), ("k", "b", 50), ("k", "c", 20)]
             ),
             [20]
         );
-        let mut w = Windows::default();
+        let mut w = State::default();
         // b at 100 ends the window at 100: a late c stamped 30 is before it (cutoff 40).
         assert!(feed(
             &mut w,
-            &DISTINCT_3_IN_60S,
+            &distinct_3_in_60s(),
             &[("k", "a", 50), ("k", "b", 100), ("k", "c", 30)]
         )
         .is_empty());
         // An older event of a value already counted changes nothing.
-        assert!(feed(&mut w, &DISTINCT_3_IN_60S, &[("k", "b", 90)]).is_empty());
+        assert!(feed(&mut w, &distinct_3_in_60s(), &[("k", "b", 90)]).is_empty());
         assert_eq!(w.keys.values().next().unwrap().entries().len(), 2);
     }
 
     #[test]
     fn count_windows_fire_once_per_window_and_again_after_it() {
-        let spec = Spec {
-            count: 2,
-            window: 10_000_000,
-            distinct: false,
-        };
-        let mut w = Windows::default();
+        let spec = spec(2, 10, false);
+        let mut w = State::default();
         let events = [
             ("k", "", 0),
             ("k", "", 5),
@@ -306,19 +326,19 @@ mod tests {
 
     #[test]
     fn ended_windows_are_swept_as_event_time_moves_on() {
-        let mut w = Windows::default();
+        let mut w = State::default();
         let keys: Vec<String> = (0..SWEEP_EVERY + 10).map(|i| format!("id{i}")).collect();
         let events: Vec<(&str, &str, i64)> = keys
             .iter()
             .enumerate()
             .map(|(i, k)| (k.as_str(), "v", (i / 100) as i64))
             .collect();
-        feed(&mut w, &DISTINCT_3_IN_60S, &events);
+        feed(&mut w, &distinct_3_in_60s(), &events);
         assert!(w.len() > 1000);
         // An hour later: the next sweep leaves only what is inside the new window.
         let late: Vec<String> = (0..SWEEP_EVERY + 10).map(|i| format!("late{i}")).collect();
         let events: Vec<(&str, &str, i64)> = late.iter().map(|k| (k.as_str(), "v", 3600)).collect();
-        feed(&mut w, &DISTINCT_3_IN_60S, &events);
+        feed(&mut w, &distinct_3_in_60s(), &events);
         assert!(keys.iter().all(|k| !w.keys.contains_key(&state_key(k))));
         assert!(w.len() <= late.len(), "{}", w.len());
     }

@@ -1,0 +1,64 @@
+//! `suppress:` — at most one alert per rule, cluster and actor per period; the next alert that
+//! gets through carries how many were held back.
+
+use crate::alert::Alert;
+use foldhash::HashMap;
+
+#[derive(Default)]
+pub struct Suppressor {
+    quiet: HashMap<(String, String, String), (i64, u64)>,
+    pub suppressed: u64,
+}
+
+impl Suppressor {
+    /// Whether `alert` goes out; updates its evidence with the count suppressed before it.
+    pub fn admit(&mut self, alert: &mut Alert, period: Option<i64>) -> bool {
+        let Some(period) = period else { return true };
+        let key = (
+            alert.rule.id.clone(),
+            alert.cluster.clone(),
+            alert.actor.username.clone(),
+        );
+        let now = alert.time_micros;
+        match self.quiet.get_mut(&key) {
+            Some((until, held)) if now < *until => {
+                *held += 1;
+                self.suppressed += 1;
+                false
+            }
+            Some(entry) => {
+                alert.evidence.suppressed = (entry.1 > 0).then_some(entry.1);
+                *entry = (now + period, 0);
+                true
+            }
+            None => {
+                if self.quiet.len() >= super::DEFAULT_MAX_KEYS {
+                    self.quiet.retain(|_, (until, _)| *until > now);
+                }
+                self.quiet.insert(key, (now + period, 0));
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suppression_holds_back_and_counts() {
+        let mut sup = Suppressor::default();
+        let alert = crate::alert::test_alert;
+        let period = Some(100);
+        let admitted: Vec<bool> = [0, 50, 99, 100, 150]
+            .iter()
+            .map(|t| sup.admit(&mut alert(*t), period))
+            .collect();
+        assert_eq!(admitted, [true, false, false, true, false]);
+        let mut later = alert(300);
+        assert!(sup.admit(&mut later, period));
+        assert_eq!(later.evidence.suppressed, Some(1));
+        assert_eq!(sup.suppressed, 3);
+    }
+}
