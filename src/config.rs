@@ -11,7 +11,8 @@
 //! listen = "0.0.0.0:8443"
 //! max_body_bytes = 16777216
 //! queue = 64                          # bodies waiting for the engine; beyond it: 429
-//! bearer_token = "…"                  # optional: required as `Authorization: Bearer …`
+//! bearer_token = "${WEBHOOK_TOKEN}"  # optional: required as `Authorization: Bearer …`
+//! # bearer_token_file = "/etc/audithound/token"   # or read from a file
 //! tls_cert = "tls.crt"                # optional HTTPS (PEM), with tls_key
 //! tls_key = "tls.key"
 //! client_ca = "api-server-ca.crt"     # optional: require client certificates signed by it
@@ -24,13 +25,20 @@
 //! topics = ["k8s-audit"]
 //! rebuild = "1h"                      # state re-read on partition assignment
 //!
+//! [ops]                               # plain HTTP: /healthz, /readyz, /metrics
+//! listen = "0.0.0.0:9090"
+//!
 //! [[sink]]
-//! type = "file"                       # or "stdout", "http", "kafka"
+//! type = "file"                       # or "stdout", "http", "kafka": see `sink::SinkConfig`
 //! path = "/var/lib/audithound/alerts.jsonl"   # appended, rotated past rotate_mib (100)
 //! format = "ocsf"                     # or "native"
 //! ```
+//!
+//! String values expand `${VAR}` from the environment and `${file:/path}` from a file
+//! (`settings`); tokens, passwords and header values never print.
 
-use crate::alert::OutputFormat;
+use crate::settings::{Secret, Text};
+use crate::sink::SinkConfig;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -42,14 +50,16 @@ pub struct Config {
     pub webhook: Option<Webhook>,
     pub files: Option<Files>,
     pub kafka: Option<Kafka>,
+    pub ops: Option<Ops>,
     #[serde(default, rename = "sink")]
-    pub sinks: Vec<Sink>,
+    pub sinks: Vec<SinkConfig>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Detection {
-    #[serde(default = "default_rules")]
+    /// Rule directories or files; empty: the library built into the binary.
+    #[serde(default)]
     pub rules: Vec<PathBuf>,
     pub revocations: Option<PathBuf>,
     #[serde(default = "default_cluster")]
@@ -75,7 +85,7 @@ impl Detection {
 impl Default for Detection {
     fn default() -> Self {
         Detection {
-            rules: default_rules(),
+            rules: Vec::new(),
             revocations: None,
             cluster: default_cluster(),
             threads: None,
@@ -83,10 +93,6 @@ impl Default for Detection {
             lateness: None,
         }
     }
-}
-
-fn default_rules() -> Vec<PathBuf> {
-    vec![PathBuf::from("detectors")]
 }
 
 fn default_cluster() -> String {
@@ -103,13 +109,25 @@ pub struct Webhook {
     #[serde(default = "default_queue")]
     pub queue: usize,
     /// When set, POSTs must carry `Authorization: Bearer <token>` (the webhook kubeconfig's
-    /// user token); others get 401.
-    pub bearer_token: Option<String>,
+    /// user token); others get 401. Or `bearer_token_file`, read at start.
+    pub bearer_token: Option<Secret>,
+    pub bearer_token_file: Option<PathBuf>,
     /// HTTPS: certificate chain and private key (PEM).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// HTTPS with client certificates: only clients whose certificate this CA (PEM) signed.
     pub client_ca: Option<PathBuf>,
+}
+
+impl Webhook {
+    /// The token POSTs must carry, inline or from its file.
+    pub fn token(&self) -> Result<Option<Secret>, String> {
+        crate::settings::secret_from(
+            self.bearer_token.as_ref(),
+            self.bearer_token_file.as_deref(),
+            "webhook.bearer_token",
+        )
+    }
 }
 
 /// Audit log files followed as they grow (`tail -F`, rotation-aware).
@@ -127,16 +145,16 @@ pub struct Files {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Kafka {
-    pub brokers: String,
+    pub brokers: Text,
     pub topics: Vec<String>,
     #[serde(default = "default_group")]
     pub group: String,
     /// Where a new group starts: "earliest" or "latest".
     #[serde(default = "default_start")]
     pub start: String,
-    /// Passed to librdkafka as they are (security.protocol, sasl.*, ssl.*).
+    /// Passed to librdkafka as they are (security.protocol, sasl.*, ssl.*); never printed.
     #[serde(default)]
-    pub properties: std::collections::BTreeMap<String, String>,
+    pub properties: std::collections::BTreeMap<String, Secret>,
     /// Where each message names its cluster: "key" (up to the first `/`) or "header:<name>".
     pub cluster_from: Option<String>,
     /// How far back (message time) a newly assigned partition is re-read to rebuild detector
@@ -153,6 +171,23 @@ impl Kafka {
             .map(|micros| micros / 1000)
             .map_err(|e| format!("kafka.rebuild {:?}: {e}", self.rebuild))
     }
+
+    /// The librdkafka properties with their values.
+    pub fn properties(&self) -> std::collections::BTreeMap<String, String> {
+        self.properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+            .collect()
+    }
+}
+
+/// The operations listener: plain HTTP for probes and Prometheus, apart from the webhook
+/// (whose client-certificate or token auth a kubelet probe or a scraper does not have).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ops {
+    /// `host:port`: `/healthz`, `/readyz` and `/metrics`.
+    pub listen: String,
 }
 
 fn default_rebuild() -> String {
@@ -175,102 +210,6 @@ fn default_queue() -> usize {
     64
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Sink {
-    #[serde(rename = "type")]
-    pub kind: SinkKind,
-    /// file: where; appended to, rotated past `rotate_mib` (default 100) keeping `keep` old
-    /// files (default 5: `alerts.jsonl.1` … `.5`).
-    pub path: Option<PathBuf>,
-    pub rotate_mib: Option<u64>,
-    pub keep: Option<usize>,
-    #[serde(default)]
-    pub format: Format,
-    /// http: where, and in which shape (json, splunk_hec, elasticsearch).
-    pub url: Option<String>,
-    pub protocol: Option<crate::sink::http::Protocol>,
-    /// http: extra headers, e.g. `{ Authorization = "Splunk 0000-…" }`.
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// http: alerts per request (default 500), gzip (default true), Elasticsearch index
-    /// (default "audithound-alerts"), and how long to keep retrying before failing loudly
-    /// (default 300 s).
-    pub batch: Option<usize>,
-    pub gzip: Option<bool>,
-    pub index: Option<String>,
-    pub max_retry_seconds: Option<u64>,
-    /// kafka: brokers, topic and passthrough librdkafka properties.
-    pub brokers: Option<String>,
-    pub topic: Option<String>,
-    #[serde(default)]
-    pub properties: std::collections::BTreeMap<String, String>,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkKind {
-    Stdout,
-    File,
-    Http,
-    Kafka,
-}
-
-impl Sink {
-    /// Opens the sink this entry describes.
-    pub fn open(&self) -> anyhow::Result<Box<dyn crate::sink::AlertSink>> {
-        use crate::sink::{http, JsonLines};
-        Ok(match self.kind {
-            SinkKind::Stdout => Box::new(JsonLines::open("-", self.format.into())?),
-            SinkKind::File => {
-                let path = self.path.as_deref().unwrap_or(Path::new("alerts.jsonl"));
-                Box::new(crate::sink::file::RotatingFile::open(
-                    path,
-                    self.rotate_mib.unwrap_or(100) << 20,
-                    self.keep.unwrap_or(5),
-                    self.format.into(),
-                )?)
-            }
-            SinkKind::Http => Box::new(http::HttpSink::new(http::HttpOptions {
-                url: self.url.clone().unwrap_or_default(),
-                protocol: self.protocol.unwrap_or(http::Protocol::Json),
-                format: self.format.into(),
-                headers: self.headers.clone().into_iter().collect(),
-                batch: self.batch.unwrap_or(500),
-                gzip: self.gzip.unwrap_or(true),
-                index: self
-                    .index
-                    .clone()
-                    .unwrap_or_else(|| "audithound-alerts".into()),
-                max_retry: std::time::Duration::from_secs(self.max_retry_seconds.unwrap_or(300)),
-            })),
-            SinkKind::Kafka => Box::new(crate::sink::kafka::KafkaSink::new(
-                self.brokers.as_deref().unwrap_or_default(),
-                self.topic.as_deref().unwrap_or_default(),
-                self.format.into(),
-                &self.properties,
-            )?),
-        })
-    }
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    #[default]
-    Native,
-    Ocsf,
-}
-
-impl From<Format> for OutputFormat {
-    fn from(f: Format) -> Self {
-        match f {
-            Format::Native => OutputFormat::Native,
-            Format::Ocsf => OutputFormat::Ocsf,
-        }
-    }
-}
-
 /// Reads and validates `path`; every problem names the file (and line and column when TOML
 /// parsing found it).
 pub fn load(path: &Path) -> Result<Config, String> {
@@ -280,6 +219,15 @@ pub fn load(path: &Path) -> Result<Config, String> {
         .validate()
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(config)
+}
+
+fn socket_addr(key: &str, listen: &str) -> Result<(), String> {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "{key} {listen:?}: expected host:port, e.g. \"0.0.0.0:8443\""
+        )),
+    }
 }
 
 impl Config {
@@ -302,12 +250,7 @@ impl Config {
             k.rebuild_ms()?;
         }
         if let Some(w) = &self.webhook {
-            if w.listen.parse::<std::net::SocketAddr>().is_err() {
-                return Err(format!(
-                    "webhook.listen {:?}: expected host:port, e.g. \"0.0.0.0:8443\"",
-                    w.listen
-                ));
-            }
+            socket_addr("webhook.listen", &w.listen)?;
             if w.queue == 0 || w.max_body_bytes == 0 {
                 return Err("webhook.queue and webhook.max_body_bytes must be above 0".into());
             }
@@ -320,44 +263,16 @@ impl Config {
                         .into(),
                 );
             }
+            w.token()?;
+        }
+        if let Some(o) = &self.ops {
+            socket_addr("ops.listen", &o.listen)?;
         }
         if self.files.as_ref().is_some_and(|f| f.follow.is_empty()) {
             return Err("files.follow: name at least one file".into());
         }
         for (i, s) in self.sinks.iter().enumerate() {
-            let http_only = s.url.is_some()
-                || s.protocol.is_some()
-                || !s.headers.is_empty()
-                || s.batch.is_some()
-                || s.gzip.is_some()
-                || s.index.is_some()
-                || s.max_retry_seconds.is_some();
-            match s.kind {
-                SinkKind::File if s.path.is_none() => {
-                    return Err(format!("sink[{i}]: a file sink needs `path`"))
-                }
-                SinkKind::Stdout if s.path.is_some() => {
-                    return Err(format!("sink[{i}]: a stdout sink takes no `path`"))
-                }
-                SinkKind::Kafka if s.brokers.is_none() || s.topic.is_none() => {
-                    return Err(format!("sink[{i}]: a kafka sink needs `brokers` and `topic`"))
-                }
-                SinkKind::Kafka => {}
-                SinkKind::Http => {
-                    let url = s.url.as_deref().unwrap_or("");
-                    if !(url.starts_with("http://") || url.starts_with("https://")) {
-                        return Err(format!(
-                            "sink[{i}]: an http sink needs `url = \"https://…\"`"
-                        ));
-                    }
-                }
-                _ if http_only => {
-                    return Err(format!(
-                        "sink[{i}]: url, protocol, headers, batch, gzip, index and max_retry_seconds belong to http sinks"
-                    ))
-                }
-                _ => {}
-            }
+            s.validate().map_err(|e| format!("sink[{i}]: {e}"))?;
         }
         Ok(())
     }
@@ -389,10 +304,32 @@ mod tests {
         assert!(parse("[webhook]\nlisten = \"8443\"\n")
             .unwrap_err()
             .contains("host:port"));
+        let no_path =
+            parse("[webhook]\nlisten = \"127.0.0.1:1\"\n[[sink]]\ntype = \"file\"\n").unwrap_err();
+        assert!(no_path.contains("missing field `path`"), "{no_path}");
+        let http_key_on_file = parse(
+            "[webhook]\nlisten = \"127.0.0.1:1\"\n[[sink]]\ntype = \"file\"\npath = \"a\"\ngzip = true\n",
+        )
+        .unwrap_err();
         assert!(
-            parse("[webhook]\nlisten = \"127.0.0.1:1\"\n[[sink]]\ntype = \"file\"\n")
-                .unwrap_err()
-                .contains("needs `path`")
+            http_key_on_file.contains("unknown field `gzip`"),
+            "{http_key_on_file}"
+        );
+        let bad_url = parse(
+            "[webhook]\nlisten = \"127.0.0.1:1\"\n[[sink]]\ntype = \"http\"\nurl = \"splunk:8088\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            bad_url.contains("sink[0]") && bad_url.contains("https://"),
+            "{bad_url}"
+        );
+        let missing_var = parse(
+            "[webhook]\nlisten = \"127.0.0.1:1\"\n[[sink]]\ntype = \"http\"\nurl = \"https://siem\"\nheaders = { Authorization = \"Splunk ${AUDITHOUND_TEST_UNSET_TOKEN}\" }\n",
+        )
+        .unwrap_err();
+        assert!(
+            missing_var.contains("AUDITHOUND_TEST_UNSET_TOKEN is not set"),
+            "{missing_var}"
         );
     }
 }

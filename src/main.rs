@@ -2,19 +2,29 @@
 
 use anyhow::Context;
 use audithound::alert::OutputFormat;
-use audithound::engine::{self, ReplayOptions};
+use audithound::engine::{self, EngineOptions, Files};
 use audithound::event::{time, DecodeOptions, Format, Stage};
-use audithound::rules::RuleSet;
+use audithound::rules::{library, RuleSet, Severity};
 use audithound::sink::JsonLines;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// `--version`: the program's, and its built-in rule library's.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (rule library ",
+    env!("AUDITHOUND_LIBRARY_DIGEST"),
+    ", ",
+    env!("AUDITHOUND_LIBRARY_FILES"),
+    " files)"
+);
+
 #[derive(Parser)]
 #[command(
     name = "audithound",
-    version,
+    version = VERSION,
     about = "Find revoked credentials in use, privilege escalation and anomalous Secret access in Kubernetes audit logs.",
     after_help = "Examples:\n  audithound replay samples/                       replay a directory with the shipped detectors\n  audithound replay 'logs/*.gz' --out alerts.jsonl  alerts to a file, summary on stderr\n  audithound rules test detectors/                 run every rule's own tests\n  audithound eval samples/scenarios                precision and recall on the scenario suite"
 )]
@@ -25,6 +35,9 @@ struct Cli {
     /// Only errors on stderr: no warnings, progress bar or summary.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Log lines on stderr as text or as JSON objects (for log collectors).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -115,7 +128,7 @@ struct EvalArgs {
     /// Scenario directory: log files plus expected.jsonl.
     #[arg(value_name = "DIR")]
     dir: PathBuf,
-    /// Rule directory or file; repeat to add more. Default: ./detectors.
+    /// Rule directory or file; repeat to add more. Default: the built-in library (`builtin`).
     #[arg(long, value_name = "DIR")]
     rules: Vec<PathBuf>,
     /// Also write the full report (per file, rule and detector) as JSON.
@@ -131,7 +144,8 @@ struct ReplayArgs {
     /// Audit log files, directories (searched recursively) or quoted globs.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<String>,
-    /// Rule directory or file; repeat to add more. Default: ./detectors (the shipped library).
+    /// Rule directory or file; repeat to add more. Default: the built-in library; `builtin` names
+    /// it, so `--rules builtin --rules site/` extends it.
     #[arg(long, value_name = "DIR")]
     rules: Vec<PathBuf>,
     /// Where alerts go, one JSON object per line; `-` is stdout. Example: --out alerts.jsonl
@@ -195,10 +209,28 @@ struct ReplayArgs {
     /// Never draw the progress bar (it is hidden anyway when stderr is not a terminal).
     #[arg(long)]
     no_progress: bool,
+    /// Exit with status 3 when an alert at or above this severity was raised (for CI and
+    /// scripts): info, low, medium, high or critical.
+    #[arg(long, value_name = "SEVERITY", value_parser = parse_severity)]
+    fail_on: Option<Severity>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum RulesCommand {
+    /// Write the built-in rule library out (to edit it, or to read it).
+    #[command(
+        after_help = "Example:\n  audithound rules dump my-rules/\n  audithound replay logs/ --rules my-rules/   # the edited copy replaces the built-in library"
+    )]
+    Dump {
+        /// Directory to write the files into (created if missing; existing files are not overwritten).
+        dir: PathBuf,
+    },
     /// List the loaded rules: id, severity, title.
     #[command(after_help = "Example:\n  audithound rules list detectors/")]
     List(RulesDir),
@@ -221,14 +253,14 @@ struct ExplainArgs {
     rule: String,
     /// File holding the event(s).
     event: PathBuf,
-    /// Rule directories or files. Default: ./detectors
+    /// Rule directories or files. Default: the built-in library (`builtin`).
     #[arg(long, value_name = "DIR")]
     rules: Vec<PathBuf>,
 }
 
 #[derive(Args)]
 struct RulesDir {
-    /// Rule directories or files. Default: ./detectors
+    /// Rule directories or files. Default: the built-in library (`builtin`).
     #[arg(value_name = "DIR")]
     dirs: Vec<PathBuf>,
 }
@@ -261,6 +293,11 @@ fn parse_time(s: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{s:?} is not an RFC 3339 time like 2025-03-01T00:00:00Z"))
 }
 
+fn parse_severity(s: &str) -> Result<Severity, String> {
+    Severity::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a severity (info, low, medium, high, critical)"))
+}
+
 fn parse_lateness(s: &str) -> Result<i64, String> {
     audithound::event::time::parse_duration(s)
 }
@@ -271,32 +308,60 @@ fn parse_stage(s: &str) -> Result<Stage, String> {
     })
 }
 
+/// Exit statuses a pipeline can rely on (README, "Exit status").
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_ALERTS: u8 = 3;
+
+/// A problem with what the user asked for (arguments, configuration, rules): exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct UsageError(anyhow::Error);
+
+/// Marks an error as the user's to fix.
+fn usage<T, E: Into<anyhow::Error>>(r: Result<T, E>) -> anyhow::Result<T> {
+    r.map_err(|e| UsageError(e.into()).into())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.quiet);
+    // A service says what it is doing; one-shot commands speak only of problems.
+    let default_level = match cli.command {
+        Command::Run(_) | Command::Route(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.verbose, cli.quiet, cli.log_format, default_level);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
-            ExitCode::FAILURE
+            let usage = e.downcast_ref::<UsageError>().is_some();
+            ExitCode::from(if usage { EXIT_USAGE } else { EXIT_RUNTIME })
         }
     }
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(verbose: u8, quiet: bool, format: LogFormat, default_level: &str) {
+    use std::io::IsTerminal;
     let level = match (quiet, verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
+        (false, 0) => default_level,
         (false, 1) => "debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        // Colour only for a person at a terminal: log files stay free of escape codes.
+        LogFormat::Text => logs
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -310,218 +375,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn run_service(args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    use audithound::{config, source::live, webhook};
-    let cfg = config::load(&args.config).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
-    let rules = Arc::new(load_rules(cfg.detection.rules.clone())?);
-    let mut opts = ReplayOptions {
-        progress: false,
-        flush_every_batch: true,
-        default_cluster: cfg.detection.cluster.clone(),
-        ..ReplayOptions::default()
+    use audithound::{config, service};
+    let cfg = usage(config::load(&args.config).map_err(|e| anyhow::anyhow!("configuration: {e}")))?;
+    let paths = rule_paths(cfg.detection.rules.clone());
+    let set = Arc::new(usage(RuleSet::load(&paths))?);
+    // The built-in library does not change while the service runs: nothing to watch.
+    let builtin_only = paths.iter().all(|p| p.as_os_str() == library::BUILTIN);
+    let rules = service::Rules {
+        set,
+        paths: if builtin_only { Vec::new() } else { paths },
     };
-    if let Some(n) = cfg.detection.threads {
-        opts.threads = n.max(1);
-    }
-    if let Some(n) = cfg.detection.max_keys {
-        opts.max_keys = n;
-    }
-    if let Some(l) = cfg
-        .detection
-        .lateness_micros()
-        .map_err(anyhow::Error::msg)?
-    {
-        opts.lateness = l;
-    }
-    // A quiet stream's stateful alerts do not wait for events that may never come.
-    opts.idle_flush = Some(std::time::Duration::from_secs(2));
-    // Alerts go out as they fire; a replay orders them by event time.
-    opts.order_alerts = false;
-    // detectors/ (and overrides) reloaded on change and on SIGHUP.
-    let rule_dirs = if cfg.detection.rules.is_empty() {
-        default_rules()
-    } else {
-        cfg.detection.rules.clone()
-    };
-    let live_rules = audithound::rules::reload::LiveRules::new(rule_dirs, rules.clone());
-    let _rules_watch = live_rules.watch()?;
-    opts.live_rules = Some(live_rules);
-    let mut _watch = None;
-    if let Some(path) = &cfg.detection.revocations {
-        let live = audithound::revocation::LiveRevocations::load(path)
-            .map_err(|e| anyhow::anyhow!("revocation list: {e}"))?;
-        _watch = Some(live.watch()?);
-        opts.revocations = live;
-    }
-    let mut sinks: Vec<Box<dyn audithound::sink::AlertSink>> = Vec::new();
-    for s in &cfg.sinks {
-        sinks.push(s.open()?);
-    }
-    if sinks.is_empty() {
-        sinks.push(Box::new(JsonLines::open("-", OutputFormat::Native)?));
-    }
-    let follow = cfg
-        .files
-        .as_ref()
-        .map(|f| f.follow.clone())
-        .unwrap_or_default();
-    if let Some(h) = &cfg.webhook {
-        if let (Some(cert), Some(key)) = (&h.tls_cert, &h.tls_key) {
-            webhook::tls_config(cert, key, h.client_ca.as_deref())
-                .context("configuration: webhook TLS")?;
-        }
-    }
     if args.check_config {
-        let hook = cfg
-            .webhook
-            .as_ref()
-            .map_or("no webhook".into(), |h| format!("webhook on {}", h.listen));
-        println!(
-            "configuration ok: {} rules, {hook}, {} followed file(s), {} sink(s)",
-            rules.rules.len(),
-            follow.len(),
-            sinks.len()
-        );
+        let lines = usage(service::check(&cfg, &rules))?;
+        println!("configuration ok:");
+        for line in lines {
+            println!("  {line}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
-
-    // Inputs: 0 is the webhook, 1 Kafka, then the followed files.
-    let mut names: Vec<Arc<str>> = vec![Arc::from("webhook"), Arc::from("kafka")];
-    names.extend(
-        follow
-            .iter()
-            .map(|p| Arc::from(p.to_string_lossy().as_ref())),
-    );
-    let clusters = vec![cfg.detection.cluster.clone(); names.len()];
-    let queue_len = cfg.webhook.as_ref().map_or(64, |h| h.queue);
-    let (queue, source) = live::channel(queue_len, names.len());
-    let live_metrics = Arc::new(audithound::metrics::Live::default());
-    let kafka_gauges = live_metrics.kafka.clone();
-    opts.live_metrics = Some(live_metrics.clone());
-    let hook_stats = Arc::new(webhook::WebhookStats::default());
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    // SIGTERM/SIGINT: the webhook stops taking requests and the followers stop reading; once
-    // every sender of the queue is gone, the engine drains what was accepted and returns.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let on_signal = {
-        let stop = stop.clone();
-        async move {
-            webhook::termination().await;
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    };
-    let server = match &cfg.webhook {
-        Some(hook) => {
-            let app = webhook::router(
-                queue.clone(),
-                0,
-                hook.max_body_bytes,
-                hook.bearer_token.as_deref(),
-                hook_stats.clone(),
-                live_metrics,
-            );
-            match (&hook.tls_cert, &hook.tls_key) {
-                (Some(cert), Some(key)) => {
-                    let tls = webhook::tls_config(cert, key, hook.client_ca.as_deref())?;
-                    let listener = std::net::TcpListener::bind(&hook.listen)
-                        .with_context(|| format!("cannot listen on {}", hook.listen))?;
-                    listener.set_nonblocking(true)?;
-                    tracing::info!(addr = ?listener.local_addr().ok(), client_certificates = hook.client_ca.is_some(), "audit webhook listening (HTTPS)");
-                    Some(runtime.spawn(webhook::serve_tls(listener, tls, app, on_signal)))
-                }
-                _ => {
-                    let listener = runtime
-                        .block_on(tokio::net::TcpListener::bind(&hook.listen))
-                        .with_context(|| format!("cannot listen on {}", hook.listen))?;
-                    tracing::info!(addr = ?webhook::local_addr(&listener), "audit webhook listening (plain HTTP)");
-                    Some(runtime.spawn(webhook::serve(listener, app, on_signal)))
-                }
-            }
-        }
-        None => {
-            runtime.spawn(on_signal);
-            None
-        }
-    };
-    let follower = if follow.is_empty() {
-        None
-    } else {
-        let from_start = cfg.files.as_ref().is_some_and(|f| f.from_start);
-        Some(audithound::source::follow::spawn(
-            follow,
-            2,
-            from_start,
-            queue.clone(),
-            stop.clone(),
-        )?)
-    };
-    let kafka_reader = match &cfg.kafka {
-        Some(k) => {
-            use audithound::source::kafka;
-            let consumer = Arc::new(kafka::consumer(
-                &k.brokers,
-                &k.group,
-                &k.start,
-                &k.properties,
-                kafka_gauges.clone(),
-            )?);
-            let committer = consumer.clone();
-            opts.on_batch_done = Some(Arc::new(move |positions: &[kafka::Position]| {
-                kafka::commit(&committer, positions)
-            }));
-            tracing::info!(brokers = %k.brokers, topics = ?k.topics, group = %k.group, "consuming from Kafka");
-            let cluster_from = match &k.cluster_from {
-                Some(c) => kafka::ClusterFrom::parse(c)
-                    .map_err(|e| anyhow::anyhow!("kafka.cluster_from {e}"))?,
-                None => kafka::ClusterFrom::Nothing,
-            };
-            Some(kafka::spawn(
-                consumer,
-                &k.topics,
-                cluster_from,
-                k.rebuild_ms().map_err(|e| anyhow::anyhow!(e))?,
-                1,
-                queue.clone(),
-                stop.clone(),
-            )?)
-        }
-        None => None,
-    };
-    drop(queue);
-    let input = engine::Input {
-        names,
-        clusters,
-        total_bytes: 0,
-        disk_bytes: Arc::default(),
-    };
-    let mut sink = audithound::sink::Fanout(sinks);
-    let stats = engine::run(
-        &opts,
-        rules,
-        source,
-        input,
-        Default::default(),
-        std::time::Instant::now(),
-        &mut sink,
-        None,
-    )?;
-    if let Some(server) = server {
-        runtime
-            .block_on(server)
-            .context("webhook server task")?
-            .context("webhook server")?;
-    }
-    for reader in [follower, kafka_reader].into_iter().flatten() {
-        let _ = reader.join();
-    }
-    let accepted = hook_stats
-        .accepted
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let busy = hook_stats.busy.load(std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(webhook_batches = accepted, refused_busy = busy, "stopped");
+    let stats = service::run(&cfg, rules)?;
     if !quiet {
         eprint!("{}", stats.render());
     }
@@ -558,7 +430,7 @@ fn route(args: RouteArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     let flag = stop.clone();
     let signals = std::thread::spawn(move || {
-        runtime.block_on(audithound::webhook::termination());
+        runtime.block_on(audithound::source::webhook::termination());
         flag.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     let stats = audithound::route::route(&opts, &stop)?;
@@ -575,17 +447,19 @@ fn route(args: RouteArgs) -> anyhow::Result<ExitCode> {
 
 fn eval(args: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let rules = Arc::new(load_rules(args.rules)?);
-    let mut opts = ReplayOptions {
+    let mut opts = EngineOptions {
         progress: false,
-        ..ReplayOptions::default()
+        ..EngineOptions::default()
     };
     if let Some(n) = args.threads {
         opts.threads = n.max(1);
     }
     let revocations = args.dir.join("revocations.yaml");
     if revocations.is_file() {
-        opts.revocations = audithound::revocation::LiveRevocations::load(&revocations)
-            .map_err(|e| anyhow::anyhow!("revocation list: {e}"))?;
+        opts.revocations = usage(
+            audithound::revocation::LiveRevocations::load(&revocations)
+                .map_err(|e| anyhow::anyhow!("revocation list: {e}")),
+        )?;
     }
     let report = audithound::eval::run(&args.dir, rules, &opts, |file| {
         if !quiet {
@@ -605,29 +479,23 @@ fn eval(args: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The shipped library: ./detectors when run from a checkout, else the one this binary was built from.
-fn default_rules() -> Vec<PathBuf> {
-    let local = PathBuf::from("detectors");
-    if local.is_dir() {
-        return vec![local];
+/// The rule paths to load: the built-in library unless others are given.
+fn rule_paths(dirs: Vec<PathBuf>) -> Vec<PathBuf> {
+    if dirs.is_empty() {
+        vec![PathBuf::from(library::BUILTIN)]
+    } else {
+        dirs
     }
-    vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("detectors")]
 }
 
 fn load_rules(dirs: Vec<PathBuf>) -> anyhow::Result<RuleSet> {
-    let dirs = if dirs.is_empty() {
-        default_rules()
-    } else {
-        dirs
-    };
-    Ok(RuleSet::load(&dirs)?)
+    usage(RuleSet::load(&rule_paths(dirs)))
 }
 
 fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let rules = Arc::new(load_rules(args.rules)?);
     tracing::debug!(rules = rules.rules.len(), "rules loaded");
-    let mut opts = ReplayOptions {
-        paths: args.paths,
+    let mut opts = EngineOptions {
         from: args.from,
         to: args.to,
         stages: args.stages,
@@ -641,13 +509,16 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             cluster_field: args.cluster_field,
         },
         progress: !args.no_progress && !quiet,
-        ..ReplayOptions::default()
+        ..EngineOptions::default()
     };
+    let mut input = Files::new(args.paths);
     // Reloaded when the file changes or on SIGHUP, for long replays and followed inputs.
     let mut _watch = None;
     if let Some(path) = &args.revocations {
-        let live = audithound::revocation::LiveRevocations::load(path)
-            .map_err(|e| anyhow::anyhow!("revocation list: {e}"))?;
+        let live = usage(
+            audithound::revocation::LiveRevocations::load(path)
+                .map_err(|e| anyhow::anyhow!("revocation list: {e}")),
+        )?;
         tracing::debug!(
             entries = live.current().entries.len(),
             "revocation list loaded"
@@ -659,11 +530,11 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         opts.threads = n.max(1);
     }
     if !args.include.is_empty() {
-        opts.include = args.include;
+        input.include = args.include;
     }
     let mut sink = JsonLines::open(&args.out, args.format)?;
     // Created above (and below), so they can be recognised and skipped if they sit among the inputs.
-    opts.exclude = [
+    input.exclude = [
         Some(PathBuf::from(&args.out)),
         args.dead_letter.clone(),
         args.summary_json.clone(),
@@ -680,6 +551,7 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     let stats = engine::replay(
         &opts,
+        &input,
         rules,
         &mut sink,
         dead_letter.as_mut().map(|w| w as &mut dyn std::io::Write),
@@ -703,6 +575,16 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+    }
+    if let Some(at_least) = args.fail_on {
+        let raised = stats
+            .alerts_by_severity
+            .keys()
+            .filter_map(|s| Severity::parse(s))
+            .any(|s| s >= at_least);
+        if raised {
+            return Ok(ExitCode::from(EXIT_ALERTS));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -783,6 +665,28 @@ fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
             )?;
         }
         RulesCommand::Explain(args) => return explain(args, &mut out),
+        RulesCommand::Dump { dir } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            for (name, text) in library::files() {
+                let path = dir.join(name);
+                if path.exists() {
+                    return usage(Err(anyhow::anyhow!(
+                        "{} exists: dump into an empty directory",
+                        path.display()
+                    )));
+                }
+                std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            writeln!(
+                out,
+                "wrote {} files ({}) to {}",
+                library::files().len(),
+                library::VERSION,
+                dir.display()
+            )?;
+        }
         RulesCommand::Test(d) => {
             // Rules shipped switched off are tested too: enabling them must be safe.
             let set = load_rules(d.dirs)?.with_disabled_enabled();

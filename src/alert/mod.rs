@@ -178,9 +178,11 @@ pub fn alert_id(rule_id: &str, key: &str, audit_ids: &[&str]) -> String {
 }
 
 /// Output format of alerts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     /// audithound's own alert JSON (see README).
+    #[default]
     Native,
     /// OCSF 1.1 Detection Finding (class 2004).
     Ocsf,

@@ -29,13 +29,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use worker::{Output, Processed, WorkerContext};
 
+/// How the engine reads, decodes and detects: the same for a replay and a live service.
 #[derive(Clone)]
-pub struct ReplayOptions {
-    pub paths: Vec<String>,
-    /// Files never read as input (this run's own outputs, when written beside the logs).
-    pub exclude: Vec<std::path::PathBuf>,
-    /// File-name globs picked up inside directories.
-    pub include: Vec<String>,
+pub struct EngineOptions {
     pub threads: usize,
     pub from: Option<i64>,
     pub to: Option<i64>,
@@ -52,40 +48,17 @@ pub struct ReplayOptions {
     pub top_actors: usize,
     /// Per stateful rule, keys kept before the least recently seen are evicted.
     pub max_keys: usize,
-    /// Flush the sink after every batch (live sources: alerts out as soon as they fire).
-    pub flush_every_batch: bool,
-    /// Counters a service exposes on /metrics, refreshed after every batch.
-    pub live_metrics: Option<Arc<crate::metrics::Live>>,
-    /// Called with a batch's Kafka positions once its alerts are flushed to every sink.
-    pub on_batch_done: Option<BatchDone>,
-    /// A service's rules, reloaded while it runs (the `rules` argument is their first set).
-    pub live_rules: Option<Arc<crate::rules::reload::LiveRules>>,
     /// How far behind the newest event time an event may arrive and still reach the stateful
     /// detectors in event-time order (microseconds).
     pub lateness: i64,
-    /// Live sources: when no batch has come for this long, observations still waiting for the
-    /// watermark are applied anyway (a quiet stream does not hold its alerts back).
-    pub idle_flush: Option<std::time::Duration>,
-    /// Replays: single-event alerts wait with the observations, so that all alerts come out in
-    /// event-time order. Live runs send them at once.
-    pub order_alerts: bool,
 }
 
 /// Default allowed lateness: the disorder between API servers' webhook batches.
 pub const DEFAULT_LATENESS: i64 = 10_000_000;
 
-/// See `ReplayOptions::on_batch_done`.
-pub type BatchDone = Arc<dyn Fn(&[crate::source::kafka::Position]) + Send + Sync>;
-
-impl Default for ReplayOptions {
+impl Default for EngineOptions {
     fn default() -> Self {
-        ReplayOptions {
-            paths: Vec::new(),
-            exclude: Vec::new(),
-            include: file::DEFAULT_INCLUDE
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+        EngineOptions {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             from: None,
             to: None,
@@ -99,13 +72,56 @@ impl Default for ReplayOptions {
             progress: true,
             top_actors: 10,
             max_keys: DEFAULT_MAX_KEYS,
-            flush_every_batch: false,
-            live_metrics: None,
-            on_batch_done: None,
-            live_rules: None,
             lateness: DEFAULT_LATENESS,
-            idle_flush: None,
-            order_alerts: true,
+        }
+    }
+}
+
+/// Archived files to replay.
+#[derive(Clone)]
+pub struct Files {
+    /// Files, directories (searched recursively) and globs.
+    pub paths: Vec<String>,
+    /// File-name globs picked up inside directories.
+    pub include: Vec<String>,
+    /// Files never read as input (this run's own outputs, when written beside the logs).
+    pub exclude: Vec<std::path::PathBuf>,
+}
+
+impl Files {
+    pub fn new(paths: Vec<String>) -> Files {
+        Files {
+            paths,
+            include: file::DEFAULT_INCLUDE
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+/// What a live service adds: alerts go out as they fire (flushed after every batch), sources
+/// hear when a batch is done, rules reload, and counters feed /metrics.
+#[derive(Clone)]
+pub struct Live {
+    pub metrics: Option<Arc<crate::metrics::Live>>,
+    /// Told a batch's positions once its alerts are delivered to every sink.
+    pub acknowledge: Option<Arc<dyn crate::source::Acknowledge>>,
+    /// The rules, reloaded while the service runs (the `rules` argument is their first set).
+    pub rules: Option<Arc<crate::rules::reload::LiveRules>>,
+    /// When no batch has come for this long, observations still waiting for the watermark
+    /// are applied anyway (a quiet stream does not hold its alerts back).
+    pub idle_flush: std::time::Duration,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            metrics: None,
+            acknowledge: None,
+            rules: None,
+            idle_flush: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -136,16 +152,17 @@ impl Dedupe {
 
 /// Replays files through the rules; alerts go to `sink`, rejected input to `dead_letter`.
 pub fn replay(
-    opts: &ReplayOptions,
+    opts: &EngineOptions,
+    input: &Files,
     rules: Arc<RuleSet>,
     sink: &mut dyn AlertSink,
     mut dead_letter: Option<&mut dyn Write>,
 ) -> anyhow::Result<RunStats> {
     let started = Instant::now();
     let mut stats = RunStats::default();
-    let include = file::include_set(&opts.include)?;
-    let (mut files, problems) = file::discover(&opts.paths, &include);
-    file::exclude(&mut files, &opts.exclude);
+    let include = file::include_set(&input.include)?;
+    let (mut files, problems) = file::discover(&input.paths, &include);
+    file::exclude(&mut files, &input.exclude);
     for p in &problems {
         tracing::warn!(path = %p.path, "cannot read input: {}", p.detail);
         stats.reject("unreadable_path", &p.path, 0, 0, &p.detail);
@@ -163,8 +180,8 @@ pub fn replay(
     if files.is_empty() {
         anyhow::bail!(
             "no input files found in {:?} (directories are searched for {})",
-            opts.paths,
-            opts.include.join(", ")
+            input.paths,
+            input.include.join(", ")
         );
     }
     let total_bytes: u64 = files.iter().map(|f: &InputFile| f.size).sum();
@@ -182,16 +199,15 @@ pub fn replay(
         total_bytes,
         disk_bytes,
     };
-    run(
+    let run = Run {
         opts,
+        live: None,
         rules,
-        merger,
         input,
         stats,
         started,
-        sink,
-        dead_letter,
-    )
+    };
+    run.go(merger, sink, dead_letter)
 }
 
 /// What the engine needs to know about a source besides its batches.
@@ -205,155 +221,194 @@ pub struct Input {
     pub disk_bytes: Arc<AtomicU64>,
 }
 
-/// Runs batches from `source` through decode workers, rules and stateful detectors into `sink`,
-/// in input order. Shared by `replay` (files) and `run` (live sources).
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    opts: &ReplayOptions,
+/// Runs a live source through the engine until it ends; alerts go to `sink` as they fire.
+pub fn run_live(
+    opts: &EngineOptions,
+    live: &Live,
     rules: Arc<RuleSet>,
-    mut source: impl BatchSource,
+    source: impl BatchSource,
     input: Input,
-    mut stats: RunStats,
-    started: Instant,
     sink: &mut dyn AlertSink,
-    mut dead_letter: Option<&mut dyn Write>,
 ) -> anyhow::Result<RunStats> {
-    let (total_bytes, disk_bytes) = (input.total_bytes, input.disk_bytes);
-    let mut detectors = Detectors {
-        stateful: Stateful::new(&rules, opts.max_keys),
-        suppressor: Suppressor::default(),
-        dedupe: Dedupe {
-            seen: HashSet::new(),
-            order: VecDeque::new(),
-        },
-        rules: rules.clone(),
-        live_metrics: opts.live_metrics.clone(),
-        reorder: reorder::Reorder::new(opts.lateness),
-        held: VecDeque::new(),
-        order_alerts: opts.order_alerts,
-    };
-    let ctx = Arc::new(WorkerContext {
+    let run = Run {
+        opts,
+        live: Some(live),
         rules,
-        live_rules: opts.live_rules.clone(),
-        revocations: opts.revocations.clone(),
-        decode: opts.decode.clone(),
-        files: input.names.into(),
-        file_clusters: input.clusters.into(),
-        stages: opts.stages.clone(),
-        from: opts.from,
-        to: opts.to,
-        keep_raw: dead_letter.is_some(),
-    });
+        input,
+        stats: RunStats::default(),
+        started: Instant::now(),
+    };
+    run.go(source, sink, None)
+}
 
-    let threads = opts.threads.max(1);
-    // Batches the collector holds for observations waiting on the watermark take permits too.
-    let in_flight = threads * 4 + HOLD_BATCHES;
-    let (batch_tx, batch_rx) = bounded(threads * 2);
-    let (result_tx, result_rx) = bounded::<Processed>(in_flight);
-    let (permit_tx, permit_rx) = bounded::<()>(in_flight);
-    // Spent batches go back to the reader so their buffers are reused.
-    let (spent_tx, spent_rx) = bounded(in_flight);
-    for _ in 0..in_flight {
-        permit_tx.send(())?;
-    }
-    let progress = progress_bar(opts.progress, total_bytes);
+/// One run of the engine over a source.
+struct Run<'o> {
+    opts: &'o EngineOptions,
+    /// Live sources only.
+    live: Option<&'o Live>,
+    rules: Arc<RuleSet>,
+    input: Input,
+    stats: RunStats,
+    started: Instant,
+}
 
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        // Owned here so that an early error return hangs up on the reader and the workers.
-        let permit_tx = permit_tx;
-        scope.spawn(move || {
-            while let Some(batch) = source.next_batch(spent_rx.try_recv().ok()) {
-                if permit_rx.recv().is_err() || batch_tx.send(batch).is_err() {
-                    break; // the collector stopped (error); stop reading
-                }
-            }
+impl Run<'_> {
+    /// Runs batches from `source` through decode workers, rules and stateful detectors into `sink`,
+    /// in input order. Shared by `replay` (files) and `run` (live sources).
+    fn go(
+        self,
+        mut source: impl BatchSource,
+        sink: &mut dyn AlertSink,
+        mut dead_letter: Option<&mut dyn Write>,
+    ) -> anyhow::Result<RunStats> {
+        let Run {
+            opts,
+            live,
+            rules,
+            input,
+            mut stats,
+            started,
+        } = self;
+        // Live: alerts go out as they fire and are flushed per batch; a replay orders them by
+        // event time.
+        let flush_every_batch = live.is_some();
+        let (total_bytes, disk_bytes) = (input.total_bytes, input.disk_bytes);
+        let mut detectors = Detectors {
+            stateful: Stateful::new(&rules, opts.max_keys),
+            suppressor: Suppressor::default(),
+            dedupe: Dedupe {
+                seen: HashSet::new(),
+                order: VecDeque::new(),
+            },
+            rules: rules.clone(),
+            live_metrics: live.and_then(|l| l.metrics.clone()),
+            reorder: reorder::Reorder::new(opts.lateness),
+            held: VecDeque::new(),
+            order_alerts: live.is_none(),
+        };
+        let ctx = Arc::new(WorkerContext {
+            rules,
+            live_rules: live.and_then(|l| l.rules.clone()),
+            revocations: opts.revocations.clone(),
+            decode: opts.decode.clone(),
+            files: input.names.into(),
+            file_clusters: input.clusters.into(),
+            stages: opts.stages.clone(),
+            from: opts.from,
+            to: opts.to,
+            keep_raw: dead_letter.is_some(),
         });
-        for _ in 0..threads {
-            let (rx, tx, ctx) = (batch_rx.clone(), result_tx.clone(), ctx.clone());
+
+        let threads = opts.threads.max(1);
+        // Batches the collector holds for observations waiting on the watermark take permits too.
+        let in_flight = threads * 4 + HOLD_BATCHES;
+        let (batch_tx, batch_rx) = bounded(threads * 2);
+        let (result_tx, result_rx) = bounded::<Processed>(in_flight);
+        let (permit_tx, permit_rx) = bounded::<()>(in_flight);
+        // Spent batches go back to the reader so their buffers are reused.
+        let (spent_tx, spent_rx) = bounded(in_flight);
+        for _ in 0..in_flight {
+            permit_tx.send(())?;
+        }
+        let progress = progress_bar(opts.progress, total_bytes);
+
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            // Owned here so that an early error return hangs up on the reader and the workers.
+            let permit_tx = permit_tx;
             scope.spawn(move || {
-                for batch in rx {
-                    if tx.send(worker::process(&ctx, batch)).is_err() {
-                        break;
+                while let Some(batch) = source.next_batch(spent_rx.try_recv().ok()) {
+                    if permit_rx.recv().is_err() || batch_tx.send(batch).is_err() {
+                        break; // the collector stopped (error); stop reading
                     }
                 }
             });
-        }
-        drop(result_tx);
-        drop(batch_rx);
-
-        let mut pending = BTreeMap::new();
-        let mut next_seq = 0u64;
-        let release =
-            |spent: Vec<Batch>, stats: &RunStats, sink: &mut dyn AlertSink| -> anyhow::Result<()> {
-                for spent in spent {
-                    if let Some(done) = &opts.on_batch_done {
-                        if !opts.flush_every_batch {
-                            sink.flush()?;
+            for _ in 0..threads {
+                let (rx, tx, ctx) = (batch_rx.clone(), result_tx.clone(), ctx.clone());
+                scope.spawn(move || {
+                    for batch in rx {
+                        if tx.send(worker::process(&ctx, batch)).is_err() {
+                            break;
                         }
+                    }
+                });
+            }
+            drop(result_tx);
+            drop(batch_rx);
+
+            let mut pending = BTreeMap::new();
+            let mut next_seq = 0u64;
+            let release = |spent: Vec<Batch>, stats: &RunStats| -> anyhow::Result<()> {
+                for spent in spent {
+                    if let Some(ack) = live.and_then(|l| l.acknowledge.as_ref()) {
                         // Every alert this batch caused is delivered to every sink by now.
-                        done(&spent.positions);
+                        ack.acknowledge(&spent.positions);
                     }
                     let _ = spent_tx.try_send(spent);
                     // The reader may be gone already at the end of input.
                     let _ = permit_tx.send(());
                 }
-                if let Some(m) = &opts.live_metrics {
+                if let Some(m) = live.and_then(|l| l.metrics.as_ref()) {
                     m.update(stats);
                 }
                 Ok(())
             };
-        loop {
-            let result = match opts.idle_flush {
-                Some(idle) if !detectors.reorder.is_empty() => match result_rx.recv_timeout(idle) {
-                    Ok(r) => r,
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                        // A quiet stream: what waits for the watermark goes now.
-                        let spent = detectors.drain(&mut stats, sink)?;
-                        sink.flush()?;
-                        release(spent, &stats, sink)?;
-                        continue;
+            loop {
+                let result = match live.map(|l| l.idle_flush) {
+                    Some(idle) if !detectors.reorder.is_empty() => {
+                        match result_rx.recv_timeout(idle) {
+                            Ok(r) => r,
+                            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                                // A quiet stream: what waits for the watermark goes now.
+                                let spent = detectors.drain(&mut stats, sink)?;
+                                sink.flush()?;
+                                release(spent, &stats)?;
+                                continue;
+                            }
+                            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                        }
                     }
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-                },
-                _ => match result_rx.recv() {
-                    Ok(r) => r,
-                    Err(_) => break,
-                },
-            };
-            pending.insert(result.seq, result);
-            while let Some(done) = pending.remove(&next_seq) {
-                next_seq += 1;
-                let spent = emit(done, &mut stats, &mut detectors, sink, &mut dead_letter)?;
-                if opts.flush_every_batch {
-                    sink.flush()?;
+                    _ => match result_rx.recv() {
+                        Ok(r) => r,
+                        Err(_) => break,
+                    },
+                };
+                pending.insert(result.seq, result);
+                while let Some(done) = pending.remove(&next_seq) {
+                    next_seq += 1;
+                    let spent = emit(done, &mut stats, &mut detectors, sink, &mut dead_letter)?;
+                    if flush_every_batch {
+                        sink.flush()?;
+                    }
+                    release(spent, &stats)?;
+                    progress.set_position(disk_bytes.load(Ordering::Relaxed));
+                    let secs = started.elapsed().as_secs_f64().max(1e-3);
+                    progress.set_message(format!(
+                        "{:.0} events/s, {} alerts",
+                        stats.events as f64 / secs,
+                        stats.alerts
+                    ));
                 }
-                release(spent, &stats, sink)?;
-                progress.set_position(disk_bytes.load(Ordering::Relaxed));
-                let secs = started.elapsed().as_secs_f64().max(1e-3);
-                progress.set_message(format!(
-                    "{:.0} events/s, {} alerts",
-                    stats.events as f64 / secs,
-                    stats.alerts
-                ));
             }
+            // End of input: nothing more can come before what is held. Its alerts are delivered
+            // before the batches are acknowledged.
+            let spent = detectors.drain(&mut stats, sink)?;
+            sink.flush()?;
+            release(spent, &stats)?;
+            Ok(())
+        })?;
+        progress.finish_and_clear();
+        sink.flush()?;
+        if let Some(w) = dead_letter.as_mut() {
+            w.flush()?;
         }
-        // End of input: nothing more can come before what is held.
-        let spent = detectors.drain(&mut stats, sink)?;
-        release(spent, &stats, sink)?;
-        Ok(())
-    })?;
-    progress.finish_and_clear();
-    sink.flush()?;
-    if let Some(w) = dead_letter.as_mut() {
-        w.flush()?;
+        stats.disk_bytes = disk_bytes.load(Ordering::Relaxed);
+        stats.finish(started.elapsed().as_secs_f64(), opts.top_actors);
+        Ok(stats)
     }
-    stats.disk_bytes = disk_bytes.load(Ordering::Relaxed);
-    stats.finish(started.elapsed().as_secs_f64(), opts.top_actors);
-    Ok(stats)
 }
 
 /// The cluster a file's events belong to unless their envelope says otherwise.
-fn cluster_of(opts: &ReplayOptions, path: &str) -> String {
+fn cluster_of(opts: &EngineOptions, path: &str) -> String {
     opts.cluster_from_path
         .as_ref()
         .and_then(|re| re.captures(path))

@@ -12,7 +12,7 @@
 pub mod rule_tests;
 
 use crate::alert::Alert;
-use crate::engine::{self, ReplayOptions};
+use crate::engine::{self, EngineOptions, Files};
 use crate::rules::RuleSet;
 use crate::sink::Collect;
 use serde::{Deserialize, Serialize};
@@ -100,7 +100,7 @@ pub fn family(tags: &[String]) -> &'static str {
 pub fn run(
     dir: &Path,
     rules: Arc<RuleSet>,
-    base: &ReplayOptions,
+    opts: &EngineOptions,
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<Report> {
     let labels_path = dir.join("expected.jsonl");
@@ -148,12 +148,9 @@ pub fn run(
     for path in files {
         let name = file_name(&path);
         progress(&name);
-        let opts = ReplayOptions {
-            paths: vec![path.to_string_lossy().into_owned()],
-            ..base.clone()
-        };
+        let input = Files::new(vec![path.to_string_lossy().into_owned()]);
         let mut sink = Collect::default();
-        let stats = engine::replay(&opts, rules.clone(), &mut sink, None)?;
+        let stats = engine::replay(opts, &input, rules.clone(), &mut sink, None)?;
         let file_labels = labels.remove(&name).unwrap_or_default();
         let result = score_file(&name, &sink.0, &file_labels, &mut report.rules);
         report.files.push(FileResult {

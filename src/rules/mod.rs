@@ -8,6 +8,7 @@ pub mod condition;
 pub mod derived;
 pub mod field;
 pub mod kind;
+pub mod library;
 mod locate;
 mod memo;
 pub mod reload;
@@ -37,6 +38,20 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub const ALL: [Severity; 5] = [
+        Severity::Info,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.name().eq_ignore_ascii_case(s))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -279,14 +294,20 @@ impl std::fmt::Display for LoadErrors {
 impl std::error::Error for LoadErrors {}
 
 impl RuleSet {
-    /// Loads every `*.yaml`/`*.yml` file under the given directories (or files), in name order.
-    /// Disabled rules are left out. All problems are collected, not just the first.
+    /// Loads every `*.yaml`/`*.yml` file under the given directories (or files), in name order;
+    /// `builtin` names the library built into the binary. Disabled rules are left out. All
+    /// problems are collected, not just the first.
     pub fn load(paths: &[PathBuf]) -> Result<RuleSet, LoadErrors> {
         let mut errors = Vec::new();
-        let mut files = Vec::new();
+        let mut sources = Vec::new();
         for p in paths {
+            if p.as_os_str() == library::BUILTIN {
+                sources.extend(library::sources());
+                continue;
+            }
+            let mut files: Vec<PathBuf> = Vec::new();
             if p.is_dir() {
-                let mut found: Vec<PathBuf> = walkdir::WalkDir::new(p)
+                files = walkdir::WalkDir::new(p)
                     .sort_by_file_name()
                     .into_iter()
                     .filter_map(Result::ok)
@@ -299,21 +320,38 @@ impl RuleSet {
                             )
                     })
                     .collect();
-                if found.is_empty() {
+                if files.is_empty() {
                     errors.push(format!("{}: no *.yaml rule files here", p.display()));
                 }
-                files.append(&mut found);
             } else if p.is_file() {
                 files.push(p.clone());
             } else {
-                errors.push(format!("{}: no such rules file or directory", p.display()));
+                errors.push(format!(
+                    "{}: no such rules file or directory (`{}` is the built-in library)",
+                    p.display(),
+                    library::BUILTIN
+                ));
+            }
+            for path in files {
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => sources.push((path, Cow::Owned(text))),
+                    Err(e) => errors.push(format!("{}: {e}", path.display())),
+                }
             }
         }
+        Self::load_sources(sources, errors)
+    }
+
+    /// Loads rule files given as (name, text), in order, after `errors` met finding them.
+    fn load_sources(
+        sources: Vec<(PathBuf, Cow<'static, str>)>,
+        mut errors: Vec<String>,
+    ) -> Result<RuleSet, LoadErrors> {
         let mut parsed = Vec::new();
         let mut lists = BTreeMap::new();
         let mut macros = BTreeMap::new();
-        for path in files {
-            match read_rule_file(&path) {
+        for (path, text) in &sources {
+            match read_rule_file(path, text) {
                 Ok(f) => {
                     for (name, items) in &f.lists {
                         // A list defined again extends the earlier one (user overrides append).
@@ -330,7 +368,7 @@ impl RuleSet {
                             ));
                         }
                     }
-                    parsed.push((path, f));
+                    parsed.push((path, text, f));
                 }
                 Err(e) => errors.push(e),
             }
@@ -342,7 +380,7 @@ impl RuleSet {
         let mut set = RuleSet::default();
         let mut seen = HashMap::new();
         let mut overrides = Vec::new();
-        for (path, file) in parsed {
+        for (path, text, file) in parsed {
             overrides.extend(file.overrides.into_iter().map(|o| (path.clone(), o)));
             for (i, raw) in file.rules.into_iter().enumerate() {
                 let at = format!("{}: rules[{i}] (id {})", path.display(), raw.id);
@@ -350,9 +388,11 @@ impl RuleSet {
                     errors.push(format!("{at}: duplicate rule id, first defined at {prev}"));
                     continue;
                 }
-                match compile_rule(raw, &path, &scope, &at) {
+                match compile_rule(raw, path, &scope, &at) {
                     Ok(rule) => set.rules.push(rule),
-                    Err(e) => errors.extend(e.into_iter().map(|e| with_position(e, &at, &path, i))),
+                    Err(e) => {
+                        errors.extend(e.into_iter().map(|e| with_position(e, &at, path, text, i)))
+                    }
                 }
             }
         }
@@ -497,13 +537,12 @@ fn used_macros(rules: &[Rule]) -> Vec<(u8, Cond)> {
 
 /// `FILE: rules[i] (id x).condition.all[1].verb: problem` → `FILE:LINE:COL: rules[i] (id x)…`,
 /// the position of the deepest node of that path found in the file.
-fn with_position(error: String, at: &str, path: &Path, index: usize) -> String {
+fn with_position(error: String, at: &str, path: &Path, text: &str, index: usize) -> String {
     let Some(rest) = error.strip_prefix(at) else {
         return error;
     };
     let node = rest.split(": ").next().unwrap_or("");
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    match locate::locate(&text, &format!("rules[{index}]{node}")) {
+    match locate::locate(text, &format!("rules[{index}]{node}")) {
         Some((line, col)) => {
             let head = at
                 .strip_prefix(&format!("{}: ", path.display()))
@@ -514,8 +553,7 @@ fn with_position(error: String, at: &str, path: &Path, index: usize) -> String {
     }
 }
 
-fn read_rule_file(path: &Path) -> Result<RuleFile, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn read_rule_file(path: &Path, text: &str) -> Result<RuleFile, String> {
     let located = |e: serde_yaml::Error| match e.location() {
         Some(l) => format!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
         None => format!("{}: {e}", path.display()),
@@ -523,7 +561,7 @@ fn read_rule_file(path: &Path) -> Result<RuleFile, String> {
     // YAML parsing is most of what loading costs: only a file that may be Sigma (it names
     // both keys somewhere) is parsed to a tree first to find out.
     let doc: Y = if text.contains("logsource") && text.contains("detection") {
-        serde_yaml::from_str(&text).map_err(located)?
+        serde_yaml::from_str(text).map_err(located)?
     } else {
         Y::Null
     };
@@ -540,7 +578,7 @@ fn read_rule_file(path: &Path) -> Result<RuleFile, String> {
             }
         };
     }
-    serde_yaml::from_str(&text).map_err(located)
+    serde_yaml::from_str(text).map_err(located)
 }
 
 /// The value, or None with the error recorded: lets a rule report all its problems at once.

@@ -8,6 +8,38 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+/// `type = "file"`: `path`, appended to and rotated past `rotate_mib` (100) keeping `keep` old
+/// files (5: `alerts.jsonl.1` … `.5`), in `format`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub path: crate::settings::Text,
+    #[serde(default = "default_rotate_mib")]
+    pub rotate_mib: u64,
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+    #[serde(default)]
+    pub format: OutputFormat,
+}
+
+fn default_rotate_mib() -> u64 {
+    100
+}
+fn default_keep() -> usize {
+    5
+}
+
+impl FileConfig {
+    pub fn build(&self) -> anyhow::Result<RotatingFile> {
+        RotatingFile::open(
+            Path::new(&*self.path),
+            self.rotate_mib << 20,
+            self.keep,
+            self.format,
+        )
+    }
+}
+
 pub struct RotatingFile {
     path: PathBuf,
     out: BufWriter<File>,

@@ -20,6 +20,78 @@ pub enum Protocol {
     Elasticsearch,
 }
 
+/// `type = "http"`: `url`, `protocol` (json, splunk_hec, elasticsearch), `format`, `headers`
+/// (values may hold secrets: `${VAR}` expands them, and they never print), alerts per request
+/// (`batch`, 500), `gzip` (true), Elasticsearch `index` ("audithound-alerts") and how long to
+/// retry before failing loudly (`max_retry_seconds`, 300).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub url: crate::settings::Text,
+    #[serde(default = "default_protocol")]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub format: OutputFormat,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, crate::settings::Secret>,
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    #[serde(default = "yes")]
+    pub gzip: bool,
+    #[serde(default = "default_index")]
+    pub index: String,
+    #[serde(default = "default_max_retry")]
+    pub max_retry_seconds: u64,
+}
+
+fn default_protocol() -> Protocol {
+    Protocol::Json
+}
+fn default_batch() -> usize {
+    500
+}
+fn yes() -> bool {
+    true
+}
+fn default_index() -> String {
+    "audithound-alerts".into()
+}
+fn default_max_retry() -> u64 {
+    300
+}
+
+impl HttpConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(format!(
+                "an http sink needs `url = \"https://…\"`, not {:?}",
+                &*self.url
+            ));
+        }
+        if self.batch == 0 {
+            return Err("http sink: batch must be above 0".into());
+        }
+        Ok(())
+    }
+
+    pub fn build(&self) -> HttpSink {
+        HttpSink::new(HttpOptions {
+            url: self.url.to_string(),
+            protocol: self.protocol,
+            format: self.format,
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                .collect(),
+            batch: self.batch,
+            gzip: self.gzip,
+            index: self.index.clone(),
+            max_retry: Duration::from_secs(self.max_retry_seconds),
+        })
+    }
+}
+
 pub struct HttpOptions {
     pub url: String,
     pub protocol: Protocol,

@@ -30,6 +30,37 @@ impl ProducerContext for Deliveries {
     }
 }
 
+/// `type = "kafka"`: `brokers`, `topic`, `format` and passthrough librdkafka `properties`
+/// (values may hold secrets: `${VAR}` expands them, and they never print).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: crate::settings::Text,
+    pub topic: crate::settings::Text,
+    #[serde(default)]
+    pub format: OutputFormat,
+    #[serde(default)]
+    pub properties: BTreeMap<String, crate::settings::Secret>,
+}
+
+impl KafkaConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.brokers.is_empty() || self.topic.is_empty() {
+            return Err("a kafka sink needs `brokers` and `topic`".into());
+        }
+        Ok(())
+    }
+
+    pub fn build(&self) -> anyhow::Result<KafkaSink> {
+        let properties = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+            .collect();
+        KafkaSink::new(&self.brokers, &self.topic, self.format, &properties)
+    }
+}
+
 pub struct KafkaSink {
     producer: ThreadedProducer<Deliveries>,
     topic: String,

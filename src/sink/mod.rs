@@ -6,7 +6,60 @@ pub mod http;
 pub mod kafka;
 
 use crate::alert::{Alert, OutputFormat};
+use serde::Deserialize;
 use std::io::Write;
+
+/// One `[[sink]]` of the service's configuration: `type` picks the sink, whose own keys follow
+/// (unknown keys are errors).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkConfig {
+    Stdout(StdoutConfig),
+    File(file::FileConfig),
+    Http(http::HttpConfig),
+    Kafka(kafka::KafkaConfig),
+}
+
+/// `type = "stdout"`: JSON lines on standard output.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutConfig {
+    #[serde(default)]
+    pub format: OutputFormat,
+}
+
+impl SinkConfig {
+    /// Checks what can be checked without touching the world.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            SinkConfig::Http(c) => c.validate(),
+            SinkConfig::Kafka(c) => c.validate(),
+            SinkConfig::Stdout(_) | SinkConfig::File(_) => Ok(()),
+        }
+    }
+
+    /// Opens the sink.
+    pub fn build(&self) -> anyhow::Result<Box<dyn AlertSink>> {
+        Ok(match self {
+            SinkConfig::Stdout(c) => Box::new(JsonLines::open("-", c.format)?),
+            SinkConfig::File(c) => Box::new(c.build()?),
+            SinkConfig::Http(c) => Box::new(c.build()),
+            SinkConfig::Kafka(c) => Box::new(c.build()?),
+        })
+    }
+
+    /// Where alerts go, for the start-up log (no secrets).
+    pub fn describe(&self) -> String {
+        match self {
+            SinkConfig::Stdout(c) => format!("stdout ({:?})", c.format),
+            SinkConfig::File(c) => format!("file {} ({:?})", &*c.path, c.format),
+            SinkConfig::Http(c) => format!("http {} ({:?}, {:?})", c.url, c.protocol, c.format),
+            SinkConfig::Kafka(c) => {
+                format!("kafka {} topic {} ({:?})", &*c.brokers, &*c.topic, c.format)
+            }
+        }
+    }
+}
 
 pub trait AlertSink {
     fn send(&mut self, alert: &Alert) -> anyhow::Result<()>;

@@ -115,11 +115,10 @@ impl Follower {
     }
 }
 
-/// Follows `paths` on a thread until `stop` is set, offering lines to `queue` (input indices
-/// from `first_input`). The queue's sender is dropped when the thread ends.
+/// Follows `paths` (each with its input index) on a thread until `stop` is set, offering lines
+/// to `queue`. The queue's sender is dropped when the thread ends.
 pub fn spawn(
-    paths: Vec<PathBuf>,
-    first_input: u32,
+    paths: Vec<(PathBuf, u32)>,
     from_start: bool,
     queue: LiveQueue,
     stop: Arc<AtomicBool>,
@@ -129,8 +128,7 @@ pub fn spawn(
         .spawn(move || {
             let mut followers: Vec<Follower> = paths
                 .into_iter()
-                .enumerate()
-                .map(|(i, p)| Follower::new(p, first_input + i as u32, from_start))
+                .map(|(p, input)| Follower::new(p, input, from_start))
                 .collect();
             let mut lines = Vec::new();
             while !stop.load(Ordering::Relaxed) {

@@ -344,10 +344,12 @@ fn deliver(
         received: std::time::Instant::now(),
         cluster,
         // Warm-up records are before the committed offset: nothing to commit.
-        position: (!warmup).then(|| Position {
-            topic,
-            partition: m.partition(),
-            offset: m.offset(),
+        position: (!warmup).then(|| {
+            super::Position::Kafka(Position {
+                topic,
+                partition: m.partition(),
+                offset: m.offset(),
+            })
         }),
         warmup,
         context: has_header(m, CONTEXT_HEADER),
@@ -422,8 +424,20 @@ fn rewind(
     }
 }
 
-/// Commits, for each partition, the offset after the last of `positions` (the engine calls this
-/// once a batch's alerts are delivered).
+/// Commits a batch's Kafka positions once its alerts are delivered.
+pub struct Committer(pub Arc<GroupConsumer>);
+
+impl super::Acknowledge for Committer {
+    fn acknowledge(&self, positions: &[super::Position]) {
+        let kafka: Vec<Position> = positions
+            .iter()
+            .map(|super::Position::Kafka(p)| p.clone())
+            .collect();
+        commit(&self.0, &kafka);
+    }
+}
+
+/// Commits, for each partition, the offset after the last of `positions`.
 pub fn commit(consumer: &GroupConsumer, positions: &[Position]) {
     let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
     for p in positions {

@@ -11,8 +11,8 @@ pub struct Chunk {
     pub input: u32,
     pub body: Vec<u8>,
     pub received: std::time::Instant,
-    /// Kafka messages: their position, to commit once processed.
-    pub position: Option<super::kafka::Position>,
+    /// Where the body came from, acknowledged once processed (see `source::Position`).
+    pub position: Option<super::Position>,
     /// The cluster the record names itself (a Kafka header or key), if any.
     pub cluster: Option<std::sync::Arc<str>>,
     /// Re-read to rebuild detector state only (see `Batch::warmup`).
@@ -63,14 +63,14 @@ impl LiveQueue {
     }
 }
 
-/// A queue of `capacity` bodies for `inputs` named inputs.
-pub fn channel(capacity: usize, inputs: usize) -> (LiveQueue, LiveSource) {
+/// A queue of `capacity` bodies.
+pub fn channel(capacity: usize) -> (LiveQueue, LiveSource) {
     let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
     let source = LiveSource {
         rx,
         seq: 0,
-        records: vec![0; inputs],
-        offsets: vec![0; inputs],
+        records: Vec::new(),
+        offsets: Vec::new(),
         batch_bytes: 4 << 20,
         held: None,
     };
@@ -108,20 +108,22 @@ impl BatchSource for LiveSource {
             });
             let start = batch.data.len();
             batch.data.extend_from_slice(&chunk.body);
-            if let (Some(n), Some(off)) = (self.records.get_mut(input), self.offsets.get_mut(input))
-            {
-                *n += 1;
-                batch.records.push(RecordMeta {
-                    file: chunk.input,
-                    line: *n,
-                    offset: *off,
-                    start,
-                    end: batch.data.len(),
-                    cluster,
-                    context: chunk.context,
-                });
-                *off += chunk.body.len() as u64;
+            if input >= self.records.len() {
+                self.records.resize(input + 1, 0);
+                self.offsets.resize(input + 1, 0);
             }
+            let (n, off) = (&mut self.records[input], &mut self.offsets[input]);
+            *n += 1;
+            batch.records.push(RecordMeta {
+                file: chunk.input,
+                line: *n,
+                offset: *off,
+                start,
+                end: batch.data.len(),
+                cluster,
+                context: chunk.context,
+            });
+            *off += chunk.body.len() as u64;
             next = if batch.data.len() < self.batch_bytes {
                 self.rx.try_recv().ok()
             } else {
@@ -141,7 +143,7 @@ mod tests {
 
     #[test]
     fn bodies_become_numbered_batches_and_a_full_queue_refuses() {
-        let (queue, mut source) = channel(2, 1);
+        let (queue, mut source) = channel(2);
         let body = |s: &str| Chunk {
             input: 0,
             body: s.as_bytes().to_vec(),
@@ -168,7 +170,7 @@ mod tests {
 
     #[test]
     fn warm_up_and_live_bodies_never_share_a_batch() {
-        let (queue, mut source) = channel(8, 1);
+        let (queue, mut source) = channel(8);
         for warmup in [true, true, false, true] {
             queue
                 .send(Chunk {

@@ -1,6 +1,6 @@
 //! Sources: where records come from. Files, directories and globs (plain, gzip, zstd), merged
-//! in event time and cut into batches (`merge`); live webhook posts and followed files (`live`,
-//! `follow`).
+//! in event time and cut into batches (`merge`); live intake from the audit webhook (`webhook`),
+//! followed files (`follow`) and Kafka (`kafka`), queued into batches by `live`.
 
 pub mod file;
 pub mod follow;
@@ -8,6 +8,7 @@ pub mod kafka;
 pub mod lines;
 pub mod live;
 pub mod merge;
+pub mod webhook;
 
 /// Anything that cuts its input into numbered batches for the engine.
 pub trait BatchSource: Send {
@@ -17,6 +18,21 @@ pub trait BatchSource: Send {
 }
 
 use std::sync::Arc;
+
+/// Where a record came from, in its source's own terms. The engine does not look inside: it
+/// hands a batch's positions back to the source's `Acknowledge` once every alert the batch
+/// caused is delivered to every sink, so that a position never advances past an undelivered
+/// alert.
+#[derive(Debug, Clone)]
+pub enum Position {
+    /// A Kafka message: its offset is committed.
+    Kafka(kafka::Position),
+}
+
+/// Told, in input order, the positions of batches whose alerts are all delivered.
+pub trait Acknowledge: Send + Sync {
+    fn acknowledge(&self, positions: &[Position]);
+}
 
 /// A run of records copied into one buffer, so workers get one allocation per batch.
 #[derive(Debug, Default)]
@@ -29,8 +45,8 @@ pub struct Batch {
     pub rejections: Vec<Rejection>,
     /// Live sources: when the batch's first record was received (for ingest-time latency).
     pub received: Option<std::time::Instant>,
-    /// Kafka: where the batch's records came from, committed once its alerts are delivered.
-    pub positions: Vec<kafka::Position>,
+    /// Where the batch's records came from, acknowledged once its alerts are delivered.
+    pub positions: Vec<Position>,
     /// Cluster names records carry themselves (a Kafka header or key), see `RecordMeta::cluster`.
     pub clusters: Vec<std::sync::Arc<str>>,
     /// Records re-read only to rebuild detector state (Kafka, after a partition is assigned):

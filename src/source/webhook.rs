@@ -4,12 +4,13 @@
 //! 413. Bodies are never parsed here: the decoder does that, so a hostile body is one counted
 //! rejection, never a crash.
 
+use crate::settings::Secret;
 use crate::source::live::{Chunk, LiveQueue, Refused};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::Router;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,38 @@ pub struct WebhookStats {
     pub unauthorized: AtomicU64,
 }
 
+impl WebhookStats {
+    /// The counters in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = String::from(
+            "# HELP audithound_webhook_requests_total Webhook POSTs by outcome.\n# TYPE audithound_webhook_requests_total counter\n",
+        );
+        for (name, v) in [
+            ("accepted", &self.accepted),
+            ("busy", &self.busy),
+            ("too_large", &self.too_large),
+            ("unauthorized", &self.unauthorized),
+        ] {
+            text.push_str(&format!(
+                "audithound_webhook_requests_total{{outcome=\"{name}\"}} {}\n",
+                v.load(Ordering::Relaxed)
+            ));
+        }
+        text
+    }
+}
+
+/// What the intake needs: where bodies go, which input they are, the size limit and the token.
+#[derive(Clone)]
+pub struct Intake {
+    pub queue: LiveQueue,
+    pub input: u32,
+    pub max_body: usize,
+    /// The token POSTs must carry as `Authorization: Bearer …`, when one is configured.
+    pub bearer_token: Option<Secret>,
+    pub stats: Arc<WebhookStats>,
+}
+
 #[derive(Clone)]
 struct Shared {
     queue: LiveQueue,
@@ -31,53 +64,53 @@ struct Shared {
     stats: Arc<WebhookStats>,
     /// The expected `Authorization` header value, when a token is configured.
     authorization: Option<Arc<str>>,
+    refusals: Arc<RateLimitedLog>,
 }
 
-/// The routes: POST anywhere but the probes takes a batch; /healthz and /readyz answer 200;
-/// /metrics is the Prometheus exposition.
-pub fn router(
-    queue: LiveQueue,
-    input: u32,
-    max_body: usize,
-    bearer_token: Option<&str>,
-    stats: Arc<WebhookStats>,
-    metrics: Arc<crate::metrics::Live>,
-) -> Router {
+/// The intake: POST anywhere takes a batch. `extra` routes (probes, metrics) are served beside it.
+pub fn router(intake: Intake, extra: Router) -> Router {
     let shared = Shared {
-        queue,
-        input,
-        stats: stats.clone(),
-        authorization: bearer_token.map(|t| Arc::from(format!("Bearer {t}"))),
-    };
-    let exposition = move || {
-        let (metrics, stats) = (metrics.clone(), stats.clone());
-        async move {
-            let mut text = metrics.render();
-            for (name, v) in [
-                ("accepted", &stats.accepted),
-                ("busy", &stats.busy),
-                ("too_large", &stats.too_large),
-                ("unauthorized", &stats.unauthorized),
-            ] {
-                text.push_str(&format!(
-                    "audithound_webhook_requests_total{{outcome=\"{name}\"}} {}\n",
-                    v.load(Ordering::Relaxed)
-                ));
-            }
-            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
-        }
+        queue: intake.queue,
+        input: intake.input,
+        stats: intake.stats,
+        authorization: intake
+            .bearer_token
+            .map(|t| Arc::from(format!("Bearer {}", t.expose()))),
+        refusals: Arc::new(RateLimitedLog::default()),
     };
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
-        .route("/metrics", get(exposition))
         .fallback(post(receive))
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(DefaultBodyLimit::max(intake.max_body))
         .with_state(shared)
+        .merge(extra)
+}
+
+/// A warning at most every ten seconds, with the count of what happened in between: a client
+/// retrying with a wrong token must not flood the log.
+#[derive(Default)]
+struct RateLimitedLog {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    since: AtomicU64,
+}
+
+impl RateLimitedLog {
+    fn warn(&self, peer: Option<SocketAddr>, reason: &str) {
+        let n = self.since.fetch_add(1, Ordering::Relaxed) + 1;
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        let due = last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10));
+        if due {
+            *last = Some(std::time::Instant::now());
+            self.since.store(0, Ordering::Relaxed);
+            tracing::warn!(peer = ?peer, refused = n, "webhook request refused: {reason}");
+        }
+    }
 }
 
 async fn receive(
     State(s): State<Shared>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
@@ -85,6 +118,12 @@ async fn receive(
         let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
         if !constant_time_eq(given.unwrap_or_default(), want.as_bytes()) {
             s.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+            let reason = if given.is_none() {
+                "no bearer token"
+            } else {
+                "wrong bearer token"
+            };
+            s.refusals.warn(peer.map(|p| p.0 .0), reason);
             return (StatusCode::UNAUTHORIZED, "bearer token required\n").into_response();
         }
     }
@@ -187,7 +226,7 @@ pub async fn serve_tls(
     let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
     axum_server::from_tcp_rustls(listener, config)
         .handle(handle)
-        .serve(app.into_make_service())
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
         .await
 }
 
@@ -203,9 +242,12 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Resolves on SIGTERM or SIGINT.
