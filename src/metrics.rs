@@ -20,6 +20,7 @@ pub struct BatchStats {
     pub outside_time_range: u64,
     pub skipped: BTreeMap<&'static str, u64>,
     pub formats: BTreeMap<&'static str, u64>,
+    pub repaired: BTreeMap<&'static str, u64>,
     pub actors: HashMap<String, u64>,
     /// The earliest time of the events analysed.
     pub first_time: Option<i64>,
@@ -60,6 +61,9 @@ pub struct RunStats {
     /// Well-formed records deliberately not analysed, by kind.
     pub skipped: BTreeMap<String, u64>,
     pub formats: BTreeMap<String, u64>,
+    /// Events the decoder repaired (an export dropped or renamed a field), by kind of repair
+    /// (`event::Repair`); an event may count under several.
+    pub repaired: BTreeMap<String, u64>,
     pub rejected: BTreeMap<String, u64>,
     pub rejected_examples: Vec<RejectionExample>,
     pub alerts: u64,
@@ -93,6 +97,9 @@ impl RunStats {
         self.outside_time_range += b.outside_time_range;
         for (k, n) in b.skipped {
             *self.skipped.entry(k.to_owned()).or_default() += n;
+        }
+        for (k, n) in b.repaired {
+            *self.repaired.entry(k.to_owned()).or_default() += n;
         }
         for (k, n) in b.formats {
             *self.formats.entry(k.to_owned()).or_default() += n;
@@ -200,6 +207,7 @@ impl RunStats {
         }
         section(&mut s, "formats", &self.formats);
         section(&mut s, "skipped records", &self.skipped);
+        section(&mut s, "repaired events", &self.repaired);
         section(&mut s, "rejected by reason", &self.rejected);
         if !self.rejected_examples.is_empty() {
             let _ = writeln!(s, "  first rejections:");
@@ -314,6 +322,7 @@ impl Live {
             s.records = stats.records;
             s.skipped_stage = stats.skipped_stage;
             s.rejected.clone_from(&stats.rejected);
+            s.repaired.clone_from(&stats.repaired);
             s.alerts = stats.alerts;
             s.suppressed_alerts = stats.suppressed_alerts;
             s.warmup_events = stats.warmup_events;
@@ -425,6 +434,10 @@ impl Live {
         let _ = write!(out, "# HELP audithound_rejected_total Records rejected, by reason.\n# TYPE audithound_rejected_total counter\n");
         for (reason, n) in &s.rejected {
             let _ = writeln!(out, "audithound_rejected_total{{reason=\"{reason}\"}} {n}");
+        }
+        let _ = write!(out, "# HELP audithound_repaired_total Events repaired by the decoder (an export dropped or renamed a field), by kind.\n# TYPE audithound_repaired_total counter\n");
+        for (kind, n) in &s.repaired {
+            let _ = writeln!(out, "audithound_repaired_total{{kind=\"{kind}\"}} {n}");
         }
         let _ = write!(out, "# HELP audithound_rule_alerts_total Alerts by rule.\n# TYPE audithound_rule_alerts_total counter\n");
         for (rule, n) in &s.alerts_by_rule {

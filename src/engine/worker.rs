@@ -170,6 +170,9 @@ impl Evaluation<'_> {
         let stats = &mut self.stats;
         stats.events += 1;
         *stats.formats.entry(format.name()).or_default() += 1;
+        for r in ev.repairs.iter() {
+            *stats.repaired.entry(r.name()).or_default() += 1;
+        }
         let stage_ok = ev.stage().is_some_and(|s| self.ctx.stages.contains(&s));
         if !stage_ok {
             stats.skipped_stage += 1;

@@ -9,7 +9,7 @@
 //! The provider envelopes themselves are unwrapped in `providers`.
 
 use super::providers::{self, Encoded};
-use super::{AuditEvent, JStr};
+use super::{raw_entry, AuditEvent, JStr};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
@@ -46,11 +46,76 @@ impl Format {
 
 #[derive(Debug, Clone, Default)]
 pub struct DecodeOptions {
+    /// Read only what the API server wrote (`--strict`): no derived audit IDs, assumed stages,
+    /// times borrowed from an export or envelope, or renamed keys; such records are rejected or
+    /// skipped as they always were. Off: each repair is made and counted (`Repair`).
+    pub strict: bool,
     /// Accept only this format (`--input-format`); other records are rejected as
     /// `format_mismatch` instead of being auto-detected. None: auto-detect every record.
     pub expect: Option<Format>,
     /// Top-level key of flat (ACK) records that names the cluster.
     pub cluster_field: Option<String>,
+}
+
+/// Something the decoder filled in or renamed because an export dropped or renamed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// No `auditID`: `derived-` and a hash of the event's text, so alerts show it is not the
+    /// API server's and the same record read twice gets the same one.
+    DerivedAuditId,
+    /// No `stage`: exports keep one stage per request, the complete one.
+    MissingStage,
+    /// No time of its own: taken from a field the export added beside the event.
+    ExportTimestamp,
+    /// No time of its own: taken from the envelope it came in (AKS record, CloudWatch event,
+    /// Elastic document).
+    EnvelopeTimestamp,
+    /// Keys renamed by the export mapped back (Defender's capitalised keys, BigQuery's payload
+    /// column, Elastic's underscored annotation keys).
+    RenamedKeys,
+}
+
+impl Repair {
+    pub const ALL: [Repair; 5] = [
+        Repair::DerivedAuditId,
+        Repair::MissingStage,
+        Repair::ExportTimestamp,
+        Repair::EnvelopeTimestamp,
+        Repair::RenamedKeys,
+    ];
+
+    /// Stable key used in the summary and on /metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Repair::DerivedAuditId => "derived_audit_id",
+            Repair::MissingStage => "missing_stage",
+            Repair::ExportTimestamp => "export_timestamp",
+            Repair::EnvelopeTimestamp => "envelope_timestamp",
+            Repair::RenamedKeys => "renamed_keys",
+        }
+    }
+}
+
+/// The repairs made to one event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Repairs(u8);
+
+impl Repairs {
+    pub fn add(&mut self, r: Repair) {
+        self.0 |= 1 << r as u8;
+    }
+
+    pub fn contains(self, r: Repair) -> bool {
+        self.0 & (1 << r as u8) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Repair> {
+        Repair::ALL.into_iter().filter(move |r| self.contains(*r))
+    }
 }
 
 /// Why a record (or one item of a batch) was rejected.
@@ -132,6 +197,10 @@ pub(super) struct Ctx<'o> {
     /// Cluster for events whose envelope names none.
     pub cluster: &'o str,
     pub arena: &'o Arena,
+    /// The time of the envelope the event came in, for an event without one of its own.
+    pub envelope_time: Option<i64>,
+    /// The event came in an Elastic document: its annotation keys have `_` for `.`.
+    pub elastic: bool,
 }
 
 impl<'o> Ctx<'o> {
@@ -183,6 +252,8 @@ pub fn decode_record_with<'a>(
         opts,
         cluster,
         arena,
+        envelope_time: None,
+        elastic: false,
     };
     let text = text.trim_ascii();
     let reject = |f: &mut OwnedSink<'_, 'a>, why: &str| {
@@ -267,13 +338,44 @@ pub(super) fn decode_object_with<'a>(
         return providers::decode_aks(ev, None, ctx, g);
     }
     if let Some(payload) = &ev.envelope_proto_payload {
-        return providers::decode_gke(&ev, payload, ctx, &mut |i| g(Decoded::Item(i)));
+        return providers::decode_gke(&ev, payload, false, ctx, &mut |i| g(Decoded::Item(i)));
     }
     if ev.envelope_log_events.is_some() || ev.envelope_message_type.is_some() {
         return providers::decode_eks_batch(ev, ctx, g);
     }
+    let export_time = ev.export_time();
     if let Some(message) = ev.envelope_at_message {
+        let ctx = Ctx {
+            envelope_time: export_time,
+            ..ctx
+        };
         return providers::decode_eks_message(ctx.keep(message.0), Format::Eks, ctx, g);
+    }
+    // The remaining envelopes are told by one key that an event could also carry: only a
+    // record that is no event itself is taken for one.
+    if ev.audit_id.is_none() && ev.verb.is_none() {
+        if let Some(audit) = ev.envelope_kubernetes.and_then(|k| raw_entry(k, "audit")) {
+            let ctx = Ctx {
+                envelope_time: export_time,
+                elastic: true,
+                ..ctx
+            };
+            return decode_object_with(audit.get(), Format::Native, ctx, g);
+        }
+        if let Some(message) = ev.envelope_message {
+            let envelope_time = ev.timestamp.and_then(super::time::parse_export_json);
+            return providers::decode_message(
+                message,
+                Ctx {
+                    envelope_time,
+                    ..ctx
+                },
+                g,
+            );
+        }
+        if let (Some(payload), false) = (&ev.envelope_bigquery_payload, ctx.opts.strict) {
+            return providers::decode_gke(&ev, payload, true, ctx, &mut |i| g(Decoded::Item(i)));
+        }
     }
     // Changed in place: the event is large, and moves copy it.
     let mut ev = ev;
@@ -292,7 +394,21 @@ pub(super) fn finish_event<'a>(mut ev: AuditEvent<'a>, format: Format, ctx: Ctx<
     }
 }
 
-/// Whether the event passes the last checks; gives it its cluster if so.
+/// `finish_event` for an event that borrows only from the record and the arena.
+pub(super) fn finish_owned<'a>(
+    mut ev: AuditEvent<'a>,
+    format: Format,
+    ctx: Ctx<'a>,
+    g: &mut OwnedSink<'_, 'a>,
+) {
+    match check(&mut ev, format, ctx) {
+        Ok(()) => g(Decoded::Owned(ev, format)),
+        Err(e) => g(Decoded::Item(Item::Rejected(e))),
+    }
+}
+
+/// Whether the event passes the last checks, repairing what an export dropped unless strict;
+/// gives it its cluster if so.
 fn check<'a>(ev: &mut AuditEvent<'a>, format: Format, ctx: Ctx<'a>) -> Result<(), DecodeError> {
     match ev.kind.as_deref() {
         None | Some("Event") => {}
@@ -302,11 +418,16 @@ fn check<'a>(ev: &mut AuditEvent<'a>, format: Format, ctx: Ctx<'a>) -> Result<()
             )))
         }
     }
+    let repair = !ctx.opts.strict;
     if ev.audit_id.is_none() {
-        return Err(DecodeError::NotAuditEvent(
-            "object has no auditID and no known envelope (native, EventList, ACK, EKS, GKE, AKS)"
-                .into(),
-        ));
+        if !(repair && ev.recognisable()) {
+            return Err(DecodeError::NotAuditEvent(
+                "object has no auditID and no known envelope (native, EventList, ACK, EKS, GKE, AKS), nor a verb, objectRef or requestURI and user"
+                    .into(),
+            ));
+        }
+        ev.audit_id = Some(JStr(Cow::Owned(derived_audit_id(ev))));
+        ev.repairs.add(Repair::DerivedAuditId);
     }
     if let Some(expected) = ctx.opts.expect {
         let native_family = matches!(format, Format::Native | Format::EventList);
@@ -319,13 +440,78 @@ fn check<'a>(ev: &mut AuditEvent<'a>, format: Format, ctx: Ctx<'a>) -> Result<()
         }
     }
     ev.time = ev.event_time();
+    if ev.time.is_none() && repair {
+        let (time, kind) = match ev.export_time() {
+            Some(t) => (Some(t), Repair::ExportTimestamp),
+            None => (ctx.envelope_time, Repair::EnvelopeTimestamp),
+        };
+        if let Some(t) = time {
+            // Written where the API server writes it, so that the event carries it everywhere
+            // (rules, a mapping sent on by `route`).
+            ev.stage_timestamp = Some(JStr(Cow::Owned(super::time::format_micros(t))));
+            ev.time = time;
+            ev.repairs.add(kind);
+        }
+    }
     if ev.time.is_none() {
         return Err(DecodeError::BadTimestamp(
             "no parseable stageTimestamp, requestReceivedTimestamp or timestamp".into(),
         ));
     }
+    if ev.stage.is_none() && repair {
+        ev.stage = Some(JStr::borrowed("ResponseComplete"));
+        ev.repairs.add(Repair::MissingStage);
+    }
+    if ctx.elastic && repair {
+        undo_elastic_keys(ev, ctx);
+    }
+    if !ev.repairs.is_empty() {
+        // The event's text lacks what was added: whoever needs the event again (an alert's
+        // seed, `route`) decodes the record again or takes the repaired mapping.
+        ev.source = None;
+    }
     ev.cluster = Some(JStr(Cow::Borrowed(ctx.cluster)));
     Ok(())
+}
+
+/// `derived-` and the xxh3-128 of the event's own text (or of its mapping, for mapped formats):
+/// stable, so the same record read twice (or decoded again for an alert) gets the same ID.
+fn derived_audit_id(ev: &AuditEvent) -> String {
+    let hash = match ev.source {
+        Some(text) => xxhash_rust::xxh3::xxh3_128(text.as_bytes()),
+        None => {
+            xxhash_rust::xxh3::xxh3_128(serde_json::to_string(ev).unwrap_or_default().as_bytes())
+        }
+    };
+    format!("derived-{hash:032x}")
+}
+
+/// Elastic writes annotation keys with `_` for `.` (`authorization_k8s_io/decision`). The part
+/// before the `/` is a DNS name, which has no `_`: mapped back exactly.
+fn undo_elastic_keys<'a>(ev: &mut AuditEvent<'a>, ctx: Ctx<'a>) {
+    let Some(raw) = ev.annotations else { return };
+    let Ok(map) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.get())
+    else {
+        return;
+    };
+    let renamed = |k: &str| match k.split_once('/') {
+        Some((prefix, rest)) if prefix.contains('_') => {
+            Some(format!("{}/{rest}", prefix.replace('_', ".")))
+        }
+        _ => None,
+    };
+    if !map.iter().any(|(k, _)| renamed(k).is_some()) {
+        return;
+    }
+    let out: serde_json::Map<String, serde_json::Value> = map
+        .into_iter()
+        .map(|(k, v)| (renamed(&k).unwrap_or(k), v))
+        .collect();
+    let text = ctx.keep(serde_json::Value::Object(out).to_string());
+    if let Ok(raw) = serde_json::from_str::<&RawValue>(text) {
+        ev.annotations = Some(raw);
+        ev.repairs.add(Repair::RenamedKeys);
+    }
 }
 
 #[cfg(test)]
