@@ -18,6 +18,7 @@ pub struct BatchStats {
     pub analysed: u64,
     pub skipped_stage: u64,
     pub outside_time_range: u64,
+    pub long_running_started: u64,
     pub skipped: BTreeMap<&'static str, u64>,
     pub formats: BTreeMap<&'static str, u64>,
     pub repaired: BTreeMap<&'static str, u64>,
@@ -58,6 +59,11 @@ pub struct RunStats {
     pub analysed: u64,
     pub skipped_stage: u64,
     pub outside_time_range: u64,
+    /// `ResponseStarted` events of long-running requests (exec, attach, port-forward, proxy,
+    /// log, watch) run through the single-event rules as the session opened; the request is
+    /// analysed in full at its `ResponseComplete` (see `engine::worker`). Events decoded are
+    /// those analysed, skipped for their stage or time, and these.
+    pub long_running_started: u64,
     /// Well-formed records deliberately not analysed, by kind.
     pub skipped: BTreeMap<String, u64>,
     pub formats: BTreeMap<String, u64>,
@@ -95,6 +101,7 @@ impl RunStats {
         self.analysed += b.analysed;
         self.skipped_stage += b.skipped_stage;
         self.outside_time_range += b.outside_time_range;
+        self.long_running_started += b.long_running_started;
         for (k, n) in b.skipped {
             *self.skipped.entry(k.to_owned()).or_default() += n;
         }
@@ -176,6 +183,10 @@ impl RunStats {
             (
                 "skipped: outside --from/--to",
                 self.outside_time_range.to_string(),
+            ),
+            (
+                "long-running, seen opening",
+                self.long_running_started.to_string(),
             ),
             ("rejected", self.rejected_total().to_string()),
             ("alerts", self.alerts.to_string()),
@@ -321,6 +332,7 @@ impl Live {
             s.analysed = stats.analysed;
             s.records = stats.records;
             s.skipped_stage = stats.skipped_stage;
+            s.long_running_started = stats.long_running_started;
             s.rejected.clone_from(&stats.rejected);
             s.repaired.clone_from(&stats.repaired);
             s.alerts = stats.alerts;
@@ -387,6 +399,12 @@ impl Live {
             "audithound_events_skipped_stage_total",
             "Events of stages not analysed.",
             s.skipped_stage,
+        );
+        counter(
+            &mut out,
+            "audithound_long_running_started_total",
+            "ResponseStarted events of long-running requests checked by the single-event rules as they opened.",
+            s.long_running_started,
         );
         counter(
             &mut out,

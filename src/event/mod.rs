@@ -252,6 +252,34 @@ impl<'a> AuditEvent<'a> {
         .find_map(time::parse_export_json)
     }
 
+    /// Whether the API server keeps this request open (`exec`, `attach`, `portforward`, `log`,
+    /// `proxy`, `watch`): logged at `ResponseStarted` when the session opens and at
+    /// `ResponseComplete` when it ends. The API server's own test (`BasicLongRunningRequestCheck`),
+    /// made from this one record.
+    pub fn is_long_running(&self) -> bool {
+        let sub = self
+            .object_ref
+            .as_ref()
+            .and_then(|o| o.subresource.as_deref());
+        if matches!(
+            sub,
+            Some("exec" | "attach" | "portforward" | "proxy" | "log")
+        ) || matches!(self.verb.as_deref(), Some("watch" | "proxy"))
+        {
+            return true;
+        }
+        // A list with `?watch=<anything but false or 0>` is a watch (the API server's RequestInfo).
+        let query = self
+            .request_uri
+            .as_deref()
+            .and_then(|u| u.split_once('?'))
+            .map_or("", |(_, q)| q);
+        query.split('&').any(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            k == "watch" && !matches!(v.to_ascii_lowercase().as_str(), "" | "false" | "0")
+        })
+    }
+
     /// Recognisably an audit event though it lacks its `auditID`: a verb, what it acted on and
     /// who did it.
     pub(crate) fn recognisable(&self) -> bool {
