@@ -362,8 +362,9 @@ pub(super) fn decode_object_with<'a>(
             };
             return decode_object_with(audit.get(), Format::Native, ctx, g);
         }
-        if let Some(message) = ev.envelope_message {
-            let envelope_time = ev.timestamp.and_then(super::time::parse_export_json);
+        // CloudWatch's own pair: a `message` alone is any JSON with a message.
+        if let (Some(message), Some(stamp)) = (ev.envelope_message, ev.timestamp) {
+            let envelope_time = super::time::parse_export_json(stamp);
             return providers::decode_message(
                 message,
                 Ctx {
@@ -663,5 +664,162 @@ mod tests {
             }
         });
         assert_eq!(reasons, vec!["invalid_utf8"]);
+    }
+
+    /// An event's auditID, stage, time and repairs.
+    type Seen = (String, String, i64, Vec<&'static str>);
+
+    /// Each event as `Seen`, and the reasons of the rest.
+    fn repaired(line: &str, strict: bool) -> (Vec<Seen>, Vec<&'static str>) {
+        let opts = DecodeOptions {
+            strict,
+            ..DecodeOptions::default()
+        };
+        let (mut events, mut errs) = (Vec::new(), Vec::new());
+        decode_record(line.as_bytes(), &opts, "d", &mut |item| match item {
+            Item::Event(ev, _) => events.push((
+                ev.audit_id.as_deref().unwrap_or("").to_owned(),
+                ev.stage.as_deref().unwrap_or("").to_owned(),
+                ev.time.unwrap_or(0),
+                ev.repairs.iter().map(Repair::name).collect(),
+            )),
+            Item::Rejected(e) => errs.push(e.reason()),
+            Item::Skipped(why) => errs.push(why),
+        });
+        (events, errs)
+    }
+
+    const T0: i64 = 1_735_689_600_000_000; // 2025-01-01T00:00:00Z
+
+    #[test]
+    fn trimmed_events_are_repaired_and_counted() {
+        let line = r#"{"verb":"get","objectRef":{"resource":"pods"},"user":{"username":"u"},"p_event_time":"2025-01-01 00:00:00.000000000"}"#;
+        let (ev, errs) = repaired(line, false);
+        assert!(errs.is_empty(), "{errs:?}");
+        let (id, stage, time, repairs) = &ev[0];
+        assert!(id.starts_with("derived-") && id.len() == 8 + 32, "{id}");
+        assert_eq!(stage, "ResponseComplete");
+        assert_eq!(*time, T0);
+        assert_eq!(
+            repairs,
+            &["derived_audit_id", "missing_stage", "export_timestamp"]
+        );
+        // Stable: the same record gets the same ID.
+        assert_eq!(repaired(line, false).0[0].0, *id);
+        // Strict: rejected as before.
+        assert_eq!(repaired(line, true).1, vec!["not_audit_event"]);
+    }
+
+    #[test]
+    fn what_is_not_an_audit_event_stays_rejected() {
+        for line in [
+            r#"{"level":"info","msg":"started","time":"2025-01-01T00:00:00Z"}"#,
+            r#"{"verb":"get","user":{"username":"u"},"time":"2025-01-01T00:00:00Z"}"#,
+            r#"{"verb":"get","requestURI":"/api","time":"2025-01-01T00:00:00Z"}"#,
+        ] {
+            assert_eq!(repaired(line, false).1, vec!["not_audit_event"], "{line}");
+        }
+        // An event with no time anywhere cannot be placed.
+        let no_time = r#"{"auditID":"a","verb":"get","requestURI":"/api","user":{"username":"u"}}"#;
+        assert_eq!(repaired(no_time, false).1, vec!["bad_timestamp"]);
+    }
+
+    #[test]
+    fn envelope_times_fill_events_without_their_own() {
+        let log = r#"{"auditID":"a1","stage":"ResponseComplete","verb":"get","requestURI":"/api","user":{"username":"u"}}"#;
+        let aks = format!(
+            r#"{{"time":"2025-01-01T00:00:00.0000000Z","category":"kube-audit","properties":{{"log":{}}}}}"#,
+            serde_json::to_string(log).unwrap()
+        );
+        let (ev, errs) = repaired(&aks, false);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(ev[0].2, T0);
+        assert_eq!(ev[0].3, vec!["envelope_timestamp"]);
+        assert_eq!(repaired(&aks, true).1, vec!["bad_timestamp"]);
+        // The event's own time wins over the envelope's.
+        let own = log.replacen('{', r#"{"stageTimestamp":"2025-01-01T00:00:01Z","#, 1);
+        let aks = aks.replace(
+            &serde_json::to_string(log).unwrap(),
+            &serde_json::to_string(&own).unwrap(),
+        );
+        assert_eq!(repaired(&aks, false).0[0].2, T0 + 1_000_000);
+        assert!(repaired(&aks, false).0[0].3.is_empty());
+    }
+
+    #[test]
+    fn cloudwatch_events_as_shippers_deliver_them() {
+        let shipped = format!(r#"{{"timestamp":1735689600000,"message":{EV}}}"#);
+        assert_eq!(
+            decode_all(&shipped).0,
+            vec![("a1".into(), Format::Eks, "dflt".into())]
+        );
+        let as_string = format!(
+            r#"{{"timestamp":1735689600000,"message":{}}}"#,
+            serde_json::to_string(EV).unwrap()
+        );
+        assert_eq!(decode_all(&as_string).0[0].0, "a1");
+        let text = r#"{"timestamp":1735689600000,"message":"I0101 00:00:00.000 1 get.go:245] Starting watch"}"#;
+        assert_eq!(decode_all(text).1, vec!["non_audit_log_line"]);
+        // Without CloudWatch's timestamp it is just JSON with a message.
+        assert_eq!(
+            decode_all(r#"{"message":"hello"}"#).1,
+            vec!["not_audit_event"]
+        );
+        // The same in a subscription batch.
+        let batch = r#"{"messageType":"DATA_MESSAGE","logGroup":"/aws/eks/p/cluster","logEvents":[{"timestamp":1735689600000,"message":"time=\"2025-01-01T00:00:00Z\" level=info msg=\"access granted\""}]}"#;
+        assert_eq!(decode_all(batch).1, vec!["non_audit_log_line"]);
+    }
+
+    #[test]
+    fn defender_rows_map_their_capitalised_keys() {
+        let row = r#"{"time":"2025-01-01T00:00:05Z","category":"AdvancedHunting-CloudAuditEvents","properties":{"DataSource":"Azure Kubernetes Service","RawEventData":{"AuditID":"d1","Stage":"ResponseComplete","Verb":"get","RequestURI":"/api/v1/namespaces/n/secrets/s","User":{"username":"u","groups":["g"]},"ObjectRef":{"resource":"secrets","namespace":"n","name":"s"},"ResponseStatus":{"code":200},"RequestObject":null,"StageTimestamp":"2025-01-01T00:00:00Z","AzureResourceId":"/subscriptions/x/resourceGroups/r/providers/Microsoft.ContainerService/managedClusters/Blue"}}}"#;
+        let mut seen = false;
+        decode_record(
+            row.as_bytes(),
+            &DecodeOptions::default(),
+            "d",
+            &mut |item| {
+                let Item::Event(ev, Format::Aks) = item else {
+                    panic!("not an event")
+                };
+                seen = true;
+                assert_eq!(ev.audit_id.as_deref(), Some("d1"));
+                assert_eq!(ev.username(), "u");
+                assert_eq!(ev.resource(), "secrets");
+                assert_eq!(ev.status_code(), Some(200));
+                assert_eq!(ev.time, Some(T0));
+                assert_eq!(ev.cluster.as_deref(), Some("blue"));
+                assert!(ev.repairs.contains(Repair::RenamedKeys));
+            },
+        );
+        assert!(seen);
+        // Strict: skipped for its category, as before.
+        assert_eq!(repaired(row, true).1, vec!["aks_non_audit_category"]);
+        // A row about another cloud's control plane.
+        let other = r#"{"category":"AdvancedHunting-CloudAuditEvents","properties":{"RawEventData":{"eventName":"ConsoleLogin"}}}"#;
+        assert_eq!(repaired(other, false).1, vec!["cloud_audit_non_kubernetes"]);
+    }
+
+    #[test]
+    fn elastic_documents_get_their_annotation_keys_back() {
+        let doc = r#"{"@timestamp":"2025-01-01T00:00:00Z","kubernetes":{"audit":{"auditID":"e1","stage":"ResponseComplete","verb":"get","requestURI":"/api","user":{"username":"u"},"annotations":{"authorization_k8s_io/decision":"forbid","x":"y"}}}}"#;
+        let mut decision = None;
+        decode_record(
+            doc.as_bytes(),
+            &DecodeOptions::default(),
+            "d",
+            &mut |item| {
+                if let Item::Event(ev, _) = item {
+                    let view = crate::rules::field::EventView::new(ev, 0);
+                    decision = view
+                        .annotation(crate::event::DECISION_KEY)
+                        .map(str::to_owned);
+                    assert_eq!(ev.time, Some(T0));
+                }
+            },
+        );
+        assert_eq!(decision.as_deref(), Some("forbid"));
+        let (_, _, _, repairs) = &repaired(doc, false).0[0];
+        assert_eq!(repairs, &["envelope_timestamp", "renamed_keys"]);
     }
 }

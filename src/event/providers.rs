@@ -272,9 +272,29 @@ struct GkeRequestMetadata<'a> {
 
 #[derive(Debug, Deserialize)]
 struct GkeStatus<'a> {
+    #[serde(default, deserialize_with = "int_or_text")]
     code: Option<i64>,
     #[serde(borrow)]
     message: Option<JStr<'a>>,
+}
+
+/// A number, or a number in a string as BigQuery's JSON writes its integers.
+fn int_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum IntOrText {
+        Int(i64),
+        Text(String),
+    }
+    match Option::<IntOrText>::deserialize(d)? {
+        Some(IntOrText::Int(n)) => Ok(Some(n)),
+        Some(IntOrText::Text(t)) => t
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("status code {t:?} is not a number"))),
+        None => Ok(None),
+    }
 }
 
 #[derive(Debug, Deserialize)]
