@@ -477,3 +477,36 @@ impl Live {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repairs_and_long_running_openings_reach_the_summary_and_metrics() {
+        let mut stats = RunStats::default();
+        for _ in 0..2 {
+            let mut b = BatchStats {
+                long_running_started: 1,
+                ..BatchStats::default()
+            };
+            b.repaired.insert("derived_audit_id", 2);
+            b.repaired.insert("envelope_timestamp", 1);
+            stats.merge_batch(b);
+        }
+        assert_eq!(stats.repaired["derived_audit_id"], 4);
+        assert_eq!(stats.long_running_started, 2);
+        let text = stats.render();
+        assert!(text.contains("repaired events:"), "{text}");
+        let live = Live::default();
+        live.update(&stats);
+        let metrics = live.render();
+        for line in [
+            "audithound_repaired_total{kind=\"derived_audit_id\"} 4",
+            "audithound_repaired_total{kind=\"envelope_timestamp\"} 2",
+            "audithound_long_running_started_total 2",
+        ] {
+            assert!(metrics.contains(line), "{line} in {metrics}");
+        }
+    }
+}

@@ -304,3 +304,37 @@ impl<'a> AuditEvent<'a> {
             .unwrap_or("")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_running_requests_are_told_from_one_record() {
+        let ev = |json: &str| -> bool {
+            serde_json::from_str::<AuditEvent>(json)
+                .map(|e| e.is_long_running())
+                .unwrap_or(false)
+        };
+        for json in [
+            r#"{"verb":"create","objectRef":{"resource":"pods","subresource":"exec"}}"#,
+            r#"{"verb":"get","objectRef":{"resource":"pods","subresource":"attach"}}"#,
+            r#"{"verb":"create","objectRef":{"resource":"pods","subresource":"portforward"}}"#,
+            r#"{"verb":"get","objectRef":{"resource":"nodes","subresource":"proxy"}}"#,
+            r#"{"verb":"get","objectRef":{"resource":"pods","subresource":"log"}}"#,
+            r#"{"verb":"watch","objectRef":{"resource":"secrets"}}"#,
+            r#"{"verb":"list","requestURI":"/api/v1/pods?resourceVersion=1&watch=true"}"#,
+            r#"{"verb":"list","requestURI":"/api/v1/pods?watch=1"}"#,
+        ] {
+            assert!(ev(json), "{json}");
+        }
+        for json in [
+            r#"{"verb":"get","objectRef":{"resource":"pods"}}"#,
+            r#"{"verb":"get","objectRef":{"resource":"pods","subresource":"status"}}"#,
+            r#"{"verb":"list","requestURI":"/api/v1/pods?watch=false"}"#,
+            r#"{"verb":"list","requestURI":"/api/v1/pods?allowWatchBookmarks=true"}"#,
+        ] {
+            assert!(!ev(json), "{json}");
+        }
+    }
+}
