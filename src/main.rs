@@ -507,6 +507,7 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         decode: DecodeOptions {
             expect: args.input_format.expected(),
             cluster_field: args.cluster_field,
+            ..DecodeOptions::default()
         },
         progress: !args.no_progress && !quiet,
         ..EngineOptions::default()

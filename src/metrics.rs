@@ -18,8 +18,10 @@ pub struct BatchStats {
     pub analysed: u64,
     pub skipped_stage: u64,
     pub outside_time_range: u64,
+    pub long_running_started: u64,
     pub skipped: BTreeMap<&'static str, u64>,
     pub formats: BTreeMap<&'static str, u64>,
+    pub repaired: BTreeMap<&'static str, u64>,
     pub actors: HashMap<String, u64>,
     /// The earliest time of the events analysed.
     pub first_time: Option<i64>,
@@ -57,9 +59,17 @@ pub struct RunStats {
     pub analysed: u64,
     pub skipped_stage: u64,
     pub outside_time_range: u64,
+    /// `ResponseStarted` events of long-running requests (exec, attach, port-forward, proxy,
+    /// log, watch) run through the single-event rules as the session opened; the request is
+    /// analysed in full at its `ResponseComplete` (see `engine::worker`). Events decoded are
+    /// those analysed, skipped for their stage or time, and these.
+    pub long_running_started: u64,
     /// Well-formed records deliberately not analysed, by kind.
     pub skipped: BTreeMap<String, u64>,
     pub formats: BTreeMap<String, u64>,
+    /// Events the decoder repaired (an export dropped or renamed a field), by kind of repair
+    /// (`event::Repair`); an event may count under several.
+    pub repaired: BTreeMap<String, u64>,
     pub rejected: BTreeMap<String, u64>,
     pub rejected_examples: Vec<RejectionExample>,
     pub alerts: u64,
@@ -91,8 +101,12 @@ impl RunStats {
         self.analysed += b.analysed;
         self.skipped_stage += b.skipped_stage;
         self.outside_time_range += b.outside_time_range;
+        self.long_running_started += b.long_running_started;
         for (k, n) in b.skipped {
             *self.skipped.entry(k.to_owned()).or_default() += n;
+        }
+        for (k, n) in b.repaired {
+            *self.repaired.entry(k.to_owned()).or_default() += n;
         }
         for (k, n) in b.formats {
             *self.formats.entry(k.to_owned()).or_default() += n;
@@ -170,6 +184,10 @@ impl RunStats {
                 "skipped: outside --from/--to",
                 self.outside_time_range.to_string(),
             ),
+            (
+                "long-running, seen opening",
+                self.long_running_started.to_string(),
+            ),
             ("rejected", self.rejected_total().to_string()),
             ("alerts", self.alerts.to_string()),
             ("alerts suppressed", self.suppressed_alerts.to_string()),
@@ -200,6 +218,7 @@ impl RunStats {
         }
         section(&mut s, "formats", &self.formats);
         section(&mut s, "skipped records", &self.skipped);
+        section(&mut s, "repaired events", &self.repaired);
         section(&mut s, "rejected by reason", &self.rejected);
         if !self.rejected_examples.is_empty() {
             let _ = writeln!(s, "  first rejections:");
@@ -313,7 +332,9 @@ impl Live {
             s.analysed = stats.analysed;
             s.records = stats.records;
             s.skipped_stage = stats.skipped_stage;
+            s.long_running_started = stats.long_running_started;
             s.rejected.clone_from(&stats.rejected);
+            s.repaired.clone_from(&stats.repaired);
             s.alerts = stats.alerts;
             s.suppressed_alerts = stats.suppressed_alerts;
             s.warmup_events = stats.warmup_events;
@@ -381,6 +402,12 @@ impl Live {
         );
         counter(
             &mut out,
+            "audithound_long_running_started_total",
+            "ResponseStarted events of long-running requests checked by the single-event rules as they opened.",
+            s.long_running_started,
+        );
+        counter(
+            &mut out,
             "audithound_alerts_total",
             "Alerts delivered to the sinks.",
             s.alerts,
@@ -426,6 +453,10 @@ impl Live {
         for (reason, n) in &s.rejected {
             let _ = writeln!(out, "audithound_rejected_total{{reason=\"{reason}\"}} {n}");
         }
+        let _ = write!(out, "# HELP audithound_repaired_total Events repaired by the decoder (an export dropped or renamed a field), by kind.\n# TYPE audithound_repaired_total counter\n");
+        for (kind, n) in &s.repaired {
+            let _ = writeln!(out, "audithound_repaired_total{{kind=\"{kind}\"}} {n}");
+        }
         let _ = write!(out, "# HELP audithound_rule_alerts_total Alerts by rule.\n# TYPE audithound_rule_alerts_total counter\n");
         for (rule, n) in &s.alerts_by_rule {
             let _ = writeln!(out, "audithound_rule_alerts_total{{rule=\"{rule}\"}} {n}");
@@ -444,5 +475,38 @@ impl Live {
             &self.ingest_latency,
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repairs_and_long_running_openings_reach_the_summary_and_metrics() {
+        let mut stats = RunStats::default();
+        for _ in 0..2 {
+            let mut b = BatchStats {
+                long_running_started: 1,
+                ..BatchStats::default()
+            };
+            b.repaired.insert("derived_audit_id", 2);
+            b.repaired.insert("envelope_timestamp", 1);
+            stats.merge_batch(b);
+        }
+        assert_eq!(stats.repaired["derived_audit_id"], 4);
+        assert_eq!(stats.long_running_started, 2);
+        let text = stats.render();
+        assert!(text.contains("repaired events:"), "{text}");
+        let live = Live::default();
+        live.update(&stats);
+        let metrics = live.render();
+        for line in [
+            "audithound_repaired_total{kind=\"derived_audit_id\"} 4",
+            "audithound_repaired_total{kind=\"envelope_timestamp\"} 2",
+            "audithound_long_running_started_total 2",
+        ] {
+            assert!(metrics.contains(line), "{line} in {metrics}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Every provider's shipping format carries the same attack to the same alerts.
 
 mod common;
+#[path = "formats/fidelity.rs"]
+mod fidelity;
 
 use common::{audithound, replay_with_summary, root};
 

@@ -1,6 +1,16 @@
 //! Decode workers: turn a batch of records into events, filter them, and run the rules.
 //! Everything here is a pure function of the batch, so any number of workers gives the same
 //! per-batch result.
+//!
+//! Stages: each request is analysed at one stage of those configured (`--stages`, by default
+//! `ResponseComplete,Panic`); its other stages are counted, not analysed, so nothing is counted
+//! twice. Long-running requests (exec, attach, port-forward, proxy, log, watch) are also looked
+//! at when they open (`ResponseStarted`), by the single-event rules only: a shell still open at
+//! the end of an archive, or a capture holding only that record, raises its alert. Where the
+//! `ResponseComplete` twin exists it is analysed in full as before and its single-event alerts,
+//! whose ids are the rule, cluster and auditID, are dropped by the collector as duplicates;
+//! stateful rules see the request once, at `ResponseComplete`. Whether a twin exists cannot be
+//! told from one record, and this keeps the decision to that one record.
 
 use crate::alert::Alert;
 use crate::detect::{self, FollowUp, Observation, Outputs};
@@ -157,6 +167,9 @@ struct Evaluation<'c> {
     placements: Vec<(u32, i64)>,
     detected: Outputs,
     terms: TermsInBatch,
+    /// Whether long-running requests are looked at when they open: `ResponseComplete` is
+    /// analysed and `ResponseStarted` is not (when it is, they are analysed there in full).
+    opening_looks: bool,
 }
 
 impl Evaluation<'_> {
@@ -177,8 +190,16 @@ impl Evaluation<'_> {
         let stats = &mut self.stats;
         stats.events += 1;
         *stats.formats.entry(format.name()).or_default() += 1;
-        let stage_ok = ev.stage().is_some_and(|s| self.ctx.stages.contains(&s));
-        if !stage_ok {
+        for r in ev.repairs.iter() {
+            *stats.repaired.entry(r.name()).or_default() += 1;
+        }
+        let stage = ev.stage();
+        let stage_ok = stage.is_some_and(|s| self.ctx.stages.contains(&s));
+        let opening = !stage_ok
+            && self.opening_looks
+            && stage == Some(Stage::ResponseStarted)
+            && ev.is_long_running();
+        if !stage_ok && !opening {
             stats.skipped_stage += 1;
             return;
         }
@@ -188,6 +209,10 @@ impl Evaluation<'_> {
         if from.is_some_and(|f| time < f) || to.is_some_and(|t| time >= t) {
             stats.outside_time_range += 1;
             return;
+        }
+        if opening {
+            stats.long_running_started += 1;
+            return self.opening(ev, time, data, rec, index);
         }
         stats.analysed += 1;
         stats.first_time = Some(stats.first_time.map_or(time, |t| t.min(time)));
@@ -225,6 +250,34 @@ impl Evaluation<'_> {
         );
     }
 
+    /// A long-running request as it opens: its single-event alerts only. What it would tell the
+    /// stateful rules waits for its `ResponseComplete` (see the module doc).
+    fn opening(&mut self, ev: &AuditEvent, time: i64, data: &[u8], rec: &RecordMeta, index: u32) {
+        let view = EventView::new(ev, time);
+        let origin = detect::Origin {
+            batch: data,
+            record_start: rec.start,
+            record_len: rec.end - rec.start,
+            index,
+            context: rec.context,
+            seed: None,
+        };
+        detect::evaluate_with(
+            &self.rules,
+            &self.revocations,
+            origin,
+            &view,
+            &mut self.matched,
+            &mut self.alerts,
+            &mut self.observations,
+            None,
+            &mut |_| false,
+        );
+        self.observations.clear();
+        let alerts = self.alerts.drain(..).map(|a| Output::Alert(Box::new(a)));
+        self.outputs.extend(alerts);
+    }
+
     /// Evaluates the waiting run, in order.
     fn run(&mut self, waiting: &mut Vec<Waiting>, data: &[u8]) {
         for w in waiting.iter() {
@@ -252,6 +305,8 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
         placements: Vec::new(),
         detected: Outputs::with_follow_ups(),
         terms: TermsInBatch::default(),
+        opening_looks: ctx.stages.contains(&Stage::ResponseComplete)
+            && !ctx.stages.contains(&Stage::ResponseStarted),
     };
     let data = &batch.data[..];
     for chunk in batch.records.chunks(RUN) {

@@ -9,7 +9,7 @@
 //! The provider envelopes themselves are unwrapped in `providers`.
 
 use super::providers::{self, Encoded};
-use super::{AuditEvent, JStr};
+use super::{raw_entry, AuditEvent, JStr};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
@@ -46,11 +46,76 @@ impl Format {
 
 #[derive(Debug, Clone, Default)]
 pub struct DecodeOptions {
+    /// Read only what the API server wrote (`--strict`): no derived audit IDs, assumed stages,
+    /// times borrowed from an export or envelope, or renamed keys; such records are rejected or
+    /// skipped as they always were. Off: each repair is made and counted (`Repair`).
+    pub strict: bool,
     /// Accept only this format (`--input-format`); other records are rejected as
     /// `format_mismatch` instead of being auto-detected. None: auto-detect every record.
     pub expect: Option<Format>,
     /// Top-level key of flat (ACK) records that names the cluster.
     pub cluster_field: Option<String>,
+}
+
+/// Something the decoder filled in or renamed because an export dropped or renamed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// No `auditID`: `derived-` and a hash of the event's text, so alerts show it is not the
+    /// API server's and the same record read twice gets the same one.
+    DerivedAuditId,
+    /// No `stage`: exports keep one stage per request, the complete one.
+    MissingStage,
+    /// No time of its own: taken from a field the export added beside the event.
+    ExportTimestamp,
+    /// No time of its own: taken from the envelope it came in (AKS record, CloudWatch event,
+    /// Elastic document).
+    EnvelopeTimestamp,
+    /// Keys renamed by the export mapped back (Defender's capitalised keys, BigQuery's payload
+    /// column, Elastic's underscored annotation keys).
+    RenamedKeys,
+}
+
+impl Repair {
+    pub const ALL: [Repair; 5] = [
+        Repair::DerivedAuditId,
+        Repair::MissingStage,
+        Repair::ExportTimestamp,
+        Repair::EnvelopeTimestamp,
+        Repair::RenamedKeys,
+    ];
+
+    /// Stable key used in the summary and on /metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Repair::DerivedAuditId => "derived_audit_id",
+            Repair::MissingStage => "missing_stage",
+            Repair::ExportTimestamp => "export_timestamp",
+            Repair::EnvelopeTimestamp => "envelope_timestamp",
+            Repair::RenamedKeys => "renamed_keys",
+        }
+    }
+}
+
+/// The repairs made to one event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Repairs(u8);
+
+impl Repairs {
+    pub fn add(&mut self, r: Repair) {
+        self.0 |= 1 << r as u8;
+    }
+
+    pub fn contains(self, r: Repair) -> bool {
+        self.0 & (1 << r as u8) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Repair> {
+        Repair::ALL.into_iter().filter(move |r| self.contains(*r))
+    }
 }
 
 /// Why a record (or one item of a batch) was rejected.
@@ -132,6 +197,10 @@ pub(super) struct Ctx<'o> {
     /// Cluster for events whose envelope names none.
     pub cluster: &'o str,
     pub arena: &'o Arena,
+    /// The time of the envelope the event came in, for an event without one of its own.
+    pub envelope_time: Option<i64>,
+    /// The event came in an Elastic document: its annotation keys have `_` for `.`.
+    pub elastic: bool,
 }
 
 impl<'o> Ctx<'o> {
@@ -183,6 +252,8 @@ pub fn decode_record_with<'a>(
         opts,
         cluster,
         arena,
+        envelope_time: None,
+        elastic: false,
     };
     let text = text.trim_ascii();
     let reject = |f: &mut OwnedSink<'_, 'a>, why: &str| {
@@ -267,13 +338,45 @@ pub(super) fn decode_object_with<'a>(
         return providers::decode_aks(ev, None, ctx, g);
     }
     if let Some(payload) = &ev.envelope_proto_payload {
-        return providers::decode_gke(&ev, payload, ctx, &mut |i| g(Decoded::Item(i)));
+        return providers::decode_gke(&ev, payload, false, ctx, &mut |i| g(Decoded::Item(i)));
     }
     if ev.envelope_log_events.is_some() || ev.envelope_message_type.is_some() {
         return providers::decode_eks_batch(ev, ctx, g);
     }
+    let export_time = ev.export_time();
     if let Some(message) = ev.envelope_at_message {
+        let ctx = Ctx {
+            envelope_time: export_time,
+            ..ctx
+        };
         return providers::decode_eks_message(ctx.keep(message.0), Format::Eks, ctx, g);
+    }
+    // The remaining envelopes are told by one key that an event could also carry: only a
+    // record that is no event itself is taken for one.
+    if ev.audit_id.is_none() && ev.verb.is_none() {
+        if let Some(audit) = ev.envelope_kubernetes.and_then(|k| raw_entry(k, "audit")) {
+            let ctx = Ctx {
+                envelope_time: export_time,
+                elastic: true,
+                ..ctx
+            };
+            return decode_object_with(audit.get(), Format::Native, ctx, g);
+        }
+        // CloudWatch's own pair: a `message` alone is any JSON with a message.
+        if let (Some(message), Some(stamp)) = (ev.envelope_message, ev.timestamp) {
+            let envelope_time = super::time::parse_export_json(stamp);
+            return providers::decode_message(
+                message,
+                Ctx {
+                    envelope_time,
+                    ..ctx
+                },
+                g,
+            );
+        }
+        if let (Some(payload), false) = (&ev.envelope_bigquery_payload, ctx.opts.strict) {
+            return providers::decode_gke(&ev, payload, true, ctx, &mut |i| g(Decoded::Item(i)));
+        }
     }
     // Changed in place: the event is large, and moves copy it.
     let mut ev = ev;
@@ -292,7 +395,21 @@ pub(super) fn finish_event<'a>(mut ev: AuditEvent<'a>, format: Format, ctx: Ctx<
     }
 }
 
-/// Whether the event passes the last checks; gives it its cluster if so.
+/// `finish_event` for an event that borrows only from the record and the arena.
+pub(super) fn finish_owned<'a>(
+    mut ev: AuditEvent<'a>,
+    format: Format,
+    ctx: Ctx<'a>,
+    g: &mut OwnedSink<'_, 'a>,
+) {
+    match check(&mut ev, format, ctx) {
+        Ok(()) => g(Decoded::Owned(ev, format)),
+        Err(e) => g(Decoded::Item(Item::Rejected(e))),
+    }
+}
+
+/// Whether the event passes the last checks, repairing what an export dropped unless strict;
+/// gives it its cluster if so.
 fn check<'a>(ev: &mut AuditEvent<'a>, format: Format, ctx: Ctx<'a>) -> Result<(), DecodeError> {
     match ev.kind.as_deref() {
         None | Some("Event") => {}
@@ -302,11 +419,16 @@ fn check<'a>(ev: &mut AuditEvent<'a>, format: Format, ctx: Ctx<'a>) -> Result<()
             )))
         }
     }
+    let repair = !ctx.opts.strict;
     if ev.audit_id.is_none() {
-        return Err(DecodeError::NotAuditEvent(
-            "object has no auditID and no known envelope (native, EventList, ACK, EKS, GKE, AKS)"
-                .into(),
-        ));
+        if !(repair && ev.recognisable()) {
+            return Err(DecodeError::NotAuditEvent(
+                "object has no auditID and no known envelope (native, EventList, ACK, EKS, GKE, AKS), nor a verb, objectRef or requestURI and user"
+                    .into(),
+            ));
+        }
+        ev.audit_id = Some(JStr(Cow::Owned(derived_audit_id(ev))));
+        ev.repairs.add(Repair::DerivedAuditId);
     }
     if let Some(expected) = ctx.opts.expect {
         let native_family = matches!(format, Format::Native | Format::EventList);
@@ -319,13 +441,78 @@ fn check<'a>(ev: &mut AuditEvent<'a>, format: Format, ctx: Ctx<'a>) -> Result<()
         }
     }
     ev.time = ev.event_time();
+    if ev.time.is_none() && repair {
+        let (time, kind) = match ev.export_time() {
+            Some(t) => (Some(t), Repair::ExportTimestamp),
+            None => (ctx.envelope_time, Repair::EnvelopeTimestamp),
+        };
+        if let Some(t) = time {
+            // Written where the API server writes it, so that the event carries it everywhere
+            // (rules, a mapping sent on by `route`).
+            ev.stage_timestamp = Some(JStr(Cow::Owned(super::time::format_micros(t))));
+            ev.time = time;
+            ev.repairs.add(kind);
+        }
+    }
     if ev.time.is_none() {
         return Err(DecodeError::BadTimestamp(
             "no parseable stageTimestamp, requestReceivedTimestamp or timestamp".into(),
         ));
     }
+    if ev.stage.is_none() && repair {
+        ev.stage = Some(JStr::borrowed("ResponseComplete"));
+        ev.repairs.add(Repair::MissingStage);
+    }
+    if ctx.elastic && repair {
+        undo_elastic_keys(ev, ctx);
+    }
+    if !ev.repairs.is_empty() {
+        // The event's text lacks what was added: whoever needs the event again (an alert's
+        // seed, `route`) decodes the record again or takes the repaired mapping.
+        ev.source = None;
+    }
     ev.cluster = Some(JStr(Cow::Borrowed(ctx.cluster)));
     Ok(())
+}
+
+/// `derived-` and the xxh3-128 of the event's own text (or of its mapping, for mapped formats):
+/// stable, so the same record read twice (or decoded again for an alert) gets the same ID.
+fn derived_audit_id(ev: &AuditEvent) -> String {
+    let hash = match ev.source {
+        Some(text) => xxhash_rust::xxh3::xxh3_128(text.as_bytes()),
+        None => {
+            xxhash_rust::xxh3::xxh3_128(serde_json::to_string(ev).unwrap_or_default().as_bytes())
+        }
+    };
+    format!("derived-{hash:032x}")
+}
+
+/// Elastic writes annotation keys with `_` for `.` (`authorization_k8s_io/decision`). The part
+/// before the `/` is a DNS name, which has no `_`: mapped back exactly.
+fn undo_elastic_keys<'a>(ev: &mut AuditEvent<'a>, ctx: Ctx<'a>) {
+    let Some(raw) = ev.annotations else { return };
+    let Ok(map) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.get())
+    else {
+        return;
+    };
+    let renamed = |k: &str| match k.split_once('/') {
+        Some((prefix, rest)) if prefix.contains('_') => {
+            Some(format!("{}/{rest}", prefix.replace('_', ".")))
+        }
+        _ => None,
+    };
+    if !map.iter().any(|(k, _)| renamed(k).is_some()) {
+        return;
+    }
+    let out: serde_json::Map<String, serde_json::Value> = map
+        .into_iter()
+        .map(|(k, v)| (renamed(&k).unwrap_or(k), v))
+        .collect();
+    let text = ctx.keep(serde_json::Value::Object(out).to_string());
+    if let Ok(raw) = serde_json::from_str::<&RawValue>(text) {
+        ev.annotations = Some(raw);
+        ev.repairs.add(Repair::RenamedKeys);
+    }
 }
 
 #[cfg(test)]
@@ -477,5 +664,162 @@ mod tests {
             }
         });
         assert_eq!(reasons, vec!["invalid_utf8"]);
+    }
+
+    /// An event's auditID, stage, time and repairs.
+    type Seen = (String, String, i64, Vec<&'static str>);
+
+    /// Each event as `Seen`, and the reasons of the rest.
+    fn repaired(line: &str, strict: bool) -> (Vec<Seen>, Vec<&'static str>) {
+        let opts = DecodeOptions {
+            strict,
+            ..DecodeOptions::default()
+        };
+        let (mut events, mut errs) = (Vec::new(), Vec::new());
+        decode_record(line.as_bytes(), &opts, "d", &mut |item| match item {
+            Item::Event(ev, _) => events.push((
+                ev.audit_id.as_deref().unwrap_or("").to_owned(),
+                ev.stage.as_deref().unwrap_or("").to_owned(),
+                ev.time.unwrap_or(0),
+                ev.repairs.iter().map(Repair::name).collect(),
+            )),
+            Item::Rejected(e) => errs.push(e.reason()),
+            Item::Skipped(why) => errs.push(why),
+        });
+        (events, errs)
+    }
+
+    const T0: i64 = 1_735_689_600_000_000; // 2025-01-01T00:00:00Z
+
+    #[test]
+    fn trimmed_events_are_repaired_and_counted() {
+        let line = r#"{"verb":"get","objectRef":{"resource":"pods"},"user":{"username":"u"},"p_event_time":"2025-01-01 00:00:00.000000000"}"#;
+        let (ev, errs) = repaired(line, false);
+        assert!(errs.is_empty(), "{errs:?}");
+        let (id, stage, time, repairs) = &ev[0];
+        assert!(id.starts_with("derived-") && id.len() == 8 + 32, "{id}");
+        assert_eq!(stage, "ResponseComplete");
+        assert_eq!(*time, T0);
+        assert_eq!(
+            repairs,
+            &["derived_audit_id", "missing_stage", "export_timestamp"]
+        );
+        // Stable: the same record gets the same ID.
+        assert_eq!(repaired(line, false).0[0].0, *id);
+        // Strict: rejected as before.
+        assert_eq!(repaired(line, true).1, vec!["not_audit_event"]);
+    }
+
+    #[test]
+    fn what_is_not_an_audit_event_stays_rejected() {
+        for line in [
+            r#"{"level":"info","msg":"started","time":"2025-01-01T00:00:00Z"}"#,
+            r#"{"verb":"get","user":{"username":"u"},"time":"2025-01-01T00:00:00Z"}"#,
+            r#"{"verb":"get","requestURI":"/api","time":"2025-01-01T00:00:00Z"}"#,
+        ] {
+            assert_eq!(repaired(line, false).1, vec!["not_audit_event"], "{line}");
+        }
+        // An event with no time anywhere cannot be placed.
+        let no_time = r#"{"auditID":"a","verb":"get","requestURI":"/api","user":{"username":"u"}}"#;
+        assert_eq!(repaired(no_time, false).1, vec!["bad_timestamp"]);
+    }
+
+    #[test]
+    fn envelope_times_fill_events_without_their_own() {
+        let log = r#"{"auditID":"a1","stage":"ResponseComplete","verb":"get","requestURI":"/api","user":{"username":"u"}}"#;
+        let aks = format!(
+            r#"{{"time":"2025-01-01T00:00:00.0000000Z","category":"kube-audit","properties":{{"log":{}}}}}"#,
+            serde_json::to_string(log).unwrap()
+        );
+        let (ev, errs) = repaired(&aks, false);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(ev[0].2, T0);
+        assert_eq!(ev[0].3, vec!["envelope_timestamp"]);
+        assert_eq!(repaired(&aks, true).1, vec!["bad_timestamp"]);
+        // The event's own time wins over the envelope's.
+        let own = log.replacen('{', r#"{"stageTimestamp":"2025-01-01T00:00:01Z","#, 1);
+        let aks = aks.replace(
+            &serde_json::to_string(log).unwrap(),
+            &serde_json::to_string(&own).unwrap(),
+        );
+        assert_eq!(repaired(&aks, false).0[0].2, T0 + 1_000_000);
+        assert!(repaired(&aks, false).0[0].3.is_empty());
+    }
+
+    #[test]
+    fn cloudwatch_events_as_shippers_deliver_them() {
+        let shipped = format!(r#"{{"timestamp":1735689600000,"message":{EV}}}"#);
+        assert_eq!(
+            decode_all(&shipped).0,
+            vec![("a1".into(), Format::Eks, "dflt".into())]
+        );
+        let as_string = format!(
+            r#"{{"timestamp":1735689600000,"message":{}}}"#,
+            serde_json::to_string(EV).unwrap()
+        );
+        assert_eq!(decode_all(&as_string).0[0].0, "a1");
+        let text = r#"{"timestamp":1735689600000,"message":"I0101 00:00:00.000 1 get.go:245] Starting watch"}"#;
+        assert_eq!(decode_all(text).1, vec!["non_audit_log_line"]);
+        // Without CloudWatch's timestamp it is just JSON with a message.
+        assert_eq!(
+            decode_all(r#"{"message":"hello"}"#).1,
+            vec!["not_audit_event"]
+        );
+        // The same in a subscription batch.
+        let batch = r#"{"messageType":"DATA_MESSAGE","logGroup":"/aws/eks/p/cluster","logEvents":[{"timestamp":1735689600000,"message":"time=\"2025-01-01T00:00:00Z\" level=info msg=\"access granted\""}]}"#;
+        assert_eq!(decode_all(batch).1, vec!["non_audit_log_line"]);
+    }
+
+    #[test]
+    fn defender_rows_map_their_capitalised_keys() {
+        let row = r#"{"time":"2025-01-01T00:00:05Z","category":"AdvancedHunting-CloudAuditEvents","properties":{"DataSource":"Azure Kubernetes Service","RawEventData":{"AuditID":"d1","Stage":"ResponseComplete","Verb":"get","RequestURI":"/api/v1/namespaces/n/secrets/s","User":{"username":"u","groups":["g"]},"ObjectRef":{"resource":"secrets","namespace":"n","name":"s"},"ResponseStatus":{"code":200},"RequestObject":null,"StageTimestamp":"2025-01-01T00:00:00Z","AzureResourceId":"/subscriptions/x/resourceGroups/r/providers/Microsoft.ContainerService/managedClusters/Blue"}}}"#;
+        let mut seen = false;
+        decode_record(
+            row.as_bytes(),
+            &DecodeOptions::default(),
+            "d",
+            &mut |item| {
+                let Item::Event(ev, Format::Aks) = item else {
+                    panic!("not an event")
+                };
+                seen = true;
+                assert_eq!(ev.audit_id.as_deref(), Some("d1"));
+                assert_eq!(ev.username(), "u");
+                assert_eq!(ev.resource(), "secrets");
+                assert_eq!(ev.status_code(), Some(200));
+                assert_eq!(ev.time, Some(T0));
+                assert_eq!(ev.cluster.as_deref(), Some("blue"));
+                assert!(ev.repairs.contains(Repair::RenamedKeys));
+            },
+        );
+        assert!(seen);
+        // Strict: skipped for its category, as before.
+        assert_eq!(repaired(row, true).1, vec!["aks_non_audit_category"]);
+        // A row about another cloud's control plane.
+        let other = r#"{"category":"AdvancedHunting-CloudAuditEvents","properties":{"RawEventData":{"eventName":"ConsoleLogin"}}}"#;
+        assert_eq!(repaired(other, false).1, vec!["cloud_audit_non_kubernetes"]);
+    }
+
+    #[test]
+    fn elastic_documents_get_their_annotation_keys_back() {
+        let doc = r#"{"@timestamp":"2025-01-01T00:00:00Z","kubernetes":{"audit":{"auditID":"e1","stage":"ResponseComplete","verb":"get","requestURI":"/api","user":{"username":"u"},"annotations":{"authorization_k8s_io/decision":"forbid","x":"y"}}}}"#;
+        let mut decision = None;
+        decode_record(
+            doc.as_bytes(),
+            &DecodeOptions::default(),
+            "d",
+            &mut |item| {
+                if let Item::Event(ev, _) = item {
+                    let view = crate::rules::field::EventView::new(ev, 0);
+                    decision = view
+                        .annotation(crate::event::DECISION_KEY)
+                        .map(str::to_owned);
+                    assert_eq!(ev.time, Some(T0));
+                }
+            },
+        );
+        assert_eq!(decision.as_deref(), Some("forbid"));
+        let (_, _, _, repairs) = &repaired(doc, false).0[0];
+        assert_eq!(repairs, &["envelope_timestamp", "renamed_keys"]);
     }
 }

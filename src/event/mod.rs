@@ -13,6 +13,7 @@ pub mod view;
 
 pub use decode::{
     decode_record, decode_record_with, Arena, DecodeError, DecodeOptions, Decoded, Format, Item,
+    Repair, Repairs,
 };
 pub use jstr::{for_each_str, raw_entry, JStr};
 pub use view::EventView;
@@ -86,9 +87,10 @@ pub struct AuditEvent<'a> {
     pub request_received_timestamp: Option<JStr<'a>>,
     #[serde(borrow)]
     pub stage_timestamp: Option<JStr<'a>>,
-    /// v1beta1 events carry a single `timestamp` instead of the two above.
+    /// v1beta1 events carry a single `timestamp` instead of the two above. Raw: a CloudWatch
+    /// event as shippers deliver it has an epoch-milliseconds number under the same name.
     #[serde(borrow)]
-    pub timestamp: Option<JStr<'a>>,
+    pub timestamp: Option<&'a RawValue>,
     #[serde(borrow)]
     pub annotations: Option<&'a RawValue>,
 
@@ -101,6 +103,26 @@ pub struct AuditEvent<'a> {
     /// `event_time`, worked out once by the decoder.
     #[serde(skip)]
     pub time: Option<i64>,
+    /// What the decoder filled in or renamed because the record lacked it (`DecodeOptions::strict`
+    /// turns this off).
+    #[serde(skip)]
+    pub repairs: Repairs,
+
+    /// Times exports add beside (or instead of) the event's own: Panther's `p_event_time`,
+    /// Elastic's `@timestamp`, a generic `time`, GCP's `receiveTimestamp`. Raw: some write
+    /// numbers. Only read when the event has no usable time of its own.
+    #[serde(rename = "p_event_time", borrow)]
+    #[serde(skip_serializing)]
+    pub(crate) export_p_event_time: Option<&'a RawValue>,
+    #[serde(rename = "@timestamp", borrow)]
+    #[serde(skip_serializing)]
+    pub(crate) export_at_timestamp: Option<&'a RawValue>,
+    #[serde(rename = "time", borrow)]
+    #[serde(skip_serializing)]
+    pub(crate) export_time: Option<&'a RawValue>,
+    #[serde(rename = "receiveTimestamp", borrow)]
+    #[serde(skip_serializing)]
+    pub(crate) export_receive_timestamp: Option<&'a RawValue>,
 
     #[serde(rename = "items", borrow)]
     #[serde(skip_serializing)]
@@ -141,6 +163,18 @@ pub struct AuditEvent<'a> {
     #[serde(rename = "@message", borrow)]
     #[serde(skip_serializing)]
     pub(crate) envelope_at_message: Option<JStr<'a>>,
+    /// A CloudWatch event as log shippers deliver it: `{"timestamp": <ms>, "message": …}`.
+    #[serde(rename = "message", borrow)]
+    #[serde(skip_serializing)]
+    pub(crate) envelope_message: Option<&'a RawValue>,
+    /// Elastic's Kubernetes integration keeps the event under `kubernetes.audit`.
+    #[serde(rename = "kubernetes", borrow)]
+    #[serde(skip_serializing)]
+    pub(crate) envelope_kubernetes: Option<&'a RawValue>,
+    /// A BigQuery sink of Cloud Audit Logs names the payload column after its `@type`.
+    #[serde(rename = "protopayload_auditlog", borrow)]
+    #[serde(skip_serializing)]
+    pub(crate) envelope_bigquery_payload: Option<Box<providers::GkePayload<'a>>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -198,14 +232,63 @@ impl<'a> AuditEvent<'a> {
     }
 
     fn parse_time(&self) -> Option<i64> {
+        [&self.stage_timestamp, &self.request_received_timestamp]
+            .into_iter()
+            .flatten()
+            .find_map(|t| time::parse_rfc3339_micros(t))
+            .or_else(|| {
+                let text = jstr::unescape_literal(self.timestamp?.get())?;
+                time::parse_rfc3339_micros(&text)
+            })
+    }
+
+    /// The time an export wrote beside the event, for an event without one of its own.
+    pub(crate) fn export_time(&self) -> Option<i64> {
         [
-            &self.stage_timestamp,
-            &self.request_received_timestamp,
-            &self.timestamp,
+            self.export_p_event_time,
+            self.export_at_timestamp,
+            self.export_time,
+            self.export_receive_timestamp,
         ]
         .into_iter()
         .flatten()
-        .find_map(|t| time::parse_rfc3339_micros(t))
+        .find_map(time::parse_export_json)
+    }
+
+    /// Whether the API server keeps this request open (`exec`, `attach`, `portforward`, `log`,
+    /// `proxy`, `watch`): logged at `ResponseStarted` when the session opens and at
+    /// `ResponseComplete` when it ends. The API server's own test (`BasicLongRunningRequestCheck`),
+    /// made from this one record.
+    pub fn is_long_running(&self) -> bool {
+        let sub = self
+            .object_ref
+            .as_ref()
+            .and_then(|o| o.subresource.as_deref());
+        if matches!(
+            sub,
+            Some("exec" | "attach" | "portforward" | "proxy" | "log")
+        ) || matches!(self.verb.as_deref(), Some("watch" | "proxy"))
+        {
+            return true;
+        }
+        // A list with `?watch=<anything but false or 0>` is a watch (the API server's RequestInfo).
+        let query = self
+            .request_uri
+            .as_deref()
+            .and_then(|u| u.split_once('?'))
+            .map_or("", |(_, q)| q);
+        query.split('&').any(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            k == "watch" && !matches!(v.to_ascii_lowercase().as_str(), "" | "false" | "0")
+        })
+    }
+
+    /// Recognisably an audit event though it lacks its `auditID`: a verb, what it acted on and
+    /// who did it.
+    pub(crate) fn recognisable(&self) -> bool {
+        self.verb.is_some()
+            && (self.object_ref.is_some() || self.request_uri.is_some())
+            && self.user.username.is_some()
     }
 
     pub fn username(&self) -> &str {
@@ -222,5 +305,39 @@ impl<'a> AuditEvent<'a> {
             .as_ref()
             .and_then(|o| o.resource.as_deref())
             .unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_running_requests_are_told_from_one_record() {
+        let ev = |json: &str| -> bool {
+            serde_json::from_str::<AuditEvent>(json)
+                .map(|e| e.is_long_running())
+                .unwrap_or(false)
+        };
+        for json in [
+            r#"{"verb":"create","objectRef":{"resource":"pods","subresource":"exec"}}"#,
+            r#"{"verb":"get","objectRef":{"resource":"pods","subresource":"attach"}}"#,
+            r#"{"verb":"create","objectRef":{"resource":"pods","subresource":"portforward"}}"#,
+            r#"{"verb":"get","objectRef":{"resource":"nodes","subresource":"proxy"}}"#,
+            r#"{"verb":"get","objectRef":{"resource":"pods","subresource":"log"}}"#,
+            r#"{"verb":"watch","objectRef":{"resource":"secrets"}}"#,
+            r#"{"verb":"list","requestURI":"/api/v1/pods?resourceVersion=1&watch=true"}"#,
+            r#"{"verb":"list","requestURI":"/api/v1/pods?watch=1"}"#,
+        ] {
+            assert!(ev(json), "{json}");
+        }
+        for json in [
+            r#"{"verb":"get","objectRef":{"resource":"pods"}}"#,
+            r#"{"verb":"get","objectRef":{"resource":"pods","subresource":"status"}}"#,
+            r#"{"verb":"list","requestURI":"/api/v1/pods?watch=false"}"#,
+            r#"{"verb":"list","requestURI":"/api/v1/pods?allowWatchBookmarks=true"}"#,
+        ] {
+            assert!(!ev(json), "{json}");
+        }
     }
 }

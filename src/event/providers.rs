@@ -3,9 +3,11 @@
 //! SLS records. Each provider names its cluster in its own way; that name wins over the default.
 
 use super::decode::{
-    decode_object_with, finish_event, Ctx, DecodeError, Decoded, Format, Item, OwnedSink, Sink,
+    decode_object_with, finish_event, finish_owned, Ctx, DecodeError, Decoded, Format, Item,
+    OwnedSink, Repair, Repairs, Sink,
 };
 use super::jstr::{unescape_literal, unescape_to_quote};
+use super::time::{format_micros, parse_export_json, parse_rfc3339_micros};
 use super::{AuditEvent, JStr, ObjectRef, ResponseStatus, UserInfo};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -26,6 +28,11 @@ fn not_audit_event(g: &mut OwnedSink<'_, '_>, why: &str) {
 pub struct AksProperties<'a> {
     #[serde(borrow)]
     log: Option<&'a RawValue>,
+    /// A Defender XDR `CloudAuditEvents` row: the event with capitalised keys.
+    #[serde(rename = "RawEventData", borrow)]
+    raw_event_data: Option<&'a RawValue>,
+    #[serde(rename = "AzureResourceId", borrow)]
+    azure_resource_id: Option<JStr<'a>>,
 }
 
 /// One entry of a CloudWatch Logs batch's `logEvents`.
@@ -34,6 +41,15 @@ pub struct CloudWatchEvent<'a> {
     /// Unescaped by serde in the same pass that finds the batch's structure.
     #[serde(borrow)]
     message: Option<JStr<'a>>,
+    /// Ingestion time, epoch milliseconds.
+    timestamp: Option<i64>,
+}
+
+/// The cluster named at the end of an Azure resource id (`…/managedClusters/<name>`); Azure ids
+/// are case-insensitive.
+fn azure_cluster<'a>(id: Option<&str>, ctx: Ctx<'a>) -> Option<&'a str> {
+    id.and_then(|id| id.rsplit('/').find(|s| !s.is_empty()))
+        .map(|name| ctx.keep(name.to_ascii_lowercase()))
 }
 
 /// Azure: `{"category": "kube-audit", "properties": {"log": <event object or JSON string>}}`.
@@ -44,16 +60,23 @@ pub(super) fn decode_aks<'a>(
     ctx: Ctx<'a>,
     g: &mut OwnedSink<'_, 'a>,
 ) {
+    let ctx = Ctx {
+        envelope_time: env.export_time(),
+        ..ctx
+    };
+    let defender = env.envelope_properties.as_ref().and_then(|p| {
+        p.raw_event_data
+            .map(|raw| (raw, p.azure_resource_id.clone()))
+    });
+    if let (Some((raw, resource_id)), false) = (defender, ctx.opts.strict) {
+        return decode_defender(raw, resource_id, ctx, g);
+    }
     let category = env.envelope_category.as_deref().unwrap_or("");
     if !matches!(category, "kube-audit" | "kube-audit-admin") {
         return g(Decoded::Item(Item::Skipped("aks_non_audit_category")));
     }
-    // The resource id ends in `/MANAGEDCLUSTERS/<name>`; Azure ids are case-insensitive.
-    let cluster = env
-        .envelope_resource_id
-        .as_deref()
-        .and_then(|id| id.rsplit('/').find(|s| !s.is_empty()))
-        .map(|name| ctx.keep(name.to_ascii_lowercase()));
+    // The resource id ends in `/MANAGEDCLUSTERS/<name>`.
+    let cluster = azure_cluster(env.envelope_resource_id.as_deref(), ctx);
     let ctx = Ctx {
         cluster: cluster.unwrap_or(ctx.cluster),
         ..ctx
@@ -71,6 +94,108 @@ pub(super) fn decode_aks<'a>(
         },
         _ => not_audit_event(g, "AKS record without an event in properties.log"),
     }
+}
+
+/// Defender XDR's `RawEventData`: an AKS audit event with its top-level keys capitalised
+/// (`AuditID`, `ObjectRef`, `User`…); the objects inside keep the API server's keys.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DefenderEvent<'a> {
+    #[serde(rename = "AuditID", borrow)]
+    audit_id: Option<JStr<'a>>,
+    #[serde(borrow)]
+    api_version: Option<JStr<'a>>,
+    #[serde(borrow)]
+    stage: Option<JStr<'a>>,
+    #[serde(borrow)]
+    level: Option<JStr<'a>>,
+    #[serde(borrow)]
+    verb: Option<JStr<'a>>,
+    #[serde(rename = "RequestURI", borrow)]
+    request_uri: Option<JStr<'a>>,
+    #[serde(borrow)]
+    user: Option<UserInfo<'a>>,
+    #[serde(borrow)]
+    impersonated_user: Option<UserInfo<'a>>,
+    #[serde(rename = "SourceIPs", borrow)]
+    source_ips: Option<&'a RawValue>,
+    #[serde(borrow)]
+    user_agent: Option<JStr<'a>>,
+    #[serde(borrow)]
+    object_ref: Option<ObjectRef<'a>>,
+    #[serde(borrow)]
+    response_status: Option<ResponseStatus<'a>>,
+    #[serde(borrow)]
+    request_object: Option<&'a RawValue>,
+    #[serde(borrow)]
+    response_object: Option<&'a RawValue>,
+    #[serde(borrow)]
+    request_received_timestamp: Option<JStr<'a>>,
+    #[serde(borrow)]
+    stage_timestamp: Option<JStr<'a>>,
+    #[serde(borrow)]
+    annotations: Option<&'a RawValue>,
+    #[serde(borrow)]
+    azure_resource_id: Option<JStr<'a>>,
+}
+
+/// A Defender XDR `CloudAuditEvents` row (`properties.RawEventData`), mapped onto the event.
+/// Rows about other clouds' control planes carry no Kubernetes request: skipped.
+fn decode_defender<'a>(
+    raw: &'a RawValue,
+    resource_id: Option<JStr<'a>>,
+    ctx: Ctx<'a>,
+    g: &mut OwnedSink<'_, 'a>,
+) {
+    let d: DefenderEvent = match serde_json::from_str(raw.get()) {
+        Ok(d) => d,
+        Err(e) => {
+            return g(Decoded::Item(Item::Rejected(
+                match DecodeError::from_json(&e) {
+                    DecodeError::WrongType(m) => {
+                        DecodeError::WrongType(format!("Defender RawEventData: {m}"))
+                    }
+                    other => other,
+                },
+            )))
+        }
+    };
+    if d.verb.is_none() {
+        return g(Decoded::Item(Item::Skipped("cloud_audit_non_kubernetes")));
+    }
+    let cluster = azure_cluster(
+        d.azure_resource_id.as_deref().or(resource_id.as_deref()),
+        ctx,
+    );
+    let mut repairs = Repairs::default();
+    repairs.add(Repair::RenamedKeys);
+    let ev = AuditEvent {
+        kind: Some(JStr::borrowed("Event")),
+        api_version: d.api_version,
+        audit_id: d.audit_id,
+        stage: d.stage,
+        level: d.level,
+        verb: d.verb,
+        request_uri: d.request_uri,
+        user: d.user.unwrap_or_default(),
+        impersonated_user: d.impersonated_user,
+        source_ips: d.source_ips,
+        user_agent: d.user_agent,
+        object_ref: d.object_ref,
+        response_status: d.response_status,
+        request_object: d.request_object,
+        response_object: d.response_object,
+        request_received_timestamp: d.request_received_timestamp,
+        stage_timestamp: d.stage_timestamp,
+        annotations: d.annotations,
+        repairs,
+        ..AuditEvent::default()
+    };
+    let ctx = Ctx {
+        cluster: cluster.unwrap_or(ctx.cluster),
+        ..ctx
+    };
+    finish_owned(ev, Format::Aks, ctx, g)
 }
 
 /// The AKS string export's fast path: serde would scan the whole `properties.log` string escape
@@ -122,6 +247,11 @@ pub struct GkePayload<'a> {
     request: Option<&'a RawValue>,
     #[serde(borrow)]
     response: Option<&'a RawValue>,
+    /// BigQuery keeps `request` and `response` as JSON in strings.
+    #[serde(borrow)]
+    request_json: Option<JStr<'a>>,
+    #[serde(borrow)]
+    response_json: Option<JStr<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,9 +272,29 @@ struct GkeRequestMetadata<'a> {
 
 #[derive(Debug, Deserialize)]
 struct GkeStatus<'a> {
+    #[serde(default, deserialize_with = "int_or_text")]
     code: Option<i64>,
     #[serde(borrow)]
     message: Option<JStr<'a>>,
+}
+
+/// A number, or a number in a string as BigQuery's JSON writes its integers.
+fn int_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum IntOrText {
+        Int(i64),
+        Text(String),
+    }
+    match Option::<IntOrText>::deserialize(d)? {
+        Some(IntOrText::Int(n)) => Ok(Some(n)),
+        Some(IntOrText::Text(t)) => t
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("status code {t:?} is not a number"))),
+        None => Ok(None),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,10 +309,42 @@ struct GkeResourceLabels<'a> {
     cluster_name: Option<JStr<'a>>,
 }
 
-pub(super) fn decode_gke(entry: &AuditEvent, p: &GkePayload, ctx: Ctx, f: &mut Sink) {
+/// `renamed`: the payload came under BigQuery's column name instead of `protoPayload`.
+pub(super) fn decode_gke<'a>(
+    entry: &AuditEvent<'a>,
+    p: &GkePayload<'a>,
+    renamed: bool,
+    ctx: Ctx<'a>,
+    f: &mut Sink,
+) {
     if p.service_name.as_deref() != Some("k8s.io") {
         return f(Item::Skipped("gke_non_k8s_service"));
     }
+    let mut repairs = Repairs::default();
+    if renamed {
+        repairs.add(Repair::RenamedKeys);
+    }
+    let own_time = entry
+        .timestamp
+        .and_then(|t| unescape_literal(t.get()))
+        .filter(|t| parse_rfc3339_micros(t).is_some());
+    // BigQuery writes `2025-03-04 09:00:00.5 UTC`; some exports keep only `receiveTimestamp`.
+    let stage_timestamp = match own_time {
+        Some(t) => Some(JStr(t)),
+        None if !ctx.opts.strict => entry
+            .timestamp
+            .and_then(parse_export_json)
+            .or_else(|| entry.export_time())
+            .map(|t| {
+                repairs.add(Repair::ExportTimestamp);
+                JStr(Cow::Owned(format_micros(t)))
+            }),
+        None => None,
+    };
+    let json = |text: &Option<JStr<'a>>| {
+        let text = ctx.keep(text.as_ref()?.0.clone());
+        serde_json::from_str::<&RawValue>(text).ok()
+    };
     let method = p.method_name.as_deref().unwrap_or("");
     let resource_name = p.resource_name.as_deref().unwrap_or("");
     let meta = p.request_metadata.as_ref();
@@ -172,11 +354,13 @@ pub(super) fn decode_gke(entry: &AuditEvent, p: &GkePayload, ctx: Ctx, f: &mut S
         api_version: Some(JStr::borrowed("audit.k8s.io/v1")),
         audit_id: entry.envelope_insert_id.clone(),
         stage: Some(JStr::borrowed("ResponseComplete")),
-        level: Some(JStr::borrowed(if p.request.is_some() {
-            "RequestResponse"
-        } else {
-            "Metadata"
-        })),
+        level: Some(JStr::borrowed(
+            if p.request.is_some() || p.request_json.is_some() {
+                "RequestResponse"
+            } else {
+                "Metadata"
+            },
+        )),
         verb: method.rsplit('.').next().map(JStr::borrowed),
         request_uri: Some(JStr(Cow::Owned(format!("/{resource_name}")))),
         user: UserInfo {
@@ -194,10 +378,11 @@ pub(super) fn decode_gke(entry: &AuditEvent, p: &GkePayload, ctx: Ctx, f: &mut S
             reason: None,
             message: status.and_then(|s| s.message.clone()),
         }),
-        request_object: p.request,
-        response_object: p.response,
-        stage_timestamp: entry.timestamp.clone(),
+        request_object: p.request.or_else(|| json(&p.request_json)),
+        response_object: p.response.or_else(|| json(&p.response_json)),
+        stage_timestamp,
         annotations: entry.envelope_labels,
+        repairs,
         ..AuditEvent::default()
     };
     let cluster = entry
@@ -285,11 +470,32 @@ pub(super) fn decode_eks_batch<'a>(
         return not_audit_event(g, "CloudWatch record without logEvents");
     };
     for e in events {
+        let ctx = Ctx {
+            envelope_time: e.timestamp.map(|ms| ms.saturating_mul(1000)),
+            ..ctx
+        };
         // Messages are JSON in a string: unescaped by serde, kept for the events made of them.
         match e.message {
             Some(m) => decode_eks_message(ctx.keep(m.0), Format::Eks, ctx, g),
             None => not_audit_event(g, "CloudWatch log event without message"),
         }
+    }
+}
+
+/// A CloudWatch event as log shippers deliver it, `{"timestamp": <ms>, "message": …}`: the
+/// audit event as an object, or as JSON in a string, or another component's log line.
+pub(super) fn decode_message<'a>(message: &'a RawValue, ctx: Ctx<'a>, g: &mut OwnedSink<'_, 'a>) {
+    let text = message.get();
+    if text.starts_with('{') {
+        return decode_object_with(text, Format::Eks, ctx, g);
+    }
+    match text
+        .starts_with('"')
+        .then(|| unescape_literal(text))
+        .flatten()
+    {
+        Some(m) => decode_eks_message(ctx.keep(m), Format::Eks, ctx, g),
+        None => not_audit_event(g, "message is neither an event nor a log line"),
     }
 }
 
@@ -301,6 +507,10 @@ pub(super) fn decode_eks_message<'a>(
     g: &mut OwnedSink<'_, 'a>,
 ) {
     let message = message.trim_ascii();
+    // The log group also holds the authenticator's and the API server's own log lines.
+    if !message.starts_with(['{', '[']) {
+        return g(Decoded::Item(Item::Skipped("non_audit_log_line")));
+    }
     if message.ends_with(CLOUDWATCH_TRUNCATED) {
         return g(Decoded::Item(Item::Rejected(DecodeError::TruncatedUpstream(format!(
             "CloudWatch truncated this {}-byte event ({CLOUDWATCH_TRUNCATED}); raise the log event size or read the original",

@@ -59,6 +59,53 @@ pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
     Some(secs * 1_000_000 + micros)
 }
 
+/// Times as exports write them, for records that lost the API server's own: RFC 3339; the same
+/// without a zone or with ` UTC` (Panther's `p_event_time`, BigQuery), taken as UTC; or a
+/// number of seconds, milliseconds, microseconds or nanoseconds since the epoch, told apart by
+/// size (any of them from 1973 to 5138).
+pub fn parse_export_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Some(t) = parse_rfc3339_micros(s) {
+        return Some(t);
+    }
+    if s.len() >= 19 && s.as_bytes()[4] == b'-' {
+        let bare = s.strip_suffix("UTC").unwrap_or(s).trim_end();
+        return parse_rfc3339_micros(&format!("{bare}Z"));
+    }
+    epoch_micros(s)
+}
+
+/// `parse_export_time` of a raw JSON value: a string or a number.
+pub fn parse_export_json(raw: &serde_json::value::RawValue) -> Option<i64> {
+    let text = raw.get();
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        // Times have no escapes; one that does is not a time.
+        Some(inner) if !inner.contains('\\') => parse_export_time(inner),
+        Some(_) => None,
+        None => epoch_micros(text),
+    }
+}
+
+/// A number of seconds, milliseconds, microseconds or nanoseconds since the epoch.
+fn epoch_micros(s: &str) -> Option<i64> {
+    let n: f64 = s.parse().ok()?;
+    if !n.is_finite() || n <= 0.0 {
+        return None;
+    }
+    let scale = if n < 1e11 {
+        1e6
+    } else if n < 1e14 {
+        1e3
+    } else if n < 1e17 {
+        1.0
+    } else {
+        1e-3
+    };
+    let micros = (n * scale).round();
+    // Not before 1973 (1e8 s): smaller numbers are counts or ids, not times.
+    (n >= 1e8 && micros < 9.2e18).then_some(micros as i64)
+}
+
 /// Formats microseconds since the epoch as `2024-05-01T12:00:00.123456Z`.
 pub fn format_micros(t: i64) -> String {
     let secs = t.div_euclid(1_000_000);
@@ -169,6 +216,34 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339_micros(s), None, "{s}");
         }
+    }
+
+    #[test]
+    fn export_times() {
+        let t = parse_rfc3339_micros("2025-03-04T09:00:00.5Z").unwrap();
+        for s in [
+            "2025-03-04T09:00:00.5Z",
+            "2025-03-04 09:00:00.500000000",
+            "2025-03-04 09:00:00.5 UTC",
+            "2025-03-04T09:00:00.500",
+            "1741078800.5",
+            "1741078800500",
+            "1741078800500000",
+            "1741078800500000000",
+        ] {
+            assert_eq!(parse_export_time(s), Some(t), "{s}");
+        }
+        for s in ["", "12", "yesterday", "2025-03-04", "-1741078800", "NaN"] {
+            assert_eq!(parse_export_time(s), None, "{s}");
+        }
+        let raw = |s: &str| serde_json::value::RawValue::from_string(s.to_owned()).unwrap();
+        assert_eq!(parse_export_json(&raw("1741078800500")), Some(t));
+        assert_eq!(
+            parse_export_json(&raw("\"2025-03-04 09:00:00.5\"")),
+            Some(t)
+        );
+        assert_eq!(parse_export_json(&raw("null")), None);
+        assert_eq!(parse_export_json(&raw("{}")), None);
     }
 
     #[test]
