@@ -209,6 +209,10 @@ struct ReplayArgs {
     /// Never draw the progress bar (it is hidden anyway when stderr is not a terminal).
     #[arg(long)]
     no_progress: bool,
+    /// Reject records that only an export's repairs would make readable (no auditID, no stage,
+    /// time only in an export field, renamed keys) instead of repairing and counting them.
+    #[arg(long)]
+    strict: bool,
     /// Exit with status 3 when an alert at or above this severity was raised (for CI and
     /// scripts): info, low, medium, high or critical.
     #[arg(long, value_name = "SEVERITY", value_parser = parse_severity)]
@@ -507,7 +511,7 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         decode: DecodeOptions {
             expect: args.input_format.expected(),
             cluster_field: args.cluster_field,
-            ..DecodeOptions::default()
+            strict: args.strict,
         },
         progress: !args.no_progress && !quiet,
         ..EngineOptions::default()

@@ -374,28 +374,6 @@ fn event_lists_pretty_or_compact_are_read() {
 }
 
 #[test]
-fn real_public_logs_parse_without_unexplained_rejections() {
-    let realdata = root().join("../shared/realdata");
-    assert!(
-        realdata.is_dir(),
-        "{} is missing: CI clones main with shared/ beside it",
-        realdata.display()
-    );
-    let (_, s) = replay_with_summary(&[realdata.to_str().unwrap(), "-q"]);
-    assert_eq!(s["rejected"], serde_json::json!({}), "{s:#}");
-    // 757 v1beta1 events + 2 native + 1 GKE + 2 AKS.
-    assert_eq!(s["events"], 762);
-    assert_eq!(
-        s["formats"],
-        serde_json::json!({"aks": 2, "gke": 1, "native": 759})
-    );
-    assert!(
-        s["skipped_stage"].as_u64().unwrap() > 0,
-        "v1beta1 log has RequestReceived events"
-    );
-}
-
-#[test]
 fn revocation_lists_in_every_format_and_bad_ones_refused() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("revoked.csv");

@@ -262,19 +262,21 @@ impl Evaluation<'_> {
             context: rec.context,
             seed: None,
         };
-        detect::evaluate_with(
+        let detected = &mut self.detected;
+        detect::evaluate(
             &self.rules,
             &self.revocations,
             origin,
             &view,
-            &mut self.matched,
-            &mut self.alerts,
-            &mut self.observations,
-            None,
+            detected,
             &mut |_| false,
         );
-        self.observations.clear();
-        let alerts = self.alerts.drain(..).map(|a| Output::Alert(Box::new(a)));
+        detected.observations.clear();
+        detected.follow_ups.iter_mut().for_each(Vec::clear);
+        let alerts = detected
+            .alerts
+            .drain(..)
+            .map(|a| Output::Alert(Box::new(a)));
         self.outputs.extend(alerts);
     }
 

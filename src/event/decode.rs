@@ -810,7 +810,7 @@ mod tests {
             "d",
             &mut |item| {
                 if let Item::Event(ev, _) = item {
-                    let view = crate::rules::field::EventView::new(ev, 0);
+                    let view = crate::event::EventView::new(ev, 0);
                     decision = view
                         .annotation(crate::event::DECISION_KEY)
                         .map(str::to_owned);
