@@ -6,7 +6,7 @@ use crate::alert::Alert;
 use crate::detect::{self, Outputs, Stateful};
 use crate::event::{decode_record, DecodeOptions, EventView, Item};
 use crate::revocation::RevocationList;
-use crate::rules::RuleSet;
+use crate::rules::{Rule, RuleSet};
 
 /// Outcome of running every rule's tests.
 #[derive(Debug, Default)]
@@ -73,7 +73,14 @@ pub fn run(set: &RuleSet) -> TestReport {
                         got.len(),
                         exactly.unwrap_or_default()
                     )),
-                    Ok(got) if got.is_empty() != want => {}
+                    Ok(got) if got.is_empty() != want => {
+                        if let Some(missing) = got
+                            .iter()
+                            .find_map(|alert| incomplete_summary(rule, events, alert))
+                        {
+                            fail(format!("tests.{kind}[{i}]: the summary lacks {missing}: write it inside [...] so that it is left out when the event has none"));
+                        }
+                    }
                     Ok(got) => fail(format!(
                         "tests.{kind}[{i}] {} but should {}",
                         if got.is_empty() {
@@ -89,6 +96,27 @@ pub fn run(set: &RuleSet) -> TestReport {
         }
     }
     report
+}
+
+/// What a fire case's alert summary would leave blank: the template's fields the event it was
+/// built from (the alert's last audit ID) lacks outside optional `[...]` parts. Values a
+/// stateful kind supplies are taken as given.
+fn incomplete_summary(rule: &Rule, events: &[String], alert: &Alert) -> Option<String> {
+    let last = alert.evidence.audit_ids.last()?;
+    let json = events
+        .iter()
+        .rev()
+        .find(|e| e.contains(&format!("\"auditID\":\"{last}\"")))?;
+    let values: Vec<(&str, String)> =
+        rule.kind.values().iter().map(|v| (*v, "x".to_string())).collect();
+    let mut missing = None;
+    decode_record(json.as_bytes(), &DecodeOptions::default(), "default", &mut |item| {
+        if let Item::Event(ev, _) = item {
+            let view = EventView::new(ev, ev.event_time().unwrap_or(0));
+            missing = rule.summary.missing(&view, &values);
+        }
+    });
+    missing
 }
 
 /// The alerts rule `index` raises on `events`, replayed in order through the real decoder and

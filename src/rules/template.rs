@@ -1,6 +1,7 @@
 //! Summary templates: `"{user.username} bound {requestObject.roleRef.name}[ from {sourceIPs}]"`.
 //!
-//! `{path}` is a field of the event, checked when the rule loads. `[...]` is an optional part:
+//! `{path}` is a field of the event, checked when the rule loads; `{a|b}` is the first of several
+//! that has a value (`{objectRef.name|requestObject.metadata.name}`). `[...]` is an optional part:
 //! it is left out when a field or value inside it has none, so that a summary never reads
 //! "(none)". Stateful kinds offer values of their own (`{count}`, `{revoked_at}`…), named in
 //! `rules::kind::Kind::values`.
@@ -11,7 +12,8 @@ use crate::event::EventView;
 #[derive(Debug)]
 enum Piece {
     Text(String),
-    Field(Field),
+    /// A field of the event (the first of `a|b|…` that has a value), and its path as written.
+    Field(Vec<Field>, String),
     /// A value the rule's kind supplies when it fires.
     Value(String),
     Optional(Vec<Piece>),
@@ -49,13 +51,22 @@ impl Template {
                     let piece = if values.contains(&name) {
                         Piece::Value(name.to_owned())
                     } else {
-                        Piece::Field(Field::parse(name).map_err(|e| {
-                            if values.is_empty() {
-                                e
-                            } else {
-                                format!("{e} (this kind also offers {})", values.join(", "))
-                            }
-                        })?)
+                        let fields = name
+                            .split('|')
+                            .map(|path| {
+                                Field::parse(path.trim()).map_err(|e| {
+                                    if values.is_empty() {
+                                        e
+                                    } else {
+                                        format!(
+                                            "{e} (this kind also offers {})",
+                                            values.join(", ")
+                                        )
+                                    }
+                                })
+                            })
+                            .collect::<Result<_, _>>()?;
+                        Piece::Field(fields, name.to_owned())
                     };
                     let into = optional.as_mut().unwrap_or(&mut pieces);
                     flush(&mut text, into);
@@ -105,9 +116,19 @@ impl Template {
     /// Whether every field and value outside optional parts has a value on this event: a
     /// summary that reads as a whole sentence.
     pub fn complete(&self, ev: &EventView, values: Values) -> bool {
-        self.pieces.iter().all(|p| match p {
-            Piece::Optional(_) | Piece::Text(_) => true,
-            p => piece_text(p, ev, values).is_some(),
+        self.missing(ev, values).is_none()
+    }
+
+    /// The first field or value outside optional parts that has no value on this event.
+    pub fn missing(&self, ev: &EventView, values: Values) -> Option<String> {
+        self.pieces.iter().find_map(|p| match p {
+            Piece::Optional(_) | Piece::Text(_) => None,
+            Piece::Value(name) => piece_text(p, ev, values)
+                .is_none()
+                .then(|| format!("{{{name}}}")),
+            Piece::Field(_, name) => piece_text(p, ev, values)
+                .is_none()
+                .then(|| format!("{{{name}}}")),
         })
     }
 }
@@ -116,10 +137,10 @@ impl Template {
 fn piece_text(piece: &Piece, ev: &EventView, values: Values) -> Option<String> {
     let text = match piece {
         Piece::Text(t) => Some(t.clone()),
-        Piece::Field(f) => {
+        Piece::Field(alternatives, _) => alternatives.iter().find_map(|f| {
             let all = f.all_text(ev);
             (!all.is_empty()).then(|| all.join(", "))
-        }
+        }),
         Piece::Value(name) => values
             .iter()
             .find(|(n, _)| n == name)
@@ -158,14 +179,14 @@ mod tests {
         .unwrap();
         let view = EventView::new(&ev, 0);
         let t = Template::parse(
-            "{user.username} did {verb}[ on {objectRef.name}][ from {sourceIPs}] ({count}).",
+            "{user.username} did {verb}[ on {objectRef.name}][ from {sourceIPs}] ({count}), {objectRef.name|verb}.",
             &["count"],
         )
         .unwrap();
         let values = [("count", "3".to_string())];
         assert_eq!(
             t.render(&view, &values),
-            "bob did get from 10.0.0.1, 10.0.0.2 (3)."
+            "bob did get from 10.0.0.1, 10.0.0.2 (3), get."
         );
         assert!(t.complete(&view, &values));
         assert!(!t.complete(&view, &[]), "count is not optional");
