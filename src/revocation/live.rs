@@ -84,7 +84,13 @@ impl LiveRevocations {
             "revocations",
             &[dir],
             notify::RecursiveMode::NonRecursive,
-            move |p| p.file_name() == name.as_deref(),
+            // A ConfigMap volume never writes the file itself: the kubelet swaps the `..data`
+            // symlink the file points through.
+            move |p| {
+                p.file_name() == name.as_deref()
+                    || p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("..data"))
+            },
             move |why| live.reload_logged(why),
         )
     }
@@ -136,6 +142,28 @@ mod tests {
         std::fs::write(&tmp, ONE).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         assert!(wait_for(&live, 1), "the renamed file was not picked up");
+    }
+
+    /// A ConfigMap volume: the file is a symlink through `..data`, which the kubelet swaps
+    /// atomically to a new timestamped directory on every update.
+    #[test]
+    fn a_configmap_update_is_picked_up() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let version = |name: &str, text: &str| {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            std::fs::write(dir.path().join(name).join("revoked.yaml"), text).unwrap();
+        };
+        version("..2025_01_01", ONE);
+        symlink("..2025_01_01", dir.path().join("..data")).unwrap();
+        symlink("..data/revoked.yaml", dir.path().join("revoked.yaml")).unwrap();
+        let live = LiveRevocations::load(&dir.path().join("revoked.yaml")).unwrap();
+        let _watch = live.watch().unwrap();
+        assert_eq!(live.current().entries.len(), 1);
+        version("..2025_01_02", TWO);
+        symlink("..2025_01_02", dir.path().join("..data_tmp")).unwrap();
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+        assert!(wait_for(&live, 2), "the ConfigMap update was not picked up");
     }
 
     #[test]
