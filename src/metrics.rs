@@ -73,6 +73,8 @@ pub struct RunStats {
     pub rejected: BTreeMap<String, u64>,
     pub rejected_examples: Vec<RejectionExample>,
     pub alerts: u64,
+    /// Later reports of episodes (updated, closed), not counted in `alerts`.
+    pub alert_updates: u64,
     pub duplicate_alerts: u64,
     /// Alerts held back by a rule's `suppress` period.
     pub suppressed_alerts: u64,
@@ -145,6 +147,13 @@ impl RunStats {
     }
 
     pub fn count_alert(&mut self, a: &Alert) {
+        if matches!(
+            a.status,
+            Some(crate::alert::Status::Updated | crate::alert::Status::Closed)
+        ) {
+            self.alert_updates += 1;
+            return;
+        }
         self.alerts += 1;
         *self.alerts_by_rule.entry(a.rule.id.clone()).or_default() += 1;
         *self
@@ -191,6 +200,7 @@ impl RunStats {
             ("rejected", self.rejected_total().to_string()),
             ("alerts", self.alerts.to_string()),
             ("alerts suppressed", self.suppressed_alerts.to_string()),
+            ("episode updates", self.alert_updates.to_string()),
             (
                 "re-read to rebuild state (alerts held)",
                 format!("{} ({})", self.warmup_events, self.warmup_alerts),

@@ -63,7 +63,22 @@ fn samples_raise_exactly_the_expected_alerts() {
             .collect();
     let got = alerts(&out.stdout);
     assert_eq!(rule_and_audit_ids(&got), expected);
-    assert_eq!(got.len(), expected.len(), "no duplicate alerts");
+    let ids: BTreeSet<&str> = got.iter().filter_map(|a| a["id"].as_str()).collect();
+    assert_eq!(ids.len(), expected.len(), "no duplicate alerts");
+    // An episode reports twice under one id: when it opens, and its whole extent when it closes.
+    let reports = |status: &str| -> Vec<&str> {
+        got.iter()
+            .filter(|a| a["status"] == status)
+            .filter_map(|a| a["id"].as_str())
+            .collect()
+    };
+    let (opened, closed) = (reports("open"), reports("closed"));
+    assert!(!opened.is_empty());
+    assert_eq!(
+        opened, closed,
+        "every episode that opened closed at the end of the replay"
+    );
+    assert_eq!(got.len(), ids.len() + closed.len());
     // Every attack scenario is represented.
     for rule in [
         "k8s.rbac.admin_binding",
@@ -97,10 +112,15 @@ fn samples_raise_exactly_the_expected_alerts() {
 
     // Alerts come out in event-time order across the three API servers' files and the snippets.
     // (Batched records, an EventList or a CloudWatch batch, are placed by their first event.)
+    // An episode's later reports keep its opening time and come when it closes.
     let day = audithound(&["replay", "samples/cluster-day", "samples/attacks", "-q"]);
     let day = alerts(&day.stdout);
     assert!(day.len() > 10);
-    let times: Vec<&str> = day.iter().map(|a| a["time"].as_str().unwrap()).collect();
+    let times: Vec<&str> = day
+        .iter()
+        .filter(|a| a["status"] != "closed")
+        .map(|a| a["time"].as_str().unwrap())
+        .collect();
     assert!(
         times.windows(2).all(|w| w[0] <= w[1]),
         "alerts not in time order: {times:?}"
@@ -188,7 +208,16 @@ fn ocsf_output_is_a_detection_finding() {
             + 1;
         assert_eq!(f["severity_id"], severity);
         assert_eq!(f["class_uid"], 2004);
-        assert_eq!(f["type_uid"], 200401);
+        // An episode's last report closes the finding its opening created, under one uid.
+        let activity = if a["status"] == "closed" { 3 } else { 1 };
+        assert_eq!(f["activity_id"], activity);
+        assert_eq!(f["type_uid"], 200400 + activity);
+        assert_eq!(f["finding_info"]["uid"], a["id"]);
+        if a["status"] == "closed" {
+            let last = &f["finding_info"]["last_seen_time"];
+            assert!(last.as_i64() >= f["finding_info"]["first_seen_time"].as_i64());
+            assert_eq!(f["unmapped"]["episode"]["count"], a["episode"]["count"]);
+        }
         assert!(f["finding_info"]["analytic"]["uid"]
             .as_str()
             .unwrap()

@@ -23,8 +23,54 @@ pub struct Alert {
     pub target: Target,
     pub outcome: Outcome,
     pub evidence: Evidence,
+    /// Alerts about activity that goes on (thresholds, rate spikes): `open` when the threshold
+    /// is crossed, `updated` while it continues (live runs, rate-limited), `closed` with its
+    /// full extent once a window passes without it. Every update carries the same `id`, so a
+    /// SIEM upserts it. Absent for alerts about one moment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub episode: Option<Episode>,
     pub summary: String,
     pub remediation: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Open,
+    Updated,
+    Closed,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::Updated => "updated",
+            Status::Closed => "closed",
+        }
+    }
+}
+
+/// The whole extent of an episode so far: every event it counted, not only those that crossed
+/// the threshold.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Episode {
+    pub first_time: String,
+    pub last_time: String,
+    /// Events counted.
+    pub count: u64,
+    /// The distinct values the rule counts (Secret URIs, resources…), first seen first.
+    pub values: Capped,
+    pub audit_ids: Capped,
+}
+
+/// A list cut at a cap, with the true number of items beside it.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Capped {
+    pub total: u64,
+    pub items: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -144,6 +190,8 @@ impl Alert {
                 count: 1,
                 ..Evidence::default()
             },
+            status: None,
+            episode: None,
             summary: String::new(),
             remediation: String::new(),
             cluster,
@@ -218,6 +266,8 @@ pub(crate) fn test_alert(time: i64) -> Alert {
         target: Default::default(),
         outcome: Default::default(),
         evidence: Default::default(),
+        status: None,
+        episode: None,
         summary: String::new(),
         remediation: String::new(),
     }

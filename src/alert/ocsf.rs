@@ -1,11 +1,26 @@
 //! OCSF 1.1 Detection Finding (class 2004) for SIEMs that speak OCSF.
 
-use super::Alert;
+use super::{Alert, Status};
 use crate::rules::Severity;
 use serde_json::{json, Value};
 
 const CLASS_UID: u64 = 2004;
-const ACTIVITY_CREATE: u64 = 1;
+
+/// The finding's lifecycle as OCSF activities: an alert about one moment, or an episode's
+/// opening, is created; an episode's later reports update it, the last one closes it (same
+/// `finding_info.uid`, so a SIEM upserts).
+fn activity(status: Option<Status>) -> (u64, &'static str) {
+    match status {
+        None | Some(Status::Open) => (1, "Create"),
+        Some(Status::Updated) => (2, "Update"),
+        Some(Status::Closed) => (3, "Close"),
+    }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time.
+fn millis(time: &str) -> Option<i64> {
+    crate::event::time::parse_rfc3339_micros(time).map(|t| t / 1000)
+}
 
 fn severity_id(s: Severity) -> u64 {
     match s {
@@ -34,14 +49,18 @@ pub fn detection_finding(a: &Alert) -> Value {
     if a.target.name.is_empty() {
         resource["name"] = Value::Null;
     }
+    let (activity_id, activity_name) = activity(a.status);
+    let episode = a.episode.as_ref();
+    let first_seen = episode.and_then(|e| millis(&e.first_time));
+    let last_seen = episode.and_then(|e| millis(&e.last_time));
     json!({
         "class_uid": CLASS_UID,
         "class_name": "Detection Finding",
         "category_uid": 2,
         "category_name": "Findings",
-        "activity_id": ACTIVITY_CREATE,
-        "activity_name": "Create",
-        "type_uid": CLASS_UID * 100 + ACTIVITY_CREATE,
+        "activity_id": activity_id,
+        "activity_name": activity_name,
+        "type_uid": CLASS_UID * 100 + activity_id,
         "severity_id": severity_id(a.rule.severity),
         "severity": a.rule.severity.name(),
         "status_id": 1,
@@ -59,6 +78,8 @@ pub fn detection_finding(a: &Alert) -> Value {
             "desc": a.summary,
             "analytic": {"uid": a.rule.id, "name": a.rule.title, "type_id": 1, "type": "Rule"},
             "attacks": attacks,
+            "first_seen_time": first_seen,
+            "last_seen_time": last_seen,
             "related_events": a.evidence.audit_ids.iter().map(|id| json!({"uid": id})).collect::<Vec<_>>(),
         },
         "actor": {
@@ -79,6 +100,7 @@ pub fn detection_finding(a: &Alert) -> Value {
             "status_code": a.outcome.status_code,
             "decision": a.outcome.decision,
             "evidence_count": a.evidence.count,
+            "episode": episode,
         },
     })
 }

@@ -126,7 +126,7 @@ impl Detector for State {
         &mut self,
         spec: &ChainSpec,
         obs: &Observation,
-        step: &Step,
+        step: Step,
         cx: &Cx,
     ) -> Option<Alert> {
         let (pending, window) = (&mut self.pending, spec.window);
@@ -206,7 +206,7 @@ impl Detector for State {
                 let ids =
                     [&denial.audit_id, &grant.audit_id, &obs.audit_id].map(AuditId::to_string);
                 alert.id = crate::alert::alert_id(
-                    cx.rule_id,
+                    cx.rule_id(),
                     &obs.key,
                     &ids.each_ref().map(String::as_str),
                 );

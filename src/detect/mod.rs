@@ -13,6 +13,7 @@
 
 mod audit_id;
 mod chain;
+pub mod episode;
 mod key;
 mod new_terms;
 pub mod rbac;
@@ -36,6 +37,7 @@ use crate::revocation::RevocationList;
 use crate::rules::field::Field;
 use crate::rules::template::Values;
 use crate::rules::{Kind, Matched, Rule, RuleSet};
+use episode::{Clock, EpisodeOptions};
 use foldhash::{HashMap, HashMapExt};
 use seed::Seeder;
 use std::cell::OnceCell;
@@ -70,8 +72,7 @@ pub struct Observation {
 /// What each kind extracts from an event beside its key.
 #[derive(Debug, Clone)]
 pub enum Payload {
-    /// The hash of the distinct field's value (0 without one).
-    Threshold(u64),
+    Threshold(threshold::Counted),
     NewTerms(new_terms::Sighting),
     /// The steps that hold on the event, a bit per step.
     Sequence(u32),
@@ -122,13 +123,31 @@ pub struct Check {
     pub key: StateKey,
 }
 
+/// Calls its argument with an event.
+type WithEvent<'c> = dyn Fn(&mut dyn FnMut(&EventView)) + 'c;
+
 /// What the collector hands a kind's state with an observation.
 struct Cx<'c> {
-    rule_id: &'c str,
+    rule: &'c Rule,
     /// Builds the alert (decoding the event again), its summary filled with the kind's values.
     alert: &'c dyn Fn(Values) -> Alert,
+    /// Calls `f` with the observation's event, decoded again (episodes name what they count).
+    event: &'c WithEvent<'c>,
     /// The earliest event time of the stream: learning periods run from here.
     started: i64,
+    episodes: &'c EpisodeOptions,
+}
+
+impl Cx<'_> {
+    fn rule_id(&self) -> &str {
+        &self.rule.id
+    }
+
+    /// How long an episode of this rule stays open without activity: `window`, or the rule's
+    /// suppress period if longer (what suppression held back joins the episode instead).
+    fn episode_gap(&self, window: i64) -> i64 {
+        window.max(self.rule.suppress.unwrap_or(0))
+    }
 }
 
 /// The parts every stateful kind has; `State` dispatches to them.
@@ -140,13 +159,22 @@ trait Detector: Default {
         &mut self,
         spec: &Self::Spec,
         obs: &Observation,
-        payload: &Self::Payload,
+        payload: Self::Payload,
         cx: &Cx,
     ) -> Option<Alert>;
     /// Whether a follow-up step (`check`) at `time` would change anything. Only kinds that
     /// leave follow-ups answer yes.
     fn awaits(&mut self, _spec: &Self::Spec, _check: &Check, _time: i64) -> bool {
         false
+    }
+    /// The clock moved on (or the input ended): episodes that are over close, live ones report.
+    fn tick(
+        &mut self,
+        _spec: &Self::Spec,
+        _clock: Clock,
+        _opts: &EpisodeOptions,
+        _out: &mut Vec<Alert>,
+    ) {
     }
     /// Drops the least recently seen keys over `cap`; how many.
     fn evict(&mut self, cap: usize) -> u64;
@@ -372,8 +400,14 @@ impl State {
         }
     }
 
-    fn observe(&mut self, kind: &Kind, obs: &Observation, cx: &Cx) -> Option<Alert> {
-        match (self, kind, &obs.payload) {
+    fn observe(
+        &mut self,
+        kind: &Kind,
+        obs: &Observation,
+        payload: Payload,
+        cx: &Cx,
+    ) -> Option<Alert> {
+        match (self, kind, payload) {
             (State::Threshold(s), Kind::Threshold(spec), Payload::Threshold(p)) => {
                 s.observe(spec, obs, p, cx)
             }
@@ -390,7 +424,7 @@ impl State {
             (State::Unbound(s), Kind::Unbound(spec), Payload::Unbound(p)) => {
                 s.observe(spec, obs, p, cx)
             }
-            (State::Spike(s), Kind::Spike(spec), Payload::Spike) => s.observe(spec, obs, &(), cx),
+            (State::Spike(s), Kind::Spike(spec), Payload::Spike) => s.observe(spec, obs, (), cx),
             _ => None,
         }
     }
@@ -405,6 +439,19 @@ impl State {
             (State::Unbound(s), Kind::Unbound(spec)) => s.awaits(spec, check, time),
             (State::Spike(s), Kind::Spike(spec)) => s.awaits(spec, check, time),
             _ => false,
+        }
+    }
+
+    fn tick(&mut self, kind: &Kind, clock: Clock, opts: &EpisodeOptions, out: &mut Vec<Alert>) {
+        match (self, kind) {
+            (State::Threshold(s), Kind::Threshold(spec)) => s.tick(spec, clock, opts, out),
+            (State::NewTerms(s), Kind::NewTerms(spec)) => s.tick(spec, clock, opts, out),
+            (State::Sequence(s), Kind::Sequence(spec)) => s.tick(spec, clock, opts, out),
+            (State::Revoked(s), Kind::Revoked(spec)) => s.tick(spec, clock, opts, out),
+            (State::Chain(s), Kind::Chain(spec)) => s.tick(spec, clock, opts, out),
+            (State::Unbound(s), Kind::Unbound(spec)) => s.tick(spec, clock, opts, out),
+            (State::Spike(s), Kind::Spike(spec)) => s.tick(spec, clock, opts, out),
+            _ => {}
         }
     }
 
@@ -436,6 +483,7 @@ pub struct StateStats {
 pub struct Stateful {
     states: Vec<State>,
     max_keys: usize,
+    pub episodes: EpisodeOptions,
     /// The earliest event time of the stream: learning periods run from here.
     started: Option<i64>,
     pub stats: StateStats,
@@ -446,9 +494,15 @@ impl Stateful {
         Stateful {
             states: rules.rules.iter().map(|r| State::new(&r.kind)).collect(),
             max_keys: max_keys.max(1),
+            episodes: EpisodeOptions::default(),
             started: None,
             stats: StateStats::default(),
         }
+    }
+
+    pub fn with_episodes(mut self, episodes: EpisodeOptions) -> Self {
+        self.episodes = episodes;
+        self
     }
 
     /// Switches from rule set `old` to `new` (a reload): a rule that keeps its id and kind
@@ -480,7 +534,7 @@ impl Stateful {
     pub fn observe(
         &mut self,
         rules: &RuleSet,
-        obs: Observation,
+        mut obs: Observation,
         batch: &[u8],
         out: &mut Vec<Alert>,
     ) {
@@ -491,12 +545,16 @@ impl Stateful {
             return;
         };
         let alert = |values: Values| obs.seed.alert(rule, obs.time, batch, values);
+        let event = |f: &mut dyn FnMut(&EventView)| obs.seed.with_view(obs.time, batch, f);
         let cx = Cx {
-            rule_id: &rule.id,
+            rule,
             alert: &alert,
+            event: &event,
             started: *self.started.get_or_insert(obs.time),
+            episodes: &self.episodes,
         };
-        out.extend(state.observe(&rule.kind, &obs, &cx));
+        let payload = std::mem::replace(&mut obs.payload, Payload::Spike);
+        out.extend(state.observe(&rule.kind, &obs, payload, &cx));
         self.stats.evictions += state.evict(self.max_keys);
     }
 
@@ -542,6 +600,14 @@ impl Stateful {
             if let Some(observation) = observation {
                 self.observe(rules, observation, batch, out);
             }
+        }
+    }
+
+    /// Event time has reached `clock.now` (or the input ended): episodes that are over close and
+    /// push their final alert; live, those still open report how they grew.
+    pub fn tick(&mut self, rules: &RuleSet, clock: Clock, out: &mut Vec<Alert>) {
+        for (rule, state) in rules.rules.iter().zip(&mut self.states) {
+            state.tick(&rule.kind, clock, &self.episodes, out);
         }
     }
 

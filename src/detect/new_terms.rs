@@ -81,7 +81,7 @@ impl Detector for State {
         &mut self,
         spec: &NewTermsSpec,
         obs: &Observation,
-        sighting: &Sighting,
+        sighting: Sighting,
         cx: &Cx,
     ) -> Option<Alert> {
         // Last seen is kept as the newest time: a late event does not move it back.

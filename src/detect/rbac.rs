@@ -84,12 +84,17 @@ pub fn binding_change(view: &EventView) -> Option<BindingChange> {
 pub fn binding_id(view: &EventView) -> String {
     let o = view.event.object_ref.as_ref();
     let text = |s: Option<&crate::event::JStr>| s.map(|s| s.to_string()).unwrap_or_default();
-    format!(
-        "{} {}/{}",
+    let (resource, namespace, name) = (
         text(o.and_then(|o| o.resource.as_ref())),
         text(o.and_then(|o| o.namespace.as_ref())),
-        text(o.and_then(|o| o.name.as_ref()))
-    )
+        text(o.and_then(|o| o.name.as_ref())),
+    );
+    // `rolebindings shop/dev`, or `clusterrolebindings ops` for a cluster-scoped one.
+    if namespace.is_empty() {
+        format!("{resource} {name}")
+    } else {
+        format!("{resource} {namespace}/{name}")
+    }
 }
 
 /// The identities a binding's request object names, as they appear in `user.username`

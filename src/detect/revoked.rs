@@ -87,7 +87,7 @@ impl Detector for State {
         &mut self,
         spec: &RevokedSpec,
         obs: &Observation,
-        found: &Use,
+        found: Use,
         cx: &Cx,
     ) -> Option<Alert> {
         let state = self
@@ -132,7 +132,7 @@ impl Detector for State {
         alert.evidence.revocation = Some(serde_json::json!({
             "entry": &**entry, "role": if found.impersonated { "impersonated" } else { "actor" },
         }));
-        alert.id = crate::alert::alert_id(cx.rule_id, &obs.key, &[&obs.audit_id.to_string()]);
+        alert.id = crate::alert::alert_id(cx.rule_id(), &obs.key, &[&obs.audit_id.to_string()]);
         Some(alert)
     }
 

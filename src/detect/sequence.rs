@@ -123,7 +123,7 @@ impl Detector for State {
         &mut self,
         spec: &SequenceSpec,
         obs: &Observation,
-        &steps: &u32,
+        steps: u32,
         cx: &Cx,
     ) -> Option<Alert> {
         let needed = |step: usize| spec.step_counts.get(step).copied().unwrap_or(1);
@@ -162,7 +162,7 @@ impl Detector for State {
         alert.evidence.window_seconds = Some(spec.max_span / 1_000_000);
         let ids: Vec<String> = p.audit_ids.iter().map(AuditId::to_string).collect();
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        alert.id = crate::alert::alert_id(cx.rule_id, &obs.key, &refs);
+        alert.id = crate::alert::alert_id(cx.rule_id(), &obs.key, &refs);
         alert.evidence.audit_ids = ids;
         Some(alert)
     }

@@ -6,6 +6,7 @@
 //! alerting on one extra event.
 
 use super::audit_id::AuditId;
+use super::episode::{Clock, EpisodeOptions, Episodes};
 use super::key::{evict, state_key, StateKey};
 use super::{Cx, Detector, Extract, Observation, Payload};
 use crate::alert::Alert;
@@ -60,30 +61,58 @@ fn median_of(v: &mut [f64]) -> f64 {
 #[derive(Default)]
 pub struct State {
     series: HashMap<StateKey, Series>,
+    /// A spike opens an episode; it lasts while the identity's buckets stay above their
+    /// threshold (or, quiet, for a bucket).
+    episodes: Episodes,
+}
+
+/// The object an event read, as an episode lists it: `namespace/name` (or the request URI).
+fn object_of(cx: &Cx) -> Option<String> {
+    let mut object = None;
+    (cx.event)(&mut |view| {
+        let o = view.event.object_ref.as_ref();
+        let part = |v: Option<&crate::event::JStr>| v.map(|s| s.to_string()).unwrap_or_default();
+        let (ns, name) = (
+            part(o.and_then(|o| o.namespace.as_ref())),
+            part(o.and_then(|o| o.name.as_ref())),
+        );
+        object = match (ns.is_empty(), name.is_empty()) {
+            (_, false) if !ns.is_empty() => Some(format!("{ns}/{name}")),
+            (_, false) => Some(name),
+            _ => view.event.request_uri.as_deref().map(str::to_owned),
+        };
+    });
+    object
 }
 
 impl Detector for State {
     type Spec = SpikeSpec;
     type Payload = ();
 
-    fn observe(&mut self, spec: &SpikeSpec, obs: &Observation, _: &(), cx: &Cx) -> Option<Alert> {
+    fn observe(&mut self, spec: &SpikeSpec, obs: &Observation, _: (), cx: &Cx) -> Option<Alert> {
         let bucket = obs.time.div_euclid(spec.bucket);
-        let s = self
-            .series
-            .entry(state_key(&obs.key))
-            .or_insert_with(|| Series {
-                bucket,
-                current: 0,
-                // Grows as buckets pass; an identity seen once costs no history.
-                past: VecDeque::new(),
-                age: 0,
-                fired: false,
-                first_audit_id: obs.audit_id.clone(),
-                last_seen: obs.time,
-            });
+        let key = state_key(&obs.key);
+        let cap = cx.episodes.cap;
+        let s = self.series.entry(key).or_insert_with(|| Series {
+            bucket,
+            current: 0,
+            // Grows as buckets pass; an identity seen once costs no history.
+            past: VecDeque::new(),
+            age: 0,
+            fired: false,
+            first_audit_id: obs.audit_id.clone(),
+            last_seen: obs.time,
+        });
         s.last_seen = s.last_seen.max(obs.time);
         // Late events (another API server a little behind) count in the current bucket.
+        let mut closed = None;
         if bucket > s.bucket {
+            // The episode ends with the first bucket back under its threshold.
+            let still_high =
+                bucket == s.bucket + 1 && f64::from(s.current) >= threshold(&s.past, spec).0;
+            if !still_high {
+                closed = self.episodes.close(key);
+            }
             let gap = (bucket - s.bucket).min(spec.history as i64 + 1);
             for i in 0..gap {
                 let count = if i == 0 { s.current } else { 0 };
@@ -99,6 +128,18 @@ impl Detector for State {
             s.first_audit_id = obs.audit_id.clone();
         }
         s.current += 1;
+        // A bucket's first event never spikes (the floor is above one): it only closes.
+        if closed.is_some() {
+            return closed;
+        }
+        if self.episodes.is_open(key) {
+            let object = object_of(cx);
+            let hash = object.as_deref().map_or(0, |o| state_key(o) as u64);
+            let id = obs.audit_id.to_string();
+            self.episodes
+                .extend(key, obs.time, id, hash, object.as_deref(), cap);
+            return None;
+        }
         // The threshold is never below the floor: no need to compute it until then.
         if s.fired || usize::from(s.age) < spec.min_history || s.current < spec.floor {
             return None;
@@ -119,7 +160,7 @@ impl Detector for State {
             ("buckets", s.past.len().to_string()),
         ]);
         let ids = [s.first_audit_id.to_string(), obs.audit_id.to_string()];
-        alert.id = crate::alert::alert_id(cx.rule_id, &obs.key, &[&ids[0], &ids[1]]);
+        alert.id = crate::alert::alert_id(cx.rule_id(), &obs.key, &[&ids[0], &ids[1]]);
         alert.evidence.audit_ids = ids.to_vec();
         alert.evidence.count = u64::from(s.current);
         alert.evidence.first_time = Some(format_micros(start));
@@ -127,7 +168,18 @@ impl Detector for State {
         alert.evidence.detail = Some(serde_json::json!({
             "baseline": {"buckets": s.past.len(), "median": median, "mad": mad, "threshold": limit.ceil()},
         }));
+        // What the bucket held before the spike is counted; its requests are named from here.
+        let object = object_of(cx);
+        let hash = object.as_deref().map_or(0, |o| state_key(o) as u64);
+        let events = std::iter::once((obs.time, ids[1].clone(), hash, object.as_deref()));
+        let gap = cx.episode_gap(spec.bucket);
+        let count = u64::from(s.current);
+        self.episodes.open(key, &mut alert, gap, events, count, cap);
         Some(alert)
+    }
+
+    fn tick(&mut self, _: &SpikeSpec, clock: Clock, opts: &EpisodeOptions, out: &mut Vec<Alert>) {
+        self.episodes.tick(clock, opts, out);
     }
 
     fn evict(&mut self, cap: usize) -> u64 {
@@ -135,7 +187,7 @@ impl Detector for State {
     }
 
     fn len(&self) -> usize {
-        self.series.len()
+        self.series.len() + self.episodes.len()
     }
 }
 

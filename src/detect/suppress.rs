@@ -1,18 +1,24 @@
 //! `suppress:` — at most one alert per rule, cluster and actor per period; the next alert that
 //! gets through carries how many were held back.
 
-use crate::alert::Alert;
-use foldhash::HashMap;
+use crate::alert::{Alert, Status};
+use foldhash::{HashMap, HashSet};
 
 #[derive(Default)]
 pub struct Suppressor {
     quiet: HashMap<(String, String, String), (i64, u64)>,
+    /// Episodes whose opening alert was held back: their updates are held back too.
+    held_episodes: HashSet<String>,
     pub suppressed: u64,
 }
 
 impl Suppressor {
     /// Whether `alert` goes out; updates its evidence with the count suppressed before it.
+    /// An episode's updates go out when its opening did.
     pub fn admit(&mut self, alert: &mut Alert, period: Option<i64>) -> bool {
+        if matches!(alert.status, Some(Status::Updated | Status::Closed)) {
+            return !self.held_episodes.contains(&alert.id);
+        }
         let Some(period) = period else { return true };
         let key = (
             alert.rule.id.clone(),
@@ -24,6 +30,12 @@ impl Suppressor {
             Some((until, held)) if now < *until => {
                 *held += 1;
                 self.suppressed += 1;
+                if alert.status == Some(Status::Open) {
+                    if self.held_episodes.len() >= super::DEFAULT_MAX_KEYS {
+                        self.held_episodes.clear();
+                    }
+                    self.held_episodes.insert(alert.id.clone());
+                }
                 false
             }
             Some(entry) => {

@@ -2,12 +2,16 @@
 //! fired lately.
 //!
 //! A key keeps at most `count` events (the newest `count` decide whether `count` fall inside
-//! the window) and, for a distinct count, one per value (its newest). Most keys only ever see
-//! one event: it is held inline, with no allocation, in 40 bytes. Windows that ended are swept
-//! away as event time moves on, so the state holds the identities active within the window,
-//! not every identity ever seen.
+//! the window) and, for a distinct count, one per value (its newest, with its text, so that
+//! the alert can name every value). Most keys only ever see one event: it is held inline, with
+//! no allocation of its own. Windows that ended are swept away as event time moves on, so the
+//! state holds the identities active within the window, not every identity ever seen.
+//!
+//! Crossing the threshold opens an episode (`episode`): the key's later events join it until
+//! a window passes without one, and its final update names every value and audit ID.
 
 use super::audit_id::AuditId;
+use super::episode::{Clock, EpisodeOptions, Episodes};
 use super::key::{evict, state_key, StateKey};
 use super::{Cx, Detector, Extract, Observation, Payload, MAX_EVIDENCE_IDS};
 use crate::alert::Alert;
@@ -15,22 +19,36 @@ use crate::event::time::{format_micros, human_duration};
 use crate::rules::kind::ThresholdSpec;
 use foldhash::{HashMap, HashMapExt};
 
-/// What a worker extracts: the key, and the hash of the distinct field's value (0 without one).
-pub(super) fn extract(x: &mut Extract, rule: u32, spec: &ThresholdSpec) {
-    let key = x.key(&spec.by);
-    let distinct = spec.distinct.as_ref().map_or(0, |f| {
-        x.scratch.clear();
-        f.any(x.view, |v| {
-            v.write_text(&mut x.scratch);
-            true
-        });
-        state_key(&x.scratch) as u64
-    });
-    x.observe(rule, key, Payload::Threshold(distinct));
+/// An event a threshold counts: for a distinct count, the value (and its hash, all the window
+/// compares).
+#[derive(Debug, Clone, Default)]
+pub struct Counted {
+    pub hash: u64,
+    pub value: Option<Box<str>>,
 }
 
-/// (time, hash of the distinct value or 0, audit ID).
-type Entry = (i64, u64, AuditId);
+/// What a worker extracts: the key, and the distinct field's value.
+pub(super) fn extract(x: &mut Extract, rule: u32, spec: &ThresholdSpec) {
+    let key = x.key(&spec.by);
+    let counted = match &spec.distinct {
+        Some(f) => {
+            x.scratch.clear();
+            f.any(x.view, |v| {
+                v.write_text(&mut x.scratch);
+                true
+            });
+            Counted {
+                hash: state_key(&x.scratch) as u64,
+                value: Some(Box::from(x.scratch.as_str())),
+            }
+        }
+        None => Counted::default(),
+    };
+    x.observe(rule, key, Payload::Threshold(counted));
+}
+
+/// (time, hash of the distinct value or 0, audit ID, the value).
+type Entry = (i64, u64, AuditId, Option<Box<str>>);
 
 /// A key's events, oldest first.
 enum Recent {
@@ -77,6 +95,7 @@ impl Recent {
 
 pub struct State {
     keys: HashMap<StateKey, Recent>,
+    episodes: Episodes,
     /// Keys that fired, and until when they stay quiet (one alert per key per window).
     quiet: HashMap<StateKey, i64>,
     /// The newest event time seen, and observations left before the next sweep.
@@ -88,6 +107,7 @@ impl Default for State {
     fn default() -> Self {
         State {
             keys: HashMap::new(),
+            episodes: Episodes::default(),
             quiet: HashMap::new(),
             newest: i64::MIN,
             until_sweep: SWEEP_EVERY,
@@ -101,7 +121,7 @@ const SWEEP_EVERY: usize = 4096;
 
 impl Detector for State {
     type Spec = ThresholdSpec;
-    type Payload = u64;
+    type Payload = Counted;
 
     /// Counts the event in its key's window; the alert if the key reaches `count` and is not
     /// quiet.
@@ -109,13 +129,22 @@ impl Detector for State {
         &mut self,
         spec: &ThresholdSpec,
         obs: &Observation,
-        &distinct: &u64,
+        counted: Counted,
         cx: &Cx,
     ) -> Option<Alert> {
         self.newest = self.newest.max(obs.time);
         self.sweep(spec.window);
         let key = state_key(&obs.key);
-        let entry = (obs.time, distinct, obs.audit_id.clone());
+        // An open episode takes every event of its key, counted in the window or not.
+        let cap = cx.episodes.cap;
+        let in_episode = self.episodes.is_open(key);
+        if in_episode {
+            let value = counted.value.as_deref();
+            let id = obs.audit_id.to_string();
+            self.episodes
+                .extend(key, obs.time, id, counted.hash, value, cap);
+        }
+        let entry = (obs.time, counted.hash, obs.audit_id.clone(), counted.value);
         let recent = match self.keys.entry(key) {
             std::collections::hash_map::Entry::Vacant(slot) => slot.insert(Recent::One(entry)),
             std::collections::hash_map::Entry::Occupied(slot) => {
@@ -127,7 +156,8 @@ impl Detector for State {
             }
         };
         let n = recent.entries().len() as u64;
-        if n < spec.count || self.quiet.get(&key).is_some_and(|t| obs.time < *t) {
+        let quiet = self.quiet.get(&key).is_some_and(|t| obs.time < *t);
+        if in_episode || n < spec.count || quiet {
             return None;
         }
         self.quiet.insert(key, obs.time + spec.window);
@@ -143,8 +173,23 @@ impl Detector for State {
         alert.evidence.audit_ids = entries.iter().skip(skip).map(|e| e.2.to_string()).collect();
         alert.evidence.window_seconds = Some(spec.window / 1_000_000);
         alert.evidence.first_time = Some(format_micros(first));
-        alert.id = crate::alert::alert_id(cx.rule_id, &obs.key, &[&alert.evidence.audit_ids[0]]);
+        alert.id = crate::alert::alert_id(cx.rule_id(), &obs.key, &[&alert.evidence.audit_ids[0]]);
+        let events = entries
+            .iter()
+            .map(|e| (e.0, e.2.to_string(), e.1, e.3.as_deref()));
+        let gap = cx.episode_gap(spec.window);
+        self.episodes.open(key, &mut alert, gap, events, n, cap);
         Some(alert)
+    }
+
+    fn tick(
+        &mut self,
+        _: &ThresholdSpec,
+        clock: Clock,
+        opts: &EpisodeOptions,
+        out: &mut Vec<Alert>,
+    ) {
+        self.episodes.tick(clock, opts, out);
     }
 
     fn evict(&mut self, cap: usize) -> u64 {
@@ -152,7 +197,7 @@ impl Detector for State {
     }
 
     fn len(&self) -> usize {
-        self.keys.len()
+        self.keys.len() + self.episodes.len()
     }
 }
 
@@ -230,38 +275,67 @@ mod tests {
         }
     }
 
-    fn spec(count: u64, window_secs: i64, distinct: bool) -> ThresholdSpec {
-        ThresholdSpec {
-            by: Vec::new(),
-            count,
-            distinct: distinct
-                .then(|| crate::rules::field::Field::parse("objectRef.name").unwrap()),
-            window: window_secs * 1_000_000,
+    /// A threshold rule counting `count` (distinct names) within `window_secs`.
+    fn rule(count: u64, window_secs: i64, distinct: bool) -> crate::rules::RuleSet {
+        let dir = tempfile::tempdir().unwrap();
+        let distinct = if distinct {
+            ", distinct: objectRef.name"
+        } else {
+            ""
+        };
+        let yaml = format!(
+            "rules:\n  - {{id: t, title: t, severity: low, kind: threshold, threshold: {{by: [user.username], count: {count}, window: {window_secs}s{distinct}}}, condition: {{verb: get}}, summary: s}}\n"
+        );
+        std::fs::write(dir.path().join("r.yaml"), yaml).unwrap();
+        crate::rules::RuleSet::load(&[dir.path().to_path_buf()]).unwrap()
+    }
+
+    fn spec_of(set: &crate::rules::RuleSet) -> &ThresholdSpec {
+        spec(set)
+    }
+
+    fn spec(set: &crate::rules::RuleSet) -> &ThresholdSpec {
+        match &set.rules[0].kind {
+            crate::rules::Kind::Threshold(spec) => spec,
+            _ => unreachable!("a threshold rule"),
         }
     }
 
     /// Feeds (key, value, second) in order; the seconds at which an alert fired.
-    fn feed(w: &mut State, spec: &ThresholdSpec, events: &[(&str, &str, i64)]) -> Vec<i64> {
+    fn feed(w: &mut State, set: &crate::rules::RuleSet, events: &[(&str, &str, i64)]) -> Vec<i64> {
+        feed_with(w, set, events, &EpisodeOptions::default())
+    }
+
+    fn feed_with(
+        w: &mut State,
+        set: &crate::rules::RuleSet,
+        events: &[(&str, &str, i64)],
+        opts: &EpisodeOptions,
+    ) -> Vec<i64> {
         let mut fired = Vec::new();
         for (i, (key, value, t)) in events.iter().enumerate() {
             let o = obs(key, *t, i as u64);
             let alert = |_: Values| crate::alert::test_alert(o.time);
             let cx = Cx {
-                rule_id: "r",
+                rule: &set.rules[0],
                 alert: &alert,
+                event: &|_| {},
                 started: 0,
+                episodes: opts,
             };
-            if w.observe(spec, &o, &(state_key(value) as u64), &cx)
-                .is_some()
-            {
+            let counted = Counted {
+                hash: state_key(value) as u64,
+                value: Some(Box::from(*value)),
+            };
+            if w.observe(spec(set), &o, counted, &cx).is_some() {
                 fired.push(*t);
             }
         }
         fired
     }
 
-    fn distinct_3_in_60s() -> ThresholdSpec {
-        spec(3, 60, true)
+    fn distinct_3_in_60s() -> crate::rules::RuleSet {
+        rule(3, 60, true)
     }
 
     #[test]
@@ -310,18 +384,70 @@ mod tests {
     }
 
     #[test]
-    fn count_windows_fire_once_per_window_and_again_after_it() {
-        let spec = spec(2, 10, false);
+    fn an_episode_takes_the_activity_that_goes_on_and_closes_after_a_quiet_window() {
+        let spec = rule(2, 10, true);
         let mut w = State::default();
         let events = [
-            ("k", "", 0),
-            ("k", "", 5),
-            ("k", "", 6),
-            ("k", "", 14),
-            ("k", "", 16),
+            ("k", "a", 0),
+            ("k", "b", 5),
+            ("k", "c", 6),
+            ("k", "c", 14),
+            ("k", "d", 16),
         ];
-        // 5: two in (−5, 5]; 6 and 14 inside the quiet period; 16: quiet over, 14 and 16 inside.
-        assert_eq!(feed(&mut w, &spec, &events), [5, 16]);
+        // 5: two in (−5, 5] open the episode; the rest joins it instead of alerting again.
+        assert_eq!(feed(&mut w, &spec, &events), [5]);
+        let (opts, mut out) = (EpisodeOptions::default(), Vec::new());
+        // 26 is exactly one window after the last event: still open.
+        w.tick(
+            spec_of(&spec),
+            Clock {
+                now: 26_000_000,
+                end: false,
+            },
+            &opts,
+            &mut out,
+        );
+        assert!(out.is_empty());
+        w.tick(
+            spec_of(&spec),
+            Clock {
+                now: 27_000_000,
+                end: false,
+            },
+            &opts,
+            &mut out,
+        );
+        let closed = out.pop().expect("closed after a quiet window");
+        assert_eq!(closed.status, Some(crate::alert::Status::Closed));
+        let episode = closed.episode.expect("its extent");
+        assert_eq!(episode.count, 5, "every event, repeats included");
+        assert_eq!(episode.values.items, ["a", "b", "c", "d"]);
+        assert_eq!(episode.audit_ids.total, 5);
+        assert_eq!(episode.audit_ids.items.len(), 5);
+        // A new burst after it opens a new episode.
+        assert_eq!(feed(&mut w, &spec, &[("k", "e", 40), ("k", "f", 41)]), [41]);
+    }
+
+    #[test]
+    fn episode_lists_are_capped_with_the_true_totals_beside_them() {
+        let spec = rule(2, 60, true);
+        let mut w = State::default();
+        let names: Vec<String> = (0..50).map(|i| format!("s{i}")).collect();
+        let events: Vec<(&str, &str, i64)> = names.iter().map(|n| ("k", n.as_str(), 1)).collect();
+        let opts = EpisodeOptions {
+            cap: 10,
+            update_every: None,
+        };
+        feed_with(&mut w, &spec, &events, &opts);
+        let mut out = Vec::new();
+        w.tick(spec_of(&spec), Clock { now: 0, end: true }, &opts, &mut out);
+        let episode = out[0].episode.clone().expect("extent");
+        assert_eq!((episode.values.total, episode.values.items.len()), (50, 10));
+        assert_eq!(
+            (episode.audit_ids.total, episode.audit_ids.items.len()),
+            (50, 10)
+        );
+        assert_eq!(episode.count, 50);
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl Detector for State {
         &mut self,
         spec: &UnboundSpec,
         obs: &Observation,
-        step: &Step,
+        step: Step,
         cx: &Cx,
     ) -> Option<Alert> {
         let state = self;
@@ -146,7 +146,7 @@ impl Detector for State {
                     ("unbound_at", format_micros(u.time)),
                 ]);
                 let ids = [u.audit_id.to_string(), obs.audit_id.to_string()];
-                alert.id = crate::alert::alert_id(cx.rule_id, &obs.key, &[&ids[0], &ids[1]]);
+                alert.id = crate::alert::alert_id(cx.rule_id(), &obs.key, &[&ids[0], &ids[1]]);
                 alert.evidence.audit_ids = ids.to_vec();
                 alert.evidence.count = 2;
                 alert.evidence.first_time = Some(format_micros(u.time));

@@ -12,6 +12,8 @@
 mod reorder;
 mod worker;
 
+use crate::alert::Status;
+use crate::detect::episode::{Clock, EpisodeOptions};
 use crate::detect::{Stateful, Suppressor, DEFAULT_MAX_KEYS};
 use crate::event::{DecodeOptions, Stage};
 use crate::metrics::RunStats;
@@ -51,6 +53,8 @@ pub struct EngineOptions {
     /// How far behind the newest event time an event may arrive and still reach the stateful
     /// detectors in event-time order (microseconds).
     pub lateness: i64,
+    /// Values and audit IDs an episode lists (true totals are counted beyond it).
+    pub episode_cap: usize,
 }
 
 /// Default allowed lateness: the disorder between API servers' webhook batches.
@@ -73,6 +77,7 @@ impl Default for EngineOptions {
             top_actors: 10,
             max_keys: DEFAULT_MAX_KEYS,
             lateness: DEFAULT_LATENESS,
+            episode_cap: crate::detect::episode::DEFAULT_EPISODE_CAP,
         }
     }
 }
@@ -113,6 +118,8 @@ pub struct Live {
     /// When no batch has come for this long, observations still waiting for the watermark
     /// are applied anyway (a quiet stream does not hold its alerts back).
     pub idle_flush: std::time::Duration,
+    /// An open episode reports how it grew at most this often (event time, microseconds).
+    pub episode_updates: i64,
 }
 
 impl Default for Live {
@@ -122,6 +129,7 @@ impl Default for Live {
             acknowledge: None,
             rules: None,
             idle_flush: std::time::Duration::from_secs(2),
+            episode_updates: 60_000_000,
         }
     }
 }
@@ -274,7 +282,10 @@ impl Run<'_> {
         let flush_every_batch = live.is_some();
         let (total_bytes, disk_bytes) = (input.total_bytes, input.disk_bytes);
         let mut detectors = Detectors {
-            stateful: Stateful::new(&rules, opts.max_keys),
+            stateful: Stateful::new(&rules, opts.max_keys).with_episodes(EpisodeOptions {
+                cap: opts.episode_cap,
+                update_every: live.map(|l| l.episode_updates),
+            }),
             suppressor: Suppressor::default(),
             dedupe: Dedupe {
                 seen: HashSet::new(),
@@ -360,6 +371,7 @@ impl Run<'_> {
                             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                                 // A quiet stream: what waits for the watermark goes now.
                                 let spent = detectors.drain(&mut stats, sink)?;
+                                detectors.tick(false, &mut stats, sink)?;
                                 sink.flush()?;
                                 release(spent, &stats)?;
                                 continue;
@@ -392,6 +404,9 @@ impl Run<'_> {
             // End of input: nothing more can come before what is held. Its alerts are delivered
             // before the batches are acknowledged.
             let spent = detectors.drain(&mut stats, sink)?;
+            // A replay's end closes every episode; a service stopping does not end them (its
+            // state carries on when it restarts).
+            detectors.tick(live.is_none(), &mut stats, sink)?;
             sink.flush()?;
             release(spent, &stats)?;
             Ok(())
@@ -454,7 +469,16 @@ impl Detectors {
         stats: &mut RunStats,
         sink: &mut dyn AlertSink,
     ) -> anyhow::Result<()> {
-        if !self.dedupe.first_time(&alert.id) {
+        // An episode's updates share its id: each report is told apart by its status and
+        // count (the same events read twice still give the same report).
+        let first_time = match alert.status {
+            Some(status) if status != Status::Open => {
+                let report = format!("{}/{}/{}", alert.id, status.name(), alert.evidence.count);
+                self.dedupe.first_time(&report)
+            }
+            _ => self.dedupe.first_time(&alert.id),
+        };
+        if !first_time {
             stats.duplicate_alerts += 1;
             return Ok(());
         }
@@ -471,8 +495,28 @@ impl Detectors {
         }
         stats.count_alert(&alert);
         sink.send(&alert)?;
-        if let Some(m) = &self.live_metrics {
+        if let (Some(m), None | Some(Status::Open)) = (&self.live_metrics, alert.status) {
             m.alert_delivered(alert.time_micros, received);
+        }
+        Ok(())
+    }
+
+    /// Event time has moved on to the watermark (or the input ended): episodes that are over
+    /// close, and live ones report.
+    fn tick(
+        &mut self,
+        end: bool,
+        stats: &mut RunStats,
+        sink: &mut dyn AlertSink,
+    ) -> anyhow::Result<()> {
+        let clock = Clock {
+            now: self.reorder.watermark(),
+            end,
+        };
+        let mut fired = Vec::new();
+        self.stateful.tick(&self.rules, clock, &mut fired);
+        for alert in fired {
+            self.deliver(alert, false, None, stats, sink)?;
         }
         Ok(())
     }
@@ -622,6 +666,7 @@ fn emit(
         det.reorder.advance(*t);
     }
     det.apply_due(stats, sink)?;
+    det.tick(false, stats, sink)?;
     // Too many batches held: the oldest one's observations go now, oldest first.
     while det.held.len() > HOLD_BATCHES && det.held.front().is_some_and(|h| h.waiting > 0) {
         match det.reorder.pop_oldest() {

@@ -152,7 +152,8 @@ pub fn run(
         let mut sink = Collect::default();
         let stats = engine::replay(opts, &input, rules.clone(), &mut sink, None)?;
         let file_labels = labels.remove(&name).unwrap_or_default();
-        let result = score_file(&name, &sink.0, &file_labels, &mut report.rules);
+        let alerts = latest_reports(sink.0);
+        let result = score_file(&name, &alerts, &file_labels, &mut report.rules);
         report.files.push(FileResult {
             events: stats.events,
             ..result
@@ -168,6 +169,22 @@ pub fn run(
         report.total.add(score);
     }
     Ok(report)
+}
+
+/// One alert per id, its latest report: an episode's updates are the same finding.
+pub fn latest_reports(alerts: Vec<Alert>) -> Vec<Alert> {
+    let mut at: HashMap<String, usize> = HashMap::new();
+    let mut out: Vec<Alert> = Vec::new();
+    for alert in alerts {
+        match at.get(&alert.id) {
+            Some(&i) => out[i] = alert,
+            None => {
+                at.insert(alert.id.clone(), out.len());
+                out.push(alert);
+            }
+        }
+    }
+    out
 }
 
 fn score_file(

@@ -107,15 +107,24 @@ fn incomplete_summary(rule: &Rule, events: &[String], alert: &Alert) -> Option<S
         .iter()
         .rev()
         .find(|e| e.contains(&format!("\"auditID\":\"{last}\"")))?;
-    let values: Vec<(&str, String)> =
-        rule.kind.values().iter().map(|v| (*v, "x".to_string())).collect();
+    let values: Vec<(&str, String)> = rule
+        .kind
+        .values()
+        .iter()
+        .map(|v| (*v, "x".to_string()))
+        .collect();
     let mut missing = None;
-    decode_record(json.as_bytes(), &DecodeOptions::default(), "default", &mut |item| {
-        if let Item::Event(ev, _) = item {
-            let view = EventView::new(ev, ev.event_time().unwrap_or(0));
-            missing = rule.summary.missing(&view, &values);
-        }
-    });
+    decode_record(
+        json.as_bytes(),
+        &DecodeOptions::default(),
+        "default",
+        &mut |item| {
+            if let Item::Event(ev, _) = item {
+                let view = EventView::new(ev, ev.event_time().unwrap_or(0));
+                missing = rule.summary.missing(&view, &values);
+            }
+        },
+    );
     missing
 }
 

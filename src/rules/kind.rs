@@ -375,6 +375,9 @@ fn compile_builtin(b: RawBuiltin, at: &str) -> Result<Kind, String> {
             if spec.factor.is_nan() || spec.factor <= 0.0 {
                 return Err(format!("{at}.builtin.factor: must be above 0"));
             }
+            if spec.floor < 2 {
+                return Err(format!("{at}.builtin.floor: at least 2 events"));
+            }
             return Ok(Kind::Spike(spec));
         }
         other => {

@@ -51,17 +51,13 @@ impl Template {
                     let piece = if values.contains(&name) {
                         Piece::Value(name.to_owned())
                     } else {
-                        let fields = name
-                            .split('|')
+                        let fields = alternatives(name)
                             .map(|path| {
                                 Field::parse(path.trim()).map_err(|e| {
                                     if values.is_empty() {
                                         e
                                     } else {
-                                        format!(
-                                            "{e} (this kind also offers {})",
-                                            values.join(", ")
-                                        )
+                                        format!("{e} (this kind also offers {})", values.join(", "))
                                     }
                                 })
                             })
@@ -133,6 +129,26 @@ impl Template {
     }
 }
 
+/// `a|b|c` split at the bars outside parentheses (`(containers|initContainers)` is one path).
+fn alternatives(name: &str) -> impl Iterator<Item = &str> {
+    let mut depth = 0i32;
+    let mut start = 0;
+    let mut parts = Vec::new();
+    for (i, c) in name.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            '|' if depth == 0 => {
+                parts.push(&name[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&name[start..]);
+    parts.into_iter()
+}
+
 /// The text of a field or value; None when it has none (or only empty text).
 fn piece_text(piece: &Piece, ev: &EventView, values: Values) -> Option<String> {
     let text = match piece {
@@ -179,7 +195,7 @@ mod tests {
         .unwrap();
         let view = EventView::new(&ev, 0);
         let t = Template::parse(
-            "{user.username} did {verb}[ on {objectRef.name}][ from {sourceIPs}] ({count}), {objectRef.name|verb}.",
+            "{user.username} did {verb}[ on {objectRef.name}][ from {sourceIPs}] ({count}), {objectRef.name|verb}[ {requestObject.spec.(containers|initContainers)[*].image}].",
             &["count"],
         )
         .unwrap();
