@@ -89,35 +89,71 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// `samples/scenarios/`: one attack per file inside its own benign background, the benign
-/// baseline, the labels (`expected.jsonl`), the revocation list the suite uses and an index.
+/// baseline, the labels, the revocation list the suite uses and an index. Labels
+/// (`expected.labels`, JSON lines) name every alert a file must raise; an attack's labels also
+/// name its incident (the scenario: one attacker, one story). `episodes.labels` lists, for the
+/// attacks that go on for a while, every request the alert's final report must cite.
 fn write_scenarios(out: &Path, seed: u64, start: i64) -> Result<(), Box<dyn std::error::Error>> {
     use synth::scenarios;
     let dir = out.join("scenarios");
     fs::create_dir_all(&dir)?;
     let mut labels = Vec::new();
+    let mut episodes = Vec::new();
     let mut index = String::from(
         "# Scenario suite\n\nWritten by `cargo run --example gen-audit -- samples`; scored by\n\
          `audithound eval samples/scenarios`. Each file is replayed on its own: one attack inside\n\
-         about 20 hours of benign traffic of a small cluster. `expected.jsonl` lists every alert\n\
-         each file must raise (rule and audit ID); anything else is a false positive.\n\n\
+         about 20 hours of benign traffic of a small cluster. `expected.labels` lists every alert\n\
+         each file must raise (rule and audit ID, and for the attack's alerts the incident they\n\
+         belong to); anything else is a false positive. `episodes.labels` lists, for attacks that\n\
+         go on for a while, every request the alert's final report must cite.\n\n\
          | file | detector | what happens |\n|---|---|---|\n",
     );
-    let mut write = |name: String, events: &[synth::GenEvent]| -> std::io::Result<()> {
+    let mut write = |name: String,
+                     events: &[synth::GenEvent],
+                     incident: Option<(&str, &std::collections::HashSet<String>)>|
+     -> std::io::Result<()> {
         let file = File::create(dir.join(&name))?;
         let mut w = zstd::stream::write::Encoder::new(BufWriter::new(file), 19)?.auto_finish();
         for e in events {
             writeln!(w, "{}", e.line)?;
             for rule in &e.expect {
-                labels
-                    .push(json!({"file": name, "rule": rule, "audit_id": e.audit_id}).to_string());
+                let mut label = json!({"file": name, "rule": rule, "audit_id": e.audit_id});
+                if let Some((scenario, attack)) = incident {
+                    if attack.contains(&e.audit_id) {
+                        label["incident"] = json!(scenario);
+                    }
+                }
+                labels.push(label.to_string());
             }
         }
         w.flush()
     };
+    // The attacks that go on for a while: their episode rule, and when (after the scenario's
+    // start) its requests belong to the episode.
+    const MIN: i64 = 60 * 1_000_000;
+    let episode_of = |name: &str| match name {
+        "secret-enumeration" => Some(("k8s.secrets.enumeration", 0, i64::MAX)),
+        "denied-secret-burst" => Some(("k8s.secrets.denied_burst", 0, i64::MAX)),
+        // The exporter's burst: 120 reads from 12:01, four seconds apart.
+        "secret-rate-spike" => Some(("k8s.secrets.rate_spike", 721 * MIN, 729 * MIN)),
+        _ => None,
+    };
     for (i, s) in scenarios::scenarios(seed, start).iter().enumerate() {
         let name = format!("{:02}-{}.log.zst", i + 1, s.name);
         let events = scenarios::with_background(s, seed + 100 + i as u64, start);
-        write(name.clone(), &events)?;
+        let attack: std::collections::HashSet<String> =
+            s.events.iter().map(|e| e.audit_id.clone()).collect();
+        write(name.clone(), &events, Some((s.name, &attack)))?;
+        if let Some((rule, from, until)) = episode_of(s.name) {
+            let during = |t: i64| t >= start + from && t < start.saturating_add(until);
+            let ids: Vec<&str> = s
+                .events
+                .iter()
+                .filter(|e| during(e.time) && e.line.contains("\"stage\":\"ResponseComplete\""))
+                .map(|e| e.audit_id.as_str())
+                .collect();
+            episodes.push(json!({"file": name, "rule": rule, "audit_ids": ids}).to_string());
+        }
         index.push_str(&format!(
             "| `{name}` | {} | {} |\n",
             s.family.name(),
@@ -125,12 +161,13 @@ fn write_scenarios(out: &Path, seed: u64, start: i64) -> Result<(), Box<dyn std:
         ));
     }
     let baseline = scenarios::baseline(seed + 7, start, 120_000);
-    write("baseline.log.zst".into(), &baseline)?;
+    write("baseline.log.zst".into(), &baseline, None)?;
     index.push_str(&format!(
         "| `baseline.log.zst` | (none) | {} events of a benign day: controllers, kubelets, operators reading Secrets, CI, people. Only people's low-severity execs into application pods are expected. |\n",
         baseline.len()
     ));
-    fs::write(dir.join("expected.jsonl"), labels.join("\n") + "\n")?;
+    fs::write(dir.join("expected.labels"), labels.join("\n") + "\n")?;
+    fs::write(dir.join("episodes.labels"), episodes.join("\n") + "\n")?;
     fs::write(dir.join("README.md"), index)?;
     fs::write(
         dir.join("revocations.yaml"),

@@ -69,9 +69,29 @@ pub struct Detection {
     /// How late (event time) an event may arrive and still reach the stateful detectors in
     /// order, e.g. "10s" (the default).
     pub lateness: Option<String>,
+    /// Group alerts into incidents (default true), closed this long after their last alert
+    /// (default "1h").
+    #[serde(default = "yes")]
+    pub incidents: bool,
+    pub incident_gap: Option<String>,
+    /// Items an episode or incident list holds (true totals beyond it); default 1000.
+    pub episode_cap: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Detection {
+    /// `incident_gap` in microseconds.
+    pub fn incident_gap_micros(&self) -> Result<Option<i64>, String> {
+        self.incident_gap
+            .as_deref()
+            .map(crate::event::time::parse_duration)
+            .transpose()
+            .map_err(|e| format!("detection.incident_gap: {e}"))
+    }
+
     /// `lateness` in microseconds.
     pub fn lateness_micros(&self) -> Result<Option<i64>, String> {
         self.lateness
@@ -91,6 +111,9 @@ impl Default for Detection {
             threads: None,
             max_keys: None,
             lateness: None,
+            incidents: true,
+            incident_gap: None,
+            episode_cap: None,
         }
     }
 }
@@ -236,6 +259,7 @@ impl Config {
             return Err("no source configured: add a [webhook], [files] or [kafka] section".into());
         }
         self.detection.lateness_micros()?;
+        self.detection.incident_gap_micros()?;
         if let Some(k) = &self.kafka {
             if k.brokers.is_empty() || k.topics.is_empty() {
                 return Err("kafka: name brokers and at least one topic".into());

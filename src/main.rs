@@ -66,7 +66,7 @@ enum Command {
     #[command(
         long_about = "Score the detectors on a labelled scenario suite.\n\n\
             Every log file in DIR is replayed on its own (fresh detector state) and its alerts are\n\
-            compared with DIR/expected.jsonl, lines of {\"file\", \"rule\", \"audit_id\"}. A label is\n\
+            compared with DIR/expected.labels, JSON lines of {\"file\", \"rule\", \"audit_id\"}. A label is\n\
             found when an alert of that rule carries the audit ID in its evidence; an alert no label\n\
             accounts for is a false positive. DIR/revocations.yaml, if present, is the revocation list.\n\
             Exit status 1 when any label is missed or any alert is unexpected.",
@@ -125,7 +125,7 @@ struct RunArgs {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// Scenario directory: log files plus expected.jsonl.
+    /// Scenario directory: log files plus expected.labels (and episodes.labels).
     #[arg(value_name = "DIR")]
     dir: PathBuf,
     /// Rule directory or file; repeat to add more. Default: the built-in library (`builtin`).
@@ -209,6 +209,16 @@ struct ReplayArgs {
     /// Never draw the progress bar (it is hidden anyway when stderr is not a terminal).
     #[arg(long)]
     no_progress: bool,
+    /// Do not group alerts into incidents (no incident records, a little less work).
+    #[arg(long)]
+    no_incidents: bool,
+    /// Event time after an incident's last alert that closes it (30m, 1h, 1d…).
+    #[arg(long, default_value = "1h", value_parser = parse_lateness, value_name = "DURATION")]
+    incident_gap: i64,
+    /// Values and audit IDs an episode lists, and items each incident list holds; the true
+    /// totals are counted beyond it.
+    #[arg(long, default_value_t = audithound::detect::episode::DEFAULT_EPISODE_CAP, value_name = "N")]
+    episode_cap: usize,
     /// Reject records that only an export's repairs would make readable (no auditID, no stage,
     /// time only in an export field, renamed keys) instead of repairing and counting them.
     #[arg(long)]
@@ -475,7 +485,7 @@ fn eval(args: EvalArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    let clean = report.total.found == report.total.expected && report.total.false_positives == 0;
+    let clean = report.clean();
     Ok(if clean {
         ExitCode::SUCCESS
     } else {
@@ -514,6 +524,9 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             strict: args.strict,
         },
         progress: !args.no_progress && !quiet,
+        incidents: !args.no_incidents,
+        incident_gap: args.incident_gap,
+        episode_cap: args.episode_cap.max(1),
         ..EngineOptions::default()
     };
     let mut input = Files::new(args.paths);

@@ -75,6 +75,9 @@ pub struct RunStats {
     pub alerts: u64,
     /// Later reports of episodes (updated, closed), not counted in `alerts`.
     pub alert_updates: u64,
+    /// Incidents reported (their first report), and every incident report.
+    pub incidents: u64,
+    pub incident_reports: u64,
     pub duplicate_alerts: u64,
     /// Alerts held back by a rule's `suppress` period.
     pub suppressed_alerts: u64,
@@ -146,6 +149,13 @@ impl RunStats {
         first
     }
 
+    pub fn count_incident(&mut self, i: &crate::alert::Incident) {
+        self.incident_reports += 1;
+        if i.status == crate::alert::Status::Open {
+            self.incidents += 1;
+        }
+    }
+
     pub fn count_alert(&mut self, a: &Alert) {
         if matches!(
             a.status,
@@ -201,6 +211,7 @@ impl RunStats {
             ("alerts", self.alerts.to_string()),
             ("alerts suppressed", self.suppressed_alerts.to_string()),
             ("episode updates", self.alert_updates.to_string()),
+            ("incidents", self.incidents.to_string()),
             (
                 "re-read to rebuild state (alerts held)",
                 format!("{} ({})", self.warmup_events, self.warmup_alerts),

@@ -1,4 +1,4 @@
-//! The scenario suite of issue #4, scored end to end by `audithound eval`.
+//! The scenario suite, scored end to end by `audithound eval`: alerts, episodes, incidents.
 
 mod common;
 use common::{audithound, root};
@@ -50,7 +50,7 @@ fn every_scenario_is_caught_and_the_baseline_stays_quiet() {
     assert!(baseline["events"].as_u64().unwrap() >= 100_000);
     assert_eq!(baseline["unexpected"].as_array().unwrap().len(), 0);
     // The baseline's own labels are only people's low-severity execs into application pods.
-    let labels = std::fs::read_to_string(root().join("samples/scenarios/expected.jsonl")).unwrap();
+    let labels = std::fs::read_to_string(root().join("samples/scenarios/expected.labels")).unwrap();
     for l in labels
         .lines()
         .filter(|l| l.contains("\"baseline.log.zst\""))
@@ -72,6 +72,25 @@ fn every_scenario_is_caught_and_the_baseline_stays_quiet() {
         );
         assert!(stdout.contains(rule));
     }
+}
+
+#[test]
+fn episodes_cite_every_request_of_the_attack_and_each_attack_is_one_incident() {
+    let (out, r) = eval(&[]);
+    assert!(out.status.success());
+    // An enumeration of 15 Secrets, a burst of 12 refusals, 120 reads of a rate spike: the
+    // final report of each alert cites every one of them.
+    let episodes = r["episodes"].as_array().unwrap();
+    assert_eq!(episodes.len(), 3);
+    for e in episodes {
+        assert!(e["expected"].as_u64().unwrap() >= 12, "{e}");
+        assert_eq!(e["cited"], e["expected"], "{e}");
+    }
+    // Every scenario's alerts form one incident, and no two attacks' alerts share one.
+    let pairs = &r["incidents"];
+    assert!(pairs["labelled"].as_u64().unwrap() >= 50, "{pairs}");
+    assert_eq!(pairs["both"], pairs["labelled"], "recall: {pairs}");
+    assert_eq!(pairs["both"], pairs["grouped"], "precision: {pairs}");
 }
 
 #[test]

@@ -174,9 +174,15 @@ fn topic_alert_ids(brokers: &str, topic: &str, at_least: usize) -> BTreeSet<Stri
     wait_until("alerts topic incomplete", || {
         if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
             let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-            let alert: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-            assert_eq!(alert["id"].as_str(), Some(key.as_str()));
-            ids.insert(key);
+            let record: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            // Keyed by the record's id: an alert's, or an incident's.
+            match record.get("incident") {
+                Some(incident) => assert_eq!(incident["id"].as_str(), Some(key.as_str())),
+                None => {
+                    assert_eq!(record["id"].as_str(), Some(key.as_str()));
+                    ids.insert(key);
+                }
+            }
         }
         ids.len() >= at_least
     });

@@ -10,10 +10,19 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 
-fn alerts(stdout: &[u8]) -> Vec<Value> {
+/// Every record a replay wrote: alerts and incidents.
+fn records(stdout: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(stdout)
         .lines()
-        .map(|l| serde_json::from_str(l).expect("alert line is JSON"))
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect()
+}
+
+/// The alerts a replay wrote (incident records, `{"incident": …}`, left out).
+fn alerts(stdout: &[u8]) -> Vec<Value> {
+    records(stdout)
+        .into_iter()
+        .filter(|r| r.get("incident").is_none())
         .collect()
 }
 
@@ -196,9 +205,26 @@ fn time_window_limits_the_replay() {
 fn ocsf_output_is_a_detection_finding() {
     let out = audithound(&["replay", "samples/attacks/", "-q", "--format", "ocsf"]);
     assert!(out.status.success());
-    let findings = alerts(&out.stdout);
+    let records = records(&out.stdout);
+    let findings: Vec<Value> = records
+        .iter()
+        .filter(|r| r["class_uid"] == 2004)
+        .cloned()
+        .collect();
     let native = alerts(&audithound(&["replay", "samples/attacks/", "-q"]).stdout);
     assert!(!findings.is_empty());
+    // Incidents are OCSF Incident Findings that list the findings they group.
+    let incidents: Vec<&Value> = records.iter().filter(|r| r["class_uid"] == 2005).collect();
+    assert!(!incidents.is_empty());
+    for i in &incidents {
+        let listed = i["finding_info_list"].as_array().unwrap();
+        assert!(!listed.is_empty());
+        assert!(listed
+            .iter()
+            .all(|f| native.iter().any(|a| a["id"] == f["uid"])));
+        assert_eq!(i["metadata"]["profiles"][0], "incident");
+    }
+    assert_eq!(records.len(), findings.len() + incidents.len());
     assert_eq!(findings.len(), native.len());
     for (f, a) in findings.iter().zip(&native) {
         let severity = ["info", "low", "medium", "high", "critical"]
@@ -555,4 +581,147 @@ fn a_new_term_is_judged_by_its_earliest_sighting_whatever_the_line_order() {
         replay(&[start, after]),
         [("first-user".to_string(), "x-101".to_string())].into()
     );
+}
+
+/// A native audit event line for the episode and incident tests.
+fn request(
+    id: usize,
+    user: &str,
+    verb: &str,
+    ns: &str,
+    name: &str,
+    code: u16,
+    second: u32,
+) -> String {
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"00000000-0000-4000-8000-{id:012x}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/{ns}/secrets/{name}","verb":"{verb}","user":{{"username":"{user}"}},"sourceIPs":["198.51.100.7"],"userAgent":"curl/8.5.0","objectRef":{{"resource":"secrets","namespace":"{ns}","name":"{name}","apiVersion":"v1"}},"responseStatus":{{"code":{code}}},"stageTimestamp":"2025-03-04T10:{:02}:{:02}Z"}}"#,
+        second / 60,
+        second % 60
+    )
+}
+
+#[test]
+fn an_enumeration_of_forty_secrets_is_one_alert_whose_final_report_names_all_forty() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines: Vec<String> = (0..40)
+        .map(|i| {
+            request(
+                i,
+                "mallory",
+                "get",
+                &format!("ns{}", i % 4),
+                &format!("s{i}"),
+                200,
+                3 * i as u32,
+            )
+        })
+        .collect();
+    // Twenty-five refused reads of different Secrets: a burst, whose report names all 25.
+    lines.extend((0..25).map(|i| {
+        request(
+            100 + i,
+            "eve",
+            "get",
+            "kube-system",
+            &format!("t{i}"),
+            403,
+            2 * i as u32,
+        )
+    }));
+    lines.sort_by_key(|l| l[l.find("stageTimestamp").unwrap()..].to_owned());
+    std::fs::write(dir.path().join("audit.log"), lines.join("\n") + "\n").unwrap();
+    let out = audithound(&[
+        "replay",
+        dir.path().to_str().unwrap(),
+        "-q",
+        "--no-progress",
+    ]);
+    assert!(out.status.success());
+    let got = alerts(&out.stdout);
+    for (rule, n, user) in [
+        ("k8s.secrets.enumeration", 40, "mallory"),
+        ("k8s.secrets.denied_burst", 25, "eve"),
+    ] {
+        let reports: Vec<&Value> = got.iter().filter(|a| a["rule"]["id"] == rule).collect();
+        let ids: BTreeSet<&str> = reports.iter().filter_map(|a| a["id"].as_str()).collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "{rule}: one alert, not one per window: {reports:?}"
+        );
+        let statuses: Vec<&str> = reports
+            .iter()
+            .filter_map(|a| a["status"].as_str())
+            .collect();
+        assert_eq!(statuses, ["open", "closed"], "{rule}");
+        let last = reports.last().unwrap();
+        let episode = &last["episode"];
+        assert_eq!(episode["count"], n, "{rule}");
+        assert_eq!(episode["values"]["total"], n, "{rule}");
+        assert_eq!(episode["audit_ids"]["total"], n, "{rule}");
+        let values: BTreeSet<&str> = episode["values"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(values.len(), n, "{rule}: every Secret named");
+        assert!(last["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("In all: {n} events")));
+        assert_eq!(last["actor"]["username"], user);
+    }
+}
+
+#[test]
+fn a_multi_step_attack_by_one_identity_is_one_incident() {
+    // Refused, then granted by someone else, then the same action succeeds; Secrets read after.
+    let out = audithound(&[
+        "replay",
+        "samples/scenarios/14-denied-granted-used.log.zst",
+        "-q",
+        "--no-progress",
+    ]);
+    assert!(out.status.success());
+    let got = records(&out.stdout);
+    let erin: BTreeSet<&str> = got
+        .iter()
+        .filter(|a| a["actor"]["username"] == "erin@example.com")
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert!(erin.len() >= 3, "{erin:?}");
+    let incidents: Vec<&Value> = got.iter().filter_map(|a| a.get("incident")).collect();
+    let closed: Vec<&Value> = incidents
+        .iter()
+        .copied()
+        .filter(|i| i["status"] == "closed")
+        .collect();
+    assert_eq!(closed.len(), 1, "one story: {incidents:?}");
+    let incident = closed[0];
+    let grouped: BTreeSet<&str> = incident["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(grouped, erin, "every alert of erin's and only hers");
+    // Its open report came first, under the same id.
+    assert_eq!(incidents[0]["status"], "open");
+    assert_eq!(incidents[0]["id"], incident["id"]);
+    // The timeline holds the refusal and the success, marked with their alerts, in time order.
+    let steps = incident["timeline"]["steps"].as_array().unwrap();
+    let times: Vec<&str> = steps.iter().filter_map(|s| s["time"].as_str()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(steps
+        .iter()
+        .any(|s| s["status_code"] == 403 && s["verb"] == "create"));
+    assert!(steps.iter().any(|s| s["alerts"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|r| r == "k8s.rbac.denied_granted_used"))));
+    assert!(!incident["blast_radius"]["created"]["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert!(["high", "critical"].contains(&incident["severity"].as_str().unwrap()));
 }

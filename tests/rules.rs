@@ -172,7 +172,7 @@ overrides:
     );
     let privileged: Vec<&str> = fired
         .lines()
-        .filter(|l| l.contains("k8s.workload.privileged"))
+        .filter(|l| l.contains("k8s.workload.privileged") && !l.starts_with(r#"{"incident""#))
         .collect();
     assert_eq!(privileged.len(), 1);
     assert!(privileged[0].contains(r#""severity":"critical""#));

@@ -1,6 +1,9 @@
 //! The alert: what an analyst or a SIEM receives. Native JSON (one per line) or OCSF.
 
+pub mod incident;
 pub mod ocsf;
+
+pub use incident::Incident;
 
 use crate::event::EventView;
 use crate::event::{time, CREDENTIAL_ID_KEY, DECISION_KEY};
@@ -237,10 +240,49 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
-    pub fn render(self, alert: &Alert) -> serde_json::Result<String> {
+    pub fn render(self, record: Record) -> serde_json::Result<String> {
+        match (self, record) {
+            (OutputFormat::Native, Record::Alert(a)) => serde_json::to_string(a),
+            (OutputFormat::Native, Record::Incident(i)) => {
+                serde_json::to_string(&serde_json::json!({ "incident": i }))
+            }
+            (OutputFormat::Ocsf, Record::Alert(a)) => {
+                serde_json::to_string(&ocsf::detection_finding(a))
+            }
+            (OutputFormat::Ocsf, Record::Incident(i)) => serde_json::to_string(&incident::ocsf(i)),
+        }
+    }
+}
+
+/// What sinks deliver: alerts, and the incidents that group them.
+#[derive(Debug, Clone, Copy)]
+pub enum Record<'a> {
+    Alert(&'a Alert),
+    Incident(&'a Incident),
+}
+
+impl Record<'_> {
+    /// Stable id: later reports of the same finding or incident carry the same one.
+    pub fn id(&self) -> &str {
         match self {
-            OutputFormat::Native => serde_json::to_string(alert),
-            OutputFormat::Ocsf => serde_json::to_string(&ocsf::detection_finding(alert)),
+            Record::Alert(a) => &a.id,
+            Record::Incident(i) => &i.id,
+        }
+    }
+
+    /// Event time the record is about (an incident's latest).
+    pub fn time_micros(&self) -> i64 {
+        match self {
+            Record::Alert(a) => a.time_micros,
+            Record::Incident(i) => i.last_micros,
+        }
+    }
+
+    /// `alert` or `incident` (Splunk's sourcetype suffix, and the like).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::Alert(_) => "alert",
+            Record::Incident(_) => "incident",
         }
     }
 }

@@ -22,7 +22,7 @@ fn millis(time: &str) -> Option<i64> {
     crate::event::time::parse_rfc3339_micros(time).map(|t| t / 1000)
 }
 
-fn severity_id(s: Severity) -> u64 {
+pub(super) fn severity_id(s: Severity) -> u64 {
     match s {
         Severity::Info => 1,
         Severity::Low => 2,

@@ -208,6 +208,24 @@ impl Open {
     fn report(&self, status: Status) -> Alert {
         let mut alert = self.alert.clone();
         alert.status = Some(status);
+        // The opening's sentence, then what the episode has grown to.
+        let values = match self.values_total {
+            0 => String::new(),
+            1 => " of 1 distinct value".to_owned(),
+            n => format!(" of {n} distinct values"),
+        };
+        let when = if status == Status::Closed {
+            "In all"
+        } else {
+            "So far"
+        };
+        alert.summary = format!(
+            "{} {when}: {} events{values} from {} to {}.",
+            alert.summary,
+            self.count,
+            format_micros(self.first),
+            format_micros(self.last)
+        );
         alert.episode = Some(self.extent());
         alert.evidence.count = self.count;
         alert

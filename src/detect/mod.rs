@@ -108,10 +108,15 @@ impl Payload {
 /// awaits it; one small record per event, checked by key hash, replaces an observation per
 /// rule. The rare check that finds state waiting decodes the event again (as an alert does)
 /// and makes the rule's observation in full, so the state sees exactly what it saw before.
+///
+/// With `Outputs::all_actors`, every event leaves one (checks or not): its actor is how the
+/// collector records the requests of identities with an open incident.
 #[derive(Debug, Clone)]
 pub struct FollowUp {
     pub time: i64,
     pub checks: smallvec::SmallVec<[Check; 4]>,
+    /// `state_key(cluster\x1fusername)` of the event's actor.
+    pub actor: StateKey,
     pub seed: Seed,
 }
 
@@ -192,6 +197,8 @@ pub struct Outputs {
     pub observations: Vec<Observation>,
     /// Steps that only advance held state (see `FollowUp`); None: they are observed in full.
     pub follow_ups: Option<Vec<FollowUp>>,
+    /// Leave a follow-up for every event, to name its actor (incidents record requests).
+    pub all_actors: bool,
 }
 
 impl Outputs {
@@ -293,6 +300,7 @@ pub fn evaluate(
         alerts,
         observations,
         follow_ups,
+        all_actors,
     } = out;
     rules.matching(view, matched);
     thread_local!(static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) });
@@ -328,12 +336,15 @@ pub fn evaluate(
             Kind::Spike(_) => spike::extract(&mut x, i),
         }
     }
-    if let (Some(follow_ups), false) = (follow_ups, x.checks.is_empty()) {
-        follow_ups.push(FollowUp {
-            time: view.time,
-            checks: std::mem::take(&mut x.checks),
-            seed: x.seeder.seed(view, x.cluster),
-        });
+    if let Some(follow_ups) = follow_ups {
+        if !x.checks.is_empty() || (*all_actors && !origin.context) {
+            follow_ups.push(FollowUp {
+                time: view.time,
+                checks: std::mem::take(&mut x.checks),
+                actor: x.actor_hash(),
+                seed: x.seeder.seed(view, x.cluster),
+            });
+        }
     }
     SCRATCH.with_borrow_mut(|buffer| *buffer = x.scratch);
 }

@@ -14,12 +14,16 @@ use crate::event::time::{format_micros, human_duration};
 use crate::rules::kind::SpikeSpec;
 use foldhash::HashMap;
 
+use std::collections::VecDeque;
+
+/// Audit IDs of a bucket's events kept for the episode a spike opens (the rest are counted).
+const MAX_BUCKET_IDS: usize = 1024;
+
 /// Every event counts towards its actor's series.
 pub(super) fn extract(x: &mut Extract, rule: u32) {
     let key = x.actor_key();
     x.observe(rule, key, Payload::Spike);
 }
-use std::collections::VecDeque;
 
 /// One identity's counts.
 struct Series {
@@ -32,6 +36,11 @@ struct Series {
     age: u16,
     fired: bool,
     first_audit_id: AuditId,
+    /// The bucket's later events, kept from its second on, so that a spike's episode cites
+    /// every request of the bucket. Boxed: one pointer for the many series that never see a
+    /// second event in a bucket (an empty Vec would be three).
+    #[allow(clippy::box_collection)]
+    later_ids: Option<Box<Vec<(i64, AuditId)>>>,
     last_seen: i64,
 }
 
@@ -101,6 +110,7 @@ impl Detector for State {
             age: 0,
             fired: false,
             first_audit_id: obs.audit_id.clone(),
+            later_ids: None,
             last_seen: obs.time,
         });
         s.last_seen = s.last_seen.max(obs.time);
@@ -126,6 +136,12 @@ impl Detector for State {
             s.current = 0;
             s.fired = false;
             s.first_audit_id = obs.audit_id.clone();
+            s.later_ids = None;
+        } else {
+            let ids = s.later_ids.get_or_insert_with(Default::default);
+            if ids.len() < MAX_BUCKET_IDS {
+                ids.push((obs.time, obs.audit_id.clone()));
+            }
         }
         s.current += 1;
         // A bucket's first event never spikes (the floor is above one): it only closes.
@@ -168,10 +184,21 @@ impl Detector for State {
         alert.evidence.detail = Some(serde_json::json!({
             "baseline": {"buckets": s.past.len(), "median": median, "mad": mad, "threshold": limit.ceil()},
         }));
-        // What the bucket held before the spike is counted; its requests are named from here.
+        // The bucket's requests are cited (what they read is named from the spike on).
         let object = object_of(cx);
         let hash = object.as_deref().map_or(0, |o| state_key(o) as u64);
-        let events = std::iter::once((obs.time, ids[1].clone(), hash, object.as_deref()));
+        let earlier = s.later_ids.take().map(|b| *b).unwrap_or_default();
+        let first = std::iter::once((start, ids[0].clone(), 0, None));
+        let earlier = earlier
+            .into_iter()
+            .filter(|(_, id)| *id != obs.audit_id)
+            .map(|(t, id)| (t, id.to_string(), 0, None));
+        let events = first.chain(earlier).chain(std::iter::once((
+            obs.time,
+            ids[1].clone(),
+            hash,
+            object.as_deref(),
+        )));
         let gap = cx.episode_gap(spec.bucket);
         let count = u64::from(s.current);
         self.episodes.open(key, &mut alert, gap, events, count, cap);

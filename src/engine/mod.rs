@@ -12,10 +12,11 @@
 mod reorder;
 mod worker;
 
-use crate::alert::Status;
+use crate::alert::{Record, Status};
 use crate::detect::episode::{Clock, EpisodeOptions};
 use crate::detect::{Stateful, Suppressor, DEFAULT_MAX_KEYS};
 use crate::event::{DecodeOptions, Stage};
+use crate::incident::{IncidentOptions, Incidents};
 use crate::metrics::RunStats;
 use crate::revocation::LiveRevocations;
 use crate::rules::RuleSet;
@@ -53,8 +54,13 @@ pub struct EngineOptions {
     /// How far behind the newest event time an event may arrive and still reach the stateful
     /// detectors in event-time order (microseconds).
     pub lateness: i64,
-    /// Values and audit IDs an episode lists (true totals are counted beyond it).
+    /// Values and audit IDs an episode lists, and items an incident's lists hold (true
+    /// totals are counted beyond it).
     pub episode_cap: usize,
+    /// Group alerts into incidents by who raised them.
+    pub incidents: bool,
+    /// Event time after an incident's last alert that closes it (microseconds).
+    pub incident_gap: i64,
 }
 
 /// Default allowed lateness: the disorder between API servers' webhook batches.
@@ -78,6 +84,8 @@ impl Default for EngineOptions {
             max_keys: DEFAULT_MAX_KEYS,
             lateness: DEFAULT_LATENESS,
             episode_cap: crate::detect::episode::DEFAULT_EPISODE_CAP,
+            incidents: true,
+            incident_gap: crate::incident::DEFAULT_GAP,
         }
     }
 }
@@ -294,6 +302,13 @@ impl Run<'_> {
             rules: rules.clone(),
             live_metrics: live.and_then(|l| l.metrics.clone()),
             reorder: reorder::Reorder::new(opts.lateness),
+            incidents: opts.incidents.then(|| {
+                Incidents::new(IncidentOptions {
+                    gap: opts.incident_gap,
+                    cap: opts.episode_cap,
+                    update_every: live.map(|l| l.episode_updates),
+                })
+            }),
             held: VecDeque::new(),
             order_alerts: live.is_none(),
         };
@@ -308,6 +323,7 @@ impl Run<'_> {
             from: opts.from,
             to: opts.to,
             keep_raw: dead_letter.is_some(),
+            all_actors: opts.incidents,
         });
 
         let threads = opts.threads.max(1);
@@ -442,14 +458,24 @@ struct Detectors {
     rules: Arc<RuleSet>,
     live_metrics: Option<Arc<crate::metrics::Live>>,
     stateful: Stateful,
+    /// Alerts grouped by who raised them (None: `--no-incidents`).
+    incidents: Option<Incidents>,
     suppressor: Suppressor,
     dedupe: Dedupe,
     /// Observations (and, with `order_alerts`, alerts) waiting for the watermark: their batch
     /// number and place among its outputs (the outputs stay where the worker put them).
-    reorder: reorder::Reorder<(u64, u32)>,
+    reorder: reorder::Reorder<Due>,
     /// The batches, in order, with their outputs and how many of them still wait.
     held: VecDeque<HeldBatch>,
     order_alerts: bool,
+}
+
+/// What waits for the watermark: a batch's output (its batch number and place among the
+/// batch's outputs, which stay where the worker put them), or a delivered alert for the
+/// incidents, which take alerts and requests in event-time order.
+enum Due {
+    Output(u64, u32),
+    Incident(Box<crate::alert::Alert>),
 }
 
 struct HeldBatch {
@@ -494,9 +520,14 @@ impl Detectors {
             return Ok(());
         }
         stats.count_alert(&alert);
-        sink.send(&alert)?;
+        sink.send(Record::Alert(&alert))?;
         if let (Some(m), None | Some(Status::Open)) = (&self.live_metrics, alert.status) {
             m.alert_delivered(alert.time_micros, received);
+        }
+        if self.incidents.is_some() {
+            // Incidents take it in event-time order, among the requests.
+            let time = alert.time_micros;
+            self.reorder.insert(time, Due::Incident(Box::new(alert)));
         }
         Ok(())
     }
@@ -518,6 +549,23 @@ impl Detectors {
         for alert in fired {
             self.deliver(alert, false, None, stats, sink)?;
         }
+        if self.incidents.is_none() {
+            return Ok(());
+        }
+        // The closing reports just delivered update their incidents first.
+        if end {
+            while let Some(due) = self.reorder.pop_oldest() {
+                self.apply(due, stats, sink)?;
+            }
+        }
+        let mut reports = Vec::new();
+        if let Some(incidents) = self.incidents.as_mut() {
+            incidents.tick(clock.now, end, &mut reports);
+        }
+        for incident in reports {
+            stats.count_incident(&incident);
+            sink.send(Record::Incident(&incident))?;
+        }
         Ok(())
     }
 
@@ -525,10 +573,14 @@ impl Detectors {
     /// a held alert).
     fn apply(
         &mut self,
-        (seq, at): (u64, u32),
+        due: Due,
         stats: &mut RunStats,
         sink: &mut dyn AlertSink,
     ) -> anyhow::Result<()> {
+        let (seq, at) = match due {
+            Due::Output(seq, at) => (seq, at),
+            Due::Incident(alert) => return self.join_incident(&alert, stats, sink),
+        };
         let first = self.held.front().map_or(seq, |h| h.batch.seq);
         // A batch is held until its observations are applied, so it is there.
         let Some(held) = self.held.get_mut((seq - first) as usize) else {
@@ -545,6 +597,14 @@ impl Detectors {
                     .observe(&self.rules, obs, &held.batch.data, &mut fired)
             }
             Output::FollowUp(follow_up) => {
+                if let Some(incidents) = self.incidents.as_mut() {
+                    if incidents.watches(follow_up.actor) {
+                        let (time, actor) = (follow_up.time, follow_up.actor);
+                        follow_up.seed.with_view(time, &held.batch.data, |view| {
+                            incidents.request(actor, view)
+                        });
+                    }
+                }
                 self.stateful
                     .follow_up(&self.rules, follow_up, &held.batch.data, &mut fired)
             }
@@ -554,6 +614,29 @@ impl Detectors {
         let (warmup, received) = (held.batch.warmup, held.batch.received);
         for alert in fired {
             self.deliver(alert, warmup, received, stats, sink)?;
+        }
+        Ok(())
+    }
+
+    /// Joins a delivered alert to its incident; delivers what that reports.
+    fn join_incident(
+        &mut self,
+        alert: &crate::alert::Alert,
+        stats: &mut RunStats,
+        sink: &mut dyn AlertSink,
+    ) -> anyhow::Result<()> {
+        let Some(incidents) = self.incidents.as_mut() else {
+            return Ok(());
+        };
+        let family = self
+            .rules
+            .get(&alert.rule.id)
+            .map_or("other", |r| r.family());
+        let mut reports = Vec::new();
+        incidents.alert(alert, family, &mut reports);
+        for incident in reports {
+            stats.count_incident(&incident);
+            sink.send(Record::Incident(&incident))?;
         }
         Ok(())
     }
@@ -660,7 +743,7 @@ fn emit(
         if moved {
             det.apply_due(stats, sink)?;
         }
-        det.reorder.push(time, (seq, at));
+        det.reorder.push(time, Due::Output(seq, at));
     }
     for (_, t) in placements {
         det.reorder.advance(*t);

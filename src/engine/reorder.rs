@@ -55,6 +55,12 @@ impl<T> Reorder<T> {
         self.held.insert(at, (time, item));
     }
 
+    /// Places an item made by applying another (an alert for the incidents): never late.
+    pub fn insert(&mut self, time: i64, item: T) {
+        let at = self.held.partition_point(|(t, _)| *t <= time);
+        self.held.insert(at, (time, item));
+    }
+
     /// The oldest item, if the watermark has passed it.
     pub fn pop_due(&mut self) -> Option<T> {
         let due = self.held.front()?.0 <= self.watermark();

@@ -42,6 +42,8 @@ pub struct WorkerContext {
     pub to: Option<i64>,
     /// Whether to keep the raw bytes of rejected records (only when a dead-letter file is set).
     pub keep_raw: bool,
+    /// Every event names its actor to the collector (incidents record requests).
+    pub all_actors: bool,
 }
 
 pub struct Processed {
@@ -239,15 +241,16 @@ impl Evaluation<'_> {
             &mut |s| terms.first_sighting(rules, s, base + s.position, outputs),
         );
         outputs.extend(detected.observations.drain(..).map(Output::Observation));
-        let follow_ups = detected.follow_ups.iter_mut().flat_map(|f| f.drain(..));
-        outputs.extend(follow_ups.map(Output::FollowUp));
         terms.settle(outputs);
+        // Alerts before follow-ups: an incident an alert opens records the request after it.
         outputs.extend(
             detected
                 .alerts
                 .drain(..)
                 .map(|a| Output::Alert(Box::new(a))),
         );
+        let follow_ups = detected.follow_ups.iter_mut().flat_map(|f| f.drain(..));
+        outputs.extend(follow_ups.map(Output::FollowUp));
     }
 
     /// A long-running request as it opens: its single-event alerts only. What it would tell the
@@ -305,7 +308,10 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
         stats: BatchStats::default(),
         outputs: Vec::with_capacity(OUTPUTS.get()),
         placements: Vec::new(),
-        detected: Outputs::with_follow_ups(),
+        detected: Outputs {
+            all_actors: ctx.all_actors,
+            ..Outputs::with_follow_ups()
+        },
         terms: TermsInBatch::default(),
         opening_looks: ctx.stages.contains(&Stage::ResponseComplete)
             && !ctx.stages.contains(&Stage::ResponseStarted),
@@ -462,6 +468,7 @@ mod tests {
             from: None,
             to: None,
             keep_raw: false,
+            all_actors: false,
         };
         let done = process(&ctx, batch);
         let ids: Vec<String> = done

@@ -1,13 +1,18 @@
 //! `audithound eval DIR`: scores the detectors against a labelled scenario suite. Every log file
 //! in DIR is replayed on its own (fresh state, as if it were the only stream) and its alerts are
-//! compared with `DIR/expected.jsonl`, lines of `{"file", "rule", "audit_id"}`:
+//! compared with `DIR/expected.labels`, JSON lines of `{"file", "rule", "audit_id"}`:
 //!
 //! - an expected label is found when an alert of that rule from that file carries the audit ID
-//!   among its evidence;
+//!   among its evidence (an episode's later reports are the same alert);
 //! - an alert no label accounts for is a false positive.
 //!
 //! Results are per rule and per detector family (a rule's `revoked`, `escalation` or
-//! `secret-access` tag), with precision and recall.
+//! `secret-access` tag), with precision and recall. Two more scores:
+//!
+//! - episodes (`DIR/episodes.labels`, `{"file", "rule", "audit_ids"}`): the share of an
+//!   attack's requests the rule's final report cites;
+//! - incidents (labels with `"incident"`): precision and recall over pairs of labelled alerts,
+//!   a pair being right when both sit in one incident exactly when their labels say so.
 
 pub mod rule_tests;
 
@@ -25,6 +30,49 @@ struct Label {
     file: String,
     rule: String,
     audit_id: String,
+    /// The incident the alert belongs to (an attack's alerts share one).
+    #[serde(default)]
+    incident: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EpisodeLabel {
+    file: String,
+    rule: String,
+    audit_ids: Vec<String>,
+}
+
+/// How much of an attack that goes on an alert's final report cites.
+#[derive(Debug, Serialize, Clone)]
+pub struct EpisodeScore {
+    pub file: String,
+    pub rule: String,
+    pub expected: u64,
+    pub cited: u64,
+}
+
+impl EpisodeScore {
+    pub fn coverage(&self) -> f64 {
+        ratio(self.cited, self.expected)
+    }
+}
+
+/// Pairs of labelled alerts grouped together (or not) into incidents.
+#[derive(Debug, Default, Serialize, Clone)]
+pub struct PairScore {
+    /// Pairs labelled as one incident, pairs grouped as one, and pairs both.
+    pub labelled: u64,
+    pub grouped: u64,
+    pub both: u64,
+}
+
+impl PairScore {
+    pub fn precision(&self) -> f64 {
+        ratio(self.both, self.grouped)
+    }
+    pub fn recall(&self) -> f64 {
+        ratio(self.both, self.labelled)
+    }
 }
 
 /// Counts for one rule or family.
@@ -80,30 +128,30 @@ pub struct Report {
     pub rules: BTreeMap<String, Score>,
     pub families: BTreeMap<String, Score>,
     pub total: Score,
+    pub episodes: Vec<EpisodeScore>,
+    pub incidents: PairScore,
 }
 
-/// Which of issue #4's detectors a rule belongs to, from its tags.
-pub fn family(tags: &[String]) -> &'static str {
-    for (tag, family) in [
-        ("revoked", "revoked"),
-        ("escalation", "escalation"),
-        ("secret-access", "secrets"),
-    ] {
-        if tags.iter().any(|t| t == tag) {
-            return family;
-        }
+impl Report {
+    /// Every label found, no false positive, every episode cited in full and every labelled
+    /// pair grouped as labelled.
+    pub fn clean(&self) -> bool {
+        self.total.found == self.total.expected
+            && self.total.false_positives == 0
+            && self.episodes.iter().all(|e| e.cited == e.expected)
+            && self.incidents.both == self.incidents.labelled
+            && self.incidents.both == self.incidents.grouped
     }
-    "other"
 }
 
-/// Replays each log file of `dir` alone and scores it against `dir/expected.jsonl`.
+/// Replays each log file of `dir` alone and scores it against `dir/expected.labels`.
 pub fn run(
     dir: &Path,
     rules: Arc<RuleSet>,
     opts: &EngineOptions,
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<Report> {
-    let labels_path = dir.join("expected.jsonl");
+    let labels_path = dir.join("expected.labels");
     let text = std::fs::read_to_string(&labels_path)
         .map_err(|e| anyhow::anyhow!("{}: {e}", labels_path.display()))?;
     let mut labels: HashMap<String, Vec<Label>> = HashMap::new();
@@ -137,13 +185,31 @@ pub fn run(
         .rules
         .iter()
         .chain(&rules.disabled)
-        .map(|r| (r.id.as_str(), family(&r.tags)))
+        .map(|r| (r.id.as_str(), r.family()))
         .collect();
+    let mut episode_labels: HashMap<String, Vec<EpisodeLabel>> = HashMap::new();
+    let episodes_path = dir.join("episodes.labels");
+    if let Ok(text) = std::fs::read_to_string(&episodes_path) {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let label: EpisodeLabel = serde_json::from_str(line)
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", episodes_path.display(), i + 1))?;
+            episode_labels
+                .entry(label.file.clone())
+                .or_default()
+                .push(label);
+        }
+    }
     let mut report = Report {
         files: Vec::new(),
         rules: BTreeMap::new(),
         families: BTreeMap::new(),
         total: Score::default(),
+        episodes: Vec::new(),
+        incidents: PairScore::default(),
     };
     for path in files {
         let name = file_name(&path);
@@ -153,6 +219,10 @@ pub fn run(
         let stats = engine::replay(opts, &input, rules.clone(), &mut sink, None)?;
         let file_labels = labels.remove(&name).unwrap_or_default();
         let alerts = latest_reports(sink.0);
+        for label in episode_labels.remove(&name).unwrap_or_default() {
+            report.episodes.push(score_episode(&label, &alerts));
+        }
+        score_incidents(&alerts, &sink.1, &file_labels, &mut report.incidents);
         let result = score_file(&name, &alerts, &file_labels, &mut report.rules);
         report.files.push(FileResult {
             events: stats.events,
@@ -185,6 +255,69 @@ pub fn latest_reports(alerts: Vec<Alert>) -> Vec<Alert> {
         }
     }
     out
+}
+
+/// The share of `label`'s requests its rule's final report cites.
+fn score_episode(label: &EpisodeLabel, alerts: &[Alert]) -> EpisodeScore {
+    let mut cited: BTreeSet<&str> = BTreeSet::new();
+    for a in alerts.iter().filter(|a| a.rule.id == label.rule) {
+        cited.extend(a.evidence.audit_ids.iter().map(String::as_str));
+        if let Some(e) = &a.episode {
+            cited.extend(e.audit_ids.items.iter().map(String::as_str));
+        }
+    }
+    EpisodeScore {
+        file: label.file.clone(),
+        rule: label.rule.clone(),
+        expected: label.audit_ids.len() as u64,
+        cited: label
+            .audit_ids
+            .iter()
+            .filter(|id| cited.contains(id.as_str()))
+            .count() as u64,
+    }
+}
+
+/// Adds one file's pairs of labelled alerts to `score`: labelled as one incident, grouped into
+/// one (by the incidents' final reports), or both.
+fn score_incidents(
+    alerts: &[Alert],
+    incidents: &[crate::alert::Incident],
+    labels: &[Label],
+    score: &mut PairScore,
+) {
+    let mut incident_of: HashMap<&str, &str> = HashMap::new();
+    for i in incidents {
+        for a in &i.alerts {
+            incident_of.insert(a.id.as_str(), i.id.as_str());
+        }
+    }
+    // Each labelled alert once: (its label's incident, the incident it was grouped into).
+    let mut seen = BTreeSet::new();
+    let mut items: Vec<(Option<&str>, Option<&str>)> = Vec::new();
+    for l in labels {
+        let Some(a) = alerts
+            .iter()
+            .find(|a| a.rule.id == l.rule && a.evidence.audit_ids.contains(&l.audit_id))
+        else {
+            continue;
+        };
+        if seen.insert(a.id.as_str()) {
+            items.push((
+                l.incident.as_deref(),
+                incident_of.get(a.id.as_str()).copied(),
+            ));
+        }
+    }
+    for (i, a) in items.iter().enumerate() {
+        for b in &items[i + 1..] {
+            let labelled = a.0.is_some() && a.0 == b.0;
+            let grouped = a.1.is_some() && a.1 == b.1;
+            score.labelled += u64::from(labelled);
+            score.grouped += u64::from(grouped);
+            score.both += u64::from(labelled && grouped);
+        }
+    }
 }
 
 fn score_file(
@@ -238,7 +371,7 @@ fn file_name(p: &Path) -> String {
 fn is_log(p: &Path) -> bool {
     let name = file_name(p);
     p.is_file()
-        && name != "expected.jsonl"
+        && !name.ends_with(".labels")
         && [".log", ".gz", ".zst", ".json"]
             .iter()
             .any(|ext| name.ends_with(ext))
@@ -273,6 +406,26 @@ impl Report {
         for (r, sc) in &self.rules {
             row(&mut s, r, sc);
         }
+        s.push_str("\nEpisodes (share of the attack's requests the final report cites)\n");
+        for e in &self.episodes {
+            s.push_str(&format!(
+                "  {:<48} {:<32} {:>4}/{:<4} {:>6.3}\n",
+                e.file,
+                e.rule,
+                e.cited,
+                e.expected,
+                e.coverage()
+            ));
+        }
+        let i = &self.incidents;
+        s.push_str(&format!(
+            "\nIncidents (pairs of labelled alerts): {} labelled together, {} grouped together, {} both; precision {:.3}, recall {:.3}\n",
+            i.labelled,
+            i.grouped,
+            i.both,
+            i.precision(),
+            i.recall()
+        ));
         s.push_str("\nConfusion by file (events, alerts, missed, unexpected)\n");
         for f in &self.files {
             s.push_str(&format!(

@@ -94,6 +94,21 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Which of the three mission detectors the rule belongs to, from its tags: `revoked`,
+    /// `escalation` or `secrets` (else `other`). Incidents that span families are worse.
+    pub fn family(&self) -> &'static str {
+        for (tag, family) in [
+            ("revoked", "revoked"),
+            ("escalation", "escalation"),
+            ("secret-access", "secrets"),
+        ] {
+            if self.tags.iter().any(|t| t == tag) {
+                return family;
+            }
+        }
+        "other"
+    }
+
     /// The events the rule looks at: its condition, and for a sequence also any of its steps
     /// (the steps themselves are tested once, by the detector, not here as well).
     pub fn admits(&self) -> Cow<'_, Cond> {

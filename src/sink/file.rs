@@ -3,7 +3,7 @@
 //! `alerts.jsonl` → `alerts.jsonl.1` → … → `alerts.jsonl.<keep>`, the oldest dropped.
 
 use super::AlertSink;
-use crate::alert::{Alert, OutputFormat};
+use crate::alert::{OutputFormat, Record};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -107,8 +107,8 @@ fn append(path: &Path) -> anyhow::Result<(BufWriter<File>, u64)> {
 }
 
 impl AlertSink for RotatingFile {
-    fn send(&mut self, alert: &Alert) -> anyhow::Result<()> {
-        let line = self.format.render(alert)?;
+    fn send(&mut self, record: Record) -> anyhow::Result<()> {
+        let line = self.format.render(record)?;
         if self.regular && self.size > 0 && self.size + line.len() as u64 + 1 > self.max_bytes {
             self.rotate()?;
         }
@@ -137,7 +137,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("alerts.jsonl");
         let alert = crate::alert::test_alert(0);
-        let one = OutputFormat::Native.render(&alert).unwrap().len() as u64 + 1;
+        let one = OutputFormat::Native
+            .render(Record::Alert(&alert))
+            .unwrap()
+            .len() as u64
+            + 1;
         let lines = |p: &Path| {
             std::fs::read_to_string(p)
                 .map(|t| t.lines().count())
@@ -146,13 +150,13 @@ mod tests {
         for _ in 0..2 {
             // Two runs of the service: the second appends.
             let mut sink = RotatingFile::open(&path, one * 3, 2, OutputFormat::Native).unwrap();
-            sink.send(&alert).unwrap();
+            sink.send(Record::Alert(&alert)).unwrap();
             sink.flush().unwrap();
         }
         assert_eq!(lines(&path), 2);
         let mut sink = RotatingFile::open(&path, one * 3, 2, OutputFormat::Native).unwrap();
         for _ in 0..8 {
-            sink.send(&alert).unwrap();
+            sink.send(Record::Alert(&alert)).unwrap();
         }
         sink.flush().unwrap();
         // 10 alerts, 3 per file, two old files kept: 1 in the current file, 3 + 3 kept.

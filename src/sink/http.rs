@@ -5,7 +5,7 @@
 //! so a redelivered batch de-duplicates downstream.
 
 use super::AlertSink;
-use crate::alert::{Alert, OutputFormat};
+use crate::alert::{OutputFormat, Record};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -230,17 +230,23 @@ fn jitter(d: Duration, seed: &mut u64) -> Duration {
 }
 
 impl AlertSink for HttpSink {
-    fn send(&mut self, alert: &Alert) -> anyhow::Result<()> {
-        let doc = self.opts.format.render(alert)?;
+    fn send(&mut self, record: Record) -> anyhow::Result<()> {
+        let doc = self.opts.format.render(record)?;
         let item = match self.opts.protocol {
             Protocol::Json => doc,
+            // Alerts keep the sourcetype they always had; incidents get their own.
             Protocol::SplunkHec => format!(
-                "{{\"time\":{:.6},\"sourcetype\":\"audithound\",\"event\":{doc}}}",
-                alert.time_micros as f64 / 1e6
+                "{{\"time\":{:.6},\"sourcetype\":\"{}\",\"event\":{doc}}}",
+                record.time_micros() as f64 / 1e6,
+                match record {
+                    Record::Alert(_) => "audithound",
+                    Record::Incident(_) => "audithound:incident",
+                }
             ),
+            // The same `_id` for every report of a finding: Elasticsearch keeps the latest.
             Protocol::Elasticsearch => format!(
                 "{}\n{doc}",
-                serde_json::json!({"index": {"_index": self.opts.index, "_id": alert.id}})
+                serde_json::json!({"index": {"_index": self.opts.index, "_id": record.id()}})
             ),
         };
         self.pending.push(item);

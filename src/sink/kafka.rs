@@ -4,7 +4,7 @@
 //! source commit its offsets afterwards.
 
 use super::AlertSink;
-use crate::alert::{Alert, OutputFormat};
+use crate::alert::{OutputFormat, Record};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext};
 use std::collections::BTreeMap;
@@ -90,10 +90,10 @@ impl KafkaSink {
 }
 
 impl AlertSink for KafkaSink {
-    fn send(&mut self, alert: &Alert) -> anyhow::Result<()> {
-        let payload = self.format.render(alert)?;
+    fn send(&mut self, finding: Record) -> anyhow::Result<()> {
+        let payload = self.format.render(finding)?;
         let mut record = BaseRecord::to(&self.topic)
-            .key(alert.id.as_str())
+            .key(finding.id())
             .payload(payload.as_str());
         // A full local queue: wait for deliveries to make room rather than drop.
         loop {

@@ -5,7 +5,7 @@ pub mod file;
 pub mod http;
 pub mod kafka;
 
-use crate::alert::{Alert, OutputFormat};
+use crate::alert::{Alert, Incident, OutputFormat, Record};
 use serde::Deserialize;
 use std::io::Write;
 
@@ -62,7 +62,7 @@ impl SinkConfig {
 }
 
 pub trait AlertSink {
-    fn send(&mut self, alert: &Alert) -> anyhow::Result<()>;
+    fn send(&mut self, record: Record) -> anyhow::Result<()>;
     fn flush(&mut self) -> anyhow::Result<()>;
 }
 
@@ -91,8 +91,8 @@ impl JsonLines {
 }
 
 impl AlertSink for JsonLines {
-    fn send(&mut self, alert: &Alert) -> anyhow::Result<()> {
-        let line = self.format.render(alert)?;
+    fn send(&mut self, record: Record) -> anyhow::Result<()> {
+        let line = self.format.render(record)?;
         self.out.write_all(line.as_bytes())?;
         self.out.write_all(b"\n")?;
         Ok(())
@@ -103,13 +103,16 @@ impl AlertSink for JsonLines {
     }
 }
 
-/// Collects alerts in memory (tests, evaluation).
+/// Collects alerts (and incidents) in memory (tests, evaluation, reports).
 #[derive(Default)]
-pub struct Collect(pub Vec<Alert>);
+pub struct Collect(pub Vec<Alert>, pub Vec<Incident>);
 
 impl AlertSink for Collect {
-    fn send(&mut self, alert: &Alert) -> anyhow::Result<()> {
-        self.0.push(alert.clone());
+    fn send(&mut self, record: Record) -> anyhow::Result<()> {
+        match record {
+            Record::Alert(a) => self.0.push(a.clone()),
+            Record::Incident(i) => self.1.push(i.clone()),
+        }
         Ok(())
     }
     fn flush(&mut self) -> anyhow::Result<()> {
@@ -121,8 +124,8 @@ impl AlertSink for Collect {
 pub struct Fanout(pub Vec<Box<dyn AlertSink>>);
 
 impl AlertSink for Fanout {
-    fn send(&mut self, alert: &Alert) -> anyhow::Result<()> {
-        self.0.iter_mut().try_for_each(|s| s.send(alert))
+    fn send(&mut self, record: Record) -> anyhow::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.send(record))
     }
     fn flush(&mut self) -> anyhow::Result<()> {
         self.0.iter_mut().try_for_each(|s| s.flush())

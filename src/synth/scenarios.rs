@@ -293,7 +293,7 @@ pub fn scenarios(seed: u64, start: i64) -> Vec<Scenario> {
         Family::Escalation,
         vec![
             (12 * HOUR, &mallory, csr, vec![]),
-            (12 * HOUR + 30 * SEC, &mallory, Req { code: 200, ..approve }, vec!["k8s.csr.approved"]),
+            (12 * HOUR + 30 * SEC, &mallory, Req { code: 200, ..approve }, vec!["k8s.csr.approved", "k8s.csr.self_approved"]),
         ]));
 
     let token = Req {

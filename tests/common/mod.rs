@@ -122,11 +122,13 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// The ids of the alerts in a JSON-lines text (ids are stable and include the rule).
+/// The ids of the alerts in a JSON-lines text (ids are stable and include the rule);
+/// incident records (`{"incident": …}`) are left out.
 pub fn alert_ids(jsonl: &str) -> std::collections::BTreeSet<String> {
     jsonl
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("incident").is_none())
         .map(|v| v["id"].as_str().unwrap_or("").to_owned())
         .collect()
 }
