@@ -15,6 +15,7 @@ pub mod incident;
 pub mod keyed;
 pub mod metrics;
 pub mod reload;
+pub mod report;
 pub mod revocation;
 pub mod route;
 pub mod rules;

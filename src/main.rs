@@ -209,6 +209,10 @@ struct ReplayArgs {
     /// Never draw the progress bar (it is hidden anyway when stderr is not a terminal).
     #[arg(long)]
     no_progress: bool,
+    /// Also write a self-contained HTML report here (summary, incidents with timelines and
+    /// blast radius, charts, rejected input); it opens offline from disk.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
     /// Do not group alerts into incidents (no incident records, a little less work).
     #[arg(long)]
     no_incidents: bool,
@@ -550,12 +554,13 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if !args.include.is_empty() {
         input.include = args.include;
     }
-    let mut sink = JsonLines::open(&args.out, args.format)?;
+    let mut sink = audithound::report::Keep::new(JsonLines::open(&args.out, args.format)?);
     // Created above (and below), so they can be recognised and skipped if they sit among the inputs.
     input.exclude = [
         Some(PathBuf::from(&args.out)),
         args.dead_letter.clone(),
         args.summary_json.clone(),
+        args.report.clone(),
     ]
     .into_iter()
     .flatten()
@@ -577,6 +582,19 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if let Some(p) = &args.summary_json {
         std::fs::write(p, serde_json::to_vec_pretty(&stats)?)
             .with_context(|| format!("cannot write summary {}", p.display()))?;
+    }
+    if let Some(p) = &args.report {
+        let title = format!("audithound replay {}", input.paths.join(" "));
+        audithound::report::write(
+            p,
+            &audithound::report::ReportInput {
+                title,
+                stats: &stats,
+                alerts: &sink.alerts,
+                alerts_dropped: sink.alerts_dropped,
+                incidents: &sink.incidents,
+            },
+        )?;
     }
     if !quiet {
         eprint!("{}", stats.render());
