@@ -89,6 +89,14 @@ struct Open {
     alerts: Vec<AlertRef>,
     alert_ids: HashSet<String>,
     alerts_total: u64,
+    story: Story,
+    reported: Option<(u64, u64, i64)>,
+}
+
+/// What an identity did: its requests as a timeline (read-only ones folded), the alerts raised
+/// on them, and the blast radius. An incident tells one; so does `audithound timeline`.
+#[derive(Default)]
+pub struct Story {
     steps: Vec<Step>,
     steps_total: u64,
     /// Audit IDs of recorded steps (to mark the alerts raised on them) and the rules that
@@ -96,12 +104,14 @@ struct Open {
     step_at: HashMap<String, usize>,
     pending_marks: HashMap<String, Vec<String>>,
     blast: Blast,
-    reported: Option<(u64, u64, i64)>,
+    /// The latest request's time.
+    last: i64,
 }
 
 #[derive(Default)]
 struct Blast {
     secrets_read: Set,
+    sessions: Set,
     created: Set,
     changed: Set,
     deleted: Set,
@@ -112,7 +122,7 @@ struct Blast {
 }
 
 /// Fields a request is described by that the event struct does not hold directly.
-struct Fields {
+pub struct Fields {
     source_ips: Field,
     /// The name of an object being created (`objectRef.name` is empty then).
     created_name: Field,
@@ -158,6 +168,11 @@ fn keys_of(alert: &Alert) -> Vec<String> {
         keys.push(format!("user:{c}\u{1f}{imp}"));
     }
     keys
+}
+
+/// `1 alert`, `3 alerts`.
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn bump(severity: Severity, levels: usize) -> Severity {
@@ -223,7 +238,7 @@ impl Incidents {
         };
         open.add_alert(alert, family, cap);
         if open.reported.is_none() && open.worth_reporting() {
-            open.reported = Some((open.alerts_total, open.steps_total, alert.time_micros));
+            open.reported = Some((open.alerts_total, open.story.steps_total, alert.time_micros));
             out.push(open.report(Status::Open));
         }
     }
@@ -247,11 +262,7 @@ impl Incidents {
             alerts: Vec::new(),
             alert_ids: HashSet::default(),
             alerts_total: 0,
-            steps: Vec::new(),
-            steps_total: 0,
-            step_at: HashMap::default(),
-            pending_marks: HashMap::default(),
-            blast: Blast::default(),
+            story: Story::default(),
             reported: None,
         }));
         self.open.len() - 1
@@ -289,7 +300,8 @@ impl Incidents {
             if view.time > open.last_alert.saturating_add(gap) {
                 return;
             }
-            open.record(view, &self.fields, cap);
+            open.story.request(view, &self.fields, cap);
+            open.last = open.last.max(view.time);
             self.stats.recorded_requests += 1;
         }
     }
@@ -308,9 +320,9 @@ impl Incidents {
                 closed.push(i);
                 *slot = None;
             } else if let (Some(every), Some(reported)) = (self.opts.update_every, open.reported) {
-                let grew = (open.alerts_total, open.steps_total) != (reported.0, reported.1);
+                let grew = (open.alerts_total, open.story.steps_total) != (reported.0, reported.1);
                 if grew && now >= reported.2 + every {
-                    open.reported = Some((open.alerts_total, open.steps_total, now));
+                    open.reported = Some((open.alerts_total, open.story.steps_total, now));
                     out.push(open.report(Status::Updated));
                 }
             }
@@ -412,7 +424,17 @@ impl Open {
                 summary: alert.summary.clone(),
             });
         }
-        // The requests behind the alert: marked where recorded, noted for when they are.
+        if alert.status.is_none_or(|st| st == Status::Open) {
+            self.story.alert(alert, cap);
+        }
+    }
+}
+
+impl Story {
+    /// An alert raised on the story's requests: marked where they are recorded, noted for
+    /// when they are. One whose request was not recorded (it came before the story began, or
+    /// its record comes later) stands in the timeline as that request, noted once either way.
+    pub fn alert(&mut self, alert: &Alert, cap: usize) {
         let mut marked = false;
         for audit_id in &alert.evidence.audit_ids {
             match self.step_at.get(audit_id) {
@@ -429,28 +451,27 @@ impl Open {
                     .push(alert.rule.id.clone()),
             }
         }
-        // An alert whose request was not recorded (it came before the incident opened, or its
-        // record comes later) stands in the timeline as that request, noted once either way.
-        if !marked && alert.status.is_none_or(|st| st == Status::Open) {
-            let t = &alert.target;
-            let audit_id = alert.evidence.audit_ids.last().cloned().unwrap_or_default();
-            self.pending_marks.remove(&audit_id);
-            let request = Request {
-                time: alert.time_micros,
-                verb: t.verb.clone(),
-                resource: t.resource.clone(),
-                subresource: t.subresource.clone(),
-                namespace: t.namespace.clone(),
-                name: t.name.clone(),
-                code: alert.outcome.status_code,
-                username: alert.actor.username.clone(),
-                source_ip: alert.actor.source_ips.first().cloned().unwrap_or_default(),
-                user_agent: alert.actor.user_agent.clone().unwrap_or_default(),
-                audit_id,
-                credential: alert.actor.credential_id.clone(),
-            };
-            self.note(request, vec![alert.rule.id.clone()], cap);
+        if marked {
+            return;
         }
+        let t = &alert.target;
+        let audit_id = alert.evidence.audit_ids.last().cloned().unwrap_or_default();
+        self.pending_marks.remove(&audit_id);
+        let request = Request {
+            time: alert.time_micros,
+            verb: t.verb.clone(),
+            resource: t.resource.clone(),
+            subresource: t.subresource.clone(),
+            namespace: t.namespace.clone(),
+            name: t.name.clone(),
+            code: alert.outcome.status_code,
+            username: alert.actor.username.clone(),
+            source_ip: alert.actor.source_ips.first().cloned().unwrap_or_default(),
+            user_agent: alert.actor.user_agent.clone().unwrap_or_default(),
+            audit_id,
+            credential: alert.actor.credential_id.clone(),
+        };
+        self.note(request, vec![alert.rule.id.clone()], cap);
     }
 
     fn push_step(&mut self, step: Step, cap: usize) {
@@ -473,8 +494,8 @@ impl Open {
         self.steps.insert(at, step);
     }
 
-    /// A request of the incident's identities, as the collector saw it.
-    fn record(&mut self, view: &EventView, fields: &Fields, cap: usize) {
+    /// A request of the story's identities, decoded.
+    pub fn request(&mut self, view: &EventView, fields: &Fields, cap: usize) {
         let ev = view.event;
         let text = |s: Option<&crate::event::JStr>| s.map(|s| s.to_string()).unwrap_or_default();
         let audit_id = text(ev.audit_id.as_ref());
@@ -532,6 +553,14 @@ impl Open {
                     };
                     b.secrets_read.add(&what, cap);
                 }
+                // A session into a pod (exec, attach, port-forward, proxy) writes no object.
+                _ if matches!(
+                    r.subresource.as_str(),
+                    "exec" | "attach" | "portforward" | "proxy"
+                ) =>
+                {
+                    b.sessions.add(&format!("{} {object}", r.subresource), cap)
+                }
                 "create" => b.created.add(&object, cap),
                 "update" | "patch" => b.changed.add(&object, cap),
                 "delete" | "deletecollection" => b.deleted.add(&object, cap),
@@ -586,7 +615,9 @@ impl Open {
         };
         self.push_step(step, cap);
     }
+}
 
+impl Open {
     fn absorb(&mut self, other: Open, cap: usize) {
         self.first = self.first.min(other.first);
         self.last = self.last.max(other.last);
@@ -622,53 +653,60 @@ impl Open {
             }
         }
         self.alerts.sort_by(|a, b| a.time.cmp(&b.time));
-        for step in other.steps {
-            self.push_step(step, cap);
-        }
-        let b = &mut self.blast;
-        let o = other.blast;
-        for (into, from) in [
-            (&mut b.secrets_read, o.secrets_read),
-            (&mut b.created, o.created),
-            (&mut b.changed, o.changed),
-            (&mut b.deleted, o.deleted),
-            (&mut b.namespaces, o.namespaces),
-            (&mut b.source_ips, o.source_ips),
-            (&mut b.user_agents, o.user_agents),
-            (&mut b.credentials, o.credentials),
-        ] {
-            for s in from.items {
-                into.add(&s, cap);
-            }
-        }
+        self.story.absorb(other.story, cap);
         self.reported = self.reported.or(other.reported);
     }
 
     fn report(&self, status: Status) -> Incident {
         let who = self.usernames.items.first().cloned().unwrap_or_default();
         let families = self.families.join(", ");
-        let title = format!("{who}: {} alert(s) across {families}", self.alerts_total);
-        let b = &self.blast;
+        let title = format!(
+            "{who}: {}, {families}",
+            plural(self.alerts_total, "alert", "alerts")
+        );
+        let b = &self.story.blast;
+        let when = if self.first == self.last {
+            format!("at {}", format_micros(self.first))
+        } else {
+            format!(
+                "from {} to {}",
+                format_micros(self.first),
+                format_micros(self.last)
+            )
+        };
         let mut summary = format!(
-            "{who} raised {} alert(s) ({families}) between {} and {}",
-            self.alerts_total,
-            format_micros(self.first),
-            format_micros(self.last)
+            "{who} raised {} ({families}) {when}",
+            plural(self.alerts_total, "alert", "alerts")
         );
         let mut parts = Vec::new();
         if b.secrets_read.total > 0 {
-            parts.push(format!("read {} Secret(s)", b.secrets_read.total));
+            parts.push(format!(
+                "read {}",
+                plural(b.secrets_read.total, "Secret", "Secrets")
+            ));
         }
         let writes = b.created.total + b.changed.total + b.deleted.total;
         if writes > 0 {
-            parts.push(format!("created, changed or deleted {writes} object(s)"));
+            parts.push(format!(
+                "created, changed or deleted {}",
+                plural(writes, "object", "objects")
+            ));
         }
-        if b.source_ips.total > 0 {
-            parts.push(format!("from {} address(es)", b.source_ips.total));
+        if b.sessions.total > 0 {
+            parts.push(format!(
+                "opened {} into pods",
+                plural(b.sessions.total, "session", "sessions")
+            ));
         }
         if !parts.is_empty() {
-            summary.push_str("; meanwhile it ");
-            summary.push_str(&parts.join(", "));
+            summary.push_str(" and ");
+            summary.push_str(&parts.join(" and "));
+        }
+        if b.source_ips.total > 0 {
+            summary.push_str(&format!(
+                ", from {}",
+                plural(b.source_ips.total, "address", "addresses")
+            ));
         }
         summary.push('.');
         Incident {
@@ -690,20 +728,57 @@ impl Open {
             families: self.families.clone(),
             alerts: self.alerts.clone(),
             alerts_total: self.alerts_total,
-            timeline: Timeline {
-                total: self.steps_total,
-                steps: self.steps.clone(),
-            },
-            blast_radius: BlastRadius {
-                secrets_read: b.secrets_read.capped(),
-                created: b.created.capped(),
-                changed: b.changed.capped(),
-                deleted: b.deleted.capped(),
-                namespaces: b.namespaces.capped(),
-                source_ips: b.source_ips.capped(),
-                user_agents: b.user_agents.capped(),
-                credentials: b.credentials.capped(),
-            },
+            timeline: self.story.timeline(),
+            blast_radius: self.story.blast_radius(),
+        }
+    }
+}
+
+impl Story {
+    /// Another story of the same identities, merged in.
+    fn absorb(&mut self, other: Story, cap: usize) {
+        self.last = self.last.max(other.last);
+        for step in other.steps {
+            self.push_step(step, cap);
+        }
+        let b = &mut self.blast;
+        let o = other.blast;
+        for (into, from) in [
+            (&mut b.secrets_read, o.secrets_read),
+            (&mut b.sessions, o.sessions),
+            (&mut b.created, o.created),
+            (&mut b.changed, o.changed),
+            (&mut b.deleted, o.deleted),
+            (&mut b.namespaces, o.namespaces),
+            (&mut b.source_ips, o.source_ips),
+            (&mut b.user_agents, o.user_agents),
+            (&mut b.credentials, o.credentials),
+        ] {
+            for s in from.items {
+                into.add(&s, cap);
+            }
+        }
+    }
+
+    pub fn timeline(&self) -> Timeline {
+        Timeline {
+            total: self.steps_total,
+            steps: self.steps.clone(),
+        }
+    }
+
+    pub fn blast_radius(&self) -> BlastRadius {
+        let b = &self.blast;
+        BlastRadius {
+            secrets_read: b.secrets_read.capped(),
+            sessions: b.sessions.capped(),
+            created: b.created.capped(),
+            changed: b.changed.capped(),
+            deleted: b.deleted.capped(),
+            namespaces: b.namespaces.capped(),
+            source_ips: b.source_ips.capped(),
+            user_agents: b.user_agents.capped(),
+            credentials: b.credentials.capped(),
         }
     }
 }

@@ -151,9 +151,13 @@ struct ReplayArgs {
     /// Where alerts go, one JSON object per line; `-` is stdout. Example: --out alerts.jsonl
     #[arg(long, default_value = "-", value_name = "FILE|-")]
     out: String,
-    /// Alert format: native (audithound JSON) or ocsf (OCSF 1.1 Detection Finding, class 2004).
+    /// Alert format: native (audithound JSON), ocsf (OCSF 1.1 Detection Finding, class 2004;
+    /// incidents as Incident Findings) or text (a line per alert for a person).
     #[arg(long, value_enum, default_value = "native")]
     format: OutputFormat,
+    /// Only alerts and incidents at least this severe: info, low, medium, high, critical.
+    #[arg(long, value_name = "LEVEL", value_parser = parse_severity)]
+    min_severity: Option<Severity>,
     /// Decode/detect worker threads. Default: all cores. Output is identical for any value.
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -554,7 +558,12 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if !args.include.is_empty() {
         input.include = args.include;
     }
-    let mut sink = audithound::report::Keep::new(JsonLines::open(&args.out, args.format)?);
+    let out = JsonLines::open(&args.out, args.format)?;
+    let out: Box<dyn audithound::sink::AlertSink> = match args.min_severity {
+        Some(min) => Box::new(audithound::sink::MinSeverity { inner: out, min }),
+        None => Box::new(out),
+    };
+    let mut sink = audithound::report::Keep::new(out);
     // Created above (and below), so they can be recognised and skipped if they sit among the inputs.
     input.exclude = [
         Some(PathBuf::from(&args.out)),

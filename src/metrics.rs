@@ -94,9 +94,13 @@ pub struct RunStats {
     pub alerts_by_rule: BTreeMap<String, u64>,
     pub alerts_by_severity: BTreeMap<String, u64>,
     pub top_actors: Vec<(String, u64)>,
+    /// The actors that raised the most alerts (new findings, not episode updates).
+    pub top_actors_by_alerts: Vec<(String, u64)>,
     pub elapsed_secs: f64,
     #[serde(skip)]
     actors: HashMap<String, u64>,
+    #[serde(skip)]
+    alerting_actors: HashMap<String, u64>,
 }
 
 impl RunStats {
@@ -165,6 +169,10 @@ impl RunStats {
             return;
         }
         self.alerts += 1;
+        *self
+            .alerting_actors
+            .entry(a.actor.username.clone())
+            .or_default() += 1;
         *self.alerts_by_rule.entry(a.rule.id.clone()).or_default() += 1;
         *self
             .alerts_by_severity
@@ -178,10 +186,14 @@ impl RunStats {
 
     pub fn finish(&mut self, elapsed_secs: f64, top: usize) {
         self.elapsed_secs = elapsed_secs;
-        let mut actors: Vec<(String, u64)> = self.actors.drain().collect();
-        actors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        actors.truncate(top);
-        self.top_actors = actors;
+        let top_of = |map: &mut HashMap<String, u64>| {
+            let mut actors: Vec<(String, u64)> = map.drain().collect();
+            actors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            actors.truncate(top);
+            actors
+        };
+        self.top_actors_by_alerts = top_of(&mut self.alerting_actors);
+        self.top_actors = top_of(&mut self.actors);
     }
 
     /// The human summary printed to stderr at the end of a run.
@@ -234,8 +246,9 @@ impl RunStats {
                 ),
             ),
         ];
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in rows {
-            let _ = writeln!(s, "  {k:<30} {v:>14}");
+            let _ = writeln!(s, "  {k:<width$} {v:>14}");
         }
         section(&mut s, "formats", &self.formats);
         section(&mut s, "skipped records", &self.skipped);
@@ -266,6 +279,19 @@ impl RunStats {
                 .unwrap_or(0)
                 .max(28);
             for (a, n) in &self.top_actors {
+                let _ = writeln!(s, "    {a:<width$} {n:>10}");
+            }
+        }
+        if !self.top_actors_by_alerts.is_empty() {
+            let _ = writeln!(s, "  top actors (alerts):");
+            let width = self
+                .top_actors_by_alerts
+                .iter()
+                .map(|(a, _)| a.len())
+                .max()
+                .unwrap_or(0)
+                .max(28);
+            for (a, n) in &self.top_actors_by_alerts {
                 let _ = writeln!(s, "    {a:<width$} {n:>10}");
             }
         }

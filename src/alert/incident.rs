@@ -92,6 +92,8 @@ pub struct Step {
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct BlastRadius {
     pub secrets_read: Capped,
+    /// Sessions into pods: exec, attach, port-forward, proxy.
+    pub sessions: Capped,
     pub created: Capped,
     pub changed: Capped,
     pub deleted: Capped,

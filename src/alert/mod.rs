@@ -235,8 +235,11 @@ pub enum OutputFormat {
     /// audithound's own alert JSON (see README).
     #[default]
     Native,
-    /// OCSF 1.1 Detection Finding (class 2004).
+    /// OCSF 1.1 Detection Finding (class 2004); incidents as Incident Findings (2005).
     Ocsf,
+    /// One line per alert for a person: time, severity, rule, actor, summary (colour only on
+    /// a terminal, and never with NO_COLOR set).
+    Text,
 }
 
 impl OutputFormat {
@@ -250,7 +253,62 @@ impl OutputFormat {
                 serde_json::to_string(&ocsf::detection_finding(a))
             }
             (OutputFormat::Ocsf, Record::Incident(i)) => serde_json::to_string(&incident::ocsf(i)),
+            (OutputFormat::Text, record) => Ok(text_line(record, false)),
         }
+    }
+}
+
+/// One line for a person: `time  SEVERITY  rule  actor  summary`. An episode's later reports
+/// say so before the summary; an incident reads `INCIDENT` where the rule would be.
+pub fn text_line(record: Record, color: bool) -> String {
+    let paint = |code: &str, text: &str| {
+        if color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    };
+    let severity = |s: Severity| {
+        let name = format!("{:<8}", s.name().to_uppercase());
+        let code = match s {
+            Severity::Critical => "1;31",
+            Severity::High => "31",
+            Severity::Medium => "33",
+            Severity::Low => "36",
+            Severity::Info => "2",
+        };
+        paint(code, &name)
+    };
+    // Seconds are enough to read a line; the JSON keeps the microseconds.
+    let short = |t: &str| {
+        t.get(..19)
+            .map_or_else(|| t.to_owned(), |s| format!("{s}Z"))
+    };
+    match record {
+        Record::Alert(a) => {
+            let status = match a.status {
+                Some(Status::Updated) => "[updated] ",
+                Some(Status::Closed) => "[closed] ",
+                _ => "",
+            };
+            format!(
+                "{}  {}  {:<40}  {:<28}  {status}{}",
+                short(&a.time),
+                severity(a.rule.severity),
+                a.rule.id,
+                a.actor.username,
+                a.summary
+            )
+        }
+        Record::Incident(i) => format!(
+            "{}  {}  {:<40}  {:<28}  [{}] {}",
+            short(&i.first_time),
+            severity(i.severity),
+            paint("1", "INCIDENT"),
+            i.identities.usernames.first().map_or("", String::as_str),
+            i.status.name(),
+            i.summary
+        ),
     }
 }
 

@@ -20,6 +20,9 @@ pub struct FileConfig {
     pub keep: usize,
     #[serde(default)]
     pub format: OutputFormat,
+    /// Only alerts and incidents at least this severe go to this sink.
+    #[serde(default)]
+    pub min_severity: Option<crate::rules::Severity>,
 }
 
 fn default_rotate_mib() -> u64 {

@@ -42,6 +42,9 @@ pub struct HttpConfig {
     pub index: String,
     #[serde(default = "default_max_retry")]
     pub max_retry_seconds: u64,
+    /// Only alerts and incidents at least this severe go to this sink.
+    #[serde(default)]
+    pub min_severity: Option<crate::rules::Severity>,
 }
 
 fn default_protocol() -> Protocol {

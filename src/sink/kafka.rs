@@ -41,6 +41,9 @@ pub struct KafkaConfig {
     pub format: OutputFormat,
     #[serde(default)]
     pub properties: BTreeMap<String, crate::settings::Secret>,
+    /// Only alerts and incidents at least this severe go to this sink.
+    #[serde(default)]
+    pub min_severity: Option<crate::rules::Severity>,
 }
 
 impl KafkaConfig {

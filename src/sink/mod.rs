@@ -6,6 +6,7 @@ pub mod http;
 pub mod kafka;
 
 use crate::alert::{Alert, Incident, OutputFormat, Record};
+use crate::rules::Severity;
 use serde::Deserialize;
 use std::io::Write;
 
@@ -26,6 +27,9 @@ pub enum SinkConfig {
 pub struct StdoutConfig {
     #[serde(default)]
     pub format: OutputFormat,
+    /// Only alerts and incidents at least this severe go to this sink.
+    #[serde(default)]
+    pub min_severity: Option<crate::rules::Severity>,
 }
 
 impl SinkConfig {
@@ -40,12 +44,25 @@ impl SinkConfig {
 
     /// Opens the sink.
     pub fn build(&self) -> anyhow::Result<Box<dyn AlertSink>> {
-        Ok(match self {
+        let sink: Box<dyn AlertSink> = match self {
             SinkConfig::Stdout(c) => Box::new(JsonLines::open("-", c.format)?),
             SinkConfig::File(c) => Box::new(c.build()?),
             SinkConfig::Http(c) => Box::new(c.build()),
             SinkConfig::Kafka(c) => Box::new(c.build()?),
+        };
+        Ok(match self.min_severity() {
+            Some(min) => Box::new(MinSeverity { inner: sink, min }),
+            None => sink,
         })
+    }
+
+    fn min_severity(&self) -> Option<Severity> {
+        match self {
+            SinkConfig::Stdout(c) => c.min_severity,
+            SinkConfig::File(c) => c.min_severity,
+            SinkConfig::Http(c) => c.min_severity,
+            SinkConfig::Kafka(c) => c.min_severity,
+        }
     }
 
     /// Where alerts go, for the start-up log (no secrets).
@@ -66,33 +83,48 @@ pub trait AlertSink {
     fn flush(&mut self) -> anyhow::Result<()>;
 }
 
-/// One JSON document per line, native or OCSF.
+/// One document per line: native or OCSF JSON, or text for a person.
 pub struct JsonLines {
     out: Box<dyn Write + Send>,
     format: OutputFormat,
+    /// Text lines in colour (a terminal, and NO_COLOR not set).
+    color: bool,
 }
 
 impl JsonLines {
     pub fn new(out: Box<dyn Write + Send>, format: OutputFormat) -> Self {
-        JsonLines { out, format }
+        JsonLines {
+            out,
+            format,
+            color: false,
+        }
     }
 
     /// `-` is stdout; anything else is a file, created or truncated.
     pub fn open(target: &str, format: OutputFormat) -> anyhow::Result<Self> {
-        let out: Box<dyn Write + Send> = if target == "-" {
-            Box::new(std::io::BufWriter::new(std::io::stdout()))
+        use std::io::IsTerminal;
+        let (out, terminal): (Box<dyn Write + Send>, bool) = if target == "-" {
+            let terminal = std::io::stdout().is_terminal();
+            (
+                Box::new(std::io::BufWriter::new(std::io::stdout())),
+                terminal,
+            )
         } else {
             let f = std::fs::File::create(target)
                 .map_err(|e| anyhow::anyhow!("cannot create alert output {target:?}: {e}"))?;
-            Box::new(std::io::BufWriter::new(f))
+            (Box::new(std::io::BufWriter::new(f)), false)
         };
-        Ok(JsonLines::new(out, format))
+        let color = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        Ok(JsonLines { out, format, color })
     }
 }
 
 impl AlertSink for JsonLines {
     fn send(&mut self, record: Record) -> anyhow::Result<()> {
-        let line = self.format.render(record)?;
+        let line = match self.format {
+            OutputFormat::Text => crate::alert::text_line(record, self.color),
+            format => format.render(record)?,
+        };
         self.out.write_all(line.as_bytes())?;
         self.out.write_all(b"\n")?;
         Ok(())
@@ -117,6 +149,40 @@ impl AlertSink for Collect {
     }
     fn flush(&mut self) -> anyhow::Result<()> {
         Ok(())
+    }
+}
+
+/// Passes on only what is at least `min` severe (alerts by their rule's severity, incidents by
+/// theirs).
+pub struct MinSeverity<S> {
+    pub inner: S,
+    pub min: Severity,
+}
+
+impl<S: AlertSink> AlertSink for MinSeverity<S> {
+    fn send(&mut self, record: Record) -> anyhow::Result<()> {
+        let severity = match record {
+            Record::Alert(a) => a.rule.severity,
+            Record::Incident(i) => i.severity,
+        };
+        if severity >= self.min {
+            self.inner.send(record)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl AlertSink for Box<dyn AlertSink> {
+    fn send(&mut self, record: Record) -> anyhow::Result<()> {
+        (**self).send(record)
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        (**self).flush()
     }
 }
 
