@@ -431,6 +431,20 @@ impl Open {
 }
 
 impl Story {
+    /// Marks the recorded requests among `audit_ids` with `rule`; false when none is recorded.
+    pub fn mark(&mut self, audit_ids: &[String], rule: &str) -> bool {
+        let mut marked = false;
+        for id in audit_ids {
+            if let Some(step) = self.step_at.get(id).and_then(|&i| self.steps.get_mut(i)) {
+                if !step.alerts.iter().any(|r| r == rule) {
+                    step.alerts.push(rule.to_owned());
+                }
+                marked = true;
+            }
+        }
+        marked
+    }
+
     /// An alert raised on the story's requests: marked where they are recorded, noted for
     /// when they are. One whose request was not recorded (it came before the story began, or
     /// its record comes later) stands in the timeline as that request, noted once either way.
@@ -454,9 +468,15 @@ impl Story {
         if marked {
             return;
         }
-        let t = &alert.target;
         let audit_id = alert.evidence.audit_ids.last().cloned().unwrap_or_default();
         self.pending_marks.remove(&audit_id);
+        self.alert_request(alert, vec![alert.rule.id.clone()], cap);
+    }
+
+    /// Notes the request an alert was raised on (its target, actor and outcome), marked with
+    /// `marks`.
+    pub fn alert_request(&mut self, alert: &Alert, marks: Vec<String>, cap: usize) {
+        let t = &alert.target;
         let request = Request {
             time: alert.time_micros,
             verb: t.verb.clone(),
@@ -468,10 +488,10 @@ impl Story {
             username: alert.actor.username.clone(),
             source_ip: alert.actor.source_ips.first().cloned().unwrap_or_default(),
             user_agent: alert.actor.user_agent.clone().unwrap_or_default(),
-            audit_id,
+            audit_id: alert.evidence.audit_ids.last().cloned().unwrap_or_default(),
             credential: alert.actor.credential_id.clone(),
         };
-        self.note(request, vec![alert.rule.id.clone()], cap);
+        self.note(request, marks, cap);
     }
 
     fn push_step(&mut self, step: Step, cap: usize) {

@@ -11,6 +11,7 @@ pub mod detect;
 pub mod engine;
 pub mod eval;
 pub mod event;
+pub mod hunt;
 pub mod incident;
 pub mod keyed;
 pub mod metrics;

@@ -49,6 +49,24 @@ enum Command {
         after_help = "Examples:\n  audithound replay samples/\n  audithound replay /var/log/kube-apiserver/ --threads 4 --format ocsf --out findings.jsonl\n  audithound replay 'archive/*/audit-*.log.gz' --from 2025-03-01T00:00:00Z --to 2025-03-02T00:00:00Z\n  audithound replay audit.log --dead-letter rejected.jsonl --summary-json summary.json"
     )]
     Replay(Box<ReplayArgs>),
+    /// Stream the archived events that match a condition, in event-time order.
+    #[command(
+        long_about = "Stream the archived events that match a condition, in event-time order across all\n\
+            files and formats, at replay speed. The condition is the rule language's, on one line:\n\
+            `field=value`, `!=`, `>`, `>=`, `<`, `<=`, `~` (glob), `=~` (regex), `field in (a, b)`,\n\
+            `field exists`, `macro:name`, joined by `and`, `or`, `not` and parentheses; values may be\n\
+            quoted, and `$list` names a list of the rule library. A YAML flow mapping works too.",
+        after_help = "Examples:\n  audithound hunt archive/ --where 'user.username=mallory@corp and objectRef.resource=secrets'\n  audithound hunt archive/ --where 'verb in (delete, deletecollection) and objectRef.namespace=$system_namespaces' --from -24h\n  audithound hunt archive/ --where 'userAgent~\"curl/*\" and responseStatus.code<400' --format json > hits.jsonl"
+    )]
+    Hunt(Box<HuntArgs>),
+    /// What one identity, credential or source address did, or who touched one object.
+    #[command(
+        long_about = "What one identity, credential or source address did, or who touched one object: its\n\
+            requests in event-time order (repeated read-only ones folded into counts) with the alerts\n\
+            raised on each, then the blast radius (Secrets read, objects written, addresses, clients).",
+        after_help = "Examples:\n  audithound timeline archive/ --user mallory@example.com\n  audithound timeline archive/ --credential X509SHA256=9d2c7be1…\n  audithound timeline archive/ --object secrets/payments/db-credentials --from 2025-03-04\n  audithound timeline archive/ --source-ip 198.51.100.77 --format json"
+    )]
+    Timeline(Box<TimelineArgs>),
     /// Work with detection rules: list, validate, self-test.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -86,6 +104,73 @@ enum Command {
         after_help = "Examples:\n  audithound route --brokers kafka:9092 --from k8s-audit --to k8s-audit-by-identity\n  audithound route --brokers kafka:9092 --from k8s-audit --to keyed --cluster-from key --property security.protocol=SSL"
     )]
     Route(RouteArgs),
+}
+
+/// What `hunt` and `timeline` read.
+#[derive(Args)]
+struct ArchiveArgs {
+    /// Audit log files, directories (searched recursively) or quoted globs.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<String>,
+    /// Only events at or after this time: RFC 3339, a date, or relative to now (-24h).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    from: Option<i64>,
+    /// Only events before this time (same forms as --from).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    to: Option<i64>,
+    /// Rule directories or files (their lists and macros, and for a timeline its alerts).
+    /// Default: the built-in library (`builtin`).
+    #[arg(long, value_name = "DIR")]
+    rules: Vec<PathBuf>,
+    /// A table on a terminal and JSON lines in a pipe (auto), or always one of them.
+    #[arg(long, value_enum, default_value = "auto")]
+    format: audithound::hunt::Layout,
+    /// Also write a self-contained HTML report here.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
+    /// Decode/detect worker threads. Default: all cores.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Cluster name for events whose envelope names none.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    cluster: String,
+}
+
+#[derive(Args)]
+struct HuntArgs {
+    #[command(flatten)]
+    archive: ArchiveArgs,
+    /// The condition events must meet (see above).
+    #[arg(long = "where", value_name = "EXPR")]
+    condition: String,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false, id = "who")]
+struct Subject {
+    /// A username (`alice@example.com`, `system:serviceaccount:ns:name`): as actor or impersonated.
+    #[arg(long, group = "who", value_name = "USERNAME")]
+    user: Option<String>,
+    /// A credential id (`X509SHA256=…`, `JTI=…`), whatever username carried it.
+    #[arg(long, group = "who", value_name = "ID")]
+    credential: Option<String>,
+    /// A source address.
+    #[arg(long, group = "who", value_name = "IP")]
+    source_ip: Option<String>,
+    /// An object: RESOURCE/NAMESPACE/NAME, or RESOURCE/NAME when cluster-scoped.
+    #[arg(long, group = "who", value_name = "RESOURCE/NS/NAME")]
+    object: Option<String>,
+}
+
+#[derive(Args)]
+struct TimelineArgs {
+    #[command(flatten)]
+    archive: ArchiveArgs,
+    #[command(flatten)]
+    subject: Subject,
+    /// Timeline lines kept (the rest counted).
+    #[arg(long, default_value_t = 5000, value_name = "N")]
+    limit: usize,
 }
 
 #[derive(Args)]
@@ -161,10 +246,11 @@ struct ReplayArgs {
     /// Decode/detect worker threads. Default: all cores. Output is identical for any value.
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// Only events at or after this RFC 3339 time. Example: --from 2025-03-01T00:00:00Z
+    /// Only events at or after this time: RFC 3339, a date (its midnight UTC) or relative to
+    /// now. Examples: --from 2025-03-01T00:00:00Z, --from 2025-03-01, --from -24h
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     from: Option<i64>,
-    /// Only events before this RFC 3339 time. Example: --to 2025-03-02T00:00:00Z
+    /// Only events before this time (same forms as --from). Example: --to 2025-03-02
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     to: Option<i64>,
     /// Stages the detectors see; other stages of the same request are counted, not analysed.
@@ -311,8 +397,7 @@ impl InputFormat {
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
-    time::parse_rfc3339_micros(s)
-        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time like 2025-03-01T00:00:00Z"))
+    time::parse_time_arg(s, time::now_micros())
 }
 
 fn parse_severity(s: &str) -> Result<Severity, String> {
@@ -393,6 +478,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval(args, cli.quiet),
         Command::Run(args) => run_service(args, cli.quiet),
         Command::Route(args) => route(args),
+        Command::Hunt(args) => hunt(*args, cli.quiet),
+        Command::Timeline(args) => timeline(*args, cli.quiet),
     }
 }
 
@@ -631,6 +718,124 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_ALERTS));
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Engine options and input for `hunt` and `timeline`.
+fn archive_run(a: &ArchiveArgs, quiet: bool) -> (EngineOptions, Files) {
+    let mut opts = EngineOptions {
+        from: a.from,
+        to: a.to,
+        default_cluster: a.cluster.clone(),
+        progress: !quiet,
+        incidents: false,
+        ..EngineOptions::default()
+    };
+    if let Some(n) = a.threads {
+        opts.threads = n.max(1);
+    }
+    let mut input = Files::new(a.paths.clone());
+    input.exclude = a.report.iter().cloned().collect();
+    (opts, input)
+}
+
+/// Writes `--report` for a hunt or timeline.
+fn archive_report(
+    a: &ArchiveArgs,
+    what: &str,
+    stats: &audithound::metrics::RunStats,
+    kept: &audithound::report::Keep<audithound::sink::Collect>,
+) -> anyhow::Result<()> {
+    if let Some(p) = &a.report {
+        audithound::report::write(
+            p,
+            &audithound::report::ReportInput {
+                title: format!("audithound {what} {}", a.paths.join(" ")),
+                stats,
+                alerts: &kept.alerts,
+                alerts_dropped: kept.alerts_dropped,
+                incidents: &kept.incidents,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn hunt(args: HuntArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    use audithound::hunt;
+    let condition = usage(hunt::parse_where(&args.condition).map_err(anyhow::Error::msg))?;
+    let a = &args.archive;
+    let rules = usage(hunt::rules_with(&rule_paths(a.rules.clone()), condition))?;
+    let rules = Arc::new(rules.retain(|r| r.id == hunt::RULE_ID));
+    let (opts, input) = archive_run(a, quiet);
+    let mut sink = hunt::HuntSink {
+        out: std::io::BufWriter::new(std::io::stdout().lock()),
+        table: a.format.table(),
+        matched: 0,
+        also: audithound::report::Keep::new(audithound::sink::Collect::default()),
+    };
+    sink.header()?;
+    let stats = engine::replay(&opts, &input, rules, &mut sink, None)?;
+    use audithound::sink::AlertSink;
+    sink.flush()?;
+    if !quiet {
+        eprintln!(
+            "{} matching events of {} read ({} files)",
+            sink.matched, stats.events, stats.files
+        );
+    }
+    archive_report(a, "hunt", &stats, &sink.also)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn timeline(args: TimelineArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    use audithound::hunt;
+    let s = &args.subject;
+    // Who it is about, as a condition of the rule language.
+    let condition = if let Some(user) = &s.user {
+        serde_json::json!({"any": [{"user.username": user}, {"impersonatedUser.username": user}]})
+    } else if let Some(id) = &s.credential {
+        serde_json::json!({"credentialID": id})
+    } else if let Some(ip) = &s.source_ip {
+        serde_json::json!({"sourceIPs": ip})
+    } else {
+        let object = s.object.as_deref().unwrap_or_default();
+        let parts: Vec<&str> = object.split('/').collect();
+        match parts.as_slice() {
+            [resource, namespace, name] => serde_json::json!({"all": [
+                {"objectRef.resource": resource}, {"objectRef.namespace": namespace}, {"objectRef.name": name}]}),
+            [resource, name] => serde_json::json!({"all": [
+                {"objectRef.resource": resource}, {"objectRef.name": name}]}),
+            _ => {
+                return usage(Err(anyhow::anyhow!(
+                    "--object {object:?}: write RESOURCE/NAMESPACE/NAME (secrets/payments/db) or RESOURCE/NAME"
+                )))
+            }
+        }
+    };
+    let condition: serde_yaml::Value = serde_json::from_value(condition)?;
+    let a = &args.archive;
+    let rules = Arc::new(usage(hunt::rules_with(
+        &rule_paths(a.rules.clone()),
+        condition,
+    ))?);
+    let (opts, input) = archive_run(a, quiet);
+    let kept = audithound::report::Keep::new(audithound::sink::Collect::default());
+    let mut sink = hunt::TimelineSink::new(args.limit.max(1), kept);
+    let stats = engine::replay(&opts, &input, rules, &mut sink, None)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    hunt::print_timeline(&mut out, &sink.story, a.format.table())?;
+    use std::io::Write;
+    out.flush()?;
+    if !quiet {
+        eprintln!(
+            "{} requests of {} events read ({} files)",
+            sink.story.timeline().total,
+            stats.events,
+            stats.files
+        );
+    }
+    archive_report(a, "timeline", &stats, &sink.also)?;
     Ok(ExitCode::SUCCESS)
 }
 

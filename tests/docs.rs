@@ -137,7 +137,7 @@ fn subcommands(args: &[&str]) -> BTreeSet<String> {
 
 /// Subcommands the README already shows while they are being added to the binary. Remove a name
 /// from here once `audithound --help` lists it.
-const BEING_ADDED: &[&str] = &["hunt", "timeline"];
+const BEING_ADDED: &[&str] = &[];
 
 /// The arguments of an audithound invocation on a README line: `audithound …`, or
 /// `cargo run [--release] -- …`.
@@ -287,4 +287,148 @@ fn the_code_map_names_every_module_and_only_modules() {
         gone.is_empty(),
         "ARCHITECTURE.md's code map has entries for modules that do not exist: {gone:?}"
     );
+}
+
+/// What each top-level module may use (ARCHITECTURE.md, "Layering").
+const LAYERS: &[(&str, &[&str])] = &[
+    ("keyed", &[]),
+    ("settings", &[]),
+    ("reload", &[]),
+    ("event", &[]),
+    ("revocation", &["event", "reload"]),
+    ("rules", &["event", "keyed", "reload", "revocation"]),
+    ("alert", &["event", "rules"]),
+    (
+        "detect",
+        &["event", "rules", "alert", "revocation", "keyed"],
+    ),
+    ("incident", &["event", "rules", "alert", "detect", "keyed"]),
+    ("source", &["event", "settings"]),
+    ("sink", &["alert", "rules", "settings"]),
+    ("metrics", &["alert", "source"]),
+    (
+        "engine",
+        &[
+            "event",
+            "rules",
+            "alert",
+            "detect",
+            "incident",
+            "revocation",
+            "keyed",
+            "source",
+            "sink",
+            "metrics",
+            "reload",
+            "settings",
+        ],
+    ),
+    (
+        "hunt",
+        &["alert", "incident", "metrics", "rules", "sink", "event"],
+    ),
+    (
+        "report",
+        &["alert", "incident", "metrics", "rules", "sink", "event"],
+    ),
+    (
+        "eval",
+        &[
+            "engine",
+            "event",
+            "rules",
+            "alert",
+            "detect",
+            "revocation",
+            "sink",
+            "source",
+            "metrics",
+        ],
+    ),
+    (
+        "route",
+        &["engine", "event", "rules", "detect", "source", "keyed"],
+    ),
+    (
+        "config",
+        &["event", "settings", "sink", "source", "rules", "alert"],
+    ),
+    (
+        "service",
+        &[
+            "config",
+            "engine",
+            "event",
+            "metrics",
+            "revocation",
+            "rules",
+            "sink",
+            "source",
+            "reload",
+            "settings",
+            "alert",
+        ],
+    ),
+    ("synth", &["event"]),
+];
+
+#[test]
+fn modules_depend_only_on_the_layers_below_them() {
+    let src = root().join("src");
+    let mut wrong = Vec::new();
+    for entry in walk(&src) {
+        let rel = entry.strip_prefix(&src).unwrap();
+        let module = rel
+            .components()
+            .next()
+            .map(|c| {
+                c.as_os_str()
+                    .to_string_lossy()
+                    .trim_end_matches(".rs")
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let allowed = LAYERS
+            .iter()
+            .find(|(m, _)| *m == module)
+            .map(|(_, deps)| *deps)
+            .unwrap_or_else(|| panic!("{module}: add it to LAYERS and to ARCHITECTURE.md"));
+        let text = std::fs::read_to_string(&entry).unwrap();
+        for line in text.lines() {
+            let code = line.split("//").next().unwrap_or("");
+            for (i, _) in code.match_indices("crate::") {
+                let used: String = code[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if used != module && !allowed.contains(&used.as_str()) {
+                    wrong.push(format!("{}: {module} uses {used}", rel.display()));
+                }
+            }
+        }
+    }
+    wrong.sort();
+    wrong.dedup();
+    assert!(
+        wrong.is_empty(),
+        "dependencies against the layering:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// Every `.rs` file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
 }

@@ -181,9 +181,47 @@ pub fn human_duration(micros: i64) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
+/// A time given on the command line: RFC 3339 (`2025-03-04T08:00:00Z`), a bare date (its
+/// midnight, UTC: `2025-03-04`), or a time relative to `now` (`-24h`, `-30m`, `-7d`).
+pub fn parse_time_arg(s: &str, now: i64) -> Result<i64, String> {
+    let s = s.trim();
+    if let Some(ago) = s.strip_prefix('-') {
+        let back = parse_duration(ago).map_err(|e| format!("{s:?}: {e}"))?;
+        return Ok(now.saturating_sub(back));
+    }
+    if s.len() == 10 {
+        if let Some(t) = parse_rfc3339_micros(&format!("{s}T00:00:00Z")) {
+            return Ok(t);
+        }
+    }
+    parse_rfc3339_micros(s).ok_or_else(|| {
+        format!("{s:?} is not a time: write 2025-03-04T08:00:00Z, 2025-03-04, or -24h (before now)")
+    })
+}
+
+/// Wall-clock now, in microseconds since the epoch (only for `-24h`-style arguments).
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_line_times_take_three_forms() {
+        let t = parse_rfc3339_micros("2025-03-04T08:00:00Z").unwrap();
+        assert_eq!(parse_time_arg("2025-03-04T08:00:00Z", 0), Ok(t));
+        assert_eq!(
+            parse_time_arg("2025-03-04", 0),
+            Ok(t - 8 * 3600 * 1_000_000)
+        );
+        assert_eq!(parse_time_arg("-2h", t), Ok(t - 2 * 3600 * 1_000_000));
+        assert!(parse_time_arg("yesterday", t).is_err());
+        assert!(parse_time_arg("-2x", t).is_err());
+    }
 
     #[test]
     fn parses_api_server_formats() {

@@ -313,6 +313,15 @@ impl RuleSet {
     /// `builtin` names the library built into the binary. Disabled rules are left out. All
     /// problems are collected, not just the first.
     pub fn load(paths: &[PathBuf]) -> Result<RuleSet, LoadErrors> {
+        Self::load_with(paths, Vec::new())
+    }
+
+    /// `load`, then rule files given as (name, text) after them: they see the lists and
+    /// macros of the files before (a hunt's condition, written on the command line).
+    pub fn load_with(
+        paths: &[PathBuf],
+        extra: Vec<(PathBuf, String)>,
+    ) -> Result<RuleSet, LoadErrors> {
         let mut errors = Vec::new();
         let mut sources = Vec::new();
         for p in paths {
@@ -354,7 +363,20 @@ impl RuleSet {
                 }
             }
         }
+        sources.extend(
+            extra
+                .into_iter()
+                .map(|(name, text)| (name, Cow::Owned(text))),
+        );
         Self::load_sources(sources, errors)
+    }
+
+    /// The set with only the rules `keep` accepts (their lists and macros stay resolved).
+    pub fn retain(mut self, keep: impl Fn(&Rule) -> bool) -> RuleSet {
+        self.rules.retain(|r| keep(r));
+        self.disabled.clear();
+        self.build_index();
+        self
     }
 
     /// Loads rule files given as (name, text), in order, after `errors` met finding them.
