@@ -45,6 +45,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Where the service keeps what must survive a restart: the webhook's journal, followed
+    /// files' checkpoints, detector snapshots, sinks' undelivered alerts. Without it, a crash
+    /// loses what was accepted but not yet processed.
+    pub state_dir: Option<PathBuf>,
     #[serde(default)]
     pub detection: Detection,
     pub webhook: Option<Webhook>,
@@ -131,6 +135,9 @@ pub struct Webhook {
     pub max_body_bytes: usize,
     #[serde(default = "default_queue")]
     pub queue: usize,
+    /// With `state_dir`: unprocessed input the journal may hold before answering 429.
+    #[serde(default = "default_journal_mib")]
+    pub journal_max_mib: u64,
     /// When set, POSTs must carry `Authorization: Bearer <token>` (the webhook kubeconfig's
     /// user token); others get 401. Or `bearer_token_file`, read at start.
     pub bearer_token: Option<Secret>,
@@ -231,6 +238,10 @@ fn default_max_body() -> usize {
 
 fn default_queue() -> usize {
     64
+}
+
+fn default_journal_mib() -> u64 {
+    1024
 }
 
 /// Reads and validates `path`; every problem names the file (and line and column when TOML

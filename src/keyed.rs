@@ -10,3 +10,9 @@ pub fn hash128(bytes: &[u8]) -> u128 {
     });
     xxhash_rust::xxh3::xxh3_128_with_seed(bytes, seed)
 }
+
+/// A 64-bit hash that is the same in every process and version: names of files in the state
+/// directory derived from a path.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}

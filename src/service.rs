@@ -12,6 +12,7 @@ use crate::revocation::LiveRevocations;
 use crate::rules::reload::LiveRules;
 use crate::rules::RuleSet;
 use crate::sink::{AlertSink, Fanout, JsonLines};
+use crate::source::journal::Journal;
 use crate::source::webhook::{self, Intake, WebhookStats};
 use crate::source::{follow, kafka, live};
 use anyhow::Context;
@@ -155,6 +156,14 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
     }
 
     let mut inputs = Inputs::default();
+    // What must survive a restart lives under the state directory.
+    let state_dir = cfg.state_dir.as_deref();
+    if let Some(dir) = state_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        tracing::info!(dir = %dir.display(), "state directory");
+    }
+    let mut acks: Vec<Arc<dyn crate::source::Acknowledge>> = Vec::new();
     let queue_len = cfg.webhook.as_ref().map_or(64, |h| h.queue);
     let (queue, source) = live::channel(queue_len);
     let hook_stats = Arc::new(WebhookStats::default());
@@ -179,6 +188,7 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
             let _ = stopping.send(true);
         });
     }
+    let follow_stats = Arc::new(follow::FollowStats::default());
     let shutdown = |stopping: &Arc<tokio::sync::watch::Sender<bool>>| {
         let mut rx = stopping.subscribe();
         async move {
@@ -197,10 +207,25 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
             shutdown(&stopping),
         )));
     }
+    let mut readers = Vec::new();
+    let mut journal = None;
     if let Some(hook) = &cfg.webhook {
+        let input = inputs.add("webhook");
+        if let Some(dir) = state_dir {
+            let j = Journal::open(&dir.join("journal"), hook.journal_max_mib << 20)?;
+            tracing::info!(
+                committed = j.committed(),
+                max_mib = hook.journal_max_mib,
+                "webhook journal: batches are on disk before the 200; reading on after the last acknowledged"
+            );
+            readers.push(j.spawn_reader(j.committed(), input, queue.clone(), stop.clone())?);
+            acks.push(Arc::new(j.clone()));
+            journal = Some(j);
+        }
         let intake = Intake {
             queue: queue.clone(),
-            input: inputs.add("webhook"),
+            journal: journal.clone(),
+            input,
             max_body: hook.max_body_bytes,
             bearer_token: hook.token().map_err(anyhow::Error::msg)?,
             stats: hook_stats.clone(),
@@ -231,19 +256,29 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
             }
         }
     }
-    let mut readers = Vec::new();
     if let Some(files) = &cfg.files {
         let followed: Vec<(PathBuf, u32)> = files
             .follow
             .iter()
             .map(|p| (p.clone(), inputs.add(&p.to_string_lossy())))
             .collect();
+        let checkpoints = match state_dir {
+            Some(dir) => {
+                let store = Arc::new(follow::Checkpoints::new(&dir.join("files"), &followed)?);
+                acks.push(store.clone());
+                Some(store)
+            }
+            None => None,
+        };
         for (path, _) in &followed {
-            tracing::info!(path = %path.display(), from_start = files.from_start, "following file");
+            let resume = checkpoints.as_ref().and_then(|c| c.load(path));
+            tracing::info!(path = %path.display(), from_start = files.from_start, resume_at = ?resume.map(|c| c.offset), "following file");
         }
         readers.push(follow::spawn(
             followed,
             files.from_start,
+            checkpoints,
+            follow_stats.clone(),
             queue.clone(),
             stop.clone(),
         )?);
@@ -256,7 +291,7 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
             &k.properties(),
             live_metrics.kafka.clone(),
         )?);
-        live.acknowledge = Some(Arc::new(kafka::Committer(consumer.clone())));
+        acks.push(Arc::new(kafka::Committer(consumer.clone())));
         let cluster_from = match &k.cluster_from {
             Some(c) => kafka::ClusterFrom::parse(c)
                 .map_err(|e| anyhow::anyhow!("kafka.cluster_from {e}"))?,
@@ -274,6 +309,9 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
         )?);
     }
     drop(queue);
+    if !acks.is_empty() {
+        live.acknowledge = Some(Arc::new(acks));
+    }
     ready.store(true, Ordering::Relaxed);
     let input = Input {
         clusters: vec![cfg.detection.cluster.clone(); inputs.0.len()],

@@ -431,7 +431,10 @@ impl super::Acknowledge for Committer {
     fn acknowledge(&self, positions: &[super::Position]) {
         let kafka: Vec<Position> = positions
             .iter()
-            .map(|super::Position::Kafka(p)| p.clone())
+            .filter_map(|p| match p {
+                super::Position::Kafka(p) => Some(p.clone()),
+                _ => None,
+            })
             .collect();
         commit(&self.0, &kafka);
     }

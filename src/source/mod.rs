@@ -4,6 +4,7 @@
 
 pub mod file;
 pub mod follow;
+pub mod journal;
 pub mod kafka;
 pub mod lines;
 pub mod live;
@@ -27,11 +28,24 @@ use std::sync::Arc;
 pub enum Position {
     /// A Kafka message: its offset is committed.
     Kafka(kafka::Position),
+    /// A record of the webhook's journal: the journal is acknowledged up to it.
+    Journal(u64),
+    /// A followed file's line: the file's checkpoint advances past it.
+    File(follow::Checkpoint),
 }
 
 /// Told, in input order, the positions of batches whose alerts are all delivered.
 pub trait Acknowledge: Send + Sync {
     fn acknowledge(&self, positions: &[Position]);
+}
+
+/// Several sources' acknowledgements: each takes the positions that are its own.
+impl Acknowledge for Vec<Arc<dyn Acknowledge>> {
+    fn acknowledge(&self, positions: &[Position]) {
+        for each in self {
+            each.acknowledge(positions);
+        }
+    }
 }
 
 /// A run of records copied into one buffer, so workers get one allocation per batch.

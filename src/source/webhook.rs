@@ -5,6 +5,7 @@
 //! rejection, never a crash.
 
 use crate::settings::Secret;
+use crate::source::journal::{AppendError, Journal};
 use crate::source::live::{Chunk, LiveQueue, Refused};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -50,6 +51,9 @@ impl WebhookStats {
 #[derive(Clone)]
 pub struct Intake {
     pub queue: LiveQueue,
+    /// With a state directory, bodies go to the journal (synced before the 200) and the
+    /// journal's reader feeds the queue.
+    pub journal: Option<Journal>,
     pub input: u32,
     pub max_body: usize,
     /// The token POSTs must carry as `Authorization: Bearer …`, when one is configured.
@@ -60,6 +64,7 @@ pub struct Intake {
 #[derive(Clone)]
 struct Shared {
     queue: LiveQueue,
+    journal: Option<Journal>,
     input: u32,
     stats: Arc<WebhookStats>,
     /// The expected `Authorization` header value, when a token is configured.
@@ -71,6 +76,7 @@ struct Shared {
 pub fn router(intake: Intake, extra: Router) -> Router {
     let shared = Shared {
         queue: intake.queue,
+        journal: intake.journal,
         input: intake.input,
         stats: intake.stats,
         authorization: intake
@@ -134,6 +140,32 @@ async fn receive(
             return (e.status(), e.body_text()).into_response();
         }
     };
+    if let Some(journal) = &s.journal {
+        return match journal.append(body.to_vec()).await {
+            Ok(_) => {
+                s.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                StatusCode::OK.into_response()
+            }
+            Err(AppendError::Full(_)) => {
+                s.stats.busy.fetch_add(1, Ordering::Relaxed);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, "1")],
+                    "journal full, retry later\n",
+                )
+                    .into_response()
+            }
+            Err(e) => {
+                tracing::error!("webhook: {e}");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "5")],
+                    "cannot store the batch, retry later\n",
+                )
+                    .into_response()
+            }
+        };
+    }
     let chunk = Chunk {
         input: s.input,
         body: body.to_vec(),
