@@ -49,6 +49,8 @@ pub struct Config {
     /// files' checkpoints, detector snapshots, sinks' undelivered alerts. Without it, a crash
     /// loses what was accepted but not yet processed.
     pub state_dir: Option<PathBuf>,
+    /// How often detector state is snapshotted under `state_dir` (and at every stop): "5m".
+    pub snapshot_every: Option<String>,
     #[serde(default)]
     pub detection: Detection,
     pub webhook: Option<Webhook>,
@@ -265,7 +267,19 @@ fn socket_addr(key: &str, listen: &str) -> Result<(), String> {
 }
 
 impl Config {
+    /// `snapshot_every` (five minutes by default).
+    pub fn snapshot_every(&self) -> Result<std::time::Duration, String> {
+        let micros = match &self.snapshot_every {
+            Some(d) => {
+                crate::event::time::parse_duration(d).map_err(|e| format!("snapshot_every: {e}"))?
+            }
+            None => 300_000_000,
+        };
+        Ok(std::time::Duration::from_micros(micros.max(0) as u64))
+    }
+
     fn validate(&self) -> Result<(), String> {
+        self.snapshot_every()?;
         if self.webhook.is_none() && self.files.is_none() && self.kafka.is_none() {
             return Err("no source configured: add a [webhook], [files] or [kafka] section".into());
         }

@@ -43,7 +43,7 @@ impl Default for IncidentOptions {
 }
 
 /// A capped list of distinct strings with its true total.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Set {
     seen: HashSet<String>,
     items: Vec<String>,
@@ -71,6 +71,7 @@ impl Set {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Open {
     id: String,
     cluster: String,
@@ -95,7 +96,7 @@ struct Open {
 
 /// What an identity did: its requests as a timeline (read-only ones folded), the alerts raised
 /// on them, and the blast radius. An incident tells one; so does `audithound timeline`.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct Story {
     steps: Vec<Step>,
     steps_total: u64,
@@ -108,7 +109,7 @@ pub struct Story {
     last: i64,
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Blast {
     secrets_read: Set,
     sessions: Set,
@@ -139,19 +140,22 @@ impl Default for Fields {
 }
 
 /// The incidents being built.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct Incidents {
+    /// Given again when restored.
+    #[serde(skip)]
     opts: IncidentOptions,
     open: Vec<Option<Open>>,
     /// Identity key (`user:`, `cred:`, `imp:` + cluster and value) → incident.
     by_key: HashMap<String, usize>,
     /// Actor (state key of `cluster\x1fusername`) → incident, for recording its requests.
     by_actor: HashMap<StateKey, usize>,
+    #[serde(skip)]
     fields: Fields,
     pub stats: IncidentStats,
 }
 
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct IncidentStats {
     pub incidents: u64,
     pub recorded_requests: u64,
@@ -335,6 +339,17 @@ impl Incidents {
         if self.open.iter().all(Option::is_none) {
             self.open.clear();
         }
+    }
+
+    /// Incidents read back from a snapshot, with this run's options.
+    pub fn restored(mut self, opts: IncidentOptions) -> Self {
+        self.opts = opts;
+        for open in self.open.iter_mut().flatten() {
+            for step in &mut open.story.steps {
+                step.micros = crate::event::time::parse_rfc3339_micros(&step.time).unwrap_or(0);
+            }
+        }
+        self
     }
 
     pub fn open_count(&self) -> usize {

@@ -75,6 +75,9 @@ pub struct RunStats {
     pub alerts: u64,
     /// Later reports of episodes (updated, closed), not counted in `alerts`.
     pub alert_updates: u64,
+    /// Snapshots of detector state written, and failed (a live service with a state directory).
+    pub snapshots_written: u64,
+    pub snapshots_failed: u64,
     /// Incidents reported (their first report), and every incident report.
     pub incidents: u64,
     pub incident_reports: u64,
@@ -343,6 +346,8 @@ pub struct Live {
     ingest_latency: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
     /// The Kafka consumer's partitions and lag.
     pub kafka: std::sync::Arc<crate::source::kafka::Gauges>,
+    /// Snapshots that could not be read at start (a fresh start each).
+    pub snapshots_rejected: std::sync::atomic::AtomicU64,
 }
 
 fn record(slot: &std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>, max: u64, v: u64) {
@@ -411,6 +416,12 @@ impl Live {
     }
 
     /// Prometheus text exposition.
+    /// A snapshot could not be read at start: the service started with empty state.
+    pub fn snapshot_rejected(&self) {
+        self.snapshots_rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();

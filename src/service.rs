@@ -6,7 +6,7 @@
 //! starts; SIGTERM or SIGINT stops intake, drains what was accepted and flushes the sinks.
 
 use crate::config::Config;
-use crate::engine::{self, EngineOptions, Input, Live};
+use crate::engine::{self, snapshot, EngineOptions, Input, Live};
 use crate::metrics::{self, RunStats};
 use crate::revocation::LiveRevocations;
 use crate::rules::reload::LiveRules;
@@ -164,6 +164,24 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
         tracing::info!(dir = %dir.display(), "state directory");
     }
     let mut acks: Vec<Arc<dyn crate::source::Acknowledge>> = Vec::new();
+    // The state a snapshot left, and the positions the sources resume from.
+    let snapshot_path = state_dir.map(|d| d.join("snapshot.json.zst"));
+    let restore = match &snapshot_path {
+        Some(path) => match snapshot::read(path) {
+            Ok(found) => {
+                if let Some(s) = &found {
+                    tracing::info!(path = %path.display(), journal = ?s.positions.journal, files = s.positions.files.len(), "snapshot found: state and positions resume from it");
+                }
+                found
+            }
+            Err(e) => {
+                tracing::error!("{e}; starting with empty detector state");
+                live_metrics.snapshot_rejected();
+                None
+            }
+        },
+        None => None,
+    };
     let queue_len = cfg.webhook.as_ref().map_or(64, |h| h.queue);
     let (queue, source) = live::channel(queue_len);
     let hook_stats = Arc::new(WebhookStats::default());
@@ -213,12 +231,21 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
         let input = inputs.add("webhook");
         if let Some(dir) = state_dir {
             let j = Journal::open(&dir.join("journal"), hook.journal_max_mib << 20)?;
+            // The journal keeps every record after the last snapshot's: a restart reads them
+            // again into the state the snapshot left (or, with none, into empty state). Alerts
+            // they raise again repeat ids already delivered; none is lost.
+            let after = restore
+                .as_ref()
+                .and_then(|s| s.positions.journal)
+                .unwrap_or(0);
+            j.keep_from(after);
             tracing::info!(
                 committed = j.committed(),
+                reading_after = after,
                 max_mib = hook.journal_max_mib,
-                "webhook journal: batches are on disk before the 200; reading on after the last acknowledged"
+                "webhook journal: batches are on disk before the 200"
             );
-            readers.push(j.spawn_reader(j.committed(), input, queue.clone(), stop.clone())?);
+            readers.push(j.spawn_reader(after, input, queue.clone(), stop.clone())?);
             acks.push(Arc::new(j.clone()));
             journal = Some(j);
         }
@@ -264,7 +291,16 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
             .collect();
         let checkpoints = match state_dir {
             Some(dir) => {
-                let store = Arc::new(follow::Checkpoints::new(&dir.join("files"), &followed)?);
+                let store = follow::Checkpoints::new(&dir.join("files"), &followed)?;
+                // A snapshot's positions win over the saved checkpoints: the state reflects them.
+                let from_snapshot: Vec<(PathBuf, follow::Checkpoint)> = followed
+                    .iter()
+                    .filter_map(|(p, _)| {
+                        let cp = restore.as_ref()?.file_position(p)?;
+                        Some((p.clone(), cp))
+                    })
+                    .collect();
+                let store = Arc::new(store.starting_at(from_snapshot));
                 acks.push(store.clone());
                 Some(store)
             }
@@ -312,6 +348,19 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
     if !acks.is_empty() {
         live.acknowledge = Some(Arc::new(acks));
     }
+    if let Some(path) = snapshot_path {
+        let journal = journal.clone();
+        live.snapshot = Some(snapshot::SnapshotPlan {
+            path,
+            every: cfg.snapshot_every().map_err(anyhow::Error::msg)?,
+            // The journal keeps the records after the snapshot's: a restart reads them again.
+            written: Some(Arc::new(move |positions: &crate::source::Positions| {
+                if let (Some(j), Some(seq)) = (&journal, positions.journal) {
+                    j.keep_from(seq);
+                }
+            })),
+        });
+    }
     ready.store(true, Ordering::Relaxed);
     let input = Input {
         clusters: vec![cfg.detection.cluster.clone(); inputs.0.len()],
@@ -320,7 +369,7 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
         disk_bytes: Arc::default(),
     };
     let mut sink = Fanout(sinks);
-    let result = engine::run_live(&opts, &live, rules.set, source, input, &mut sink);
+    let result = engine::run_live(&opts, &live, rules.set, source, input, &mut sink, restore);
     ready.store(false, Ordering::Relaxed);
     // The engine ended (end of every source, or an error): stop the listeners either way.
     let _ = stopping.send(true);

@@ -455,3 +455,123 @@ fn api_servers_posting_out_of_order_raise_the_replays_alerts() {
     // what the test guards against.
     assert!(live("0s").is_empty());
 }
+
+/// The attack samples as the API server's webhook backend posts them: EventLists of 7.
+fn attack_batches() -> Vec<String> {
+    let events: Vec<serde_json::Value> = attack_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    events
+        .chunks(7)
+        .map(|chunk| {
+            serde_json::json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": chunk})
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_service_killed_at_any_point_and_restarted_raises_every_alert_of_an_uninterrupted_run() {
+    let batches = attack_batches();
+    let want = replayed_ids("default");
+    // Killed after a quarter, half and three quarters of the input (and snapshotting often,
+    // so that some kills come after a snapshot and some before the next).
+    for kill_after in [batches.len() / 4, batches.len() / 2, 3 * batches.len() / 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let alerts = dir.path().join("alerts.jsonl");
+        let config = dir.path().join("audithound.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = {:?}\nsnapshot_every = \"1s\"\n[detection]\nrevocations = \"samples/revocations.yaml\"\n[webhook]\nlisten = \"127.0.0.1:{port}\"\n[[sink]]\ntype = \"file\"\npath = {:?}\n",
+                dir.path().join("state").to_str().unwrap(),
+                alerts.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let config = config.to_str().unwrap();
+        let post_all = |range: std::ops::Range<usize>| {
+            for body in &batches[range] {
+                assert_eq!(http(port, "POST", "/audit", body.as_bytes()), 200);
+            }
+        };
+        let service = Service::start(config);
+        wait_until("never became ready", || {
+            http(port, "GET", "/readyz", b"") == 200
+        });
+        post_all(0..kill_after);
+        // Some snapshots happen while the first part is processed.
+        std::thread::sleep(Duration::from_millis(1500));
+        // Acknowledged with 200, then a crash: nothing may be lost.
+        service.kill();
+        let service = Service::start(config);
+        wait_until("never became ready again", || {
+            http(port, "GET", "/readyz", b"") == 200
+        });
+        post_all(kill_after..batches.len());
+        std::thread::sleep(Duration::from_millis(500));
+        service.stop();
+        let live = alert_ids(&std::fs::read_to_string(&alerts).unwrap());
+        let missing: Vec<&String> = want.difference(&live).collect();
+        let extra: Vec<&String> = live.difference(&want).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "killed after {kill_after} of {} batches: missing {missing:?}, unexpected {extra:?}",
+            batches.len()
+        );
+    }
+}
+
+#[test]
+fn a_followed_file_killed_half_way_with_the_rest_appended_while_down_loses_nothing() {
+    let lines = attack_lines();
+    let want = replayed_ids("default");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    std::fs::write(&log, "").unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let port = free_port();
+    let config = dir.path().join("audithound.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\nsnapshot_every = \"1s\"\n[detection]\nrevocations = \"samples/revocations.yaml\"\n[ops]\nlisten = \"127.0.0.1:{port}\"\n[files]\nfollow = [{:?}]\n[[sink]]\ntype = \"file\"\npath = {:?}\n",
+            dir.path().join("state").to_str().unwrap(),
+            log.to_str().unwrap(),
+            alerts.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let append = |chunk: &[String]| {
+        let mut w = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        for l in chunk {
+            writeln!(w, "{l}").unwrap();
+        }
+    };
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let service = Service::start(config);
+    wait_until("never became ready", || {
+        http(port, "GET", "/readyz", b"") == 200
+    });
+    append(first);
+    std::thread::sleep(Duration::from_millis(1500));
+    service.kill();
+    // Written while the service is down.
+    append(second);
+    let service = Service::start(config);
+    wait_until("never became ready again", || {
+        http(port, "GET", "/readyz", b"") == 200
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    service.stop();
+    let live = alert_ids(&std::fs::read_to_string(&alerts).unwrap());
+    let missing: Vec<&String> = want.difference(&live).collect();
+    let extra: Vec<&String> = live.difference(&want).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, unexpected {extra:?}"
+    );
+}

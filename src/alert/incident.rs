@@ -4,7 +4,7 @@
 
 use super::{Capped, Status};
 use crate::rules::Severity;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Incident {
@@ -42,7 +42,7 @@ pub struct Identities {
     pub impersonated: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AlertRef {
     pub id: String,
     pub rule: String,
@@ -59,7 +59,8 @@ pub struct Timeline {
 }
 
 /// One request, or a run of the same read-only request folded into one line.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct Step {
     pub time: String,
     #[serde(skip_serializing_if = "Option::is_none")]

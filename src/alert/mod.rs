@@ -9,9 +9,9 @@ use crate::event::EventView;
 use crate::event::{time, CREDENTIAL_ID_KEY, DECISION_KEY};
 use crate::rules::field::Field;
 use crate::rules::Severity;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Alert {
     /// Stable hash of rule id, key and evidence: the same finding always has the same id, so
     /// redeliveries can be de-duplicated downstream.
@@ -38,7 +38,7 @@ pub struct Alert {
     pub remediation: String,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Open,
@@ -58,7 +58,8 @@ impl Status {
 
 /// The whole extent of an episode so far: every event it counted, not only those that crossed
 /// the threshold.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct Episode {
     pub first_time: String,
     pub last_time: String,
@@ -70,13 +71,14 @@ pub struct Episode {
 }
 
 /// A list cut at a cap, with the true number of items beside it.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct Capped {
     pub total: u64,
     pub items: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RuleInfo {
     pub id: String,
     pub title: String,
@@ -84,7 +86,8 @@ pub struct RuleInfo {
     pub mitre: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct Actor {
     pub username: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,7 +102,8 @@ pub struct Actor {
     pub impersonated_user: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct Target {
     pub verb: String,
     pub resource: String,
@@ -114,7 +118,8 @@ pub struct Target {
     pub request_uri: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct Outcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_code: Option<i64>,
@@ -122,7 +127,8 @@ pub struct Outcome {
     pub decision: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct Evidence {
     pub audit_ids: Vec<String>,
     /// Events behind the alert (1 for a single-event rule).
@@ -144,6 +150,12 @@ pub struct Evidence {
 }
 
 impl Alert {
+    /// `time_micros` again from `time` (it is not part of the JSON: an alert read back from a
+    /// snapshot needs it).
+    pub fn restore_time(&mut self) {
+        self.time_micros = time::parse_rfc3339_micros(&self.time).unwrap_or(self.time_micros);
+    }
+
     /// An alert of `rule` about the event `view`; its summary and remediation are the rule's
     /// to fill in.
     pub fn from_event(rule: RuleInfo, view: &EventView) -> Alert {

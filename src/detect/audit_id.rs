@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub enum AuditId {
     /// A lowercase, hyphenated UUID, printed back exactly as it came.
     Uuid([u8; 16]),

@@ -89,6 +89,7 @@ pub(super) fn extract(x: &mut Extract, rule: u32) {
     x.observe(rule, key, Payload::Chain(found));
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Denial {
     action: Box<str>,
     action_hash: u128,
@@ -96,6 +97,7 @@ struct Denial {
     audit_id: AuditId,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Grant {
     time: i64,
     audit_id: AuditId,
@@ -103,6 +105,7 @@ struct Grant {
 }
 
 /// One identity's refusals and the grant that may follow them.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Pending {
     /// `cluster\x1fusername`: whom a grant's subjects are compared with.
     who: Box<str>,
@@ -112,7 +115,7 @@ struct Pending {
     last_seen: i64,
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct State {
     pending: HashMap<StateKey, Pending>,
 }

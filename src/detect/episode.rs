@@ -43,6 +43,7 @@ pub struct Clock {
     pub end: bool,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Open {
     alert: Alert,
     first: i64,
@@ -59,7 +60,7 @@ struct Open {
 }
 
 /// One rule's open episodes, by key.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct Episodes {
     open: HashMap<StateKey, Open>,
 }
@@ -75,6 +76,13 @@ impl Episodes {
 
     pub fn is_empty(&self) -> bool {
         self.open.is_empty()
+    }
+
+    /// After a snapshot is read back: the alerts' times, which their JSON does not carry.
+    pub fn restored(&mut self) {
+        for open in self.open.values_mut() {
+            open.alert.restore_time();
+        }
     }
 
     /// Opens an episode with `alert` (just fired) and the events that made it: (time, audit

@@ -370,6 +370,7 @@ fn alert_for(rule: &Rule, view: &EventView, values: Values) -> Alert {
 }
 
 /// One rule's state, of its kind.
+#[derive(serde::Serialize, serde::Deserialize)]
 enum State {
     Threshold(threshold::State),
     NewTerms(new_terms::State),
@@ -470,9 +471,42 @@ impl State {
         each_kind!(self, s => s.evict(cap), 0)
     }
 
+    /// Fixes up what a snapshot does not carry (alert times held by episodes).
+    fn restored(&mut self) {
+        match self {
+            State::Threshold(s) => s.episodes.restored(),
+            State::Spike(s) => s.episodes.restored(),
+            _ => {}
+        }
+    }
+
     fn len(&self) -> usize {
         each_kind!(self, s => s.len(), 0)
     }
+}
+
+/// What a rule's state must be read as: its kind, and a sequence's number of steps.
+fn shape(kind: &Kind) -> String {
+    match kind {
+        Kind::Sequence(s) => format!("sequence/{}", s.steps.len()),
+        k => k.name().to_owned(),
+    }
+}
+
+/// Stateful rules' state by rule id, as a snapshot holds it (written by reference, read back
+/// owned).
+#[derive(serde::Serialize)]
+pub struct SnapshotOf<'a> {
+    rules: Vec<(&'a str, String, &'a State)>,
+    started: Option<i64>,
+    stats: StateStats,
+}
+
+#[derive(serde::Deserialize)]
+pub struct StatefulSnapshot {
+    rules: Vec<(String, String, State)>,
+    started: Option<i64>,
+    stats: StateStats,
 }
 
 /// Whether state built for a rule of kind `was` means the same for kind `now`.
@@ -485,7 +519,7 @@ fn compatible(was: &Kind, now: &Kind) -> bool {
 }
 
 /// Counters reported in the run summary.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct StateStats {
     pub evictions: u64,
 }
@@ -531,6 +565,47 @@ impl Stateful {
                 _ => State::new(&r.kind),
             })
             .collect();
+    }
+
+    /// What a snapshot keeps of this state.
+    pub fn snapshot<'a>(&'a self, rules: &'a RuleSet) -> SnapshotOf<'a> {
+        SnapshotOf {
+            rules: rules
+                .rules
+                .iter()
+                .zip(&self.states)
+                .filter(|(_, state)| !matches!(state, State::None))
+                .map(|(r, state)| (r.id.as_str(), shape(&r.kind), state))
+                .collect(),
+            started: self.started,
+            stats: self.stats,
+        }
+    }
+
+    /// State read back from a snapshot: each rule that kept its id and shape takes its state
+    /// again; (rules restored, rules that start empty).
+    pub fn restore(&mut self, rules: &RuleSet, snapshot: StatefulSnapshot) -> (usize, usize) {
+        let mut saved: HashMap<String, (String, State)> = HashMap::new();
+        for (id, shape, state) in snapshot.rules {
+            saved.insert(id, (shape, state));
+        }
+        let (mut kept, mut fresh) = (0, 0);
+        for (rule, slot) in rules.rules.iter().zip(&mut self.states) {
+            if matches!(slot, State::None) {
+                continue;
+            }
+            match saved.remove(rule.id.as_str()) {
+                Some((was, mut state)) if was == shape(&rule.kind) => {
+                    state.restored();
+                    *slot = state;
+                    kept += 1;
+                }
+                _ => fresh += 1,
+            }
+        }
+        self.started = snapshot.started;
+        self.stats = snapshot.stats;
+        (kept, fresh)
     }
 
     /// Notes that the stream holds an event at `time` (learning periods start at the first).

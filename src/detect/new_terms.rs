@@ -66,7 +66,7 @@ pub(super) fn extract(x: &mut Extract, rule: u32, spec: &NewTermsSpec) {
     x.observe(rule, no_key(), Payload::NewTerms(sighting));
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct State {
     /// Each combination's last time seen; with `known`, also each known part's.
     seen: HashMap<StateKey, i64>,

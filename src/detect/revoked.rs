@@ -74,7 +74,7 @@ fn describe(entry: &Revocation) -> String {
 }
 
 /// Per key: (quiet until, uses since the last alert, last seen).
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct State {
     keys: HashMap<StateKey, (i64, u64, i64)>,
 }

@@ -88,6 +88,7 @@ pub(super) fn extract(x: &mut Extract, rule: u32, spec: &SequenceSpec, matched: 
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Progress {
     next_step: usize,
     /// Matching events of `next_step` so far, for steps that need several.
@@ -97,7 +98,7 @@ struct Progress {
     last_seen: i64,
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct State {
     keys: HashMap<StateKey, Progress>,
 }

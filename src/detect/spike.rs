@@ -26,6 +26,7 @@ pub(super) fn extract(x: &mut Extract, rule: u32) {
 }
 
 /// One identity's counts.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Series {
     /// Index of the bucket being counted (event time / bucket length).
     bucket: i64,
@@ -67,12 +68,12 @@ fn median_of(v: &mut [f64]) -> f64 {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct State {
     series: HashMap<StateKey, Series>,
     /// A spike opens an episode; it lasts while the identity's buckets stay above their
     /// threshold (or, quiet, for a bucket).
-    episodes: Episodes,
+    pub(super) episodes: Episodes,
 }
 
 /// The object an event read, as an episode lists it: `namespace/name` (or the request URI).

@@ -4,12 +4,38 @@
 use crate::alert::{Alert, Status};
 use foldhash::{HashMap, HashSet};
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct Suppressor {
+    /// (rule, cluster, actor) → (quiet until, held back since the last one through); a list
+    /// in a snapshot (JSON map keys are strings).
+    #[serde(with = "pairs")]
     quiet: HashMap<(String, String, String), (i64, u64)>,
     /// Episodes whose opening alert was held back: their updates are held back too.
     held_episodes: HashSet<String>,
     pub suppressed: u64,
+}
+
+/// A map written as a list of (key, value) pairs.
+mod pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::hash::Hash;
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &foldhash::HashMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<foldhash::HashMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Hash + Eq,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        let pairs: Vec<(K, V)> = Vec::deserialize(d)?;
+        Ok(pairs.into_iter().collect())
+    }
 }
 
 impl Suppressor {

@@ -51,6 +51,7 @@ pub(super) fn extract(x: &mut Extract, rule: u32, spec: &ThresholdSpec) {
 type Entry = (i64, u64, AuditId, Option<Box<str>>);
 
 /// A key's events, oldest first.
+#[derive(serde::Serialize, serde::Deserialize)]
 enum Recent {
     One(Entry),
     Many(Vec<Entry>),
@@ -93,9 +94,10 @@ impl Recent {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct State {
     keys: HashMap<StateKey, Recent>,
-    episodes: Episodes,
+    pub(super) episodes: Episodes,
     /// Keys that fired, and until when they stay quiet (one alert per key per window).
     quiet: HashMap<StateKey, i64>,
     /// The newest event time seen, and observations left before the next sweep.

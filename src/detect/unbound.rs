@@ -70,13 +70,14 @@ pub(super) fn extract(x: &mut Extract, rule: u32) {
 }
 
 /// When and by which event an identity lost its last known binding.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Unbound {
     time: i64,
     audit_id: AuditId,
     binding: Box<str>,
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct State {
     /// `cluster\x1fbinding` → its subjects and when it was last written.
     bindings: HashMap<Box<str>, (Terms, i64)>,

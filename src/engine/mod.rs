@@ -10,6 +10,7 @@
 //! in-flight batches bounds memory whatever the input size.
 
 mod reorder;
+pub mod snapshot;
 mod worker;
 
 use crate::alert::{Record, Status};
@@ -128,6 +129,8 @@ pub struct Live {
     pub idle_flush: std::time::Duration,
     /// An open episode reports how it grew at most this often (event time, microseconds).
     pub episode_updates: i64,
+    /// Snapshots of detector state (with a state directory).
+    pub snapshot: Option<snapshot::SnapshotPlan>,
 }
 
 impl Default for Live {
@@ -138,6 +141,7 @@ impl Default for Live {
             rules: None,
             idle_flush: std::time::Duration::from_secs(2),
             episode_updates: 60_000_000,
+            snapshot: None,
         }
     }
 }
@@ -222,6 +226,7 @@ pub fn replay(
         input,
         stats,
         started,
+        restore: None,
     };
     run.go(merger, sink, dead_letter)
 }
@@ -238,6 +243,7 @@ pub struct Input {
 }
 
 /// Runs a live source through the engine until it ends; alerts go to `sink` as they fire.
+/// `restore`: the state a snapshot left (the sources resume from its positions).
 pub fn run_live(
     opts: &EngineOptions,
     live: &Live,
@@ -245,6 +251,7 @@ pub fn run_live(
     source: impl BatchSource,
     input: Input,
     sink: &mut dyn AlertSink,
+    restore: Option<snapshot::Snapshot>,
 ) -> anyhow::Result<RunStats> {
     let run = Run {
         opts,
@@ -253,6 +260,7 @@ pub fn run_live(
         input,
         stats: RunStats::default(),
         started: Instant::now(),
+        restore,
     };
     run.go(source, sink, None)
 }
@@ -266,6 +274,7 @@ struct Run<'o> {
     input: Input,
     stats: RunStats,
     started: Instant,
+    restore: Option<snapshot::Snapshot>,
 }
 
 impl Run<'_> {
@@ -284,6 +293,7 @@ impl Run<'_> {
             input,
             mut stats,
             started,
+            restore,
         } = self;
         // Live: alerts go out as they fire and are flushed per batch; a replay orders them by
         // event time.
@@ -311,7 +321,13 @@ impl Run<'_> {
             }),
             held: VecDeque::new(),
             order_alerts: live.is_none(),
+            positions: crate::source::Positions::default(),
         };
+        if let Some(snapshot) = restore {
+            detectors.restore(snapshot, opts, live);
+        }
+        let names: Vec<Arc<str>> = input.names.clone();
+        let mut last_snapshot = Instant::now();
         let ctx = Arc::new(WorkerContext {
             rules,
             live_rules: live.and_then(|l| l.rules.clone()),
@@ -364,8 +380,12 @@ impl Run<'_> {
 
             let mut pending = BTreeMap::new();
             let mut next_seq = 0u64;
-            let release = |spent: Vec<Batch>, stats: &RunStats| -> anyhow::Result<()> {
+            let release = |spent: Vec<Batch>,
+                           stats: &RunStats,
+                           positions: &mut crate::source::Positions|
+             -> anyhow::Result<()> {
                 for spent in spent {
+                    positions.add(&spent.positions);
                     if let Some(ack) = live.and_then(|l| l.acknowledge.as_ref()) {
                         // Every alert this batch caused is delivered to every sink by now.
                         ack.acknowledge(&spent.positions);
@@ -389,7 +409,15 @@ impl Run<'_> {
                                 let spent = detectors.drain(&mut stats, sink)?;
                                 detectors.tick(false, &mut stats, sink)?;
                                 sink.flush()?;
-                                release(spent, &stats)?;
+                                release(spent, &stats, &mut detectors.positions)?;
+                                // Everything is applied: a snapshot due is taken now.
+                                let plan = live.and_then(|l| l.snapshot.as_ref());
+                                if let Some(plan) =
+                                    plan.filter(|p| last_snapshot.elapsed() >= p.every)
+                                {
+                                    detectors.snapshot(plan, &names, &mut stats);
+                                    last_snapshot = Instant::now();
+                                }
                                 continue;
                             }
                             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -407,7 +435,17 @@ impl Run<'_> {
                     if flush_every_batch {
                         sink.flush()?;
                     }
-                    release(spent, &stats)?;
+                    release(spent, &stats, &mut detectors.positions)?;
+                    // Snapshot at a batch boundary, everything held applied and delivered.
+                    let plan = live.and_then(|l| l.snapshot.as_ref());
+                    if let Some(plan) = plan.filter(|p| last_snapshot.elapsed() >= p.every) {
+                        let spent = detectors.drain(&mut stats, sink)?;
+                        detectors.tick(false, &mut stats, sink)?;
+                        sink.flush()?;
+                        release(spent, &stats, &mut detectors.positions)?;
+                        detectors.snapshot(plan, &names, &mut stats);
+                        last_snapshot = Instant::now();
+                    }
                     progress.set_position(disk_bytes.load(Ordering::Relaxed));
                     let secs = started.elapsed().as_secs_f64().max(1e-3);
                     progress.set_message(format!(
@@ -424,7 +462,11 @@ impl Run<'_> {
             // state carries on when it restarts).
             detectors.tick(live.is_none(), &mut stats, sink)?;
             sink.flush()?;
-            release(spent, &stats)?;
+            release(spent, &stats, &mut detectors.positions)?;
+            // A service stopping leaves its state for the next start.
+            if let Some(plan) = live.and_then(|l| l.snapshot.as_ref()) {
+                detectors.snapshot(plan, &names, &mut stats);
+            }
             Ok(())
         })?;
         progress.finish_and_clear();
@@ -468,6 +510,8 @@ struct Detectors {
     /// The batches, in order, with their outputs and how many of them still wait.
     held: VecDeque<HeldBatch>,
     order_alerts: bool,
+    /// Where each source has been processed to (what a snapshot reflects).
+    positions: crate::source::Positions,
 }
 
 /// What waits for the watermark: a batch's output (its batch number and place among the
@@ -485,6 +529,57 @@ struct HeldBatch {
 }
 
 impl Detectors {
+    /// Writes the state (everything held applied already) with the positions it reflects. A
+    /// snapshot that cannot be written is logged and counted: the service goes on.
+    fn snapshot(
+        &mut self,
+        plan: &snapshot::SnapshotPlan,
+        names: &[Arc<str>],
+        stats: &mut RunStats,
+    ) {
+        let out = snapshot::Out {
+            format: snapshot::FORMAT_NAME,
+            version: snapshot::VERSION,
+            inputs: names.iter().map(|n| &**n).collect(),
+            positions: &self.positions,
+            stateful: self.stateful.snapshot(&self.rules),
+            incidents: self.incidents.as_ref(),
+            suppressor: &self.suppressor,
+        };
+        match snapshot::write(&plan.path, &out) {
+            Ok(bytes) => {
+                stats.snapshots_written += 1;
+                tracing::debug!(bytes, path = %plan.path.display(), "snapshot written");
+                if let Some(written) = &plan.written {
+                    written(&self.positions);
+                }
+            }
+            Err(e) => {
+                stats.snapshots_failed += 1;
+                tracing::error!("snapshot not written (the next one is tried later): {e:#}");
+            }
+        }
+    }
+
+    /// Takes the state a snapshot left.
+    fn restore(&mut self, s: snapshot::Snapshot, opts: &EngineOptions, live: Option<&Live>) {
+        let (kept, fresh) = self.stateful.restore(&self.rules, s.stateful);
+        self.suppressor = s.suppressor;
+        if let (Some(incidents), true) = (s.incidents, self.incidents.is_some()) {
+            self.incidents = Some(incidents.restored(IncidentOptions {
+                gap: opts.incident_gap,
+                cap: opts.episode_cap,
+                update_every: live.map(|l| l.episode_updates),
+            }));
+        }
+        self.positions = s.positions;
+        tracing::info!(
+            rules_restored = kept,
+            rules_fresh = fresh,
+            "detector state restored from the snapshot"
+        );
+    }
+
     /// Sends an alert on unless it is a duplicate, suppressed, or completed by warm-up events
     /// (`warmup`: its batch's); `received` is when its batch arrived (live sources).
     fn deliver(

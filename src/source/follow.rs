@@ -23,8 +23,9 @@ use std::time::Duration;
 /// Where a followed file has been read to: its identity and the offset after a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    /// The run's input index of the file (not saved: it depends on the configuration).
-    #[serde(skip)]
+    /// The run's input index of the file (it depends on the configuration: saved records name
+    /// the path too).
+    #[serde(default)]
     pub input: u32,
     pub device: u64,
     pub inode: u64,
@@ -197,6 +198,8 @@ pub struct Checkpoints {
     /// Input index → followed path.
     paths: HashMap<u32, PathBuf>,
     saved: Mutex<HashMap<u32, Checkpoint>>,
+    /// Positions to resume at that override the saved checkpoints (a snapshot's).
+    start: HashMap<PathBuf, Checkpoint>,
 }
 
 impl Checkpoints {
@@ -206,19 +209,65 @@ impl Checkpoints {
             dir: dir.to_owned(),
             paths: paths.iter().map(|(p, i)| (*i, p.clone())).collect(),
             saved: Mutex::default(),
+            start: HashMap::new(),
         })
     }
 
+    /// `<dir>/<hash of the path>.<kind>`: `json` the acknowledged checkpoint, `origin`
+    /// where following began.
     fn file_of(&self, path: &Path) -> PathBuf {
         let name = crate::keyed::stable_hash(path.to_string_lossy().as_bytes());
         self.dir.join(format!("{name:016x}.json"))
     }
 
-    /// The checkpoint saved for `path`, if any.
+    /// Resume `paths` at these positions rather than at their saved checkpoints.
+    pub fn starting_at(self, positions: Vec<(PathBuf, Checkpoint)>) -> Self {
+        Checkpoints {
+            start: positions.into_iter().collect(),
+            ..self
+        }
+    }
+
+    /// Where to resume `path`: a snapshot's position; else, without one, where following
+    /// began (so that the detectors' state is built again from the same lines); else the
+    /// checkpoint saved for it.
     pub fn load(&self, path: &Path) -> Option<Checkpoint> {
-        let text = std::fs::read_to_string(self.file_of(path)).ok()?;
+        if let Some(cp) = self.start.get(path) {
+            return Some(*cp);
+        }
+        if let Some(origin) = self.saved_as(path, "origin") {
+            return Some(origin);
+        }
+        self.saved_as(path, "json")
+    }
+
+    /// Notes where following `path` began, unless a start is noted for that file already.
+    pub fn began(&self, path: &Path, at: Checkpoint) {
+        let same_file = |o: Checkpoint| (o.device, o.inode) == (at.device, at.inode);
+        if self.start.contains_key(path) || self.saved_as(path, "origin").is_some_and(same_file) {
+            return;
+        }
+        if let Err(e) = self.save_as(path, "origin", at) {
+            tracing::warn!(path = %path.display(), "cannot note where following began: {e}");
+        }
+    }
+
+    fn saved_as(&self, path: &Path, kind: &str) -> Option<Checkpoint> {
+        let text = std::fs::read_to_string(self.file_of(path).with_extension(kind)).ok()?;
         let saved: SavedCheckpoint = serde_json::from_str(&text).ok()?;
         (saved.path == path).then_some(saved.checkpoint)
+    }
+
+    fn save_as(&self, path: &Path, kind: &str, checkpoint: Checkpoint) -> std::io::Result<()> {
+        let record = SavedCheckpoint {
+            path: path.to_owned(),
+            checkpoint,
+        };
+        let target = self.file_of(path).with_extension(kind);
+        let tmp = target.with_extension("tmp");
+        let bytes = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &target)
     }
 }
 
@@ -247,17 +296,7 @@ impl super::Acknowledge for Checkpoints {
             if saved.get(&input) == Some(&cp) {
                 continue;
             }
-            let record = SavedCheckpoint {
-                path: path.clone(),
-                checkpoint: cp,
-            };
-            let target = self.file_of(path);
-            let tmp = target.with_extension("tmp");
-            let written = serde_json::to_vec(&record)
-                .map_err(std::io::Error::other)
-                .and_then(|bytes| std::fs::write(&tmp, bytes))
-                .and_then(|()| std::fs::rename(&tmp, &target));
-            match written {
+            match self.save_as(path, "json", cp) {
                 Ok(()) => {
                     saved.insert(input, cp);
                 }
@@ -285,7 +324,11 @@ pub fn spawn(
                 .into_iter()
                 .map(|(p, input)| {
                     let cp = checkpoints.as_ref().and_then(|c| c.load(&p));
-                    Follower::resume(p, input, cp, from_start, stats.clone())
+                    let f = Follower::resume(p.clone(), input, cp, from_start, stats.clone());
+                    if let (Some(store), None) = (&checkpoints, cp) {
+                        store.began(&p, f.checkpoint(f.pos));
+                    }
+                    f
                 })
                 .collect();
             // Lines carry checkpoints only when they are saved.

@@ -166,7 +166,7 @@ fn has_header(m: &rdkafka::message::BorrowedMessage<'_>, name: &str) -> bool {
 }
 
 /// Where a record came from in Kafka.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Position {
     pub topic: Arc<str>,
     pub partition: i32,

@@ -24,7 +24,7 @@ use std::sync::Arc;
 /// hands a batch's positions back to the source's `Acknowledge` once every alert the batch
 /// caused is delivered to every sink, so that a position never advances past an undelivered
 /// alert.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Position {
     /// A Kafka message: its offset is committed.
     Kafka(kafka::Position),
@@ -37,6 +37,41 @@ pub enum Position {
 /// Told, in input order, the positions of batches whose alerts are all delivered.
 pub trait Acknowledge: Send + Sync {
     fn acknowledge(&self, positions: &[Position]);
+}
+
+/// Where every source has been processed to: the latest position of each (a snapshot of
+/// detector state is consistent with these).
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Positions {
+    /// The journal's last record.
+    pub journal: Option<u64>,
+    /// Each followed file's checkpoint, by input.
+    pub files: std::collections::BTreeMap<u32, follow::Checkpoint>,
+    /// Each Kafka partition's last offset.
+    pub kafka: Vec<kafka::Position>,
+}
+
+impl Positions {
+    pub fn add(&mut self, positions: &[Position]) {
+        for p in positions {
+            match p {
+                Position::Journal(seq) => {
+                    self.journal = Some(self.journal.map_or(*seq, |j| j.max(*seq)))
+                }
+                Position::File(cp) => {
+                    self.files.insert(cp.input, *cp);
+                }
+                Position::Kafka(k) => {
+                    let same =
+                        |o: &&mut kafka::Position| o.topic == k.topic && o.partition == k.partition;
+                    match self.kafka.iter_mut().find(same) {
+                        Some(o) => o.offset = o.offset.max(k.offset),
+                        None => self.kafka.push(k.clone()),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Several sources' acknowledgements: each takes the positions that are its own.
