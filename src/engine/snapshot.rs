@@ -19,13 +19,16 @@ const FORMAT: &str = "audithound-snapshot";
 /// Bumped whenever the state's shape changes: an older snapshot is then refused, not misread.
 pub const VERSION: u32 = 1;
 
+/// Told the positions a snapshot just written reflects.
+pub type Written = Arc<dyn Fn(&Positions) + Send + Sync>;
+
 /// When and where a service writes its snapshots.
 #[derive(Clone)]
 pub struct SnapshotPlan {
     pub path: PathBuf,
     pub every: std::time::Duration,
     /// Told the positions a snapshot just written reflects (the journal keeps what follows).
-    pub written: Option<Arc<dyn Fn(&Positions) + Send + Sync>>,
+    pub written: Option<Written>,
 }
 
 #[derive(Serialize)]
