@@ -42,6 +42,10 @@ use crate::sink::SinkConfig;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+fn default_outbox_mib() -> u64 {
+    256
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -51,6 +55,10 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// How often detector state is snapshotted under `state_dir` (and at every stop): "5m".
     pub snapshot_every: Option<String>,
+    /// With `state_dir`: undelivered alerts each remote sink (http, kafka) may hold on disk
+    /// before the engine waits for it.
+    #[serde(default = "default_outbox_mib")]
+    pub outbox_max_mib: u64,
     #[serde(default)]
     pub detection: Detection,
     pub webhook: Option<Webhook>,

@@ -348,6 +348,8 @@ pub struct Live {
     pub kafka: std::sync::Arc<crate::source::kafka::Gauges>,
     /// Snapshots that could not be read at start (a fresh start each).
     pub snapshots_rejected: std::sync::atomic::AtomicU64,
+    /// Remote sinks' outboxes, by name.
+    outboxes: std::sync::Mutex<Vec<(String, std::sync::Arc<crate::sink::outbox::Gauges>)>>,
 }
 
 fn record(slot: &std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>, max: u64, v: u64) {
@@ -422,9 +424,70 @@ impl Live {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The sinks' outboxes to expose.
+    pub fn set_outboxes(
+        &self,
+        outboxes: Vec<(String, std::sync::Arc<crate::sink::outbox::Gauges>)>,
+    ) {
+        if let Ok(mut o) = self.outboxes.lock() {
+            *o = outboxes;
+        }
+    }
+
+    fn render_outboxes(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let Ok(outboxes) = self.outboxes.lock() else {
+            return;
+        };
+        if outboxes.is_empty() {
+            return;
+        }
+        type Read = fn(&crate::sink::outbox::Gauges) -> u64;
+        let families: [(&str, &str, &str, Read); 5] = [
+            (
+                "audithound_outbox_pending",
+                "gauge",
+                "Findings waiting in a sink's outbox.",
+                |g| g.pending.load(Relaxed),
+            ),
+            (
+                "audithound_outbox_bytes",
+                "gauge",
+                "Bytes a sink's outbox holds on disk.",
+                |g| g.bytes.load(Relaxed),
+            ),
+            (
+                "audithound_outbox_delivered_total",
+                "counter",
+                "Findings a sink accepted from its outbox.",
+                |g| g.delivered.load(Relaxed),
+            ),
+            (
+                "audithound_outbox_retries_total",
+                "counter",
+                "Failed deliveries from a sink's outbox (each retried).",
+                |g| g.retries.load(Relaxed),
+            ),
+            (
+                "audithound_outbox_full_waits_total",
+                "counter",
+                "Times the engine waited because a sink's outbox was full (backpressure).",
+                |g| g.full_waits.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, read) in families {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+            for (sink, g) in outboxes.iter() {
+                let _ = writeln!(out, "{name}{{sink=\"{sink}\"}} {}", read(g));
+            }
+        }
+    }
+
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
+        self.render_outboxes(&mut out);
         let Ok(s) = self.snapshot.lock() else {
             return out;
         };

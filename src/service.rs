@@ -145,17 +145,7 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
         }
         None => None,
     };
-    let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
-    for s in &cfg.sinks {
-        sinks.push(s.build()?);
-        tracing::info!(sink = %s.describe(), "sink ready");
-    }
-    if sinks.is_empty() {
-        sinks.push(Box::new(JsonLines::open("-", Default::default())?));
-        tracing::info!("no sink configured: alerts go to stdout");
-    }
 
-    let mut inputs = Inputs::default();
     // What must survive a restart lives under the state directory.
     let state_dir = cfg.state_dir.as_deref();
     if let Some(dir) = state_dir {
@@ -163,6 +153,27 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
             .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
         tracing::info!(dir = %dir.display(), "state directory");
     }
+    // Remote sinks deliver from an outbox on disk when there is a state directory.
+    let mut outboxes = state_dir.map(|dir| crate::sink::Outboxes {
+        dir: dir.join("outbox"),
+        max_bytes: cfg.outbox_max_mib << 20,
+        drain: std::time::Duration::from_secs(10),
+        opened: Vec::new(),
+    });
+    let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
+    for s in &cfg.sinks {
+        sinks.push(s.build(outboxes.as_mut())?);
+        tracing::info!(sink = %s.describe(), "sink ready");
+    }
+    if sinks.is_empty() {
+        sinks.push(Box::new(JsonLines::open("-", Default::default())?));
+        tracing::info!("no sink configured: alerts go to stdout");
+    }
+    if let Some(o) = outboxes {
+        live_metrics.set_outboxes(o.opened);
+    }
+
+    let mut inputs = Inputs::default();
     let mut acks: Vec<Arc<dyn crate::source::Acknowledge>> = Vec::new();
     // The state a snapshot left, and the positions the sources resume from.
     let snapshot_path = state_dir.map(|d| d.join("snapshot.json.zst"));

@@ -303,9 +303,9 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["event", "rules", "alert", "revocation", "keyed"],
     ),
     ("incident", &["event", "rules", "alert", "detect", "keyed"]),
-    ("source", &["event", "settings"]),
-    ("sink", &["alert", "rules", "settings"]),
-    ("metrics", &["alert", "source"]),
+    ("source", &["event", "keyed", "settings"]),
+    ("sink", &["alert", "keyed", "rules", "settings"]),
+    ("metrics", &["alert", "source", "sink"]),
     (
         "engine",
         &[

@@ -1,9 +1,11 @@
 //! HTTP sinks for SIEMs: a generic JSON array, Splunk HEC events or an Elasticsearch/OpenSearch
 //! `_bulk` body, gzip-compressed, in batches. A failed delivery is retried with exponential
-//! backoff and jitter; while it is retried the engine waits, so sources slow down (the webhook
-//! answers 429) instead of alerts being dropped. Alert ids are stable (`_id` for Elasticsearch),
+//! backoff and jitter: with `state_dir`, from the sink's outbox for as long as it takes
+//! (`outbox`); without, in place for `max_retry_seconds` while the engine waits, so sources slow
+//! down (the webhook answers 429) instead of alerts being dropped. Alert ids are stable (`_id` for Elasticsearch),
 //! so a redelivered batch de-duplicates downstream.
 
+use super::outbox::{Item, Transport};
 use super::AlertSink;
 use crate::alert::{OutputFormat, Record};
 use std::io::Write;
@@ -22,8 +24,8 @@ pub enum Protocol {
 
 /// `type = "http"`: `url`, `protocol` (json, splunk_hec, elasticsearch), `format`, `headers`
 /// (values may hold secrets: `${VAR}` expands them, and they never print), alerts per request
-/// (`batch`, 500), `gzip` (true), Elasticsearch `index` ("audithound-alerts") and how long to
-/// retry before failing loudly (`max_retry_seconds`, 300).
+/// (`batch`, 500), `gzip` (true), Elasticsearch `index` ("audithound-alerts") and, without
+/// `state_dir`, how long to retry before failing loudly (`max_retry_seconds`, 300).
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
@@ -77,165 +79,58 @@ impl HttpConfig {
         Ok(())
     }
 
-    pub fn build(&self) -> HttpSink {
-        HttpSink::new(HttpOptions {
-            url: self.url.to_string(),
+    /// Turns a finding into what this sink sends.
+    pub fn render(&self) -> HttpRender {
+        HttpRender {
             protocol: self.protocol,
             format: self.format,
+            index: self.index.clone(),
+        }
+    }
+
+    /// The endpoint, without retries.
+    pub fn transport(&self) -> HttpTransport {
+        HttpTransport {
+            url: self.url.to_string(),
+            protocol: self.protocol,
             headers: self
                 .headers
                 .iter()
                 .map(|(k, v)| (k.clone(), v.expose().to_owned()))
                 .collect(),
-            batch: self.batch,
             gzip: self.gzip,
-            index: self.index.clone(),
-            max_retry: Duration::from_secs(self.max_retry_seconds),
-        })
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(30))
+                .build(),
+        }
     }
-}
 
-pub struct HttpOptions {
-    pub url: String,
-    pub protocol: Protocol,
-    pub format: OutputFormat,
-    /// Extra request headers (`Authorization: Splunk <token>`, `Authorization: ApiKey …`).
-    pub headers: Vec<(String, String)>,
-    pub batch: usize,
-    pub gzip: bool,
-    /// Index name for Elasticsearch.
-    pub index: String,
-    /// Give up (and fail the run, loudly) after retrying this long.
-    pub max_retry: Duration,
-}
-
-pub struct HttpSink {
-    opts: HttpOptions,
-    agent: ureq::Agent,
-    pending: Vec<String>,
-    /// Deliveries retried so far (for the summary and tests).
-    pub retries: u64,
-    seed: u64,
-}
-
-impl HttpSink {
-    pub fn new(opts: HttpOptions) -> HttpSink {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(30))
-            .build();
-        let seed = std::process::id() as u64 ^ 0x9E37_79B9_7F4A_7C15;
+    /// The sink without an outbox: retries in place, holding the engine, for
+    /// `max_retry_seconds`.
+    pub fn build(&self) -> HttpSink {
         HttpSink {
-            opts,
-            agent,
+            render: self.render(),
+            transport: self.transport(),
+            batch: self.batch,
+            max_retry: Duration::from_secs(self.max_retry_seconds),
             pending: Vec::new(),
-            retries: 0,
-            seed,
-        }
-    }
-
-    fn body(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        match self.opts.protocol {
-            Protocol::Json => {
-                out.push(b'[');
-                for (i, a) in self.pending.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(a.as_bytes());
-                }
-                out.push(b']');
-            }
-            Protocol::SplunkHec | Protocol::Elasticsearch => {
-                for a in &self.pending {
-                    out.extend_from_slice(a.as_bytes());
-                    out.push(b'\n');
-                }
-            }
-        }
-        if !self.opts.gzip {
-            return out;
-        }
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        match gz.write_all(&out).and_then(|_| gz.finish()) {
-            Ok(z) => z,
-            Err(_) => out,
-        }
-    }
-
-    /// Sends what is pending until it is accepted (2xx) or `max_retry` has passed.
-    fn deliver(&mut self) -> anyhow::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let body = self.body();
-        let content_type = match self.opts.protocol {
-            Protocol::Json | Protocol::SplunkHec => "application/json",
-            Protocol::Elasticsearch => "application/x-ndjson",
-        };
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(200);
-        loop {
-            let mut req = self
-                .agent
-                .post(&self.opts.url)
-                .set("Content-Type", content_type);
-            if self.opts.gzip {
-                req = req.set("Content-Encoding", "gzip");
-            }
-            for (k, v) in &self.opts.headers {
-                req = req.set(k, v);
-            }
-            let outcome = match req.send_bytes(&body) {
-                Ok(resp) if self.opts.protocol == Protocol::Elasticsearch => {
-                    // _bulk answers 200 even when items failed.
-                    let text = resp.into_string().unwrap_or_default();
-                    if text.contains("\"errors\":true") {
-                        Err("Elasticsearch reported item errors".to_string())
-                    } else {
-                        Ok(())
-                    }
-                }
-                Ok(_) => Ok(()),
-                Err(ureq::Error::Status(code, _)) => Err(format!("HTTP {code}")),
-                Err(e) => Err(e.to_string()),
-            };
-            match outcome {
-                Ok(()) => {
-                    self.pending.clear();
-                    return Ok(());
-                }
-                Err(why) if started.elapsed() < self.opts.max_retry => {
-                    self.retries += 1;
-                    let wait = jitter(delay, &mut self.seed);
-                    tracing::warn!(url = %self.opts.url, alerts = self.pending.len(), "delivery failed ({why}); retrying in {wait:?}");
-                    std::thread::sleep(wait);
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                }
-                Err(why) => anyhow::bail!(
-                    "alerts could not be delivered to {} for {:?} ({why}); {} alerts undelivered",
-                    self.opts.url,
-                    self.opts.max_retry,
-                    self.pending.len()
-                ),
-            }
+            seed: std::process::id() as u64 ^ 0x9E37_79B9_7F4A_7C15,
         }
     }
 }
 
-/// Between half and all of `d`, so that many instances do not retry in step.
-fn jitter(d: Duration, seed: &mut u64) -> Duration {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    let frac = 0.5 + (*seed % 1000) as f64 / 2000.0;
-    d.mul_f64(frac)
+/// How findings are written for the sink's protocol.
+#[derive(Clone)]
+pub struct HttpRender {
+    protocol: Protocol,
+    format: OutputFormat,
+    index: String,
 }
 
-impl AlertSink for HttpSink {
-    fn send(&mut self, record: Record) -> anyhow::Result<()> {
-        let doc = self.opts.format.render(record)?;
-        let item = match self.opts.protocol {
+impl HttpRender {
+    pub fn render(&self, record: Record) -> anyhow::Result<Item> {
+        let doc = self.format.render(record)?;
+        let doc = match self.protocol {
             Protocol::Json => doc,
             // Alerts keep the sourcetype they always had; incidents get their own.
             Protocol::SplunkHec => format!(
@@ -249,11 +144,147 @@ impl AlertSink for HttpSink {
             // The same `_id` for every report of a finding: Elasticsearch keeps the latest.
             Protocol::Elasticsearch => format!(
                 "{}\n{doc}",
-                serde_json::json!({"index": {"_index": self.opts.index, "_id": record.id()}})
+                serde_json::json!({"index": {"_index": self.index, "_id": record.id()}})
             ),
         };
-        self.pending.push(item);
-        if self.pending.len() >= self.opts.batch.max(1) {
+        Ok(Item {
+            key: record.id().to_owned(),
+            doc,
+        })
+    }
+}
+
+/// The SIEM's endpoint: one POST per batch.
+pub struct HttpTransport {
+    url: String,
+    protocol: Protocol,
+    /// Extra request headers (`Authorization: Splunk <token>`, `Authorization: ApiKey …`).
+    headers: Vec<(String, String)>,
+    gzip: bool,
+    agent: ureq::Agent,
+}
+
+impl HttpTransport {
+    fn body(&self, items: &[Item]) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self.protocol {
+            Protocol::Json => {
+                out.push(b'[');
+                for (i, a) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(a.doc.as_bytes());
+                }
+                out.push(b']');
+            }
+            Protocol::SplunkHec | Protocol::Elasticsearch => {
+                for a in items {
+                    out.extend_from_slice(a.doc.as_bytes());
+                    out.push(b'\n');
+                }
+            }
+        }
+        if !self.gzip {
+            return out;
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        match gz.write_all(&out).and_then(|_| gz.finish()) {
+            Ok(z) => z,
+            Err(_) => out,
+        }
+    }
+}
+
+impl Transport for HttpTransport {
+    fn deliver(&mut self, items: &[Item]) -> Result<(), String> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let body = self.body(items);
+        let content_type = match self.protocol {
+            Protocol::Json | Protocol::SplunkHec => "application/json",
+            Protocol::Elasticsearch => "application/x-ndjson",
+        };
+        let mut req = self.agent.post(&self.url).set("Content-Type", content_type);
+        if self.gzip {
+            req = req.set("Content-Encoding", "gzip");
+        }
+        for (k, v) in &self.headers {
+            req = req.set(k, v);
+        }
+        match req.send_bytes(&body) {
+            Ok(resp) if self.protocol == Protocol::Elasticsearch => {
+                // _bulk answers 200 even when items failed.
+                let text = resp.into_string().unwrap_or_default();
+                if text.contains("\"errors\":true") {
+                    Err("Elasticsearch reported item errors".to_string())
+                } else {
+                    Ok(())
+                }
+            }
+            Ok(_) => Ok(()),
+            Err(ureq::Error::Status(code, _)) => Err(format!("HTTP {code}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn target(&self) -> String {
+        self.url.clone()
+    }
+}
+
+/// An HTTP sink without an outbox: a batch is retried in place, the engine waiting, until it is
+/// accepted or `max_retry` has passed (then the run fails, loudly).
+pub struct HttpSink {
+    render: HttpRender,
+    transport: HttpTransport,
+    batch: usize,
+    max_retry: Duration,
+    pending: Vec<Item>,
+    seed: u64,
+}
+
+impl HttpSink {
+    fn deliver(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.transport.deliver(&self.pending) {
+                Ok(()) => {
+                    self.pending.clear();
+                    return Ok(());
+                }
+                Err(why) if started.elapsed() < self.max_retry => {
+                    let wait = jitter(delay, &mut self.seed);
+                    tracing::warn!(url = %self.transport.url, alerts = self.pending.len(), "delivery failed ({why}); retrying in {wait:?}");
+                    std::thread::sleep(wait);
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(why) => anyhow::bail!(
+                    "alerts could not be delivered to {} for {:?} ({why}); {} alerts undelivered (with state_dir they would wait in an outbox)",
+                    self.transport.url,
+                    self.max_retry,
+                    self.pending.len()
+                ),
+            }
+        }
+    }
+}
+
+/// Between half and all of `d`, so that many instances do not retry in step.
+pub(super) fn jitter(d: Duration, seed: &mut u64) -> Duration {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let frac = 0.5 + (*seed % 1000) as f64 / 2000.0;
+    d.mul_f64(frac)
+}
+
+impl AlertSink for HttpSink {
+    fn send(&mut self, record: Record) -> anyhow::Result<()> {
+        self.pending.push(self.render.render(record)?);
+        if self.pending.len() >= self.batch.max(1) {
             self.deliver()?;
         }
         Ok(())

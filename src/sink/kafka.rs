@@ -62,6 +62,32 @@ impl KafkaConfig {
             .collect();
         KafkaSink::new(&self.brokers, &self.topic, self.format, &properties)
     }
+
+    /// The topic, for an outbox: each batch produced and waited for.
+    pub fn transport(&self) -> anyhow::Result<KafkaSink> {
+        self.build()
+    }
+}
+
+impl super::outbox::Transport for KafkaSink {
+    fn deliver(&mut self, items: &[super::outbox::Item]) -> Result<(), String> {
+        for item in items {
+            self.produce(&item.key, &item.doc)
+                .map_err(|e| e.to_string())?;
+        }
+        // Shorter than librdkafka's own message timeout: the outbox retries the batch.
+        self.producer
+            .flush(Duration::from_secs(30))
+            .map_err(|e| format!("not acknowledged: {e}"))?;
+        match self.producer.context().failed.swap(0, Ordering::Relaxed) {
+            0 => Ok(()),
+            n => Err(format!("{n} refused by the brokers")),
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("kafka topic {}", self.topic)
+    }
 }
 
 pub struct KafkaSink {
@@ -92,12 +118,17 @@ impl KafkaSink {
     }
 }
 
-impl AlertSink for KafkaSink {
-    fn send(&mut self, finding: Record) -> anyhow::Result<()> {
-        let payload = self.format.render(finding)?;
-        let mut record = BaseRecord::to(&self.topic)
-            .key(finding.id())
-            .payload(payload.as_str());
+impl KafkaSink {
+    /// How a finding goes on the topic: keyed by its id.
+    pub fn render(&self, finding: Record) -> anyhow::Result<super::outbox::Item> {
+        Ok(super::outbox::Item {
+            key: finding.id().to_owned(),
+            doc: self.format.render(finding)?,
+        })
+    }
+
+    fn produce(&self, key: &str, payload: &str) -> anyhow::Result<()> {
+        let mut record = BaseRecord::to(&self.topic).key(key).payload(payload);
         // A full local queue: wait for deliveries to make room rather than drop.
         loop {
             match self.producer.send(record) {
@@ -114,6 +145,13 @@ impl AlertSink for KafkaSink {
                 Err((e, _)) => anyhow::bail!("kafka sink: {e}"),
             }
         }
+    }
+}
+
+impl AlertSink for KafkaSink {
+    fn send(&mut self, finding: Record) -> anyhow::Result<()> {
+        let item = self.render(finding)?;
+        self.produce(&item.key, &item.doc)
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {

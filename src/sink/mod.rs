@@ -4,6 +4,7 @@
 pub mod file;
 pub mod http;
 pub mod kafka;
+pub mod outbox;
 
 use crate::alert::{Alert, Incident, OutputFormat, Record};
 use crate::rules::Severity;
@@ -42,13 +43,39 @@ impl SinkConfig {
         }
     }
 
-    /// Opens the sink.
-    pub fn build(&self) -> anyhow::Result<Box<dyn AlertSink>> {
-        let sink: Box<dyn AlertSink> = match self {
-            SinkConfig::Stdout(c) => Box::new(JsonLines::open("-", c.format)?),
-            SinkConfig::File(c) => Box::new(c.build()?),
-            SinkConfig::Http(c) => Box::new(c.build()),
-            SinkConfig::Kafka(c) => Box::new(c.build()?),
+    /// Opens the sink; a remote one (http, kafka) behind an outbox when `outboxes` is given.
+    pub fn build(&self, outboxes: Option<&mut Outboxes>) -> anyhow::Result<Box<dyn AlertSink>> {
+        let sink: Box<dyn AlertSink> = match (self, outboxes) {
+            (SinkConfig::Stdout(c), _) => Box::new(JsonLines::open("-", c.format)?),
+            (SinkConfig::File(c), _) => Box::new(c.build()?),
+            (SinkConfig::Http(c), None) => Box::new(c.build()),
+            (SinkConfig::Kafka(c), None) => Box::new(c.build()?),
+            (SinkConfig::Http(c), Some(o)) => {
+                let render = c.render();
+                o.open(
+                    &format!("http-{}", short_hash(&c.url)),
+                    Box::new(c.transport()),
+                    Box::new(move |r| render.render(r)),
+                    c.batch,
+                )?
+            }
+            (SinkConfig::Kafka(c), Some(o)) => {
+                let format = c.format;
+                o.open(
+                    &format!(
+                        "kafka-{}",
+                        short_hash(&format!("{} {}", &*c.brokers, &*c.topic))
+                    ),
+                    Box::new(c.transport()?),
+                    Box::new(move |r| {
+                        Ok(outbox::Item {
+                            key: r.id().to_owned(),
+                            doc: format.render(r)?,
+                        })
+                    }),
+                    500,
+                )?
+            }
         };
         Ok(match self.min_severity() {
             Some(min) => Box::new(MinSeverity { inner: sink, min }),
@@ -76,6 +103,42 @@ impl SinkConfig {
             }
         }
     }
+}
+
+/// Where remote sinks keep their outboxes (`state_dir/outbox`), and the outboxes opened.
+pub struct Outboxes {
+    pub dir: std::path::PathBuf,
+    pub max_bytes: u64,
+    /// How long a stopping service keeps delivering before leaving the rest for its next start.
+    pub drain: std::time::Duration,
+    /// Each outbox's name and gauges, for `/metrics`.
+    pub opened: Vec<(String, std::sync::Arc<outbox::Gauges>)>,
+}
+
+impl Outboxes {
+    fn open(
+        &mut self,
+        name: &str,
+        transport: Box<dyn outbox::Transport>,
+        render: Box<dyn FnMut(Record) -> anyhow::Result<outbox::Item> + Send>,
+        batch: usize,
+    ) -> anyhow::Result<Box<dyn AlertSink>> {
+        let gauges = std::sync::Arc::new(outbox::Gauges::default());
+        let options = outbox::OutboxOptions {
+            batch,
+            max_bytes: self.max_bytes,
+            drain: self.drain,
+        };
+        let sink =
+            outbox::Outbox::open(&self.dir, name, transport, render, options, gauges.clone())?;
+        self.opened.push((name.to_owned(), gauges));
+        Ok(Box::new(sink))
+    }
+}
+
+/// A stable name for an outbox from its sink's target.
+fn short_hash(s: &str) -> String {
+    format!("{:08x}", crate::keyed::stable_hash(s.as_bytes()) >> 32)
 }
 
 pub trait AlertSink {
