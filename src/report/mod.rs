@@ -9,6 +9,7 @@ use crate::metrics::RunStats;
 use crate::rules::Severity;
 use crate::sink::AlertSink;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -27,9 +28,13 @@ pub struct ReportInput<'a> {
 
 /// Alerts kept for a report at most (the rest are counted).
 pub const MAX_ALERTS: usize = 10_000;
+/// Incidents kept for a report at most: beyond it the lowest-ranked one (least severe, then
+/// latest) makes room or the newcomer is left out. Each incident's own lists are capped, so
+/// this bounds the memory a long replay spends on its report.
+pub const MAX_INCIDENTS: usize = 1_000;
 
 /// A sink that keeps what a report needs while passing everything on: the latest report of
-/// each alert (capped, counted beyond) and of each incident.
+/// each alert and of each incident (both capped).
 pub struct Keep<S> {
     pub inner: S,
     pub alerts: Vec<Alert>,
@@ -65,9 +70,19 @@ impl<S: AlertSink> AlertSink for Keep<S> {
             },
             Record::Incident(i) => match self.incident_at.get(&i.id) {
                 Some(&at) => self.incidents[at] = i.clone(),
-                None => {
+                None if self.incidents.len() < MAX_INCIDENTS => {
                     self.incident_at.insert(i.id.clone(), self.incidents.len());
                     self.incidents.push(i.clone());
+                }
+                None => {
+                    // The lowest-ranked kept incident gives way to a worse one.
+                    let lowest = (0..self.incidents.len())
+                        .max_by(|&a, &b| rank(&self.incidents[a]).cmp(&rank(&self.incidents[b])));
+                    if let Some(at) = lowest.filter(|&at| rank(i) < rank(&self.incidents[at])) {
+                        self.incident_at.remove(&self.incidents[at].id);
+                        self.incident_at.insert(i.id.clone(), at);
+                        self.incidents[at] = i.clone();
+                    }
                 }
             },
         }
@@ -84,15 +99,23 @@ impl<S: AlertSink> AlertSink for Keep<S> {
 pub mod caps {
     /// Incidents listed.
     pub const INCIDENTS: usize = 200;
-    /// Timeline lines of each of the first [`FULL_INCIDENTS`] incidents…
+    /// The first incidents are listed in full…
+    pub const FULL_INCIDENTS: usize = 10;
+    /// Timeline lines, alerts and items of each blast-radius list of each of the first
+    /// [`FULL_INCIDENTS`] incidents…
     pub const TIMELINE_ROWS: usize = 500;
-    pub const FULL_INCIDENTS: usize = 20;
-    /// …and of every later one.
-    pub const TIMELINE_ROWS_LATER: usize = 50;
-    /// Alerts listed in each incident.
     pub const INCIDENT_ALERTS: usize = 100;
-    /// Items of each blast-radius list.
     pub const BLAST_ITEMS: usize = 50;
+    /// …and of every later one.
+    pub const TIMELINE_ROWS_LATER: usize = 10;
+    pub const INCIDENT_ALERTS_LATER: usize = 10;
+    pub const BLAST_ITEMS_LATER: usize = 5;
+    /// Identities, credentials and families listed for one incident, and rules for one line.
+    pub const IDENTITIES: usize = 10;
+    pub const LINE_RULES: usize = 5;
+    /// Characters of a name, user agent or list item, and of a title, summary or detail.
+    pub const TEXT: usize = 160;
+    pub const LONG_TEXT: usize = 600;
     /// Rows of the alerts table.
     pub const ALERTS: usize = 2000;
     /// Incidents charted as requests per minute.
@@ -124,7 +147,7 @@ pub fn render(input: &ReportInput) -> anyhow::Result<String> {
 
 #[derive(Serialize)]
 struct View<'a> {
-    title: &'a str,
+    title: Cow<'a, str>,
     version: &'static str,
     span: Option<(String, String)>,
     summary: Vec<(&'static str, String)>,
@@ -141,7 +164,8 @@ struct View<'a> {
     alerts: Vec<AlertRow<'a>>,
     alerts_total: u64,
     alerts_more: u64,
-    alerts_dropped: u64,
+    /// Alerts beyond what the report could keep (`MAX_ALERTS`).
+    alerts_not_kept: u64,
     rejected: Vec<(&'a str, u64)>,
     rejected_total: u64,
     rejected_examples: &'a [crate::metrics::RejectionExample],
@@ -185,16 +209,16 @@ struct IncidentView<'a> {
     id: &'a str,
     severity: &'static str,
     status: &'static str,
-    title: &'a str,
-    summary: &'a str,
-    cluster: &'a str,
+    title: Cow<'a, str>,
+    summary: Cow<'a, str>,
+    cluster: Cow<'a, str>,
     first_time: &'a str,
     last_time: &'a str,
-    usernames: &'a [String],
-    credential_ids: &'a [String],
-    impersonated: &'a [String],
-    families: &'a [String],
-    alerts: &'a [crate::alert::incident::AlertRef],
+    usernames: List<'a>,
+    credential_ids: List<'a>,
+    impersonated: List<'a>,
+    families: List<'a>,
+    alerts: Vec<IncidentAlert<'a>>,
     alerts_total: u64,
     alerts_more: u64,
     steps: Vec<StepRow<'a>>,
@@ -206,36 +230,72 @@ struct IncidentView<'a> {
     blast: Vec<BlastList<'a>>,
 }
 
+/// The first items of a list, each clipped, and how many it holds in all.
+#[derive(Serialize)]
+struct List<'a> {
+    items: Vec<Cow<'a, str>>,
+    total: u64,
+}
+
+impl<'a> List<'a> {
+    fn new(items: &'a [String], total: u64, cap: usize) -> List<'a> {
+        List {
+            items: items
+                .iter()
+                .take(cap)
+                .map(|s| clip(s, caps::TEXT))
+                .collect(),
+            total: total.max(items.len() as u64),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct IncidentAlert<'a> {
+    time: &'a str,
+    severity: &'static str,
+    rule: Cow<'a, str>,
+    summary: Cow<'a, str>,
+}
+
 #[derive(Serialize)]
 struct StepRow<'a> {
     time: &'a str,
     last_time: Option<&'a str>,
-    username: &'a str,
-    verb: &'a str,
-    resource: &'a str,
+    username: Cow<'a, str>,
+    verb: Cow<'a, str>,
+    resource: Cow<'a, str>,
     target: String,
     status: Option<i64>,
-    source_ip: &'a str,
-    user_agent: &'a str,
+    source_ip: Cow<'a, str>,
+    user_agent: Cow<'a, str>,
     count: u64,
-    alerts: &'a [String],
+    alerts: List<'a>,
 }
 
 #[derive(Serialize)]
 struct BlastList<'a> {
     label: &'static str,
-    items: &'a [String],
-    total: u64,
+    list: List<'a>,
 }
 
 #[derive(Serialize)]
 struct AlertRow<'a> {
     time: &'a str,
     severity: &'static str,
-    rule: &'a str,
-    actor: &'a str,
+    rule: Cow<'a, str>,
+    actor: Cow<'a, str>,
     status: Option<&'static str>,
-    summary: &'a str,
+    summary: Cow<'a, str>,
+}
+
+/// `s` cut to `max` characters with an ellipsis: one absurd field (a user agent of megabytes)
+/// must not make the page as large.
+fn clip(s: &str, max: usize) -> Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => Cow::Borrowed(s),
+        Some((at, _)) => Cow::Owned(format!("{}…", &s[..at])),
+    }
 }
 
 /// `2025-03-04 09:00:00.003` for `2025-03-04T09:00:00.003745Z` (the page says it is UTC);
@@ -255,26 +315,34 @@ fn short_time(s: &str) -> String {
     }
 }
 
-/// Incidents worst first, then earliest first.
+/// Where an incident ranks: worst first, then earliest first (smaller is listed sooner).
+fn rank(i: &Incident) -> (std::cmp::Reverse<Severity>, i64, &str) {
+    (std::cmp::Reverse(i.severity), i.first_micros, &i.id)
+}
+
+/// Incidents in their rank.
 fn ranked(incidents: &[Incident]) -> Vec<&Incident> {
     let mut ranked: Vec<&Incident> = incidents.iter().collect();
-    ranked.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
-            .then(a.first_micros.cmp(&b.first_micros))
-            .then(a.id.cmp(&b.id))
-    });
+    ranked.sort_by(|a, b| rank(a).cmp(&rank(b)));
     ranked
 }
 
 fn incident_view(rank: usize, i: &Incident) -> IncidentView<'_> {
-    let rows = if rank <= caps::FULL_INCIDENTS {
-        caps::TIMELINE_ROWS
+    let (rows, incident_alerts, blast_items) = if rank <= caps::FULL_INCIDENTS {
+        (
+            caps::TIMELINE_ROWS,
+            caps::INCIDENT_ALERTS,
+            caps::BLAST_ITEMS,
+        )
     } else {
-        caps::TIMELINE_ROWS_LATER
+        (
+            caps::TIMELINE_ROWS_LATER,
+            caps::INCIDENT_ALERTS_LATER,
+            caps::BLAST_ITEMS_LATER,
+        )
     };
     let steps = &i.timeline.steps[..i.timeline.steps.len().min(rows)];
-    let alerts = &i.alerts[..i.alerts.len().min(caps::INCIDENT_ALERTS)];
+    let alerts = &i.alerts[..i.alerts.len().min(incident_alerts)];
     let b = &i.blast_radius;
     let blast = [
         ("Secrets read", &b.secrets_read),
@@ -290,25 +358,42 @@ fn incident_view(rank: usize, i: &Incident) -> IncidentView<'_> {
     .filter(|(_, c)| c.total > 0 || !c.items.is_empty())
     .map(|(label, c)| BlastList {
         label,
-        items: &c.items[..c.items.len().min(caps::BLAST_ITEMS)],
-        total: c.total.max(c.items.len() as u64),
+        list: List::new(&c.items, c.total, blast_items),
     })
     .collect();
+    let ids = &i.identities;
+    let names = |v: &'_ [String]| -> u64 { v.len() as u64 };
     IncidentView {
         rank,
         id: &i.id,
         severity: i.severity.name(),
         status: i.status.name(),
-        title: &i.title,
-        summary: &i.summary,
-        cluster: &i.cluster,
+        title: clip(&i.title, caps::TEXT),
+        summary: clip(&i.summary, caps::LONG_TEXT),
+        cluster: clip(&i.cluster, caps::TEXT),
         first_time: &i.first_time,
         last_time: &i.last_time,
-        usernames: &i.identities.usernames,
-        credential_ids: &i.identities.credential_ids,
-        impersonated: &i.identities.impersonated,
-        families: &i.families,
-        alerts,
+        usernames: List::new(&ids.usernames, names(&ids.usernames), caps::IDENTITIES),
+        credential_ids: List::new(
+            &ids.credential_ids,
+            names(&ids.credential_ids),
+            caps::IDENTITIES,
+        ),
+        impersonated: List::new(
+            &ids.impersonated,
+            names(&ids.impersonated),
+            caps::IDENTITIES,
+        ),
+        families: List::new(&i.families, names(&i.families), caps::IDENTITIES),
+        alerts: alerts
+            .iter()
+            .map(|a| IncidentAlert {
+                time: &a.time,
+                severity: a.severity.name(),
+                rule: clip(&a.rule, caps::TEXT),
+                summary: clip(&a.summary, caps::LONG_TEXT),
+            })
+            .collect(),
         alerts_total: i.alerts_total.max(i.alerts.len() as u64),
         alerts_more: i.alerts_total.saturating_sub(alerts.len() as u64),
         steps: steps
@@ -316,19 +401,23 @@ fn incident_view(rank: usize, i: &Incident) -> IncidentView<'_> {
             .map(|s| StepRow {
                 time: &s.time,
                 last_time: s.last_time.as_deref(),
-                username: &s.username,
-                verb: &s.verb,
-                resource: &s.resource,
+                username: clip(&s.username, caps::TEXT),
+                verb: clip(&s.verb, caps::TEXT),
+                resource: clip(&s.resource, caps::TEXT),
                 target: match (s.namespace.is_empty(), s.name.is_empty()) {
-                    (true, _) => s.name.clone(),
-                    (false, true) => format!("{}/", s.namespace),
-                    (false, false) => format!("{}/{}", s.namespace, s.name),
+                    (true, _) => clip(&s.name, caps::TEXT).into_owned(),
+                    (false, true) => format!("{}/", clip(&s.namespace, caps::TEXT)),
+                    (false, false) => format!(
+                        "{}/{}",
+                        clip(&s.namespace, caps::TEXT),
+                        clip(&s.name, caps::TEXT)
+                    ),
                 },
                 status: s.status_code,
-                source_ip: &s.source_ip,
-                user_agent: &s.user_agent,
+                source_ip: clip(&s.source_ip, caps::TEXT),
+                user_agent: clip(&s.user_agent, caps::TEXT),
                 count: s.count,
-                alerts: &s.alerts,
+                alerts: List::new(&s.alerts, s.alerts.len() as u64, caps::LINE_RULES),
             })
             .collect(),
         steps_kept: i.timeline.steps.len(),
@@ -425,15 +514,23 @@ fn view<'a>(input: &'a ReportInput<'a>) -> View<'a> {
     );
 
     let shown = input.alerts.len().min(caps::ALERTS);
+    // The run counted every alert (not their updates); `alerts_dropped` counts the reports,
+    // updates included, that found the report's store full.
+    let kept = input.alerts.len() as u64;
+    let alerts_total = if stats.alerts >= kept {
+        stats.alerts
+    } else {
+        kept + input.alerts_dropped
+    };
     let alerts = input.alerts[..shown]
         .iter()
         .map(|a| AlertRow {
             time: &a.time,
             severity: a.rule.severity.name(),
-            rule: &a.rule.id,
-            actor: &a.actor.username,
+            rule: clip(&a.rule.id, caps::TEXT),
+            actor: clip(&a.actor.username, caps::TEXT),
             status: a.status.map(|s| s.name()),
-            summary: &a.summary,
+            summary: clip(&a.summary, caps::LONG_TEXT),
         })
         .collect();
 
@@ -459,7 +556,7 @@ fn view<'a>(input: &'a ReportInput<'a>) -> View<'a> {
     ];
 
     View {
-        title: &input.title,
+        title: clip(&input.title, caps::LONG_TEXT),
         version: VERSION,
         span: span(input),
         summary,
@@ -469,8 +566,9 @@ fn view<'a>(input: &'a ReportInput<'a>) -> View<'a> {
             .iter()
             .map(|(k, v)| (k.as_str(), *v))
             .collect(),
-        incidents_total: ranked.len(),
-        incidents_more: ranked.len() - incidents.len(),
+        // The run's count: beyond `MAX_INCIDENTS` some were not kept.
+        incidents_total: (stats.incidents as usize).max(ranked.len()),
+        incidents_more: (stats.incidents as usize).max(ranked.len()) - incidents.len(),
         incidents,
         rates_more: rate_incidents.len() - rates.len(),
         rates,
@@ -478,9 +576,9 @@ fn view<'a>(input: &'a ReportInput<'a>) -> View<'a> {
         actors_by_events,
         actors_by_alerts,
         alerts,
-        alerts_total: input.alerts.len() as u64 + input.alerts_dropped,
-        alerts_more: (input.alerts.len() - shown) as u64 + input.alerts_dropped,
-        alerts_dropped: input.alerts_dropped,
+        alerts_total,
+        alerts_more: alerts_total - shown as u64,
+        alerts_not_kept: alerts_total - kept,
         rejected: stats
             .rejected
             .iter()
@@ -631,6 +729,107 @@ mod tests {
             "3 beyond the table, 4 not kept"
         );
         assert!(html.contains("4 were not kept"));
+    }
+
+    #[test]
+    fn keep_holds_the_worst_incidents_when_full() {
+        let mut keep = Keep::new(crate::sink::Fanout(Vec::new()));
+        for n in 0..MAX_INCIDENTS {
+            let i = incident(n, Severity::Medium, "m", 1);
+            keep.send(Record::Incident(&i)).expect("send");
+        }
+        // A low one finds no room; a critical one replaces the latest medium one.
+        let low = incident(5000, Severity::Low, "low", 1);
+        let critical = incident(5001, Severity::Critical, "critical", 1);
+        keep.send(Record::Incident(&low)).expect("send");
+        keep.send(Record::Incident(&critical)).expect("send");
+        assert_eq!(keep.incidents.len(), MAX_INCIDENTS);
+        assert!(keep.incidents.iter().any(|i| i.id == "i5001"));
+        assert!(!keep.incidents.iter().any(|i| i.id == "i5000"));
+        let last = format!("i{}", MAX_INCIDENTS - 1);
+        assert!(!keep.incidents.iter().any(|i| i.id == last));
+        // Its updates land on the same place.
+        let mut closed = critical.clone();
+        closed.title = "closed".to_owned();
+        keep.send(Record::Incident(&closed)).expect("send");
+        assert_eq!(keep.incidents.iter().filter(|i| i.id == "i5001").count(), 1);
+        assert!(keep.incidents.iter().any(|i| i.title == "closed"));
+    }
+
+    /// Every list longer than the page shows and every field longer than it prints: the page
+    /// stays a few MiB, however large the archive behind it.
+    #[test]
+    fn the_page_stays_bounded_whatever_the_input() {
+        let long = "x".repeat(caps::LONG_TEXT + 200);
+        let huge = |n: usize, steps: usize, items: usize| {
+            let mut i = incident(n, Severity::High, &long, steps);
+            for s in &mut i.timeline.steps {
+                s.user_agent = long.clone();
+                s.name = long.clone();
+                s.username = long.clone();
+            }
+            for s in i.timeline.steps.iter_mut().take(5) {
+                s.alerts = vec![long.clone(); caps::IDENTITIES + 5];
+            }
+            i.summary = long.clone();
+            i.alerts = (0..items)
+                .map(|k| AlertRef {
+                    id: k.to_string(),
+                    rule: long.clone(),
+                    severity: Severity::High,
+                    time: i.first_time.clone(),
+                    summary: long.clone(),
+                })
+                .collect();
+            i.alerts_total = 5000;
+            let list = Capped {
+                total: 5000,
+                items: vec![long.clone(); items],
+            };
+            i.blast_radius = BlastRadius {
+                secrets_read: list.clone(),
+                created: list.clone(),
+                changed: list.clone(),
+                deleted: list.clone(),
+                namespaces: list.clone(),
+                source_ips: list.clone(),
+                user_agents: list.clone(),
+                credentials: list,
+            };
+            i.identities.usernames = vec![long.clone(); caps::IDENTITIES + 5];
+            i
+        };
+        // The first incidents are shown in full, the later ones shorter: inputs just over
+        // each cap give the largest page.
+        let incidents: Vec<Incident> = (0..caps::INCIDENTS + 20)
+            .map(|n| {
+                if n < caps::FULL_INCIDENTS {
+                    huge(n, caps::TIMELINE_ROWS + 10, caps::INCIDENT_ALERTS + 10)
+                } else {
+                    huge(
+                        n,
+                        caps::TIMELINE_ROWS_LATER + 5,
+                        caps::INCIDENT_ALERTS_LATER + 5,
+                    )
+                }
+            })
+            .collect();
+        let alerts: Vec<Alert> = (0..MAX_ALERTS)
+            .map(|n| {
+                let mut a = crate::alert::test_alert(1_741_078_800_000_000 + n as i64);
+                a.summary = long.clone();
+                a.actor.username = long.clone();
+                a
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let html = page(&incidents, &alerts, 1_000_000);
+        let size = html.len();
+        eprintln!("worst-case page: {size} bytes in {:?}", started.elapsed());
+        assert!(size < 16 << 20, "{size} bytes");
+        assert!(html.contains("… and 20 more incidents"));
+        assert!(html.contains("… and 1008000 more alerts"));
+        assert!(!html.contains(&long), "long fields are clipped");
     }
 
     #[test]
