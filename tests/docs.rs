@@ -294,9 +294,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("keyed", &[]),
     ("settings", &[]),
     ("reload", &[]),
-    ("event", &[]),
+    ("reputation", &["reload"]),
+    ("event", &["reputation"]),
     ("revocation", &["event", "reload"]),
-    ("rules", &["event", "keyed", "reload", "revocation"]),
+    (
+        "rules",
+        &["event", "keyed", "reload", "revocation", "reputation"],
+    ),
     ("alert", &["event", "rules"]),
     (
         "detect",
@@ -315,6 +319,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "detect",
             "incident",
             "revocation",
+            "reputation",
             "keyed",
             "source",
             "sink",
@@ -351,7 +356,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "config",
-        &["event", "settings", "sink", "source", "rules", "alert"],
+        &[
+            "event",
+            "settings",
+            "sink",
+            "source",
+            "rules",
+            "alert",
+            "reputation",
+        ],
     ),
     (
         "service",
@@ -361,6 +374,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "event",
             "metrics",
             "revocation",
+            "reputation",
             "rules",
             "sink",
             "source",

@@ -3,7 +3,7 @@
 //! follow-up finds state waiting for it.
 
 use crate::alert::Alert;
-use crate::event::{AuditEvent, EventView};
+use crate::event::{AuditEvent, EventView, Lens};
 use crate::rules::template::Values;
 use crate::rules::Rule;
 use std::sync::Arc;
@@ -34,12 +34,33 @@ pub enum Seed {
 impl Seed {
     /// The alert `rule` raises on this event, its summary filled with `values`; `batch` is the
     /// data of the batch it came from.
-    pub fn alert(&self, rule: &Rule, time: i64, batch: &[u8], values: Values) -> Alert {
-        self.with_view(time, batch, |view| super::alert_for(rule, view, values))
+    pub fn alert(
+        &self,
+        lens: &Lens,
+        rule: &Rule,
+        time: i64,
+        batch: &[u8],
+        values: Values,
+    ) -> Alert {
+        self.with_view(lens, time, batch, |view| {
+            super::alert_for(rule, view, values)
+        })
     }
 
-    /// Calls `f` with the event decoded again (an empty one if it no longer decodes).
-    pub fn with_view<R>(&self, time: i64, batch: &[u8], mut f: impl FnMut(&EventView) -> R) -> R {
+    /// Calls `f` with the event decoded again (an empty one if it no longer decodes), seen
+    /// through `lens` as the worker saw it.
+    pub fn with_view<R>(
+        &self,
+        lens: &Lens,
+        time: i64,
+        batch: &[u8],
+        mut f: impl FnMut(&EventView) -> R,
+    ) -> R {
+        let mut view = |ev: &AuditEvent| {
+            let acting = lens.acting_for(ev);
+            let ev = acting.as_ref().unwrap_or(ev);
+            f(&EventView::new(ev, time).enriched(&lens.enrichment))
+        };
         let slice = |start: &u32, len: &u32| {
             let start = *start as usize;
             batch.get(start..start + *len as usize).unwrap_or_default()
@@ -65,17 +86,17 @@ impl Seed {
                 crate::event::decode_record(slice(start, len), &opts, cluster, &mut |item| {
                     if let crate::event::Item::Event(ev, _) = item {
                         if n == *index {
-                            answer = Some(f(&EventView::new(ev, time)));
+                            answer = Some(view(ev));
                         }
                         n += 1;
                     }
                 });
-                return answer.unwrap_or_else(|| f(&EventView::new(&Default::default(), time)));
+                return answer.unwrap_or_else(|| view(&Default::default()));
             }
         };
         let mut ev: AuditEvent = serde_json::from_str(json).unwrap_or_default();
         ev.cluster = Some(crate::event::JStr::borrowed(cluster));
-        f(&EventView::new(&ev, time))
+        view(&ev)
     }
 }
 
