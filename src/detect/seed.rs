@@ -16,6 +16,8 @@ pub enum Seed {
         start: u32,
         len: u32,
         cluster: Arc<str>,
+        /// The envelope's provider (an AKS record holding the event as an object).
+        provider: Option<&'static str>,
     },
     /// The record the event came from (an envelope, a mapped provider format, a batch of
     /// events), decoded again if needed: the `index`-th event it yields.
@@ -65,15 +67,17 @@ impl Seed {
             let start = *start as usize;
             batch.get(start..start + *len as usize).unwrap_or_default()
         };
-        let (json, cluster) = match self {
-            Seed::Event { json, cluster } => (&**json, cluster),
+        let (json, cluster, provider) = match self {
+            Seed::Event { json, cluster } => (&**json, cluster, None),
             Seed::InBatch {
                 start,
                 len,
                 cluster,
+                provider,
             } => (
                 std::str::from_utf8(slice(start, len)).unwrap_or_default(),
                 cluster,
+                *provider,
             ),
             Seed::Record {
                 start,
@@ -96,6 +100,7 @@ impl Seed {
         };
         let mut ev: AuditEvent = serde_json::from_str(json).unwrap_or_default();
         ev.cluster = Some(crate::event::JStr::borrowed(cluster));
+        ev.provider = provider;
         view(&ev)
     }
 }
@@ -158,6 +163,7 @@ impl<'b> Seeder<'b> {
                     start,
                     len,
                     cluster,
+                    provider: view.event.provider,
                 };
             }
         }

@@ -111,6 +111,10 @@ pub struct AuditEvent<'a> {
     /// (`impersonation_proxies`): `user` is then the user it acted for (`Lens::act_for`).
     #[serde(skip)]
     pub proxy: Option<JStr<'a>>,
+    /// The managed service the record came from (`Format::provider`): `aks`, `gke`, `eks`,
+    /// `ack`; None for the API server's own formats.
+    #[serde(skip)]
+    pub provider: Option<&'static str>,
 
     /// Times exports add beside (or instead of) the event's own: Panther's `p_event_time`,
     /// Elastic's `@timestamp`, a generic `time`, GCP's `receiveTimestamp`. Raw: some write
@@ -252,6 +256,7 @@ impl<'a> AuditEvent<'a> {
             time: self.time,
             repairs: self.repairs,
             proxy: self.proxy.clone(),
+            provider: self.provider,
             ..AuditEvent::default()
         }
     }

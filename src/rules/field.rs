@@ -190,6 +190,8 @@ const STR_FIELDS: &[(&str, StrGetter)] = &[
     ("requestURI", |e| opt(&e.request_uri)),
     ("userAgent", |e| opt(&e.user_agent)),
     ("cluster", |e| opt(&e.cluster)),
+    // The managed service whose export the record came in: aks, gke, eks, ack.
+    ("provider", |e| e.provider),
     ("apiVersion", |e| opt(&e.api_version)),
     ("user.username", |e| opt(&e.user.username)),
     ("user.uid", |e| opt(&e.user.uid)),
