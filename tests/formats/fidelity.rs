@@ -420,6 +420,40 @@ fn an_impersonation_proxy_acting_for_a_user_is_seen_as_that_user() {
     );
 }
 
+/// GKE's addon manager applies the privileged DaemonSets GKE installs in kube-system: on GKE
+/// records that is the platform's own work; the same DaemonSet by a person still raises.
+#[test]
+fn gke_managed_privileged_add_ons_raise_nothing() {
+    let record = |id: &str, who: &str| {
+        json!({"insertId": id, "logName": "projects/p/logs/cloudaudit.googleapis.com%2Factivity",
+          "operation": {"first": true, "id": id, "last": true, "producer": "k8s.io"},
+          "protoPayload": {"@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "authenticationInfo": {"principalEmail": who},
+            "methodName": "io.k8s.apps.v1.daemonsets.create",
+            "request": {"@type": "apps.k8s.io/v1.DaemonSet", "apiVersion": "apps/v1", "kind": "DaemonSet",
+              "metadata": {"name": "netd", "namespace": "kube-system"},
+              "spec": {"template": {"spec": {"hostNetwork": true, "containers": [{"name": "netd",
+                "image": "gke.gcr.io/netd:v0.3", "securityContext": {"privileged": true}}]}}}},
+            "requestMetadata": {"callerIp": "gce-internal-ip", "callerSuppliedUserAgent": "kube-addon-manager/v9.1"},
+            "resourceName": "apps/v1/namespaces/kube-system/daemonsets/netd", "serviceName": "k8s.io", "status": {}},
+          "resource": {"labels": {"cluster_name": "prod", "location": "europe-west1", "project_id": "p"}, "type": "k8s_cluster"},
+          "timestamp": "2025-06-02T09:00:00Z"})
+        .to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gke.jsonl");
+    let lines = [
+        record("gke-1", "system:addon-manager"),
+        record("gke-2", "alice@example.com"),
+    ];
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let (alerts, _) = replay(&[log.to_str().unwrap(), "-q"]);
+    for ids in alerts.values() {
+        assert!(!ids.contains(&"gke-1".to_owned()), "{alerts:?}");
+    }
+    assert_eq!(alerts["k8s.workload.privileged"], ["gke-2"], "{alerts:?}");
+}
+
 /// The v1beta1 log carries RequestReceived and ResponseComplete twins: each request is
 /// analysed once.
 #[test]
