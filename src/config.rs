@@ -6,6 +6,11 @@
 //! rules = ["detectors", "site-overrides"]
 //! revocations = "offboarded.yaml"     # re-read on change and on SIGHUP
 //! cluster = "prod-eu"                 # for events whose envelope names none
+//! impersonation_proxies = ["system:serviceaccount:pinniped-concierge:pinniped-concierge-impersonation-proxy"]
+//!
+//! [reputation]                        # IP lists and GeoIP for sourceIP.*; re-read on change and SIGHUP
+//! lists = { tor = "/etc/audithound/tor-exits.txt", threat = "/etc/audithound/threat.csv" }
+//! geoip = "/var/lib/GeoIP/GeoLite2-ASN.mmdb"
 //!
 //! [webhook]
 //! listen = "0.0.0.0:8443"
@@ -61,6 +66,8 @@ pub struct Config {
     pub outbox_max_mib: u64,
     #[serde(default)]
     pub detection: Detection,
+    #[serde(default)]
+    pub reputation: Reputation,
     pub webhook: Option<Webhook>,
     pub files: Option<Files>,
     pub kafka: Option<Kafka>,
@@ -90,6 +97,35 @@ pub struct Detection {
     pub incident_gap: Option<String>,
     /// Items an episode or incident list holds (true totals beyond it); default 1000.
     pub episode_cap: Option<usize>,
+    /// Usernames of impersonation proxies (Pinniped's concierge, kube-oidc-proxy): when one
+    /// acts for a user, rules see that user as the actor.
+    #[serde(default)]
+    pub impersonation_proxies: Vec<String>,
+}
+
+/// `[reputation]`: named IP lists (`sourceIP.lists`) and a MaxMind-format database
+/// (`sourceIP.asn`, `.asOrg`, `.country`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reputation {
+    /// List name → file (one IP or CIDR a line, or CSV with it first). The shipped rules read
+    /// `tor`, `threat` and `custom`.
+    #[serde(default)]
+    pub lists: std::collections::BTreeMap<String, PathBuf>,
+    pub geoip: Option<PathBuf>,
+}
+
+impl Reputation {
+    pub fn sources(&self) -> crate::reputation::Sources {
+        crate::reputation::Sources {
+            lists: self
+                .lists
+                .iter()
+                .map(|(n, p)| (n.clone(), p.clone()))
+                .collect(),
+            geoip: self.geoip.clone(),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -128,6 +164,7 @@ impl Default for Detection {
             incidents: true,
             incident_gap: None,
             episode_cap: None,
+            impersonation_proxies: Vec::new(),
         }
     }
 }
@@ -293,6 +330,24 @@ impl Config {
         }
         self.detection.lateness_micros()?;
         self.detection.incident_gap_micros()?;
+        if let Some(name) = self
+            .reputation
+            .lists
+            .keys()
+            .find(|n| !crate::reputation::valid_name(n))
+        {
+            return Err(format!(
+                "reputation.lists: {name:?} is no list name (letters, digits, '-' and '_')"
+            ));
+        }
+        if self
+            .detection
+            .impersonation_proxies
+            .iter()
+            .any(String::is_empty)
+        {
+            return Err("detection.impersonation_proxies: an empty username".into());
+        }
         if let Some(k) = &self.kafka {
             if k.brokers.is_empty() || k.topics.is_empty() {
                 return Err("kafka: name brokers and at least one topic".into());
@@ -358,6 +413,17 @@ mod tests {
         assert!(parse("[detection]\ncluster = \"x\"\n")
             .unwrap_err()
             .contains("no source"));
+        let rep = parse("[webhook]\nlisten = \"127.0.0.1:1\"\n[reputation]\nlists = { tor = \"tor.txt\", threat = \"t.csv\" }\ngeoip = \"asn.mmdb\"\n[detection]\nimpersonation_proxies = [\"system:serviceaccount:pinniped-concierge:p\"]\n").unwrap();
+        assert_eq!(rep.reputation.sources().lists.len(), 2);
+        assert_eq!(rep.detection.impersonation_proxies.len(), 1);
+        let typo =
+            parse("[webhook]\nlisten = \"127.0.0.1:1\"\n[reputation]\nlist = {}\n").unwrap_err();
+        assert!(typo.contains("unknown field `list`"), "{typo}");
+        assert!(parse(
+            "[webhook]\nlisten = \"127.0.0.1:1\"\n[reputation]\nlists = { \"a b\" = \"x\" }\n"
+        )
+        .unwrap_err()
+        .contains("no list name"));
         assert!(parse("[webhook]\nlisten = \"8443\"\n")
             .unwrap_err()
             .contains("host:port"));

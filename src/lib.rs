@@ -17,6 +17,7 @@ pub mod keyed;
 pub mod metrics;
 pub mod reload;
 pub mod report;
+pub mod reputation;
 pub mod revocation;
 pub mod route;
 pub mod rules;

@@ -106,6 +106,53 @@ enum Command {
     Route(RouteArgs),
 }
 
+/// How events are seen: source reputation and impersonation proxies (replay, hunt, timeline).
+#[derive(Args)]
+struct LensArgs {
+    /// A named IP list for the `sourceIP.lists` field: NAME=FILE, the file one IP address or
+    /// CIDR a line (`#` comments) or a CSV whose first column is one; repeatable. The shipped
+    /// rules read the lists named tor, threat and custom. Example: --ip-list tor=tor-exits.txt
+    #[arg(long = "ip-list", value_name = "NAME=FILE")]
+    ip_lists: Vec<String>,
+    /// A MaxMind-format database (GeoLite2-ASN, -Country or -City .mmdb) for the
+    /// `sourceIP.asn`, `sourceIP.asOrg` and `sourceIP.country` fields.
+    #[arg(long, value_name = "FILE")]
+    geoip: Option<PathBuf>,
+    /// An impersonation proxy (e.g. Pinniped's concierge service account); repeatable. When it
+    /// acts for a user (impersonatedUser), rules see that user as the actor, and alerts name
+    /// the proxy beside them.
+    #[arg(long = "impersonation-proxy", value_name = "USERNAME")]
+    impersonation_proxies: Vec<String>,
+}
+
+impl LensArgs {
+    /// Loads the lists and the database into `opts` (watched while the run lasts).
+    fn apply(&self, opts: &mut EngineOptions) -> anyhow::Result<Option<audithound::reload::Watch>> {
+        opts.impersonation_proxies = self.impersonation_proxies.clone();
+        let mut sources = audithound::reputation::Sources {
+            geoip: self.geoip.clone(),
+            ..Default::default()
+        };
+        for arg in &self.ip_lists {
+            let list = usage(
+                audithound::reputation::Sources::parse_list_arg(arg)
+                    .map_err(|e| anyhow::anyhow!("--ip-list {e}")),
+            )?;
+            sources.lists.push(list);
+        }
+        if sources.is_empty() {
+            return Ok(None);
+        }
+        let live = usage(
+            audithound::reputation::LiveReputation::load(&sources).map_err(anyhow::Error::msg),
+        )?;
+        tracing::debug!(loaded = ?live.describe(), "reputation loaded");
+        let watch = live.watch()?;
+        opts.reputation = live;
+        Ok(Some(watch))
+    }
+}
+
 /// What `hunt` and `timeline` read.
 #[derive(Args)]
 struct ArchiveArgs {
@@ -134,6 +181,8 @@ struct ArchiveArgs {
     /// Cluster name for events whose envelope names none.
     #[arg(long, default_value = "default", value_name = "NAME")]
     cluster: String,
+    #[command(flatten)]
+    lens: LensArgs,
 }
 
 #[derive(Args)]
@@ -272,6 +321,8 @@ struct ReplayArgs {
     /// with username, uid, group and/or credential_id, and revoked_at. Example: --revocations offboarded.yaml
     #[arg(long, value_name = "FILE")]
     revocations: Option<PathBuf>,
+    #[command(flatten)]
+    lens: LensArgs,
     /// Write every rejected record (reason, file, line, offset, raw bytes) here as JSON lines.
     #[arg(long, value_name = "FILE")]
     dead_letter: Option<PathBuf>,
@@ -639,6 +690,7 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         _watch = Some(live.watch()?);
         opts.revocations = live;
     }
+    let _reputation_watch = args.lens.apply(&mut opts)?;
     if let Some(n) = args.threads {
         opts.threads = n.max(1);
     }
@@ -722,7 +774,10 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// Engine options and input for `hunt` and `timeline`.
-fn archive_run(a: &ArchiveArgs, quiet: bool) -> (EngineOptions, Files) {
+fn archive_run(
+    a: &ArchiveArgs,
+    quiet: bool,
+) -> anyhow::Result<(EngineOptions, Files, Option<audithound::reload::Watch>)> {
     let mut opts = EngineOptions {
         from: a.from,
         to: a.to,
@@ -734,9 +789,10 @@ fn archive_run(a: &ArchiveArgs, quiet: bool) -> (EngineOptions, Files) {
     if let Some(n) = a.threads {
         opts.threads = n.max(1);
     }
+    let watch = a.lens.apply(&mut opts)?;
     let mut input = Files::new(a.paths.clone());
     input.exclude = a.report.iter().cloned().collect();
-    (opts, input)
+    Ok((opts, input, watch))
 }
 
 /// Writes `--report` for a hunt or timeline.
@@ -767,7 +823,7 @@ fn hunt(args: HuntArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let a = &args.archive;
     let rules = usage(hunt::rules_with(&rule_paths(a.rules.clone()), condition))?;
     let rules = Arc::new(rules.retain(|r| r.id == hunt::RULE_ID));
-    let (opts, input) = archive_run(a, quiet);
+    let (opts, input, _watch) = archive_run(a, quiet)?;
     let mut sink = hunt::HuntSink {
         out: std::io::BufWriter::new(std::io::stdout().lock()),
         table: a.format.table(),
@@ -819,7 +875,7 @@ fn timeline(args: TimelineArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         &rule_paths(a.rules.clone()),
         condition,
     ))?);
-    let (opts, input) = archive_run(a, quiet);
+    let (opts, input, _watch) = archive_run(a, quiet)?;
     let kept = audithound::report::Keep::new(audithound::sink::Collect::default());
     let mut sink = hunt::TimelineSink::new(args.limit.max(1), kept);
     let stats = engine::replay(&opts, &input, rules, &mut sink, None)?;

@@ -41,6 +41,15 @@ pub fn check(cfg: &Config, rules: &Rules) -> anyhow::Result<Vec<String>> {
             live.current().entries.len()
         ));
     }
+    let reputation = cfg.reputation.sources();
+    if !reputation.is_empty() {
+        let live = crate::reputation::LiveReputation::load(&reputation)
+            .map_err(|e| anyhow::anyhow!("reputation: {e}"))?;
+        lines.extend(live.describe());
+    }
+    for proxy in &cfg.detection.impersonation_proxies {
+        lines.push(format!("impersonation proxy: {proxy}"));
+    }
     if let Some(h) = &cfg.webhook {
         if let (Some(cert), Some(key)) = (&h.tls_cert, &h.tls_key) {
             webhook::tls_config(cert, key, h.client_ca.as_deref())
@@ -145,6 +154,19 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
         }
         None => None,
     };
+    // IP lists and GeoIP, reloaded like the revocation list.
+    let reputation = cfg.reputation.sources();
+    let _reputation_watch = if reputation.is_empty() {
+        None
+    } else {
+        let live = crate::reputation::LiveReputation::load(&reputation)
+            .map_err(|e| anyhow::anyhow!("reputation: {e}"))?;
+        tracing::info!(loaded = ?live.describe(), "reputation loaded");
+        let watch = live.watch()?;
+        opts.reputation = live;
+        Some(watch)
+    };
+    opts.impersonation_proxies = cfg.detection.impersonation_proxies.clone();
 
     // What must survive a restart lives under the state directory.
     let state_dir = cfg.state_dir.as_deref();

@@ -62,13 +62,9 @@ fn is_rule_id(span: &str) -> bool {
 }
 
 /// Rule ids that detectors/COVERAGE.md names for detections marked *planned*: they need engine
-/// support (source-reputation lists) that does not exist yet, so no rule carries them. Remove an
-/// id from here when its rule ships.
-const PLANNED_RULES: &[&str] = &[
-    "k8s.reputation.threat_list",
-    "k8s.reputation.custom_list",
-    "k8s.reputation.tor_exit",
-];
+/// support that does not exist yet, so no rule carries them. Remove an id from here when its
+/// rule ships (none today: the source-reputation rules shipped with IP lists and GeoIP).
+const PLANNED_RULES: &[&str] = &[];
 
 #[test]
 fn rule_ids_named_in_the_docs_exist() {
@@ -294,9 +290,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("keyed", &[]),
     ("settings", &[]),
     ("reload", &[]),
-    ("event", &[]),
+    ("reputation", &["reload"]),
+    ("event", &["reputation"]),
     ("revocation", &["event", "reload"]),
-    ("rules", &["event", "keyed", "reload", "revocation"]),
+    (
+        "rules",
+        &["event", "keyed", "reload", "revocation", "reputation"],
+    ),
     ("alert", &["event", "rules"]),
     (
         "detect",
@@ -315,6 +315,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "detect",
             "incident",
             "revocation",
+            "reputation",
             "keyed",
             "source",
             "sink",
@@ -351,7 +352,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "config",
-        &["event", "settings", "sink", "source", "rules", "alert"],
+        &[
+            "event",
+            "settings",
+            "sink",
+            "source",
+            "rules",
+            "alert",
+            "reputation",
+        ],
     ),
     (
         "service",
@@ -361,6 +370,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "event",
             "metrics",
             "revocation",
+            "reputation",
             "rules",
             "sink",
             "source",

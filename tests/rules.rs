@@ -222,3 +222,246 @@ fn explain_shows_each_matcher_and_the_verdict() {
         stdout(&out)
     );
 }
+
+/// One native audit event, as the API server writes it.
+fn event(
+    id: &str,
+    time: &str,
+    user: &str,
+    verb: &str,
+    ip: &str,
+    target: &str,
+    code: u16,
+) -> String {
+    let target = match target.split_once('/') {
+        Some((resource, ns)) => {
+            format!(r#""objectRef":{{"resource":"{resource}","namespace":"{ns}"}}"#)
+        }
+        None => format!(r#""requestURI":"{target}""#),
+    };
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseComplete","verb":"{verb}","user":{{"username":"{user}"}},"sourceIPs":["{ip}"],"userAgent":"kubectl/v1.30.0",{target},"responseStatus":{{"code":{code}}},"requestReceivedTimestamp":"{time}","stageTimestamp":"{time}"}}"#
+    )
+}
+
+/// Alerts of a replay, by rule: each alert's audit ID and summary.
+fn alerts_by_rule(
+    out: &std::process::Output,
+) -> std::collections::BTreeMap<String, Vec<(String, String)>> {
+    let mut by_rule = std::collections::BTreeMap::<String, Vec<(String, String)>>::new();
+    for line in stdout(out).lines() {
+        let a: serde_json::Value = serde_json::from_str(line).unwrap();
+        if a.get("incident").is_some() {
+            continue;
+        }
+        by_rule
+            .entry(a["rule"]["id"].as_str().unwrap().into())
+            .or_default()
+            .push((
+                a["evidence"]["audit_ids"][0].as_str().unwrap().into(),
+                a["summary"].as_str().unwrap().into(),
+            ));
+    }
+    by_rule
+}
+
+#[test]
+fn ip_lists_and_a_geoip_database_decide_which_reputation_rules_fire() {
+    use audithound::reputation::{mmdb, Geo};
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    std::fs::write(p("tor.txt"), "# Tor exits\n203.0.113.5\n").unwrap();
+    std::fs::write(p("threat.csv"), "ip,source\n198.51.100.0/24,feed\n").unwrap();
+    std::fs::write(p("custom.txt"), "2001:db8:42::/48\n").unwrap();
+    let geo = |asn: u32, org: &str, country: &str| Geo {
+        asn: Some(asn),
+        as_org: Some(org.into()),
+        country: Some(country.into()),
+    };
+    std::fs::write(
+        p("asn.mmdb"),
+        mmdb::write(&[
+            (
+                "192.0.2.0/24".parse().unwrap(),
+                geo(64500, "Example Office ISP", "NL"),
+            ),
+            (
+                "198.18.0.0/15".parse().unwrap(),
+                geo(64666, "Example Hosting", "RO"),
+            ),
+        ]),
+    )
+    .unwrap();
+    let overrides = dir.path().join("site");
+    std::fs::create_dir(&overrides).unwrap();
+    std::fs::write(
+        overrides.join("on.yaml"),
+        "overrides:\n  - {rule: k8s.secrets.new_asn, enabled: true}\n",
+    )
+    .unwrap();
+    let events = [
+        event(
+            "tor-1",
+            "2025-01-01T00:00:00Z",
+            "alice@example.com",
+            "list",
+            "203.0.113.5",
+            "secrets/shop",
+            200,
+        ),
+        event(
+            "threat-1",
+            "2025-01-01T00:00:01Z",
+            "system:anonymous",
+            "get",
+            "198.51.100.23",
+            "/version",
+            403,
+        ),
+        event(
+            "custom-1",
+            "2025-01-01T00:00:02Z",
+            "bob@example.com",
+            "get",
+            "2001:db8:42::9",
+            "pods/shop",
+            200,
+        ),
+        event(
+            "carol-1",
+            "2025-01-01T00:00:03Z",
+            "carol@example.com",
+            "get",
+            "192.0.2.10",
+            "secrets/shop",
+            200,
+        ),
+        // A week and a day later: the same network, then one she never read Secrets from.
+        event(
+            "carol-2",
+            "2025-01-09T00:00:00Z",
+            "carol@example.com",
+            "get",
+            "192.0.2.99",
+            "secrets/shop",
+            200,
+        ),
+        event(
+            "carol-3",
+            "2025-01-09T00:00:01Z",
+            "carol@example.com",
+            "get",
+            "198.18.7.7",
+            "secrets/shop",
+            200,
+        ),
+        // Unlisted, unknown to the database.
+        event(
+            "quiet-1",
+            "2025-01-09T00:00:02Z",
+            "dave@example.com",
+            "get",
+            "203.0.113.6",
+            "secrets/shop",
+            200,
+        ),
+    ];
+    std::fs::write(p("audit.log"), events.join("\n") + "\n").unwrap();
+    let rules = overrides.to_str().unwrap();
+    let log = p("audit.log");
+    let reputation = [
+        "k8s.reputation.tor_exit",
+        "k8s.reputation.threat_list",
+        "k8s.reputation.custom_list",
+        "k8s.secrets.new_asn",
+    ];
+
+    // Without lists or a database, none of them can match.
+    let out = audithound(&["replay", &log, "-q", "--rules", "builtin", "--rules", rules]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plain = alerts_by_rule(&out);
+    assert!(
+        reputation.iter().all(|r| !plain.contains_key(*r)),
+        "{plain:?}"
+    );
+
+    let (tor, threat, custom, asn) = (
+        format!("tor={}", p("tor.txt")),
+        format!("threat={}", p("threat.csv")),
+        format!("custom={}", p("custom.txt")),
+        p("asn.mmdb"),
+    );
+    let args = [
+        "replay",
+        &log,
+        "-q",
+        "--rules",
+        "builtin",
+        "--rules",
+        rules,
+        "--ip-list",
+        &tor,
+        "--ip-list",
+        &threat,
+        "--ip-list",
+        &custom,
+        "--geoip",
+        &asn,
+    ];
+    let out = audithound(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = alerts_by_rule(&out);
+    let ids = |rule: &str| {
+        got.get(rule)
+            .map(|a| a.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(ids("k8s.reputation.tor_exit"), ["tor-1"], "{got:?}");
+    // Refused, and anonymous: from a listed address all the same.
+    assert_eq!(ids("k8s.reputation.threat_list"), ["threat-1"], "{got:?}");
+    assert_eq!(ids("k8s.reputation.custom_list"), ["custom-1"], "{got:?}");
+    assert_eq!(ids("k8s.secrets.new_asn"), ["carol-3"], "{got:?}");
+    // The stateful alert is built in the collector, from the event decoded again: it still
+    // sees the database.
+    let summary = &got["k8s.secrets.new_asn"][0].1;
+    assert!(
+        summary.contains("in AS64666 (Example Hosting), RO"),
+        "{summary}"
+    );
+
+    // A bad line stops the run, naming the file and line.
+    std::fs::write(p("bad.txt"), "203.0.113.5\nexit-node-7\n").unwrap();
+    let bad = format!("tor={}", p("bad.txt"));
+    let out = audithound(&["replay", &log, "-q", "--ip-list", &bad]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.txt:2"), "{err}");
+
+    // hunt reads the same fields.
+    let out = audithound(&[
+        "hunt",
+        &log,
+        "-q",
+        "--format",
+        "json",
+        "--where",
+        "sourceIP.lists=tor",
+        "--ip-list",
+        &tor,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+    assert!(stdout(&out).contains("tor-1"));
+}

@@ -100,6 +100,10 @@ pub struct Actor {
     pub user_agent: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub impersonated_user: Option<String>,
+    /// The impersonation proxy (`impersonation_proxies`) the request came through, acting for
+    /// `username`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -186,6 +190,7 @@ impl Alert {
                     .impersonated_user
                     .as_ref()
                     .and_then(|u| text(&u.username)),
+                proxy: text(&ev.proxy),
             },
             target: Target {
                 verb: ev.verb.as_deref().unwrap_or("").to_owned(),

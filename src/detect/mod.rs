@@ -365,6 +365,12 @@ fn alert_for(rule: &Rule, view: &EventView, values: Values) -> Alert {
     };
     let mut alert = Alert::from_event(info, view);
     alert.summary = rule.summary.render(view, values);
+    if let Some(proxy) = &alert.actor.proxy {
+        alert.summary = format!(
+            "{} (Through the impersonation proxy {proxy}, acting for {}.)",
+            alert.summary, alert.actor.username
+        );
+    }
     alert.remediation = rule.remediation.clone();
     alert
 }
@@ -532,6 +538,9 @@ pub struct Stateful {
     /// The earliest event time of the stream: learning periods run from here.
     started: Option<i64>,
     pub stats: StateStats,
+    /// How events decoded again are seen (enrichment, impersonation proxies): the lens of the
+    /// batch being applied.
+    pub lens: crate::event::Lens,
 }
 
 impl Stateful {
@@ -542,6 +551,7 @@ impl Stateful {
             episodes: EpisodeOptions::default(),
             started: None,
             stats: StateStats::default(),
+            lens: Default::default(),
         }
     }
 
@@ -630,8 +640,9 @@ impl Stateful {
         ) else {
             return;
         };
-        let alert = |values: Values| obs.seed.alert(rule, obs.time, batch, values);
-        let event = |f: &mut dyn FnMut(&EventView)| obs.seed.with_view(obs.time, batch, f);
+        let lens = &self.lens;
+        let alert = |values: Values| obs.seed.alert(lens, rule, obs.time, batch, values);
+        let event = |f: &mut dyn FnMut(&EventView)| obs.seed.with_view(lens, obs.time, batch, f);
         let cx = Cx {
             rule,
             alert: &alert,
@@ -663,26 +674,28 @@ impl Stateful {
             if !state.awaits(&rule.kind, check, follow_up.time) {
                 continue;
             }
-            let observation = follow_up.seed.with_view(follow_up.time, batch, |view| {
-                let origin = Origin {
-                    seed: Some(&follow_up.seed),
-                    ..Origin::default()
-                };
-                let mut outputs = Outputs::default();
-                evaluate(
-                    rules,
-                    &RevocationList::default(),
-                    origin,
-                    view,
-                    &mut outputs,
-                    &mut |_| false,
-                );
-                outputs.observations.into_iter().find(|o| {
-                    o.rule == check.rule
-                        && o.payload.steps() == Some(check.steps)
-                        && state_key(&o.key) == check.key
-                })
-            });
+            let observation = follow_up
+                .seed
+                .with_view(&self.lens, follow_up.time, batch, |view| {
+                    let origin = Origin {
+                        seed: Some(&follow_up.seed),
+                        ..Origin::default()
+                    };
+                    let mut outputs = Outputs::default();
+                    evaluate(
+                        rules,
+                        &RevocationList::default(),
+                        origin,
+                        view,
+                        &mut outputs,
+                        &mut |_| false,
+                    );
+                    outputs.observations.into_iter().find(|o| {
+                        o.rule == check.rule
+                            && o.payload.steps() == Some(check.steps)
+                            && state_key(&o.key) == check.key
+                    })
+                });
             if let Some(observation) = observation {
                 self.observe(rules, observation, batch, out);
             }

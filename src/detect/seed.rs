@@ -3,7 +3,7 @@
 //! follow-up finds state waiting for it.
 
 use crate::alert::Alert;
-use crate::event::{AuditEvent, EventView};
+use crate::event::{AuditEvent, EventView, Lens};
 use crate::rules::template::Values;
 use crate::rules::Rule;
 use std::sync::Arc;
@@ -16,6 +16,8 @@ pub enum Seed {
         start: u32,
         len: u32,
         cluster: Arc<str>,
+        /// The envelope's provider (an AKS record holding the event as an object).
+        provider: Option<&'static str>,
     },
     /// The record the event came from (an envelope, a mapped provider format, a batch of
     /// events), decoded again if needed: the `index`-th event it yields.
@@ -34,25 +36,48 @@ pub enum Seed {
 impl Seed {
     /// The alert `rule` raises on this event, its summary filled with `values`; `batch` is the
     /// data of the batch it came from.
-    pub fn alert(&self, rule: &Rule, time: i64, batch: &[u8], values: Values) -> Alert {
-        self.with_view(time, batch, |view| super::alert_for(rule, view, values))
+    pub fn alert(
+        &self,
+        lens: &Lens,
+        rule: &Rule,
+        time: i64,
+        batch: &[u8],
+        values: Values,
+    ) -> Alert {
+        self.with_view(lens, time, batch, |view| {
+            super::alert_for(rule, view, values)
+        })
     }
 
-    /// Calls `f` with the event decoded again (an empty one if it no longer decodes).
-    pub fn with_view<R>(&self, time: i64, batch: &[u8], mut f: impl FnMut(&EventView) -> R) -> R {
+    /// Calls `f` with the event decoded again (an empty one if it no longer decodes), seen
+    /// through `lens` as the worker saw it.
+    pub fn with_view<R>(
+        &self,
+        lens: &Lens,
+        time: i64,
+        batch: &[u8],
+        mut f: impl FnMut(&EventView) -> R,
+    ) -> R {
+        let mut view = |ev: &AuditEvent| {
+            let acting = lens.acting_for(ev);
+            let ev = acting.as_ref().unwrap_or(ev);
+            f(&EventView::new(ev, time).enriched(&lens.enrichment))
+        };
         let slice = |start: &u32, len: &u32| {
             let start = *start as usize;
             batch.get(start..start + *len as usize).unwrap_or_default()
         };
-        let (json, cluster) = match self {
-            Seed::Event { json, cluster } => (&**json, cluster),
+        let (json, cluster, provider) = match self {
+            Seed::Event { json, cluster } => (&**json, cluster, None),
             Seed::InBatch {
                 start,
                 len,
                 cluster,
+                provider,
             } => (
                 std::str::from_utf8(slice(start, len)).unwrap_or_default(),
                 cluster,
+                *provider,
             ),
             Seed::Record {
                 start,
@@ -65,17 +90,18 @@ impl Seed {
                 crate::event::decode_record(slice(start, len), &opts, cluster, &mut |item| {
                     if let crate::event::Item::Event(ev, _) = item {
                         if n == *index {
-                            answer = Some(f(&EventView::new(ev, time)));
+                            answer = Some(view(ev));
                         }
                         n += 1;
                     }
                 });
-                return answer.unwrap_or_else(|| f(&EventView::new(&Default::default(), time)));
+                return answer.unwrap_or_else(|| view(&Default::default()));
             }
         };
         let mut ev: AuditEvent = serde_json::from_str(json).unwrap_or_default();
         ev.cluster = Some(crate::event::JStr::borrowed(cluster));
-        f(&EventView::new(&ev, time))
+        ev.provider = provider;
+        view(&ev)
     }
 }
 
@@ -137,6 +163,7 @@ impl<'b> Seeder<'b> {
                     start,
                     len,
                     cluster,
+                    provider: view.event.provider,
                 };
             }
         }

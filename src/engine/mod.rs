@@ -48,6 +48,11 @@ pub struct EngineOptions {
     pub decode: DecodeOptions,
     /// For the built-in `revoked` rule; empty when no list is given.
     pub revocations: Arc<LiveRevocations>,
+    /// IP lists and GeoIP for the `sourceIP.*` fields; empty when none is given.
+    pub reputation: Arc<crate::reputation::LiveReputation>,
+    /// Impersonation proxies (`impersonation_proxies`, `--impersonation-proxy`): when one acts
+    /// for a user, rules and alerts see that user as the actor.
+    pub impersonation_proxies: Vec<String>,
     pub progress: bool,
     pub top_actors: usize,
     /// Per stateful rule, keys kept before the least recently seen are evicted.
@@ -80,6 +85,8 @@ impl Default for EngineOptions {
             cluster_from_path: None,
             decode: DecodeOptions::default(),
             revocations: LiveRevocations::fixed(Default::default()),
+            reputation: crate::reputation::LiveReputation::fixed(Default::default()),
+            impersonation_proxies: Vec::new(),
             progress: true,
             top_actors: 10,
             max_keys: DEFAULT_MAX_KEYS,
@@ -332,6 +339,8 @@ impl Run<'_> {
             rules,
             live_rules: live.and_then(|l| l.rules.clone()),
             revocations: opts.revocations.clone(),
+            reputation: opts.reputation.clone(),
+            proxies: opts.impersonation_proxies.clone().into(),
             decode: opts.decode.clone(),
             files: input.names.into(),
             file_clusters: input.clusters.into(),
@@ -524,6 +533,7 @@ enum Due {
 
 struct HeldBatch {
     batch: Batch,
+    lens: crate::event::Lens,
     outputs: Vec<Output>,
     waiting: usize,
 }
@@ -685,6 +695,11 @@ impl Detectors {
             return Ok(());
         };
         held.waiting -= 1;
+        // Events are decoded again through the lens their batch was evaluated with.
+        if !self.stateful.lens.same(&held.lens) {
+            self.stateful.lens = held.lens.clone();
+        }
+        let lens = &held.lens;
         let mut fired = Vec::new();
         match std::mem::replace(output, Output::Done) {
             Output::Observation(obs) => {
@@ -695,9 +710,11 @@ impl Detectors {
                 if let Some(incidents) = self.incidents.as_mut() {
                     if incidents.watches(follow_up.actor) {
                         let (time, actor) = (follow_up.time, follow_up.actor);
-                        follow_up.seed.with_view(time, &held.batch.data, |view| {
-                            incidents.request(actor, view)
-                        });
+                        follow_up
+                            .seed
+                            .with_view(lens, time, &held.batch.data, |view| {
+                                incidents.request(actor, view)
+                            });
                     }
                 }
                 self.stateful
@@ -824,6 +841,7 @@ fn emit(
     }
     det.held.push_back(HeldBatch {
         batch: done.batch,
+        lens: done.lens,
         outputs,
         waiting: waiting.len(),
     });

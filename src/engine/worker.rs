@@ -14,11 +14,12 @@
 
 use crate::alert::Alert;
 use crate::detect::{self, FollowUp, Observation, Outputs};
-use crate::event::EventView;
 use crate::event::{
     decode_record_with, Arena, AuditEvent, DecodeOptions, Decoded, Format, Item, Stage,
 };
+use crate::event::{EventView, Lens};
 use crate::metrics::BatchStats;
+use crate::reputation::LiveReputation;
 use crate::revocation::LiveRevocations;
 use crate::revocation::RevocationList;
 use crate::rules::RuleSet;
@@ -33,6 +34,10 @@ pub struct WorkerContext {
     /// A service's rule set, reloaded while it runs; `rules` when None.
     pub live_rules: Option<Arc<crate::rules::reload::LiveRules>>,
     pub revocations: Arc<LiveRevocations>,
+    /// IP lists and GeoIP for `sourceIP.*`; a snapshot per batch like the revocations.
+    pub reputation: Arc<LiveReputation>,
+    /// Impersonation proxies: their impersonated users are the actors rules see.
+    pub proxies: Arc<[String]>,
     pub decode: DecodeOptions,
     pub files: Arc<[Arc<str>]>,
     /// Cluster of each file's events when their envelope names none.
@@ -50,6 +55,9 @@ pub struct Processed {
     pub seq: u64,
     /// The rule set this batch was evaluated with (observations name its rules by index).
     pub rules: Arc<RuleSet>,
+    /// The enrichment and proxies it was evaluated with (the collector decodes its events
+    /// again through them when an alert fires).
+    pub lens: Lens,
     /// The batch itself: observations' seeds point into its data. The collector returns it to
     /// the reader once it has applied them.
     pub batch: Batch,
@@ -164,6 +172,7 @@ struct Evaluation<'c> {
     ctx: &'c WorkerContext,
     rules: Arc<RuleSet>,
     revocations: Arc<RevocationList>,
+    lens: Lens,
     stats: BatchStats,
     outputs: Vec<Output>,
     placements: Vec<(u32, i64)>,
@@ -216,10 +225,13 @@ impl Evaluation<'_> {
             stats.long_running_started += 1;
             return self.opening(ev, time, data, rec, index);
         }
+        // Behind an impersonation proxy, the user it acts for is the actor.
+        let acting = self.lens.acting_for(ev);
+        let ev = acting.as_ref().unwrap_or(ev);
         stats.analysed += 1;
         stats.first_time = Some(stats.first_time.map_or(time, |t| t.min(time)));
         stats.count_actor(ev.username());
-        let view = EventView::new(ev, time);
+        let view = EventView::new(ev, time).enriched(&self.lens.enrichment);
         let origin = detect::Origin {
             batch: data,
             record_start: rec.start,
@@ -256,7 +268,9 @@ impl Evaluation<'_> {
     /// A long-running request as it opens: its single-event alerts only. What it would tell the
     /// stateful rules waits for its `ResponseComplete` (see the module doc).
     fn opening(&mut self, ev: &AuditEvent, time: i64, data: &[u8], rec: &RecordMeta, index: u32) {
-        let view = EventView::new(ev, time);
+        let acting = self.lens.acting_for(ev);
+        let ev = acting.as_ref().unwrap_or(ev);
+        let view = EventView::new(ev, time).enriched(&self.lens.enrichment);
         let origin = detect::Origin {
             batch: data,
             record_start: rec.start,
@@ -305,6 +319,10 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
             None => ctx.rules.clone(),
         },
         revocations: ctx.revocations.current(),
+        lens: Lens {
+            enrichment: ctx.reputation.current(),
+            proxies: ctx.proxies.clone(),
+        },
         stats: BatchStats::default(),
         outputs: Vec::with_capacity(OUTPUTS.get()),
         placements: Vec::new(),
@@ -377,6 +395,7 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
     }
     let Evaluation {
         rules,
+        lens,
         stats,
         outputs,
         placements,
@@ -386,6 +405,7 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
     Processed {
         seq: batch.seq,
         rules,
+        lens,
         batch,
         stats,
         outputs,
@@ -461,6 +481,8 @@ mod tests {
             rules,
             live_rules: None,
             revocations: LiveRevocations::fixed(RevocationList::default()),
+            reputation: crate::reputation::LiveReputation::fixed(Default::default()),
+            proxies: Arc::from(Vec::new()),
             decode: DecodeOptions::default(),
             files: vec![Arc::from("f")].into(),
             file_clusters: vec!["c".to_owned()].into(),

@@ -4,7 +4,7 @@
 
 use crate::alert::Alert;
 use crate::detect::{self, Outputs, Stateful};
-use crate::event::{decode_record, DecodeOptions, EventView, Item};
+use crate::event::{decode_record, DecodeOptions, EventView, Item, Lens};
 use crate::revocation::RevocationList;
 use crate::rules::{Rule, RuleSet};
 
@@ -113,6 +113,7 @@ fn incomplete_summary(rule: &Rule, events: &[String], alert: &Alert) -> Option<S
         .iter()
         .map(|v| (*v, "x".to_string()))
         .collect();
+    let lens = rule.tests.get().map(|t| t.lens.clone()).unwrap_or_default();
     let mut missing = None;
     decode_record(
         json.as_bytes(),
@@ -120,7 +121,8 @@ fn incomplete_summary(rule: &Rule, events: &[String], alert: &Alert) -> Option<S
         "default",
         &mut |item| {
             if let Item::Event(ev, _) = item {
-                let view = EventView::new(ev, ev.event_time().unwrap_or(0));
+                let view =
+                    EventView::new(ev, ev.event_time().unwrap_or(0)).enriched(&lens.enrichment);
                 missing = rule.summary.missing(&view, &values);
             }
         },
@@ -153,11 +155,12 @@ fn replay(
     follow: bool,
 ) -> Result<Vec<Alert>, String> {
     let empty = RevocationList::default();
-    let revocations = match set.rules[index].tests.get() {
-        Ok(tests) => &tests.revocations,
-        Err(_) => &empty,
+    let (revocations, lens) = match set.rules[index].tests.get() {
+        Ok(tests) => (&tests.revocations, tests.lens.clone()),
+        Err(_) => (&empty, Lens::default()),
     };
     let mut state = Stateful::new(set, detect::DEFAULT_MAX_KEYS);
+    state.lens = lens.clone();
     let mut out = if follow {
         Outputs::with_follow_ups()
     } else {
@@ -173,7 +176,8 @@ fn replay(
             &mut |item| match item {
                 Item::Event(ev, _) => {
                     problem = None;
-                    let view = EventView::new(ev, ev.event_time().unwrap_or(0));
+                    let view =
+                        EventView::new(ev, ev.event_time().unwrap_or(0)).enriched(&lens.enrichment);
                     state.saw(view.time);
                     detect::evaluate(
                         set,

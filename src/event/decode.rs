@@ -32,6 +32,18 @@ pub enum Format {
 }
 
 impl Format {
+    /// The managed Kubernetes service a format comes from, when it says: `aks`, `gke`, `eks`,
+    /// `ack` (the `provider` field of rules). None for the API server's own formats.
+    pub fn provider(self) -> Option<&'static str> {
+        match self {
+            Format::Native | Format::EventList => None,
+            Format::Ack => Some("ack"),
+            Format::Eks => Some("eks"),
+            Format::Gke => Some("gke"),
+            Format::Aks => Some("aks"),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Format::Native => "native",
@@ -411,6 +423,7 @@ pub(super) fn finish_owned<'a>(
 /// Whether the event passes the last checks, repairing what an export dropped unless strict;
 /// gives it its cluster if so.
 fn check<'a>(ev: &mut AuditEvent<'a>, format: Format, ctx: Ctx<'a>) -> Result<(), DecodeError> {
+    ev.provider = format.provider();
     match ev.kind.as_deref() {
         None | Some("Event") => {}
         Some(other) => {

@@ -16,7 +16,7 @@ pub use decode::{
     Repair, Repairs,
 };
 pub use jstr::{for_each_str, raw_entry, JStr};
-pub use view::EventView;
+pub use view::{EventView, Lens};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -107,6 +107,14 @@ pub struct AuditEvent<'a> {
     /// turns this off).
     #[serde(skip)]
     pub repairs: Repairs,
+    /// The impersonation proxy this request came through, when the run names it
+    /// (`impersonation_proxies`): `user` is then the user it acted for (`Lens::act_for`).
+    #[serde(skip)]
+    pub proxy: Option<JStr<'a>>,
+    /// The managed service the record came from (`Format::provider`): `aks`, `gke`, `eks`,
+    /// `ack`; None for the API server's own formats.
+    #[serde(skip)]
+    pub provider: Option<&'static str>,
 
     /// Times exports add beside (or instead of) the event's own: Panther's `p_event_time`,
     /// Elastic's `@timestamp`, a generic `time`, GCP's `receiveTimestamp`. Raw: some write
@@ -177,7 +185,7 @@ pub struct AuditEvent<'a> {
     pub(crate) envelope_bigquery_payload: Option<Box<providers::GkePayload<'a>>>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct UserInfo<'a> {
     #[serde(borrow)]
     pub username: Option<JStr<'a>>,
@@ -189,7 +197,7 @@ pub struct UserInfo<'a> {
     pub extra: Option<&'a RawValue>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectRef<'a> {
     #[serde(borrow)]
@@ -206,7 +214,7 @@ pub struct ObjectRef<'a> {
     pub api_version: Option<JStr<'a>>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ResponseStatus<'a> {
     pub code: Option<i64>,
     #[serde(borrow)]
@@ -221,6 +229,38 @@ pub const DECISION_KEY: &str = "authorization.k8s.io/decision";
 pub const AUTHZ_REASON_KEY: &str = "authorization.k8s.io/reason";
 
 impl<'a> AuditEvent<'a> {
+    /// A copy of what rules and alerts read (not the envelope a decoder looks into).
+    pub fn copy_for_rules(&self) -> AuditEvent<'a> {
+        AuditEvent {
+            kind: self.kind.clone(),
+            api_version: self.api_version.clone(),
+            audit_id: self.audit_id.clone(),
+            stage: self.stage.clone(),
+            level: self.level.clone(),
+            verb: self.verb.clone(),
+            request_uri: self.request_uri.clone(),
+            user: self.user.clone(),
+            impersonated_user: self.impersonated_user.clone(),
+            source_ips: self.source_ips,
+            user_agent: self.user_agent.clone(),
+            object_ref: self.object_ref.clone(),
+            response_status: self.response_status.clone(),
+            request_object: self.request_object,
+            response_object: self.response_object,
+            request_received_timestamp: self.request_received_timestamp.clone(),
+            stage_timestamp: self.stage_timestamp.clone(),
+            timestamp: self.timestamp,
+            annotations: self.annotations,
+            cluster: self.cluster.clone(),
+            source: self.source,
+            time: self.time,
+            repairs: self.repairs,
+            proxy: self.proxy.clone(),
+            provider: self.provider,
+            ..AuditEvent::default()
+        }
+    }
+
     pub fn stage(&self) -> Option<Stage> {
         self.stage.as_deref().and_then(Stage::parse)
     }

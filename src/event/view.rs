@@ -4,10 +4,52 @@
 
 use super::derived::CsrSubject;
 use super::AuditEvent;
+use crate::reputation::{Enrichment, SourceInfo};
 use foldhash::HashMap;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::cell::{Cell, OnceCell};
+use std::sync::Arc;
+
+/// What a run adds to how rules see its events: the source reputation (IP lists, GeoIP) and
+/// the impersonation proxies whose impersonated users are the real actors. A snapshot per
+/// batch; the default adds nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Lens {
+    pub enrichment: Arc<Enrichment>,
+    /// Usernames of impersonation proxies (Pinniped's concierge, kube-oidc-proxy…).
+    pub proxies: Arc<[String]>,
+}
+
+impl Lens {
+    /// Whether two lenses are the same snapshot.
+    pub fn same(&self, other: &Lens) -> bool {
+        Arc::ptr_eq(&self.enrichment, &other.enrichment)
+            && Arc::ptr_eq(&self.proxies, &other.proxies)
+    }
+
+    /// When `ev`'s actor is an impersonation proxy acting for someone, the event as rules see
+    /// it: the impersonated user is the actor, and the proxy is kept in `proxy`. None
+    /// otherwise (the event is taken as it is).
+    pub fn acting_for<'a>(&self, ev: &AuditEvent<'a>) -> Option<AuditEvent<'a>> {
+        if self.proxies.is_empty() {
+            return None;
+        }
+        let user = ev.impersonated_user.as_ref()?;
+        if user.username.as_deref().is_none_or(str::is_empty) {
+            return None;
+        }
+        let actor = ev.user.username.as_deref()?;
+        if !self.proxies.iter().any(|p| p == actor) {
+            return None;
+        }
+        let mut copy = ev.copy_for_rules();
+        let user = copy.impersonated_user.take()?;
+        let proxy = std::mem::replace(&mut copy.user, user);
+        copy.proxy = proxy.username;
+        Some(copy)
+    }
+}
 
 /// Where a path into an event's objects starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +74,8 @@ pub struct EventView<'e, 'a> {
     pub event: &'e AuditEvent<'a>,
     /// Event time, microseconds since the epoch.
     pub time: i64,
+    enrichment: Option<&'e Enrichment>,
+    sources: OnceCell<Vec<SourceInfo<'e>>>,
     request: OnceCell<Option<Value>>,
     response: OnceCell<Option<Value>>,
     extra: OnceCell<HashMap<String, Value>>,
@@ -50,6 +94,8 @@ impl<'e, 'a> EventView<'e, 'a> {
         EventView {
             event,
             time,
+            enrichment: None,
+            sources: OnceCell::new(),
             request: OnceCell::new(),
             response: OnceCell::new(),
             extra: OnceCell::new(),
@@ -60,6 +106,32 @@ impl<'e, 'a> EventView<'e, 'a> {
             macros_known: Cell::new(0),
             macros_true: Cell::new(0),
         }
+    }
+
+    /// The view with `sourceIP.*` looked up in `enrichment` (without one, those fields have
+    /// no value).
+    pub fn enriched(mut self, enrichment: &'e Enrichment) -> Self {
+        self.enrichment = Some(enrichment);
+        self
+    }
+
+    /// What the enrichment says of each source address (`sourceIPs` in order, text that is no
+    /// address left out): looked up the first time a rule asks, at most once per event.
+    pub fn sources(&self) -> &[SourceInfo<'e>] {
+        self.sources.get_or_init(|| {
+            let (Some(enrichment), Some(raw)) = (self.enrichment, self.event.source_ips) else {
+                return Vec::new();
+            };
+            if enrichment.is_empty() {
+                return Vec::new();
+            }
+            let mut out = Vec::new();
+            super::for_each_str(raw, &mut |ip| {
+                out.extend(enrichment.source(ip));
+                false
+            });
+            out
+        })
     }
 
     /// The answer of the macro in `slot` (< 64) on this event, computed the first time asked.

@@ -190,6 +190,8 @@ const STR_FIELDS: &[(&str, StrGetter)] = &[
     ("requestURI", |e| opt(&e.request_uri)),
     ("userAgent", |e| opt(&e.user_agent)),
     ("cluster", |e| opt(&e.cluster)),
+    // The managed service whose export the record came in: aks, gke, eks, ack.
+    ("provider", |e| e.provider),
     ("apiVersion", |e| opt(&e.api_version)),
     ("user.username", |e| opt(&e.user.username)),
     ("user.uid", |e| opt(&e.user.uid)),
@@ -376,6 +378,25 @@ impl Field {
             Field::Derived(Derived::CsrOrganizations) => ev
                 .csr_subject()
                 .is_some_and(|s| s.organizations.iter().any(|v| f(Val::Str(v)))),
+            Field::Derived(Derived::SourceLists) => ev
+                .sources()
+                .iter()
+                .any(|s| s.lists.iter().any(|l| f(Val::Str(l)))),
+            Field::Derived(Derived::SourceAsn) => ev
+                .sources()
+                .iter()
+                .filter_map(|s| s.geo?.asn)
+                .any(|n| f(Val::Num(f64::from(n)))),
+            Field::Derived(Derived::SourceAsOrg) => ev
+                .sources()
+                .iter()
+                .filter_map(|s| s.geo?.as_org)
+                .any(|o| f(Val::Str(o))),
+            Field::Derived(Derived::SourceCountry) => ev
+                .sources()
+                .iter()
+                .filter_map(|s| s.geo?.country)
+                .any(|c| f(Val::Str(c))),
         }
     }
 

@@ -20,6 +20,14 @@ pub struct RawTests {
     /// For the built-in `revoked` rule: the revocation list its cases run against.
     #[serde(default)]
     revocations: Vec<crate::revocation::Revocation>,
+    /// For rules on `sourceIP.lists`: named IP lists, addresses or CIDRs
+    /// (`ip_lists: {tor: [203.0.113.5/32]}`), as `--ip-list` would load them.
+    #[serde(default)]
+    ip_lists: std::collections::BTreeMap<String, Vec<String>>,
+    /// For rules on `sourceIP.asn`, `.asOrg`, `.country`: what a GeoIP database would say of
+    /// each network (`geoip: {203.0.113.0/24: {asn: 64500, asOrg: Example, country: NL}}`).
+    #[serde(default)]
+    geoip: std::collections::BTreeMap<String, crate::reputation::Geo>,
 }
 
 /// Each case is a list of native JSON events, boilerplate filled in.
@@ -31,6 +39,8 @@ pub struct RuleTests {
     pub fire_alerts: Vec<Option<usize>>,
     pub quiet: Vec<Vec<String>>,
     pub revocations: RevocationList,
+    /// The cases' view of their events: the IP lists and GeoIP table they give.
+    pub lens: crate::event::Lens,
 }
 
 /// A rule's tests as written, turned into events the first time they are needed (`rules test`,
@@ -77,6 +87,13 @@ impl RuleTests {
             quiet,
             revocations: RevocationList::new(raw.revocations.clone())
                 .map_err(|e| format!("revocations: {e}"))?,
+            lens: crate::event::Lens {
+                enrichment: std::sync::Arc::new(crate::reputation::Enrichment::inline(
+                    &raw.ip_lists,
+                    &raw.geoip,
+                )?),
+                ..Default::default()
+            },
         })
     }
 }
