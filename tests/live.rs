@@ -88,8 +88,8 @@ fn run_service_with_attacks(dir: &std::path::Path, sinks: &str) -> String {
         format!("audithound_records_total {posted}\n"),
         "audithound_rule_alerts_total{rule=\"k8s.rbac.admin_binding\"} 1".to_string(),
         "audithound_rejected_total{reason=\"truncated_json\"} 1".to_string(),
-        "audithound_alert_latency_ms_count".to_string(),
-        "audithound_alert_ingest_latency_us_count".to_string(),
+        "audithound_alert_latency_seconds_count".to_string(),
+        "audithound_alert_ingest_latency_seconds_count".to_string(),
         "audithound_webhook_requests_total{outcome=\"too_large\"} 1".to_string(),
     ];
     let start = Instant::now();
