@@ -167,14 +167,19 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
         .build()?;
     // SIGTERM/SIGINT: the listeners stop taking requests and the readers stop reading; once
     // every sender of the queue is gone, the engine drains what was accepted and returns.
+    // The ops listener stays up until the engine has drained, answering /readyz 503 from the
+    // signal on: probes and a last scrape still reach it while the sinks flush.
     let stop = Arc::new(AtomicBool::new(false));
     let (stopping, _) = tokio::sync::watch::channel(false);
     let stopping = Arc::new(stopping);
+    let (finished, _) = tokio::sync::watch::channel(false);
+    let finished = Arc::new(finished);
     {
-        let (stop, stopping) = (stop.clone(), stopping.clone());
+        let (stop, stopping, ready) = (stop.clone(), stopping.clone(), ready.clone());
         runtime.spawn(async move {
             webhook::termination().await;
             tracing::info!("stopping: intake closed, draining what was accepted");
+            ready.store(false, Ordering::Relaxed);
             stop.store(true, Ordering::Relaxed);
             let _ = stopping.send(true);
         });
@@ -190,11 +195,11 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(&o.listen))
             .with_context(|| format!("cannot listen on {} (ops)", o.listen))?;
-        tracing::info!(addr = ?webhook::local_addr(&listener), "ops listener: /healthz, /readyz, /metrics (plain HTTP)");
+        tracing::info!(addr = %webhook::local_addr(&listener), "ops listener: /healthz, /readyz, /metrics (plain HTTP)");
         servers.push(runtime.spawn(webhook::serve(
             listener,
             ops_routes.clone(),
-            shutdown(&stopping),
+            shutdown(&finished),
         )));
     }
     if let Some(hook) = &cfg.webhook {
@@ -214,7 +219,7 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
                 let listener = std::net::TcpListener::bind(&hook.listen)
                     .with_context(|| format!("cannot listen on {} (webhook)", hook.listen))?;
                 listener.set_nonblocking(true)?;
-                tracing::info!(addr = ?listener.local_addr().ok(), "audit webhook listening ({auth})");
+                tracing::info!(addr = %webhook::display_addr(listener.local_addr().ok()), "audit webhook listening ({auth})");
                 servers.push(runtime.spawn(webhook::serve_tls(
                     listener,
                     tls,
@@ -226,7 +231,7 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
                 let listener = runtime
                     .block_on(tokio::net::TcpListener::bind(&hook.listen))
                     .with_context(|| format!("cannot listen on {} (webhook)", hook.listen))?;
-                tracing::info!(addr = ?webhook::local_addr(&listener), "audit webhook listening ({auth})");
+                tracing::info!(addr = %webhook::local_addr(&listener), "audit webhook listening ({auth})");
                 servers.push(runtime.spawn(webhook::serve(listener, app, shutdown(&stopping))));
             }
         }
@@ -286,6 +291,7 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
     ready.store(false, Ordering::Relaxed);
     // The engine ended (end of every source, or an error): stop the listeners either way.
     let _ = stopping.send(true);
+    let _ = finished.send(true);
     for server in servers {
         runtime
             .block_on(server)
@@ -306,7 +312,8 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
     Ok(stats)
 }
 
-/// `/healthz` (alive), `/readyz` (rules and state loaded, sources started) and `/metrics`.
+/// `/healthz` (alive), `/readyz` (rules and state loaded, sources started; 503 again once a
+/// signal stopped intake) and `/metrics`.
 fn ops_router(
     metrics: Arc<metrics::Live>,
     hook: Arc<WebhookStats>,

@@ -272,7 +272,12 @@ pub async fn termination() {
     }
 }
 
-/// The address actually bound (useful with port 0).
-pub fn local_addr(l: &tokio::net::TcpListener) -> Option<SocketAddr> {
-    l.local_addr().ok()
+/// The address actually bound (useful with port 0), for a log line.
+pub fn local_addr(l: &tokio::net::TcpListener) -> String {
+    display_addr(l.local_addr().ok())
+}
+
+/// An address for a log line; `unknown` when there is none.
+pub fn display_addr(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string())
 }
