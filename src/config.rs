@@ -234,14 +234,57 @@ fn default_queue() -> usize {
 }
 
 /// Reads and validates `path`; every problem names the file (and line and column when TOML
-/// parsing found it).
+/// parsing found it, or the key when a `${VAR}` or `${file:…}` did not expand).
 pub fn load(path: &Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let config: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    config
-        .validate()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses and validates a configuration's text.
+pub fn parse(text: &str) -> Result<Config, String> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let e = e.to_string();
+        unexpanded_keys(text, &e).unwrap_or(e)
+    })?;
+    config.validate()?;
     Ok(config)
+}
+
+/// When `error` is an expansion failing, the keys whose values it failed in
+/// (`sink[0].headers.Authorization: environment variable HEC_TOKEN is not set …`): TOML points
+/// a key inside a `[[sink]]` at the table, not at the key.
+fn unexpanded_keys(text: &str, error: &str) -> Option<String> {
+    fn walk(value: &toml::Value, key: &str, error: &str, out: &mut Vec<String>) {
+        match value {
+            toml::Value::String(s) => {
+                if let Err(e) = crate::settings::expand(s, &|name| std::env::var(name).ok()) {
+                    if error.contains(&e) {
+                        out.push(format!("{key}: {e}"));
+                    }
+                }
+            }
+            toml::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, &format!("{key}[{i}]"), error, out);
+                }
+            }
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if key.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{key}.{k}")
+                    };
+                    walk(v, &key, error, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let mut keys = Vec::new();
+    walk(&toml::Value::Table(table), "", error, &mut keys);
+    (!keys.is_empty()).then(|| keys.join("; "))
 }
 
 fn socket_addr(key: &str, listen: &str) -> Result<(), String> {
@@ -306,12 +349,6 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Config, String> {
-        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
-        c.validate()?;
-        Ok(c)
-    }
-
     #[test]
     fn validates_with_precise_errors() {
         let ok = parse(
@@ -352,8 +389,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            missing_var.contains("AUDITHOUND_TEST_UNSET_TOKEN is not set"),
+            missing_var.starts_with("sink[0].headers.Authorization: ")
+                && missing_var.contains("AUDITHOUND_TEST_UNSET_TOKEN is not set"),
             "{missing_var}"
+        );
+        let missing_file = parse(
+            "[webhook]\nlisten = \"127.0.0.1:1\"\nbearer_token = \"${file:/does/not/exist}\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            missing_file.contains("webhook.bearer_token: /does/not/exist: "),
+            "{missing_file}"
         );
     }
 }

@@ -724,3 +724,130 @@ fn readiness_drops_at_the_signal_and_the_ops_listener_outlives_the_drain() {
         "{delivered}\n{stderr}"
     );
 }
+
+/// Tokens from `${VAR}` and from `bearer_token_file`, and an HTTP sink header from `${VAR}`,
+/// are used (the webhook checks the token, the SIEM receives the header) and appear nowhere
+/// else: not in `--check-config`, not in the debug log (`-v`), not on `/metrics`.
+#[test]
+fn secrets_reach_only_where_they_are_used() {
+    const WEBHOOK: &str = "wh-9f3c1e7a-5d1b-secret";
+    const FROM_FILE: &str = "file-77aa01bd-c3e9-secret";
+    const HEC: &str = "hec-5b2d8c40-a1f6-secret";
+    let secrets = [WEBHOOK, FROM_FILE, HEC];
+    let leaked = |text: &str| secrets.iter().find(|s| text.contains(*s)).copied();
+    let (siem_port, seen) = siem(0);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{FROM_FILE}\n")).unwrap();
+    let env = [
+        ("AUDITHOUND_TEST_WEBHOOK_TOKEN", WEBHOOK),
+        ("AUDITHOUND_TEST_HEC_TOKEN", HEC),
+    ];
+    let (events, bodies) = attack_bodies();
+    for (auth, token) in [
+        (
+            "bearer_token = \"${AUDITHOUND_TEST_WEBHOOK_TOKEN}\"".to_string(),
+            WEBHOOK,
+        ),
+        (format!("bearer_token_file = {token_file:?}"), FROM_FILE),
+    ] {
+        let (hook, ops) = (free_port(), free_port());
+        let config = dir.path().join("audithound.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[webhook]\nlisten = \"127.0.0.1:{hook}\"\n{auth}\n[ops]\nlisten = \"127.0.0.1:{ops}\"\n[[sink]]\ntype = \"http\"\nurl = \"http://127.0.0.1:{siem_port}/services/collector/event\"\nprotocol = \"splunk_hec\"\nheaders = {{ Authorization = \"Splunk ${{AUDITHOUND_TEST_HEC_TOKEN}}\" }}\n"
+            ),
+        )
+        .unwrap();
+        let config = config.to_str().unwrap();
+        let check = std::process::Command::new(env!("CARGO_BIN_EXE_audithound"))
+            .current_dir(root())
+            .args(["run", "-v", "--config", config, "--check-config"])
+            .envs(env)
+            .output()
+            .unwrap();
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(check.status.success(), "{shown}");
+        assert!(shown.contains("a bearer token"), "{shown}");
+        assert_eq!(leaked(&shown), None, "--check-config: {shown}");
+
+        let service = Service::spawn_with_env(&["run", "-v", "--config", config], &env);
+        wait_until("never became ready", || {
+            http(ops, "GET", "/readyz", b"") == 200
+        });
+        // Refused: no token, a wrong one, the other configuration's token.
+        let other = if token == WEBHOOK { FROM_FILE } else { WEBHOOK };
+        assert_eq!(http(hook, "POST", "/audit", bodies[0].as_bytes()), 401);
+        for wrong in ["nope", other] {
+            let header = format!("Authorization: Bearer {wrong}\r\n");
+            let status = request_with(hook, "POST", "/audit", &header, bodies[0].as_bytes()).0;
+            assert_eq!(status, 401);
+        }
+        let header = format!("Authorization: Bearer {token}\r\n");
+        for body in &bodies {
+            assert_eq!(
+                request_with(hook, "POST", "/audit", &header, body.as_bytes()).0,
+                200
+            );
+        }
+        let want = format!("audithound_events_total {events}\n");
+        let mut metrics = String::new();
+        wait_until("the events were never analysed", || {
+            metrics = request(ops, "GET", "/metrics", b"").1;
+            metrics.contains(&want)
+        });
+        let on_the_webhook = request_with(hook, "GET", "/metrics", &header, b"").1;
+        assert!(on_the_webhook.contains(&want));
+        for text in [&metrics, &on_the_webhook] {
+            assert_eq!(leaked(text), None, "/metrics: {text}");
+        }
+        wait_until("the SIEM never got an alert", || {
+            seen.lock()
+                .unwrap()
+                .2
+                .iter()
+                .any(|h| h.contains(&format!("Splunk {HEC}")))
+        });
+        let log = service.stop();
+        assert!(log.contains("DEBUG"), "-v logs debug lines: {log}");
+        // Refusals name the peer and the reason, never the token offered.
+        assert!(
+            log.lines().any(|l| l.contains("webhook request refused")
+                && l.contains("peer=127.0.0.1:")
+                && l.contains("no bearer token")),
+            "{log}"
+        );
+        assert_eq!(leaked(&log), None, "the log: {log}");
+    }
+}
+
+/// A `${VAR}` that is not set is a configuration error, exit status 2, naming the key.
+#[test]
+fn an_unset_variable_is_a_configuration_error_naming_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("audithound.toml");
+    std::fs::write(
+        &config,
+        "[webhook]\nlisten = \"127.0.0.1:1\"\n[[sink]]\ntype = \"http\"\nurl = \"https://siem.example.com\"\nheaders = { Authorization = \"Splunk ${AUDITHOUND_TEST_NEVER_SET}\" }\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    for args in [
+        vec!["run", "--config", config, "--check-config"],
+        vec!["run", "--config", config],
+    ] {
+        let out = audithound(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("sink[0].headers.Authorization")
+                && err.contains("AUDITHOUND_TEST_NEVER_SET is not set"),
+            "{err}"
+        );
+    }
+}

@@ -86,7 +86,7 @@ pub fn router(intake: Intake, extra: Router) -> Router {
 }
 
 /// A warning at most every ten seconds, with the count of what happened in between: a client
-/// retrying with a wrong token must not flood the log.
+/// retrying with a wrong token, or failing its TLS handshake, must not flood the log.
 #[derive(Default)]
 struct RateLimitedLog {
     last: std::sync::Mutex<Option<std::time::Instant>>,
@@ -94,17 +94,18 @@ struct RateLimitedLog {
 }
 
 impl RateLimitedLog {
-    fn warn(&self, peer: Option<SocketAddr>, reason: &str) {
+    /// Counts one occurrence; when a line is due, returns how many occurred since the last one
+    /// (this one included).
+    fn due(&self) -> Option<u64> {
         let n = self.since.fetch_add(1, Ordering::Relaxed) + 1;
-        let Ok(mut last) = self.last.lock() else {
-            return;
-        };
+        let mut last = self.last.lock().ok()?;
         let due = last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10));
-        if due {
-            *last = Some(std::time::Instant::now());
-            self.since.store(0, Ordering::Relaxed);
-            tracing::warn!(peer = ?peer, refused = n, "webhook request refused: {reason}");
+        if !due {
+            return None;
         }
+        *last = Some(std::time::Instant::now());
+        self.since.store(0, Ordering::Relaxed);
+        Some(n)
     }
 }
 
@@ -123,7 +124,10 @@ async fn receive(
             } else {
                 "wrong bearer token"
             };
-            s.refusals.warn(peer.map(|p| p.0 .0), reason);
+            if let Some(n) = s.refusals.due() {
+                let peer = display_addr(peer.map(|p| p.0 .0));
+                tracing::warn!(%peer, refused = n, "webhook request refused: {reason}");
+            }
             return (StatusCode::UNAUTHORIZED, "bearer token required\n").into_response();
         }
     }
