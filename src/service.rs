@@ -224,6 +224,7 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
                     listener,
                     tls,
                     app,
+                    hook_stats.clone(),
                     shutdown(&stopping),
                 )));
             }

@@ -23,6 +23,8 @@ pub struct WebhookStats {
     pub busy: AtomicU64,
     pub too_large: AtomicU64,
     pub unauthorized: AtomicU64,
+    /// TLS handshakes that failed (no or an untrusted client certificate, not TLS at all).
+    pub tls_failed: AtomicU64,
 }
 
 impl WebhookStats {
@@ -42,6 +44,10 @@ impl WebhookStats {
                 v.load(Ordering::Relaxed)
             ));
         }
+        text.push_str(&format!(
+            "# HELP audithound_webhook_tls_handshake_failures_total TLS handshakes the webhook refused or that failed.\n# TYPE audithound_webhook_tls_handshake_failures_total counter\naudithound_webhook_tls_handshake_failures_total {}\n",
+            self.tls_failed.load(Ordering::Relaxed)
+        ));
         text
     }
 }
@@ -215,10 +221,12 @@ pub fn tls_config(
 }
 
 /// Serves HTTPS until `shutdown` resolves (then in-flight requests get up to 10 s to finish).
+/// Failed handshakes are logged with the peer and rustls's reason, and counted in `stats`.
 pub async fn serve_tls(
     listener: std::net::TcpListener,
     tls: rustls::ServerConfig,
     app: Router,
+    stats: Arc<WebhookStats>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let handle = axum_server::Handle::new();
@@ -228,10 +236,61 @@ pub async fn serve_tls(
         stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
     });
     let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
-    axum_server::from_tcp_rustls(listener, config)
+    let acceptor = LoggedTls {
+        inner: axum_server::tls_rustls::RustlsAcceptor::new(config),
+        failures: Arc::new(RateLimitedLog::default()),
+        stats,
+    };
+    axum_server::from_tcp(listener)
+        .acceptor(acceptor)
         .handle(handle)
         .serve(app.into_make_service_with_connect_info::<SocketAddr>())
         .await
+}
+
+/// axum-server's rustls acceptor, which drops a failed handshake without a word, wrapped so
+/// that the failure is logged (peer and reason, at most every ten seconds, with a count) and
+/// counted: a client certificate the CA did not sign, no certificate, a plain-HTTP client.
+/// A connection closed before any handshake (a TCP probe, a port scan) is only a debug line.
+#[derive(Clone)]
+struct LoggedTls {
+    inner: axum_server::tls_rustls::RustlsAcceptor,
+    failures: Arc<RateLimitedLog>,
+    stats: Arc<WebhookStats>,
+}
+
+type Accepted<S> = <axum_server::tls_rustls::RustlsAcceptor as axum_server::accept::Accept<
+    tokio::net::TcpStream,
+    S,
+>>::Stream;
+
+impl<S: Send + 'static> axum_server::accept::Accept<tokio::net::TcpStream, S> for LoggedTls {
+    type Stream = Accepted<S>;
+    type Service = S;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<(Accepted<S>, S)>> + Send>,
+    >;
+
+    fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        let peer = stream.peer_addr().ok();
+        let handshake = self.inner.accept(stream, service);
+        let (failures, stats) = (self.failures.clone(), self.stats.clone());
+        Box::pin(async move {
+            let result = handshake.await;
+            if let Err(e) = &result {
+                let peer = display_addr(peer);
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    tracing::debug!(%peer, "connection closed before a TLS handshake: {e}");
+                } else {
+                    stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+                    if let Some(n) = failures.due() {
+                        tracing::warn!(%peer, failed = n, "webhook TLS handshake failed: {e}");
+                    }
+                }
+            }
+            result
+        })
+    }
 }
 
 /// Compares without stopping at the first difference, so timing does not leak the token.
