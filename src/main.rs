@@ -342,9 +342,14 @@ enum RulesCommand {
     /// List the loaded rules: id, severity, title.
     #[command(after_help = "Example:\n  audithound rules list detectors/")]
     List(RulesDir),
-    /// Validate rule files; every problem is reported with its file and place.
-    #[command(after_help = "Example:\n  audithound rules check detectors/ my-overrides/")]
-    Check(RulesDir),
+    /// Validate rule files; every problem is reported with its file and place. With
+    /// --audit-policy, also warn about each rule whose events the API server's audit policy
+    /// logs below the level the rule needs (Request for request bodies, RequestResponse for
+    /// responses, Metadata for the rest) or not at all.
+    #[command(
+        after_help = "Examples:\n  audithound rules check detectors/ my-overrides/\n  audithound rules check --audit-policy /etc/kubernetes/audit-policy.yaml\n  audithound rules check my-rules/ --audit-policy deploy/audit-policy.yaml --strict-policy"
+    )]
+    Check(CheckArgs),
     /// Run each rule's `tests:` (events that must fire, near-misses that must not).
     #[command(after_help = "Example:\n  audithound rules test detectors/")]
     Test(RulesDir),
@@ -364,6 +369,19 @@ struct ExplainArgs {
     /// Rule directories or files. Default: the built-in library (`builtin`).
     #[arg(long, value_name = "DIR")]
     rules: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    rules: RulesDir,
+    /// The API server's audit policy (--audit-policy-file): warn about rules whose events it
+    /// logs below what they read.
+    #[arg(long, value_name = "POLICY.yaml")]
+    audit_policy: Option<PathBuf>,
+    /// Exit with status 1 when the audit policy check warns.
+    #[arg(long, requires = "audit_policy")]
+    strict_policy: bool,
 }
 
 #[derive(Args)]
@@ -892,8 +910,15 @@ fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
                 )?;
             }
         }
-        RulesCommand::Check(d) => {
-            let set = load_rules(d.dirs)?;
+        RulesCommand::Check(args) => {
+            let policy = match &args.audit_policy {
+                Some(path) => Some(usage(
+                    audithound::rules::policy::Policy::load(path)
+                        .map_err(|e| anyhow::anyhow!("audit policy {e}")),
+                )?),
+                None => None,
+            };
+            let set = load_rules(args.rules.dirs)?;
             // Tests are built only when run; check them too.
             let broken: Vec<String> = set
                 .rules
@@ -913,6 +938,35 @@ fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
                 set.rules.len() + set.disabled.len(),
                 set.disabled.len()
             )?;
+            if let (Some(policy), Some(path)) = (&policy, &args.audit_policy) {
+                // Rules switched off read nothing; only the running ones are checked.
+                let warnings = audithound::rules::policy::check(policy, &set);
+                for w in &warnings {
+                    writeln!(out, "warning: {w}")?;
+                }
+                let rules: std::collections::BTreeSet<&str> =
+                    warnings.iter().map(|w| w.rule.as_str()).collect();
+                if warnings.is_empty() {
+                    writeln!(
+                        out,
+                        "audit policy {}: logs what every rule reads, at the level it needs",
+                        path.display()
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "audit policy {}: {} of {} rules would miss what they read ({} warning{})",
+                        path.display(),
+                        rules.len(),
+                        set.rules.len(),
+                        warnings.len(),
+                        if warnings.len() == 1 { "" } else { "s" }
+                    )?;
+                    if args.strict_policy {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
         }
         RulesCommand::Explain(args) => return explain(args, &mut out),
         RulesCommand::Dump { dir } => {
