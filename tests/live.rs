@@ -224,7 +224,11 @@ fn a_bad_config_is_refused_with_its_place() {
         config.to_str().unwrap(),
         "--check-config",
     ]);
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a configuration error is a usage error"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3") && err.contains("queu"), "{err}");
 }

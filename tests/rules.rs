@@ -224,6 +224,53 @@ fn explain_shows_each_matcher_and_the_verdict() {
 }
 
 #[test]
+fn version_names_the_built_in_rule_library() {
+    let out = audithound(&["--version"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("audithound ") && text.contains("rule library"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_dumped_library_passes_its_own_tests_and_is_not_written_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("library");
+    let dump = audithound(&["rules", "dump", target.to_str().unwrap()]);
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    assert!(stdout(&dump).starts_with("wrote "), "{}", stdout(&dump));
+    // The same files as detectors/, byte for byte.
+    for f in std::fs::read_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("detectors")).unwrap()
+    {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "yaml") {
+            let name = f.file_name().unwrap();
+            assert_eq!(
+                std::fs::read(&f).unwrap(),
+                std::fs::read(target.join(name)).unwrap(),
+                "{name:?}"
+            );
+        }
+    }
+    let test = audithound(&["rules", "test", target.to_str().unwrap()]);
+    assert!(test.status.success(), "{}", stdout(&test));
+    assert!(
+        stdout(&test).contains(" passed, 0 failed"),
+        "{}",
+        stdout(&test)
+    );
+    let again = audithound(&["rules", "dump", target.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("dump into an empty directory"));
+}
+
+#[test]
 fn the_shipped_audit_policy_logs_what_the_library_reads() {
     let out = audithound(&[
         "rules",
