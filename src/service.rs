@@ -280,7 +280,8 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
         )?);
     }
     drop(queue);
-    ready.store(true, Ordering::Relaxed);
+    // Unless a signal came during start-up.
+    ready.store(!stop.load(Ordering::Relaxed), Ordering::Relaxed);
     let input = Input {
         clusters: vec![cfg.detection.cluster.clone(); inputs.0.len()],
         names: inputs.0,
