@@ -476,6 +476,13 @@ fn init_logging(verbose: u8, quiet: bool, format: LogFormat, default_level: &str
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // ureq's debug lines write out request URLs and every header but Authorization and
+    // Cookie: an HTTP sink's API key would reach the log at -v. That module logs nothing above
+    // debug, so this only ever hides those lines.
+    let filter = match "ureq::unit=info".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

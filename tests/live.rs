@@ -729,15 +729,17 @@ fn readiness_drops_at_the_signal_and_the_ops_listener_outlives_the_drain() {
     );
 }
 
-/// Tokens from `${VAR}` and from `bearer_token_file`, and an HTTP sink header from `${VAR}`,
-/// are used (the webhook checks the token, the SIEM receives the header) and appear nowhere
-/// else: not in `--check-config`, not in the debug log (`-v`), not on `/metrics`.
+/// Tokens from `${VAR}` and from `bearer_token_file`, and HTTP sink headers from `${VAR}`
+/// (`Authorization`, and an API key header, which ureq's own debug lines do not mask), are used
+/// (the webhook checks the token, the SIEM receives the headers) and appear nowhere else: not
+/// in `--check-config`, not in the debug log (`-v`), not on `/metrics`.
 #[test]
 fn secrets_reach_only_where_they_are_used() {
     const WEBHOOK: &str = "wh-9f3c1e7a-5d1b-secret";
     const FROM_FILE: &str = "file-77aa01bd-c3e9-secret";
     const HEC: &str = "hec-5b2d8c40-a1f6-secret";
-    let secrets = [WEBHOOK, FROM_FILE, HEC];
+    const API_KEY: &str = "key-0c4e9d21-77b3-secret";
+    let secrets = [WEBHOOK, FROM_FILE, HEC, API_KEY];
     let leaked = |text: &str| secrets.iter().find(|s| text.contains(*s)).copied();
     let (siem_port, seen) = siem(0);
     let dir = tempfile::tempdir().unwrap();
@@ -746,6 +748,7 @@ fn secrets_reach_only_where_they_are_used() {
     let env = [
         ("AUDITHOUND_TEST_WEBHOOK_TOKEN", WEBHOOK),
         ("AUDITHOUND_TEST_HEC_TOKEN", HEC),
+        ("AUDITHOUND_TEST_API_KEY", API_KEY),
     ];
     let (events, bodies) = attack_bodies();
     for (auth, token) in [
@@ -760,7 +763,7 @@ fn secrets_reach_only_where_they_are_used() {
         std::fs::write(
             &config,
             format!(
-                "[webhook]\nlisten = \"127.0.0.1:{hook}\"\n{auth}\n[ops]\nlisten = \"127.0.0.1:{ops}\"\n[[sink]]\ntype = \"http\"\nurl = \"http://127.0.0.1:{siem_port}/services/collector/event\"\nprotocol = \"splunk_hec\"\nheaders = {{ Authorization = \"Splunk ${{AUDITHOUND_TEST_HEC_TOKEN}}\" }}\n"
+                "[webhook]\nlisten = \"127.0.0.1:{hook}\"\n{auth}\n[ops]\nlisten = \"127.0.0.1:{ops}\"\n[[sink]]\ntype = \"http\"\nurl = \"http://127.0.0.1:{siem_port}/services/collector/event\"\nprotocol = \"splunk_hec\"\nheaders = {{ Authorization = \"Splunk ${{AUDITHOUND_TEST_HEC_TOKEN}}\", X-Api-Key = \"${{AUDITHOUND_TEST_API_KEY}}\" }}\n"
             ),
         )
         .unwrap();
@@ -811,11 +814,9 @@ fn secrets_reach_only_where_they_are_used() {
             assert_eq!(leaked(text), None, "/metrics: {text}");
         }
         wait_until("the SIEM never got an alert", || {
-            seen.lock()
-                .unwrap()
-                .2
-                .iter()
-                .any(|h| h.contains(&format!("Splunk {HEC}")))
+            seen.lock().unwrap().2.iter().any(|h| {
+                h.contains(&format!("Splunk {HEC}")) && h.contains(&format!("X-Api-Key: {API_KEY}"))
+            })
         });
         let log = service.stop();
         assert!(log.contains("DEBUG"), "-v logs debug lines: {log}");
