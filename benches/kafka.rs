@@ -250,7 +250,7 @@ fn main() {
     let wait = Instant::now();
     let text = loop {
         let text = metrics(hook);
-        if metric(&text, "audithound_alert_latency_ms_count") == Some(total as f64)
+        if metric(&text, "audithound_alert_latency_seconds_count") == Some(total as f64)
             || wait.elapsed() > Duration::from_secs(60)
         {
             break text;
@@ -261,13 +261,13 @@ fn main() {
     let q = |p: &str| {
         metric(
             &text,
-            &format!("audithound_alert_latency_ms{{quantile=\"{p}\"}}"),
+            &format!("audithound_alert_latency_seconds{{quantile=\"{p}\"}}"),
         )
-        .map_or("?".to_string(), |v| format!("{v:.0} ms"))
+        .map_or("?".to_string(), |v| format!("{:.0} ms", v * 1e3))
     };
     println!(
         "latency at {rate} events/s for {seconds} s ({} of {total} alerts delivered): p50 {}  p90 {}  p99 {}  (event time = produce time → alert written to the sink)",
-        metric(&text, "audithound_alert_latency_ms_count").unwrap_or(0.0),
+        metric(&text, "audithound_alert_latency_seconds_count").unwrap_or(0.0),
         q("0.5"),
         q("0.9"),
         q("0.99")

@@ -393,9 +393,14 @@ enum RulesCommand {
     /// List the loaded rules: id, severity, title.
     #[command(after_help = "Example:\n  audithound rules list detectors/")]
     List(RulesDir),
-    /// Validate rule files; every problem is reported with its file and place.
-    #[command(after_help = "Example:\n  audithound rules check detectors/ my-overrides/")]
-    Check(RulesDir),
+    /// Validate rule files; every problem is reported with its file and place. With
+    /// --audit-policy, also warn about each rule whose events the API server's audit policy
+    /// logs below the level the rule needs (Request for request bodies, RequestResponse for
+    /// responses, Metadata for the rest) or not at all.
+    #[command(
+        after_help = "Examples:\n  audithound rules check detectors/ my-overrides/\n  audithound rules check --audit-policy /etc/kubernetes/audit-policy.yaml\n  audithound rules check my-rules/ --audit-policy deploy/audit-policy.yaml --strict-policy"
+    )]
+    Check(CheckArgs),
     /// Run each rule's `tests:` (events that must fire, near-misses that must not).
     #[command(after_help = "Example:\n  audithound rules test detectors/")]
     Test(RulesDir),
@@ -415,6 +420,19 @@ struct ExplainArgs {
     /// Rule directories or files. Default: the built-in library (`builtin`).
     #[arg(long, value_name = "DIR")]
     rules: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    rules: RulesDir,
+    /// The API server's audit policy (--audit-policy-file): warn about rules whose events it
+    /// logs below what they read.
+    #[arg(long, value_name = "POLICY.yaml")]
+    audit_policy: Option<PathBuf>,
+    /// Exit with status 1 when the audit policy check warns.
+    #[arg(long, requires = "audit_policy")]
+    strict_policy: bool,
 }
 
 #[derive(Args)]
@@ -509,6 +527,13 @@ fn init_logging(verbose: u8, quiet: bool, format: LogFormat, default_level: &str
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // ureq's debug lines write out request URLs and every header but Authorization and
+    // Cookie: an HTTP sink's API key would reach the log at -v. That module logs nothing above
+    // debug, so this only ever hides those lines.
+    let filter = match "ureq::unit=info".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -948,8 +973,15 @@ fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
                 )?;
             }
         }
-        RulesCommand::Check(d) => {
-            let set = load_rules(d.dirs)?;
+        RulesCommand::Check(args) => {
+            let policy = match &args.audit_policy {
+                Some(path) => Some(usage(
+                    audithound::rules::policy::Policy::load(path)
+                        .map_err(|e| anyhow::anyhow!("audit policy {e}")),
+                )?),
+                None => None,
+            };
+            let set = load_rules(args.rules.dirs)?;
             // Tests are built only when run; check them too.
             let broken: Vec<String> = set
                 .rules
@@ -969,6 +1001,35 @@ fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
                 set.rules.len() + set.disabled.len(),
                 set.disabled.len()
             )?;
+            if let (Some(policy), Some(path)) = (&policy, &args.audit_policy) {
+                // Rules switched off read nothing; only the running ones are checked.
+                let warnings = audithound::rules::policy::check(policy, &set);
+                for w in &warnings {
+                    writeln!(out, "warning: {w}")?;
+                }
+                let rules: std::collections::BTreeSet<&str> =
+                    warnings.iter().map(|w| w.rule.as_str()).collect();
+                if warnings.is_empty() {
+                    writeln!(
+                        out,
+                        "audit policy {}: logs what every rule reads, at the level it needs",
+                        path.display()
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "audit policy {}: {} of {} rules would miss what they read ({} warning{})",
+                        path.display(),
+                        rules.len(),
+                        set.rules.len(),
+                        warnings.len(),
+                        if warnings.len() == 1 { "" } else { "s" }
+                    )?;
+                    if args.strict_policy {
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
         }
         RulesCommand::Explain(args) => return explain(args, &mut out),
         RulesCommand::Dump { dir } => {

@@ -1,4 +1,6 @@
-//! Run counters and the end-of-run summary.
+//! Run counters, the end-of-run summary and the Prometheus exposition of a running service
+//! (`/metrics`: counters end in `_total`, latencies are summaries in seconds; `promtool check
+//! metrics` accepts it, tests/live.rs has a real Prometheus scrape it).
 
 use crate::alert::Alert;
 use serde::Serialize;
@@ -341,41 +343,59 @@ pub fn human_bytes(n: u64) -> String {
 pub struct Live {
     snapshot: std::sync::Mutex<RunStats>,
     /// Milliseconds from an alert's event time to its delivery to the sinks.
-    latency: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
+    latency: std::sync::Mutex<Latency>,
     /// Microseconds from receiving the alert's event to delivering the alert.
-    ingest_latency: std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
+    ingest_latency: std::sync::Mutex<Latency>,
     /// The Kafka consumer's partitions and lag.
     pub kafka: std::sync::Arc<crate::source::kafka::Gauges>,
     /// Snapshots that could not be read at start (a fresh start each).
     pub snapshots_rejected: std::sync::atomic::AtomicU64,
+    /// The webhook's journal and the followers' counters, when the service has them.
+    journal: std::sync::OnceLock<crate::source::journal::Journal>,
+    follow: std::sync::OnceLock<std::sync::Arc<crate::source::follow::FollowStats>>,
     /// Remote sinks' outboxes, by name.
     outboxes: std::sync::Mutex<Vec<(String, std::sync::Arc<crate::sink::outbox::Gauges>)>>,
 }
 
-fn record(slot: &std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>, max: u64, v: u64) {
+/// Latencies in whole units (milliseconds or microseconds): their distribution and exact sum.
+#[derive(Default)]
+struct Latency {
+    histogram: Option<hdrhistogram::Histogram<u64>>,
+    sum: u64,
+}
+
+fn record(slot: &std::sync::Mutex<Latency>, max: u64, v: u64) {
     if let Ok(mut slot) = slot.lock() {
-        if slot.is_none() {
-            *slot = hdrhistogram::Histogram::new_with_bounds(1, max, 3).ok();
+        if slot.histogram.is_none() {
+            slot.histogram = hdrhistogram::Histogram::new_with_bounds(1, max, 3).ok();
         }
-        if let Some(h) = slot.as_mut() {
+        slot.sum = slot.sum.saturating_add(v);
+        if let Some(h) = slot.histogram.as_mut() {
             h.saturating_record(v.max(1));
         }
     }
 }
 
+/// A Prometheus summary in seconds (the base unit `promtool check metrics` asks for) of
+/// latencies recorded in `per_second`ths of a second.
 fn summary(
     out: &mut String,
     name: &str,
     help: &str,
-    slot: &std::sync::Mutex<Option<hdrhistogram::Histogram<u64>>>,
+    slot: &std::sync::Mutex<Latency>,
+    per_second: f64,
 ) {
     use std::fmt::Write as _;
-    let Ok(h) = slot.lock() else { return };
-    let Some(h) = h.as_ref() else { return };
+    let Ok(slot) = slot.lock() else { return };
+    let Some(h) = slot.histogram.as_ref() else {
+        return;
+    };
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} summary\n");
     for q in [0.5, 0.9, 0.99] {
-        let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {}", h.value_at_quantile(q));
+        let v = h.value_at_quantile(q) as f64 / per_second;
+        let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {v}");
     }
+    let _ = writeln!(out, "{name}_sum {}", slot.sum as f64 / per_second);
     let _ = writeln!(out, "{name}_count {}", h.len());
 }
 
@@ -422,6 +442,69 @@ impl Live {
     pub fn snapshot_rejected(&self) {
         self.snapshots_rejected
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The webhook's journal to expose.
+    pub fn set_journal(&self, journal: crate::source::journal::Journal) {
+        let _ = self.journal.set(journal);
+    }
+
+    /// The followed files' counters to expose.
+    pub fn set_follow(&self, stats: std::sync::Arc<crate::source::follow::FollowStats>) {
+        let _ = self.follow.set(stats);
+    }
+
+    fn render_durability(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut one = |name: &str, kind: &str, help: &str, v: u64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            );
+        };
+        one(
+            "audithound_snapshots_rejected_total",
+            "counter",
+            "Snapshots that could not be read at start (each a start with empty state).",
+            self.snapshots_rejected.load(Relaxed),
+        );
+        if let Some(j) = self.journal.get() {
+            let s = j.stats();
+            one(
+                "audithound_journal_appended_total",
+                "counter",
+                "Webhook batches written to the journal.",
+                s.appended.load(Relaxed),
+            );
+            one(
+                "audithound_journal_bytes_waiting",
+                "gauge",
+                "Journal bytes not yet processed.",
+                s.bytes_waiting.load(Relaxed),
+            );
+            one(
+                "audithound_journal_refused_full_total",
+                "counter",
+                "Webhook batches refused (429) because the journal was full.",
+                s.refused_full.load(Relaxed),
+            );
+            one("audithound_journal_torn_bytes_total", "counter", "Bytes of a record cut by a crash mid-write, dropped at start (never acknowledged).", s.torn_bytes.load(Relaxed));
+        }
+        if let Some(f) = self.follow.get() {
+            one(
+                "audithound_follow_rotations_total",
+                "counter",
+                "Followed files rotated (renamed and replaced).",
+                f.rotations.load(Relaxed),
+            );
+            one(
+                "audithound_follow_truncations_total",
+                "counter",
+                "Followed files truncated (copytruncate), read again from the start.",
+                f.truncations.load(Relaxed),
+            );
+        }
     }
 
     /// The sinks' outboxes to expose.
@@ -488,6 +571,7 @@ impl Live {
         use std::fmt::Write as _;
         let mut out = String::new();
         self.render_outboxes(&mut out);
+        self.render_durability(&mut out);
         let Ok(s) = self.snapshot.lock() else {
             return out;
         };
@@ -585,15 +669,17 @@ impl Live {
         let _ = write!(out, "# HELP audithound_state_keys Keys held by stateful rules.\n# TYPE audithound_state_keys gauge\naudithound_state_keys {}\n", s.state_keys);
         summary(
             &mut out,
-            "audithound_alert_latency_ms",
-            "Event time to alert delivery, milliseconds.",
+            "audithound_alert_latency_seconds",
+            "Event time to alert delivery (millisecond resolution).",
             &self.latency,
+            1e3,
         );
         summary(
             &mut out,
-            "audithound_alert_ingest_latency_us",
-            "Receipt of the event to alert delivery, microseconds.",
+            "audithound_alert_ingest_latency_seconds",
+            "Receipt of the event to alert delivery (microsecond resolution).",
             &self.ingest_latency,
+            1e6,
         );
         out
     }
@@ -602,6 +688,33 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latencies_are_summaries_in_seconds_with_their_sum() {
+        let live = Live::default();
+        assert!(
+            !live.render().contains("latency"),
+            "no summary before an alert"
+        );
+        record(&live.latency, 7 * 24 * 3_600_000, 250);
+        record(&live.latency, 7 * 24 * 3_600_000, 750);
+        let text = live.render();
+        for line in [
+            "# TYPE audithound_alert_latency_seconds summary",
+            "audithound_alert_latency_seconds{quantile=\"0.99\"} 0.75",
+            "audithound_alert_latency_seconds_sum 1\n",
+            "audithound_alert_latency_seconds_count 2\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        // Every family has its HELP and TYPE, and every counter ends in _total.
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let mut words = line.split(' ').skip(2);
+            let (name, kind) = (words.next().unwrap(), words.next().unwrap());
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+            assert!(kind != "counter" || name.ends_with("_total"), "{name}");
+        }
+    }
 
     #[test]
     fn repairs_and_long_running_openings_reach_the_summary_and_metrics() {

@@ -227,19 +227,25 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
         .build()?;
     // SIGTERM/SIGINT: the listeners stop taking requests and the readers stop reading; once
     // every sender of the queue is gone, the engine drains what was accepted and returns.
+    // The ops listener stays up until the engine has drained, answering /readyz 503 from the
+    // signal on: probes and a last scrape still reach it while the sinks flush.
     let stop = Arc::new(AtomicBool::new(false));
     let (stopping, _) = tokio::sync::watch::channel(false);
     let stopping = Arc::new(stopping);
+    let (finished, _) = tokio::sync::watch::channel(false);
+    let finished = Arc::new(finished);
     {
-        let (stop, stopping) = (stop.clone(), stopping.clone());
+        let (stop, stopping, ready) = (stop.clone(), stopping.clone(), ready.clone());
         runtime.spawn(async move {
             webhook::termination().await;
             tracing::info!("stopping: intake closed, draining what was accepted");
+            ready.store(false, Ordering::Relaxed);
             stop.store(true, Ordering::Relaxed);
             let _ = stopping.send(true);
         });
     }
     let follow_stats = Arc::new(follow::FollowStats::default());
+    live_metrics.set_follow(follow_stats.clone());
     let shutdown = |stopping: &Arc<tokio::sync::watch::Sender<bool>>| {
         let mut rx = stopping.subscribe();
         async move {
@@ -251,11 +257,11 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(&o.listen))
             .with_context(|| format!("cannot listen on {} (ops)", o.listen))?;
-        tracing::info!(addr = ?webhook::local_addr(&listener), "ops listener: /healthz, /readyz, /metrics (plain HTTP)");
+        tracing::info!(addr = %webhook::local_addr(&listener), "ops listener: /healthz, /readyz, /metrics (plain HTTP)");
         servers.push(runtime.spawn(webhook::serve(
             listener,
             ops_routes.clone(),
-            shutdown(&stopping),
+            shutdown(&finished),
         )));
     }
     let mut readers = Vec::new();
@@ -280,6 +286,7 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
             );
             readers.push(j.spawn_reader(after, input, queue.clone(), stop.clone())?);
             acks.push(Arc::new(j.clone()));
+            live_metrics.set_journal(j.clone());
             journal = Some(j);
         }
         let intake = Intake {
@@ -299,11 +306,12 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
                 let listener = std::net::TcpListener::bind(&hook.listen)
                     .with_context(|| format!("cannot listen on {} (webhook)", hook.listen))?;
                 listener.set_nonblocking(true)?;
-                tracing::info!(addr = ?listener.local_addr().ok(), "audit webhook listening ({auth})");
+                tracing::info!(addr = %webhook::display_addr(listener.local_addr().ok()), "audit webhook listening ({auth})");
                 servers.push(runtime.spawn(webhook::serve_tls(
                     listener,
                     tls,
                     app,
+                    hook_stats.clone(),
                     shutdown(&stopping),
                 )));
             }
@@ -311,7 +319,7 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
                 let listener = runtime
                     .block_on(tokio::net::TcpListener::bind(&hook.listen))
                     .with_context(|| format!("cannot listen on {} (webhook)", hook.listen))?;
-                tracing::info!(addr = ?webhook::local_addr(&listener), "audit webhook listening ({auth})");
+                tracing::info!(addr = %webhook::local_addr(&listener), "audit webhook listening ({auth})");
                 servers.push(runtime.spawn(webhook::serve(listener, app, shutdown(&stopping))));
             }
         }
@@ -394,7 +402,8 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
             })),
         });
     }
-    ready.store(true, Ordering::Relaxed);
+    // Unless a signal came during start-up.
+    ready.store(!stop.load(Ordering::Relaxed), Ordering::Relaxed);
     let input = Input {
         clusters: vec![cfg.detection.cluster.clone(); inputs.0.len()],
         names: inputs.0,
@@ -406,6 +415,7 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
     ready.store(false, Ordering::Relaxed);
     // The engine ended (end of every source, or an error): stop the listeners either way.
     let _ = stopping.send(true);
+    let _ = finished.send(true);
     for server in servers {
         runtime
             .block_on(server)
@@ -426,7 +436,8 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
     Ok(stats)
 }
 
-/// `/healthz` (alive), `/readyz` (rules and state loaded, sources started) and `/metrics`.
+/// `/healthz` (alive), `/readyz` (rules and state loaded, sources started; 503 again once a
+/// signal stopped intake) and `/metrics`.
 fn ops_router(
     metrics: Arc<metrics::Live>,
     hook: Arc<WebhookStats>,

@@ -304,7 +304,7 @@ fn killed_mid_stream_then_restarted_rebuilds_state_and_loses_no_alert() {
         committed(&brokers, "restart-test", "audit") == events.len() as i64
     });
     let rebuilt = metric(hook, "audithound_warmup_events_total");
-    wait_until("the consumer lag never read zero", || {
+    wait_up_to(60, "the consumer lag never read zero", || {
         metric(hook, "audithound_kafka_lag") == Some(0)
     });
     second.stop();
@@ -454,7 +454,7 @@ fn a_broker_killed_and_restarted_mid_stream_loses_no_alert() {
     wait_up_to(120, "the rest was not committed after the restarts", || {
         committed(&brokers, "outage", "audit") == events.len() as i64
     });
-    wait_until("the consumer lag never read zero", || {
+    wait_up_to(60, "the consumer lag never read zero", || {
         metric(hook, "audithound_kafka_lag") == Some(0)
     });
     service.stop();

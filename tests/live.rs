@@ -2,7 +2,9 @@
 //! replay. Live and replay must raise the same alerts.
 
 mod common;
-use common::{alert_ids, attack_lines, audithound, free_port, replayed_ids, wait_until, Service};
+use common::{
+    alert_ids, attack_lines, audithound, free_port, replayed_ids, root, wait_until, Service,
+};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -88,8 +90,8 @@ fn run_service_with_attacks(dir: &std::path::Path, sinks: &str) -> String {
         format!("audithound_records_total {posted}\n"),
         "audithound_rule_alerts_total{rule=\"k8s.rbac.admin_binding\"} 1".to_string(),
         "audithound_rejected_total{reason=\"truncated_json\"} 1".to_string(),
-        "audithound_alert_latency_ms_count".to_string(),
-        "audithound_alert_ingest_latency_us_count".to_string(),
+        "audithound_alert_latency_seconds_count".to_string(),
+        "audithound_alert_ingest_latency_seconds_count".to_string(),
         "audithound_webhook_requests_total{outcome=\"too_large\"} 1".to_string(),
     ];
     let start = Instant::now();
@@ -122,11 +124,17 @@ fn webhook_batches_raise_the_same_alerts_as_replay() {
     assert_eq!(live, replayed_ids("default"));
 }
 
-type Received = std::sync::Arc<std::sync::Mutex<(usize, Vec<String>)>>;
+/// Requests seen, the bodies accepted, and every request's header lines.
+type Received = std::sync::Arc<std::sync::Mutex<(usize, Vec<String>, Vec<String>)>>;
 
 /// A SIEM endpoint on loopback that answers 503 to its first `failures` requests, then 200,
 /// and keeps the (gunzipped) bodies it accepted.
 fn siem(failures: usize) -> (u16, Received) {
+    siem_with(move |n| n > failures)
+}
+
+/// A SIEM endpoint that accepts the `n`th request (from 1) when `accept(n)`, else answers 503.
+fn siem_with(accept: impl Fn(usize) -> bool + Send + 'static) -> (u16, Received) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen: Received = Default::default();
@@ -136,11 +144,13 @@ fn siem(failures: usize) -> (u16, Received) {
             let Ok(mut s) = stream else { continue };
             let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
             let (mut len, mut gzip) = (0usize, false);
+            let mut head = String::new();
             loop {
                 let mut line = String::new();
                 if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 {
                     break;
                 }
+                head.push_str(&line);
                 let lower = line.to_ascii_lowercase();
                 if let Some(v) = lower.strip_prefix("content-length:") {
                     len = v.trim().parse().unwrap_or(0);
@@ -154,7 +164,8 @@ fn siem(failures: usize) -> (u16, Received) {
             reader.read_exact(&mut body).unwrap();
             let mut state = log.lock().unwrap();
             state.0 += 1;
-            let accept = state.0 > failures;
+            state.2.push(head);
+            let accept = accept(state.0);
             if accept {
                 let mut text = String::new();
                 if gzip {
@@ -213,7 +224,11 @@ fn a_bad_config_is_refused_with_its_place() {
         config.to_str().unwrap(),
         "--check-config",
     ]);
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a configuration error is a usage error"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3") && err.contains("queu"), "{err}");
 }
@@ -456,24 +471,395 @@ fn api_servers_posting_out_of_order_raise_the_replays_alerts() {
     assert!(live("0s").is_empty());
 }
 
-/// The attack samples as the API server's webhook backend posts them: EventLists of 7.
-fn attack_batches() -> Vec<String> {
+/// A program of Debian's `prometheus` package (`prometheus`, `promtool`), which scripts/test
+/// installs. Missing, the test fails and says so: it is never skipped.
+fn prometheus_program(name: &str) -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([std::path::PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` not found: run scripts/test, which installs Debian's prometheus package \
+                 (prometheus and promtool) for this test"
+            )
+        })
+}
+
+/// A real Prometheus on loopback scraping `target` every second, stopped when dropped.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: u16) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: audithound\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = std::process::Command::new(prometheus_program("prometheus"))
+            .current_dir(dir.path())
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        Prometheus {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// The JSON answer of an HTTP API call (`/api/v1/…`), if Prometheus answers yet.
+    fn api(&self, path: &str, query: &[(&str, &str)]) -> Option<serde_json::Value> {
+        let mut req = ureq::get(&format!("http://127.0.0.1:{}{path}", self.port))
+            .timeout(Duration::from_secs(5));
+        for (k, v) in query {
+            req = req.query(k, v);
+        }
+        let text = req.call().ok()?.into_string().ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The value of an instant query's first sample.
+    fn sample(&self, query: &str) -> Option<f64> {
+        let answer = self.api("/api/v1/query", &[("query", query)])?;
+        answer["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A service with the webhook and the ops listener on ports of their own.
+fn ops_config(dir: &std::path::Path, hook: u16, ops: u16, sinks: &str) -> String {
+    let config = dir.join("audithound.toml");
+    std::fs::write(
+        &config,
+        format!("[webhook]\nlisten = \"127.0.0.1:{hook}\"\n[ops]\nlisten = \"127.0.0.1:{ops}\"\n{sinks}"),
+    )
+    .unwrap();
+    config.to_str().unwrap().to_owned()
+}
+
+/// The attack samples as EventList bodies of seven events, as an API server posts them.
+fn attack_bodies() -> (usize, Vec<String>) {
     let events: Vec<serde_json::Value> = attack_lines()
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    events
+    let bodies = events
         .chunks(7)
         .map(|chunk| {
             serde_json::json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": chunk})
                 .to_string()
         })
-        .collect()
+        .collect();
+    (events.len(), bodies)
+}
+
+#[test]
+fn prometheus_scrapes_the_ops_listener_and_promtool_accepts_the_exposition() {
+    let (prometheus, promtool) = (
+        prometheus_program("prometheus"),
+        prometheus_program("promtool"),
+    );
+    assert!(prometheus.is_file());
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, ops) = (free_port(), free_port());
+    let alerts = dir.path().join("alerts.jsonl");
+    let config = ops_config(
+        dir.path(),
+        hook,
+        ops,
+        &format!(
+            "[[sink]]\ntype = \"file\"\npath = {:?}\n",
+            alerts.to_str().unwrap()
+        ),
+    );
+    let service = Service::start(&config);
+    wait_until("the ops listener never became ready", || {
+        http(ops, "GET", "/readyz", b"") == 200
+    });
+    assert_eq!(http(ops, "GET", "/healthz", b""), 200);
+
+    let (events, bodies) = attack_bodies();
+    for body in &bodies {
+        assert_eq!(http(hook, "POST", "/audit", body.as_bytes()), 200);
+    }
+    // Two listeners: the ops port takes no audit events, and serves no webhook.
+    assert_ne!(http(ops, "POST", "/audit", bodies[0].as_bytes()), 200);
+    assert_ne!(ops, hook);
+    let want = format!("audithound_events_total {events}\n");
+    let mut exposition = String::new();
+    wait_until("the engine never caught up", || {
+        exposition = request(ops, "GET", "/metrics", b"").1;
+        exposition.contains(&want) && exposition.contains("audithound_alert_latency_seconds_sum")
+    });
+    assert!(
+        exposition.contains(&format!(
+            "audithound_webhook_requests_total{{outcome=\"accepted\"}} {}\n",
+            bodies.len()
+        )),
+        "{exposition}"
+    );
+
+    // promtool's linter: HELP and TYPE for every family, _total counters, base units.
+    let mut check = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let checked = check.wait_with_output().unwrap();
+    assert!(
+        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{exposition}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // A real scrape: the samples reach Prometheus's own query API.
+    let server = Prometheus::start(ops);
+    common::wait_up_to(60, "Prometheus never stored a scrape of /metrics", || {
+        server.sample("audithound_events_total") == Some(events as f64)
+    });
+    let targets = server.api("/api/v1/targets", &[]).unwrap();
+    let target = &targets["data"]["activeTargets"][0];
+    assert_eq!(target["health"], "up", "{targets}\n{}", server.log());
+    assert_eq!(target["lastError"], "", "{targets}");
+    let alerts_raised = server.sample("sum(audithound_rule_alerts_total)").unwrap();
+    assert!(alerts_raised > 10.0, "{alerts_raised}");
+    assert!(server
+        .sample("audithound_alert_latency_seconds_count")
+        .is_some_and(|n| n > 0.0));
+    drop(server);
+    service.stop();
+}
+
+/// SIGTERM stops intake at once; the ops listener stays up while the engine drains (here: a
+/// SIEM refusing the alerts), answering /readyz 503 and /healthz 200, and the service exits 0
+/// once everything accepted is delivered.
+#[test]
+fn readiness_drops_at_the_signal_and_the_ops_listener_outlives_the_drain() {
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = open.clone();
+    let (siem_port, seen) = siem_with(move |_| gate.load(std::sync::atomic::Ordering::Relaxed));
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, ops) = (free_port(), free_port());
+    let config = ops_config(
+        dir.path(),
+        hook,
+        ops,
+        &format!(
+            "[[sink]]\ntype = \"http\"\nurl = \"http://127.0.0.1:{siem_port}/alerts\"\nbatch = 1\nmax_retry_seconds = 120\n"
+        ),
+    );
+    let service = Service::start(&config);
+    // Starting: the window before the sources start is too short to observe; once up, ready.
+    wait_until("never became ready", || {
+        http(ops, "GET", "/readyz", b"") == 200
+    });
+    let event =
+        std::fs::read_to_string(root().join("samples/attacks/exec-system-pod.log")).unwrap();
+    let items: Vec<serde_json::Value> = event
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let list = serde_json::json!({"kind": "EventList", "items": items}).to_string();
+    assert_eq!(http(hook, "POST", "/audit", list.as_bytes()), 200);
+    wait_until("the sink never tried the SIEM", || {
+        seen.lock().unwrap().0 > 0
+    });
+
+    service.terminate();
+    wait_until("/readyz still 200 after SIGTERM", || {
+        http(ops, "GET", "/readyz", b"") == 503
+    });
+    assert_eq!(http(ops, "GET", "/healthz", b""), 200);
+    assert_eq!(request(ops, "GET", "/metrics", b"").0, 200);
+    wait_until("the webhook still takes requests after SIGTERM", || {
+        http(hook, "POST", "/audit", list.as_bytes()) == 0
+    });
+
+    open.store(true, std::sync::atomic::Ordering::Relaxed);
+    let stderr = service.wait();
+    wait_until("the ops listener outlived the service", || {
+        http(ops, "GET", "/healthz", b"") == 0
+    });
+    let state = seen.lock().unwrap();
+    let delivered = state.1.join("\n");
+    assert!(
+        delivered.contains("k8s.exec.into_system_pod"),
+        "{delivered}\n{stderr}"
+    );
+}
+
+/// Tokens from `${VAR}` and from `bearer_token_file`, and HTTP sink headers from `${VAR}`
+/// (`Authorization`, and an API key header, which ureq's own debug lines do not mask), are used
+/// (the webhook checks the token, the SIEM receives the headers) and appear nowhere else: not
+/// in `--check-config`, not in the debug log (`-v`), not on `/metrics`.
+#[test]
+fn secrets_reach_only_where_they_are_used() {
+    const WEBHOOK: &str = "wh-9f3c1e7a-5d1b-secret";
+    const FROM_FILE: &str = "file-77aa01bd-c3e9-secret";
+    const HEC: &str = "hec-5b2d8c40-a1f6-secret";
+    const API_KEY: &str = "key-0c4e9d21-77b3-secret";
+    let secrets = [WEBHOOK, FROM_FILE, HEC, API_KEY];
+    let leaked = |text: &str| secrets.iter().find(|s| text.contains(*s)).copied();
+    let (siem_port, seen) = siem(0);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{FROM_FILE}\n")).unwrap();
+    let env = [
+        ("AUDITHOUND_TEST_WEBHOOK_TOKEN", WEBHOOK),
+        ("AUDITHOUND_TEST_HEC_TOKEN", HEC),
+        ("AUDITHOUND_TEST_API_KEY", API_KEY),
+    ];
+    let (events, bodies) = attack_bodies();
+    for (auth, token) in [
+        (
+            "bearer_token = \"${AUDITHOUND_TEST_WEBHOOK_TOKEN}\"".to_string(),
+            WEBHOOK,
+        ),
+        (format!("bearer_token_file = {token_file:?}"), FROM_FILE),
+    ] {
+        let (hook, ops) = (free_port(), free_port());
+        let config = dir.path().join("audithound.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[webhook]\nlisten = \"127.0.0.1:{hook}\"\n{auth}\n[ops]\nlisten = \"127.0.0.1:{ops}\"\n[[sink]]\ntype = \"http\"\nurl = \"http://127.0.0.1:{siem_port}/services/collector/event\"\nprotocol = \"splunk_hec\"\nheaders = {{ Authorization = \"Splunk ${{AUDITHOUND_TEST_HEC_TOKEN}}\", X-Api-Key = \"${{AUDITHOUND_TEST_API_KEY}}\" }}\n"
+            ),
+        )
+        .unwrap();
+        let config = config.to_str().unwrap();
+        let check = std::process::Command::new(env!("CARGO_BIN_EXE_audithound"))
+            .current_dir(root())
+            .args(["run", "-v", "--config", config, "--check-config"])
+            .envs(env)
+            .output()
+            .unwrap();
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(check.status.success(), "{shown}");
+        assert!(shown.contains("a bearer token"), "{shown}");
+        assert_eq!(leaked(&shown), None, "--check-config: {shown}");
+
+        let service = Service::spawn_with_env(&["run", "-v", "--config", config], &env);
+        wait_until("never became ready", || {
+            http(ops, "GET", "/readyz", b"") == 200
+        });
+        // Refused: no token, a wrong one, the other configuration's token.
+        let other = if token == WEBHOOK { FROM_FILE } else { WEBHOOK };
+        assert_eq!(http(hook, "POST", "/audit", bodies[0].as_bytes()), 401);
+        for wrong in ["nope", other] {
+            let header = format!("Authorization: Bearer {wrong}\r\n");
+            let status = request_with(hook, "POST", "/audit", &header, bodies[0].as_bytes()).0;
+            assert_eq!(status, 401);
+        }
+        let header = format!("Authorization: Bearer {token}\r\n");
+        for body in &bodies {
+            assert_eq!(
+                request_with(hook, "POST", "/audit", &header, body.as_bytes()).0,
+                200
+            );
+        }
+        let want = format!("audithound_events_total {events}\n");
+        let mut metrics = String::new();
+        wait_until("the events were never analysed", || {
+            metrics = request(ops, "GET", "/metrics", b"").1;
+            metrics.contains(&want)
+        });
+        let on_the_webhook = request_with(hook, "GET", "/metrics", &header, b"").1;
+        assert!(on_the_webhook.contains(&want));
+        for text in [&metrics, &on_the_webhook] {
+            assert_eq!(leaked(text), None, "/metrics: {text}");
+        }
+        wait_until("the SIEM never got an alert", || {
+            seen.lock().unwrap().2.iter().any(|h| {
+                h.contains(&format!("Splunk {HEC}")) && h.contains(&format!("X-Api-Key: {API_KEY}"))
+            })
+        });
+        let log = service.stop();
+        assert!(log.contains("DEBUG"), "-v logs debug lines: {log}");
+        // Refusals name the peer and the reason, never the token offered.
+        assert!(
+            log.lines().any(|l| l.contains("webhook request refused")
+                && l.contains("peer=127.0.0.1:")
+                && l.contains("no bearer token")),
+            "{log}"
+        );
+        assert_eq!(leaked(&log), None, "the log: {log}");
+    }
+}
+
+/// A `${VAR}` that is not set is a configuration error, exit status 2, naming the key.
+#[test]
+fn an_unset_variable_is_a_configuration_error_naming_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("audithound.toml");
+    std::fs::write(
+        &config,
+        "[webhook]\nlisten = \"127.0.0.1:1\"\n[[sink]]\ntype = \"http\"\nurl = \"https://siem.example.com\"\nheaders = { Authorization = \"Splunk ${AUDITHOUND_TEST_NEVER_SET}\" }\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    for args in [
+        vec!["run", "--config", config, "--check-config"],
+        vec!["run", "--config", config],
+    ] {
+        let out = audithound(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("sink[0].headers.Authorization")
+                && err.contains("AUDITHOUND_TEST_NEVER_SET is not set"),
+            "{err}"
+        );
+    }
 }
 
 #[test]
 fn a_service_killed_at_any_point_and_restarted_raises_every_alert_of_an_uninterrupted_run() {
-    let batches = attack_batches();
+    let (_, batches) = attack_bodies();
     let want = replayed_ids("default");
     // Killed after a quarter, half and three quarters of the input (and snapshotting often,
     // so that some kills come after a snapshot and some before the next).

@@ -867,3 +867,21 @@ fn timeline_tells_what_one_identity_did_with_the_alerts_on_each_request() {
         "{text}"
     );
 }
+
+/// `--fail-on`: exit status 3 when an alert at or above the severity was raised, 0 otherwise;
+/// 2 for a usage error.
+#[test]
+fn fail_on_exits_3_only_when_an_alert_reaches_the_severity() {
+    let code = |args: &[&str]| {
+        let mut all = vec!["replay", "-q"];
+        all.extend_from_slice(args);
+        audithound(&all).status.code()
+    };
+    assert_eq!(code(&["samples/attacks", "--fail-on", "high"]), Some(3));
+    // A shell in etcd's pod raises high alerts, none critical.
+    let exec = "samples/attacks/exec-system-pod.log";
+    assert_eq!(code(&[exec, "--fail-on", "critical"]), Some(0));
+    assert_eq!(code(&[exec, "--fail-on", "high"]), Some(3));
+    assert_eq!(code(&[exec]), Some(0));
+    assert_eq!(code(&[exec, "--fail-on", "severe"]), Some(2));
+}

@@ -465,3 +465,133 @@ fn ip_lists_and_a_geoip_database_decide_which_reputation_rules_fire() {
     assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
     assert!(stdout(&out).contains("tor-1"));
 }
+
+#[test]
+fn version_names_the_built_in_rule_library() {
+    let out = audithound(&["--version"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("audithound ") && text.contains("rule library"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_dumped_library_passes_its_own_tests_and_is_not_written_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("library");
+    let dump = audithound(&["rules", "dump", target.to_str().unwrap()]);
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    assert!(stdout(&dump).starts_with("wrote "), "{}", stdout(&dump));
+    // The same files as detectors/, byte for byte.
+    for f in std::fs::read_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("detectors")).unwrap()
+    {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "yaml") {
+            let name = f.file_name().unwrap();
+            assert_eq!(
+                std::fs::read(&f).unwrap(),
+                std::fs::read(target.join(name)).unwrap(),
+                "{name:?}"
+            );
+        }
+    }
+    let test = audithound(&["rules", "test", target.to_str().unwrap()]);
+    assert!(test.status.success(), "{}", stdout(&test));
+    assert!(
+        stdout(&test).contains(" passed, 0 failed"),
+        "{}",
+        stdout(&test)
+    );
+    let again = audithound(&["rules", "dump", target.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("dump into an empty directory"));
+}
+
+#[test]
+fn the_shipped_audit_policy_logs_what_the_library_reads() {
+    let out = audithound(&[
+        "rules",
+        "check",
+        "--audit-policy",
+        "deploy/audit-policy.yaml",
+        "--strict-policy",
+    ]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("warning"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("logs what every rule reads"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_policy_logging_configmaps_at_metadata_blinds_the_configmap_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    // The shipped policy with ConfigMaps left to its Metadata catch-all.
+    let shipped = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/audit-policy.yaml"),
+    )
+    .unwrap();
+    let edited = shipped.replace(
+        "resources: [pods, pods/ephemeralcontainers, replicationcontrollers, services, configmaps]",
+        "resources: [pods, pods/ephemeralcontainers, replicationcontrollers, services]",
+    );
+    assert_ne!(
+        edited, shipped,
+        "the shipped policy changed: update this test"
+    );
+    std::fs::write(&policy, edited).unwrap();
+    let policy = policy.to_str().unwrap();
+    let out = audithound(&["rules", "check", "--audit-policy", policy]);
+    assert!(
+        out.status.success(),
+        "warnings alone exit 0: {}",
+        stdout(&out)
+    );
+    let text = stdout(&out);
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", stdout(&out));
+    let w = warnings[0];
+    for part in [
+        "k8s.configmap.credentials:",
+        "configmaps (create, patch, update)",
+        "need Request",
+        "requestObject.data[*]",
+        "logged at Metadata by policy rule 11 (line ",
+    ] {
+        assert!(w.contains(part), "{part:?} in {w}");
+    }
+    // --strict-policy turns the warning into a failure; a broken policy is a usage error.
+    let strict = audithound(&[
+        "rules",
+        "check",
+        "--audit-policy",
+        policy,
+        "--strict-policy",
+    ]);
+    assert_eq!(strict.status.code(), Some(1));
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Everything\n",
+    )
+    .unwrap();
+    let bad = audithound(&[
+        "rules",
+        "check",
+        "--audit-policy",
+        dir.path().join("bad.yaml").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Everything"));
+}

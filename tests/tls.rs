@@ -3,6 +3,7 @@
 
 mod common;
 use common::{root, wait_until, Service};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,12 +40,19 @@ fn pki() -> Pki {
 }
 
 fn client(pki: &Pki, with_cert: bool) -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .tls_config(Arc::new(client_config(pki, with_cert)))
+        .timeout(Duration::from_secs(5))
+        .build()
+}
+
+fn client_config(pki: &Pki, with_cert: bool) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut pki.ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
-    let config = if with_cert {
+    if with_cert {
         let chain = rustls_pemfile::certs(&mut pki.client.0.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
@@ -54,19 +62,14 @@ fn client(pki: &Pki, with_cert: bool) -> ureq::Agent {
         builder.with_client_auth_cert(chain, key).unwrap()
     } else {
         builder.with_no_client_auth()
-    };
-    ureq::AgentBuilder::new()
-        .tls_config(Arc::new(config))
-        .timeout(Duration::from_secs(5))
-        .build()
+    }
 }
 
-#[test]
-fn https_with_client_certificates() {
-    let pki = pki();
-    let dir = tempfile::tempdir().unwrap();
+/// The service's files and configuration (webhook on HTTPS with client certificates, `extra`
+/// appended); returns the config path and the webhook port.
+fn https_service(pki: &Pki, dir: &std::path::Path, extra: &str) -> (String, u16) {
     let write = |name: &str, text: &str| {
-        let p = dir.path().join(name);
+        let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p.to_str().unwrap().to_owned()
     };
@@ -75,16 +78,133 @@ fn https_with_client_certificates() {
         write("tls.key", &pki.server.1),
         write("ca.crt", &pki.ca_pem),
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let alerts = dir.path().join("alerts.jsonl");
+    let port = common::free_port();
     let config = write(
         "audithound.toml",
         &format!(
-            "[webhook]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = {cert:?}\ntls_key = {key:?}\nclient_ca = {ca:?}\n[[sink]]\ntype = \"file\"\npath = {:?}\n",
+            "[webhook]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = {cert:?}\ntls_key = {key:?}\nclient_ca = {ca:?}\n{extra}"
+        ),
+    );
+    (config, port)
+}
+
+/// A TLS client on a plain socket, so that its own address is known: connects, tries a
+/// request, and returns the address it came from and whether anything was answered.
+fn tls_attempt(config: rustls::ClientConfig, port: u16) -> (std::net::SocketAddr, bool) {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = tcp.local_addr().unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    let mut answer = Vec::new();
+    let answered = tls
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .and_then(|_| tls.read_to_end(&mut answer))
+        .is_ok_and(|_| !answer.is_empty());
+    (local, answered)
+}
+
+/// A client certificate from a CA the service does not trust.
+fn stranger(ours: &Pki) -> rustls::ClientConfig {
+    let other = pki();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ours.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain = rustls_pemfile::certs(&mut other.client.0.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut other.client.1.as_bytes())
+        .unwrap()
+        .unwrap();
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap()
+}
+
+#[test]
+fn failed_handshakes_are_logged_with_the_peer_and_the_reason_at_most_every_ten_seconds() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let (config, port) = https_service(&pki, dir.path(), "[[sink]]\ntype = \"stdout\"\n");
+    let service = common::Service::spawn(&["run", "--config", &config]);
+    let good = client(&pki, true);
+    let url = format!("https://127.0.0.1:{port}");
+    wait_until("never became ready", || {
+        good.get(&format!("{url}/readyz")).call().is_ok()
+    });
+    assert!(
+        tls_attempt(client_config(&pki, true), port).1,
+        "a trusted client is answered"
+    );
+
+    // No client certificate: refused, and the log says who and why.
+    let (peer, answered) = tls_attempt(client_config(&pki, false), port);
+    assert!(!answered);
+    let wanted = |log: &str| {
+        log.lines()
+            .find(|l| l.contains("TLS handshake failed") && l.contains(&format!("peer={peer} ")))
+            .map(str::to_owned)
+    };
+    wait_until("the failed handshake was not logged", || {
+        wanted(&service.stderr_so_far()).is_some()
+    });
+    let line = wanted(&service.stderr_so_far()).unwrap();
+    assert!(
+        line.contains("WARN") && line.contains("no certificates"),
+        "{line}"
+    );
+
+    // Within ten seconds, more failures are counted but not logged: a certificate of another
+    // CA, and a client speaking plain HTTP. A TCP probe that closes at once is no failure.
+    assert!(!tls_attempt(stranger(&pki), port).1);
+    {
+        use std::io::{Read, Write};
+        let mut plain = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        plain
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let _ = plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        let _ = plain.read_to_end(&mut Vec::new());
+    }
+    drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+    let failures = || {
+        let text = good
+            .get(&format!("{url}/metrics"))
+            .call()
+            .ok()?
+            .into_string()
+            .ok()?;
+        text.lines().find_map(|l| {
+            l.strip_prefix("audithound_webhook_tls_handshake_failures_total ")?
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    wait_until("the failures were not counted", || failures() == Some(3));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(failures(), Some(3), "the TCP probe is no TLS failure");
+    let log = service.stop();
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("TLS handshake failed"))
+        .count();
+    assert_eq!(logged, 1, "{log}");
+}
+
+#[test]
+fn https_with_client_certificates() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let (config, port) = https_service(
+        &pki,
+        dir.path(),
+        &format!(
+            "[[sink]]\ntype = \"file\"\npath = {:?}\n",
             alerts.to_str().unwrap()
         ),
     );

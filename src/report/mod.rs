@@ -346,6 +346,7 @@ fn incident_view(rank: usize, i: &Incident) -> IncidentView<'_> {
     let b = &i.blast_radius;
     let blast = [
         ("Secrets read", &b.secrets_read),
+        ("Pod sessions (exec, attach, port-forward)", &b.sessions),
         ("Created", &b.created),
         ("Changed", &b.changed),
         ("Deleted", &b.deleted),
@@ -794,6 +795,7 @@ mod tests {
                 namespaces: list.clone(),
                 source_ips: list.clone(),
                 user_agents: list.clone(),
+                sessions: list.clone(),
                 credentials: list,
             };
             i.identities.usernames = vec![long.clone(); caps::IDENTITIES + 5];

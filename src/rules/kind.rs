@@ -112,6 +112,30 @@ impl Kind {
         }
     }
 
+    /// Requests a built-in detector reads whatever its rule's condition admits: the escalation
+    /// chain and unbound identities follow who (Cluster)RoleBindings name, from the subjects in
+    /// the request of every binding write (`detect::rbac::binding_subjects`).
+    pub fn implied_reads(&self) -> Option<Cond> {
+        const BINDING_WRITES: &str = "all:
+  - objectRef.resource: [rolebindings, clusterrolebindings]
+  - objectRef.subresource: {exists: false}
+  - verb: [create, update, patch]
+  - requestObject.subjects[*].(kind|name|namespace): {exists: true}
+";
+        match self {
+            Kind::Chain(_) | Kind::Unbound(_) => {
+                let yaml: Y = serde_yaml::from_str(BINDING_WRITES).ok()?;
+                let none = std::collections::BTreeMap::new();
+                let scope = Scope {
+                    lists: &none,
+                    macros: &std::collections::BTreeMap::new(),
+                };
+                Cond::compile(&yaml, &scope, "builtin").ok()
+            }
+            _ => None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Kind::Match => "match",

@@ -11,6 +11,7 @@ pub mod kind;
 pub mod library;
 mod locate;
 mod memo;
+pub mod policy;
 pub mod reload;
 pub mod shape;
 pub mod sigma;

@@ -39,8 +39,13 @@ pub fn replay_with_summary(args: &[&str]) -> (Output, serde_json::Value) {
     (out, summary)
 }
 
-/// `audithound run -q --config CONFIG` running in the background.
-pub struct Service(std::process::Child);
+/// `audithound run -q --config CONFIG` running in the background. Its stderr is read as it
+/// comes (a chatty service never blocks on a full pipe) and kept for the test.
+pub struct Service {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
 
 impl Service {
     pub fn start(config: &str) -> Service {
@@ -49,33 +54,67 @@ impl Service {
 
     /// `audithound ARGS…` in the background, stopped like a service.
     pub fn spawn(args: &[&str]) -> Service {
-        let child = Command::new(env!("CARGO_BIN_EXE_audithound"))
+        Service::spawn_with_env(args, &[])
+    }
+
+    /// The same with extra environment variables.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Service {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_audithound"))
             .current_dir(root())
             .args(args)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("start audithound");
-        Service(child)
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = child.stderr.take().map(|stderr| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut lines = std::io::BufReader::new(stderr);
+                let mut line = String::new();
+                while lines.read_line(&mut line).unwrap_or(0) > 0 {
+                    log.lock().expect("log lock").push_str(&line);
+                    line.clear();
+                }
+            })
+        });
+        Service { child, log, reader }
+    }
+
+    /// What the service wrote on stderr up to now.
+    pub fn stderr_so_far(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// SIGTERM, without waiting for the exit.
+    pub fn terminate(&self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
     }
 
     /// SIGKILL: no drain, no flush, no commit (a crash or an OOM kill).
     #[allow(dead_code)] // only the Kafka tests crash it
     pub fn kill(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, then the exit: asserts it was clean and returns stderr.
-    pub fn stop(mut self) -> String {
-        use std::io::Read;
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        let status = self.0.wait().expect("wait for audithound run");
-        let mut stderr = String::new();
-        if let Some(mut e) = self.0.stderr.take() {
-            let _ = e.read_to_string(&mut stderr);
+    pub fn stop(self) -> String {
+        self.terminate();
+        self.wait()
+    }
+
+    /// The exit (after a signal sent earlier, or the end of its input): asserts it was clean
+    /// and returns stderr.
+    pub fn wait(mut self) -> String {
+        let status = self.child.wait().expect("wait for audithound run");
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
         }
+        let stderr = self.stderr_so_far();
         assert!(status.success(), "{stderr}");
         stderr
     }
@@ -136,8 +175,8 @@ pub fn alert_ids(jsonl: &str) -> std::collections::BTreeSet<String> {
 impl Drop for Service {
     /// A test that fails midway leaves no process behind.
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
