@@ -194,9 +194,79 @@ pub struct Webhook {
     pub tls_key: Option<PathBuf>,
     /// HTTPS with client certificates: only clients whose certificate this CA (PEM) signed.
     pub client_ca: Option<PathBuf>,
+    /// Listen beyond loopback with neither `client_ca` nor a bearer token (something in front
+    /// authenticates). Without it such a webhook refuses to start.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+    /// Connections served at once; more are closed as they arrive.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A client must send a request's headers (and finish a TLS handshake) within this.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: String,
+    /// … and its body within this.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: String,
+    /// A kept-alive connection quiet this long is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: String,
+}
+
+fn default_max_connections() -> usize {
+    512
+}
+fn default_header_timeout() -> String {
+    "10s".into()
+}
+fn default_body_timeout() -> String {
+    "30s".into()
+}
+fn default_idle_timeout() -> String {
+    "60s".into()
 }
 
 impl Webhook {
+    /// How slow clients are cut off, checked.
+    pub fn limits(&self) -> Result<crate::source::webhook::Limits, String> {
+        let d = |key: &str, v: &str| {
+            crate::event::time::parse_duration(v)
+                .ok()
+                .filter(|m| *m > 0)
+                .map(|m| std::time::Duration::from_micros(m as u64))
+                .ok_or_else(|| {
+                    format!("webhook.{key} {v:?}: expected a duration above 0, e.g. \"10s\"")
+                })
+        };
+        if self.max_connections == 0 {
+            return Err("webhook.max_connections must be above 0".into());
+        }
+        Ok(crate::source::webhook::Limits {
+            max_connections: self.max_connections,
+            header_timeout: d("header_timeout", &self.header_timeout)?,
+            body_timeout: d("body_timeout", &self.body_timeout)?,
+            idle_timeout: d("idle_timeout", &self.idle_timeout)?,
+        })
+    }
+
+    /// A webhook anyone who reaches it may post to is refused unless it only listens on
+    /// loopback or `allow_unauthenticated` says something in front authenticates.
+    fn check_authentication(&self) -> Result<(), String> {
+        let loopback = self
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback());
+        let authenticated = self.client_ca.is_some() || self.token()?.is_some();
+        if loopback || authenticated || self.allow_unauthenticated {
+            return Ok(());
+        }
+        Err(format!(
+            "webhook.listen {:?} takes audit events from anyone who can reach it: set client_ca \
+             (the API server's client certificate) or bearer_token, or allow_unauthenticated = \
+             true if something in front of it authenticates",
+            self.listen
+        ))
+    }
+
     /// The token POSTs must carry, inline or from its file.
     pub fn token(&self) -> Result<Option<Secret>, String> {
         crate::settings::secret_from(
@@ -292,14 +362,57 @@ fn default_journal_mib() -> u64 {
 }
 
 /// Reads and validates `path`; every problem names the file (and line and column when TOML
-/// parsing found it).
+/// parsing found it, or the key when a `${VAR}` or `${file:…}` did not expand).
 pub fn load(path: &Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let config: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    config
-        .validate()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses and validates a configuration's text.
+pub fn parse(text: &str) -> Result<Config, String> {
+    let config: Config = toml::from_str(text).map_err(|e| {
+        let e = e.to_string();
+        unexpanded_keys(text, &e).unwrap_or(e)
+    })?;
+    config.validate()?;
     Ok(config)
+}
+
+/// When `error` is an expansion failing, the keys whose values it failed in
+/// (`sink[0].headers.Authorization: environment variable HEC_TOKEN is not set …`): TOML points
+/// a key inside a `[[sink]]` at the table, not at the key.
+fn unexpanded_keys(text: &str, error: &str) -> Option<String> {
+    fn walk(value: &toml::Value, key: &str, error: &str, out: &mut Vec<String>) {
+        match value {
+            toml::Value::String(s) => {
+                if let Err(e) = crate::settings::expand(s, &|name| std::env::var(name).ok()) {
+                    if error.contains(&e) {
+                        out.push(format!("{key}: {e}"));
+                    }
+                }
+            }
+            toml::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, &format!("{key}[{i}]"), error, out);
+                }
+            }
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if key.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{key}.{k}")
+                    };
+                    walk(v, &key, error, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let mut keys = Vec::new();
+    walk(&toml::Value::Table(table), "", error, &mut keys);
+    (!keys.is_empty()).then(|| keys.join("; "))
 }
 
 fn socket_addr(key: &str, listen: &str) -> Result<(), String> {
@@ -376,6 +489,8 @@ impl Config {
                 );
             }
             w.token()?;
+            w.limits()?;
+            w.check_authentication()?;
         }
         if let Some(o) = &self.ops {
             socket_addr("ops.listen", &o.listen)?;
@@ -393,12 +508,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(text: &str) -> Result<Config, String> {
-        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
-        c.validate()?;
-        Ok(c)
-    }
 
     #[test]
     fn validates_with_precise_errors() {
@@ -451,8 +560,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            missing_var.contains("AUDITHOUND_TEST_UNSET_TOKEN is not set"),
+            missing_var.starts_with("sink[0].headers.Authorization: ")
+                && missing_var.contains("AUDITHOUND_TEST_UNSET_TOKEN is not set"),
             "{missing_var}"
+        );
+        let missing_file = parse(
+            "[webhook]\nlisten = \"127.0.0.1:1\"\nbearer_token = \"${file:/does/not/exist}\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            missing_file.contains("webhook.bearer_token: /does/not/exist: "),
+            "{missing_file}"
         );
     }
 }

@@ -254,13 +254,15 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
     };
     let mut servers = Vec::new();
     if let Some(o) = &cfg.ops {
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(&o.listen))
+        let listener = std::net::TcpListener::bind(&o.listen)
             .with_context(|| format!("cannot listen on {} (ops)", o.listen))?;
-        tracing::info!(addr = %webhook::local_addr(&listener), "ops listener: /healthz, /readyz, /metrics (plain HTTP)");
+        tracing::info!(addr = %webhook::display_addr(listener.local_addr().ok()), "ops listener: /healthz, /readyz, /metrics (plain HTTP)");
         servers.push(runtime.spawn(webhook::serve(
             listener,
+            None,
             ops_routes.clone(),
+            Arc::default(),
+            webhook::Limits::default(),
             shutdown(&finished),
         )));
     }
@@ -300,29 +302,23 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
         // Probes and metrics stay on the webhook too, for setups without an ops listener.
         let app = webhook::router(intake, ops_routes.clone());
         let auth = webhook_auth(hook)?;
-        match (&hook.tls_cert, &hook.tls_key) {
+        let tls = match (&hook.tls_cert, &hook.tls_key) {
             (Some(cert), Some(key)) => {
-                let tls = webhook::tls_config(cert, key, hook.client_ca.as_deref())?;
-                let listener = std::net::TcpListener::bind(&hook.listen)
-                    .with_context(|| format!("cannot listen on {} (webhook)", hook.listen))?;
-                listener.set_nonblocking(true)?;
-                tracing::info!(addr = %webhook::display_addr(listener.local_addr().ok()), "audit webhook listening ({auth})");
-                servers.push(runtime.spawn(webhook::serve_tls(
-                    listener,
-                    tls,
-                    app,
-                    hook_stats.clone(),
-                    shutdown(&stopping),
-                )));
+                Some(webhook::tls_config(cert, key, hook.client_ca.as_deref())?)
             }
-            _ => {
-                let listener = runtime
-                    .block_on(tokio::net::TcpListener::bind(&hook.listen))
-                    .with_context(|| format!("cannot listen on {} (webhook)", hook.listen))?;
-                tracing::info!(addr = %webhook::local_addr(&listener), "audit webhook listening ({auth})");
-                servers.push(runtime.spawn(webhook::serve(listener, app, shutdown(&stopping))));
-            }
-        }
+            _ => None,
+        };
+        let listener = std::net::TcpListener::bind(&hook.listen)
+            .with_context(|| format!("cannot listen on {} (webhook)", hook.listen))?;
+        tracing::info!(addr = %webhook::display_addr(listener.local_addr().ok()), "audit webhook listening ({auth})");
+        servers.push(runtime.spawn(webhook::serve(
+            listener,
+            tls,
+            app,
+            hook_stats.clone(),
+            hook.limits().map_err(anyhow::Error::msg)?,
+            shutdown(&stopping),
+        )));
     }
     if let Some(files) = &cfg.files {
         let followed: Vec<(PathBuf, u32)> = files

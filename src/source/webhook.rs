@@ -16,6 +16,7 @@ use axum::Router;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Counters the receiver keeps (on /metrics and in the end-of-run log).
 #[derive(Debug, Default)]
@@ -24,6 +25,12 @@ pub struct WebhookStats {
     pub busy: AtomicU64,
     pub too_large: AtomicU64,
     pub unauthorized: AtomicU64,
+    /// TLS handshakes that failed (no or an untrusted client certificate, not TLS at all).
+    pub tls_failed: AtomicU64,
+    /// Connections closed on arrival because `max_connections` were open.
+    pub connections_refused: AtomicU64,
+    /// Clients cut off for slowness: a TLS handshake or a body not finished in time.
+    pub timed_out: AtomicU64,
 }
 
 impl WebhookStats {
@@ -37,12 +44,21 @@ impl WebhookStats {
             ("busy", &self.busy),
             ("too_large", &self.too_large),
             ("unauthorized", &self.unauthorized),
+            ("timed_out", &self.timed_out),
         ] {
             text.push_str(&format!(
                 "audithound_webhook_requests_total{{outcome=\"{name}\"}} {}\n",
                 v.load(Ordering::Relaxed)
             ));
         }
+        text.push_str(&format!(
+            "# HELP audithound_webhook_tls_handshake_failures_total TLS handshakes the webhook refused or that failed.\n# TYPE audithound_webhook_tls_handshake_failures_total counter\naudithound_webhook_tls_handshake_failures_total {}\n",
+            self.tls_failed.load(Ordering::Relaxed)
+        ));
+        text.push_str(&format!(
+            "# HELP audithound_webhook_connections_refused_total Connections closed on arrival because max_connections were open.\n# TYPE audithound_webhook_connections_refused_total counter\naudithound_webhook_connections_refused_total {}\n",
+            self.connections_refused.load(Ordering::Relaxed)
+        ));
         text
     }
 }
@@ -92,7 +108,7 @@ pub fn router(intake: Intake, extra: Router) -> Router {
 }
 
 /// A warning at most every ten seconds, with the count of what happened in between: a client
-/// retrying with a wrong token must not flood the log.
+/// retrying with a wrong token, or failing its TLS handshake, must not flood the log.
 #[derive(Default)]
 struct RateLimitedLog {
     last: std::sync::Mutex<Option<std::time::Instant>>,
@@ -100,17 +116,18 @@ struct RateLimitedLog {
 }
 
 impl RateLimitedLog {
-    fn warn(&self, peer: Option<SocketAddr>, reason: &str) {
+    /// Counts one occurrence; when a line is due, returns how many occurred since the last one
+    /// (this one included).
+    fn due(&self) -> Option<u64> {
         let n = self.since.fetch_add(1, Ordering::Relaxed) + 1;
-        let Ok(mut last) = self.last.lock() else {
-            return;
-        };
+        let mut last = self.last.lock().ok()?;
         let due = last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10));
-        if due {
-            *last = Some(std::time::Instant::now());
-            self.since.store(0, Ordering::Relaxed);
-            tracing::warn!(peer = ?peer, refused = n, "webhook request refused: {reason}");
+        if !due {
+            return None;
         }
+        *last = Some(std::time::Instant::now());
+        self.since.store(0, Ordering::Relaxed);
+        Some(n)
     }
 }
 
@@ -129,7 +146,10 @@ async fn receive(
             } else {
                 "wrong bearer token"
             };
-            s.refusals.warn(peer.map(|p| p.0 .0), reason);
+            if let Some(n) = s.refusals.due() {
+                let peer = display_addr(peer.map(|p| p.0 .0));
+                tracing::warn!(%peer, refused = n, "webhook request refused: {reason}");
+            }
             return (StatusCode::UNAUTHORIZED, "bearer token required\n").into_response();
         }
     }
@@ -242,44 +262,321 @@ pub fn tls_config(
     Ok(config)
 }
 
-/// Serves HTTPS until `shutdown` resolves (then in-flight requests get up to 10 s to finish).
-pub async fn serve_tls(
+/// How slow or greedy clients are cut off.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// For a TLS handshake, and for a request's headers.
+    pub header_timeout: Duration,
+    /// For a whole request, body included (a 408 after it).
+    pub body_timeout: Duration,
+    /// For a kept-alive connection between requests.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 512,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serves HTTP, or HTTPS with `tls`, until `shutdown` resolves (then in-flight requests get up
+/// to 10 s to finish). Slow clients are cut off and connections capped (`limits`); failed
+/// handshakes are logged with the peer and rustls's reason, and counted in `stats`.
+pub async fn serve(
     listener: std::net::TcpListener,
-    tls: rustls::ServerConfig,
+    tls: Option<rustls::ServerConfig>,
     app: Router,
+    stats: Arc<WebhookStats>,
+    limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
         shutdown.await;
-        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+        stopper.graceful_shutdown(Some(Duration::from_secs(10)));
     });
-    let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
-    axum_server::from_tcp_rustls(listener, config)
-        .handle(handle)
-        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-        .await
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(
+            (limits.body_timeout, stats.clone()),
+            deadline,
+        ))
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let timer = |builder: &mut hyper_util::server::conn::auto::Builder<_>| {
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+    };
+    match tls {
+        Some(tls) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls));
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(Guarded::new(
+                    LoggedTls {
+                        inner: axum_server::tls_rustls::RustlsAcceptor::new(config),
+                        failures: Arc::new(RateLimitedLog::default()),
+                        stats: stats.clone(),
+                    },
+                    limits,
+                    stats,
+                ))
+                .handle(handle);
+            timer(server.http_builder());
+            server.serve(app).await
+        }
+        None => {
+            let mut server = axum_server::from_tcp(listener)
+                .acceptor(Guarded::new(
+                    axum_server::accept::DefaultAcceptor,
+                    limits,
+                    stats,
+                ))
+                .handle(handle);
+            timer(server.http_builder());
+            server.serve(app).await
+        }
+    }
+}
+
+/// A whole request, body included, within its deadline; else 408 and the connection closes.
+async fn deadline(
+    State((limit, stats)): State<(Duration, Arc<WebhookStats>)>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            stats.timed_out.fetch_add(1, Ordering::Relaxed);
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                [(header::CONNECTION, "close")],
+                "request not received in time\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// An acceptor that holds one of `max_connections` slots for each connection's life (a
+/// connection beyond them is closed at once, counted and logged at most every ten seconds),
+/// gives the inner acceptor (a TLS handshake) `handshake` to finish, and closes connections
+/// that stay quiet (`Held`).
+#[derive(Clone)]
+struct Guarded<A> {
+    inner: A,
+    slots: Arc<tokio::sync::Semaphore>,
+    handshake: Duration,
+    idle: Duration,
+    stats: Arc<WebhookStats>,
+    full: Arc<RateLimitedLog>,
+}
+
+impl<A> Guarded<A> {
+    fn new(inner: A, limits: Limits, stats: Arc<WebhookStats>) -> Guarded<A> {
+        Guarded {
+            inner,
+            slots: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
+            handshake: limits.header_timeout,
+            idle: limits.idle_timeout,
+            stats,
+            full: Arc::new(RateLimitedLog::default()),
+        }
+    }
+}
+
+impl<A, S> axum_server::accept::Accept<tokio::net::TcpStream, S> for Guarded<A>
+where
+    A: axum_server::accept::Accept<tokio::net::TcpStream, S>,
+    A::Future: Send + 'static,
+    A::Stream: Send + 'static,
+    A::Service: Send + 'static,
+{
+    type Stream = Held<A::Stream>;
+    type Service = A::Service;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<(Self::Stream, A::Service)>> + Send>,
+    >;
+
+    fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            self.stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(n) = self.full.due() {
+                let peer = display_addr(stream.peer_addr().ok());
+                tracing::warn!(%peer, refused = n, "webhook connection refused: max_connections are open");
+            }
+            return Box::pin(std::future::ready(Err(std::io::Error::other(
+                "max_connections are open",
+            ))));
+        };
+        let (limit, idle, stats) = (self.handshake, self.idle, self.stats.clone());
+        let accepting = self.inner.accept(stream, service);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, accepting).await {
+                Ok(Ok((stream, service))) => {
+                    let first = tokio::time::Instant::now() + limit;
+                    let held = Held {
+                        stream,
+                        _slot: slot,
+                        idle,
+                        quiet_until: Box::pin(tokio::time::sleep_until(first)),
+                    };
+                    Ok((held, service))
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => {
+                    stats.timed_out.fetch_add(1, Ordering::Relaxed);
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "handshake not finished in time",
+                    ))
+                }
+            }
+        })
+    }
+}
+
+/// A connection's stream with the slot it holds until it closes. A connection that sends
+/// nothing (its first request within `header_timeout`, later ones within `idle_timeout`) reads
+/// as closed, so idle connections cannot keep the slots.
+pub struct Held<S> {
+    stream: S,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    idle: Duration,
+    quiet_until: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S> Held<S> {
+    fn active(&mut self) {
+        let next = tokio::time::Instant::now() + self.idle;
+        self.quiet_until.as_mut().reset(next);
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Held<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                self.active();
+                Poll::Ready(r)
+            }
+            // Quiet for too long: end of stream, and hyper closes the connection.
+            Poll::Pending => match std::future::Future::poll(self.quiet_until.as_mut(), cx) {
+                Poll::Ready(()) => Poll::Ready(Ok(())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Held<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        if r.is_ready() {
+            self.active();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if r.is_ready() {
+            self.active();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// axum-server's rustls acceptor, which drops a failed handshake without a word, wrapped so
+/// that the failure is logged (peer and reason, at most every ten seconds, with a count) and
+/// counted: a client certificate the CA did not sign, no certificate, a plain-HTTP client.
+/// A connection closed before any handshake (a TCP probe, a port scan) is only a debug line.
+#[derive(Clone)]
+struct LoggedTls {
+    inner: axum_server::tls_rustls::RustlsAcceptor,
+    failures: Arc<RateLimitedLog>,
+    stats: Arc<WebhookStats>,
+}
+
+type Accepted<S> = <axum_server::tls_rustls::RustlsAcceptor as axum_server::accept::Accept<
+    tokio::net::TcpStream,
+    S,
+>>::Stream;
+
+impl<S: Send + 'static> axum_server::accept::Accept<tokio::net::TcpStream, S> for LoggedTls {
+    type Stream = Accepted<S>;
+    type Service = S;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<(Accepted<S>, S)>> + Send>,
+    >;
+
+    fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        let peer = stream.peer_addr().ok();
+        let handshake = self.inner.accept(stream, service);
+        let (failures, stats) = (self.failures.clone(), self.stats.clone());
+        Box::pin(async move {
+            let result = handshake.await;
+            if let Err(e) = &result {
+                let peer = display_addr(peer);
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    tracing::debug!(%peer, "connection closed before a TLS handshake: {e}");
+                } else {
+                    stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+                    if let Some(n) = failures.due() {
+                        tracing::warn!(%peer, failed = n, "webhook TLS handshake failed: {e}");
+                    }
+                }
+            }
+            result
+        })
+    }
 }
 
 /// Compares without stopping at the first difference, so timing does not leak the token.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Serves until `shutdown` resolves, then stops taking requests and returns (in-flight requests
-/// finish first). Binding errors are returned before anything is served.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -304,7 +601,12 @@ pub async fn termination() {
     }
 }
 
-/// The address actually bound (useful with port 0).
-pub fn local_addr(l: &tokio::net::TcpListener) -> Option<SocketAddr> {
-    l.local_addr().ok()
+/// The address actually bound (useful with port 0), for a log line.
+pub fn local_addr(l: &tokio::net::TcpListener) -> String {
+    display_addr(l.local_addr().ok())
+}
+
+/// An address for a log line; `unknown` when there is none.
+pub fn display_addr(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string())
 }
