@@ -620,3 +620,103 @@ fn the_broker_skips_records_when_resuming_inside_a_batch() {
     // When this starts failing, tansu has fixed it: drop the one-record-per-batch workaround.
     assert_ne!(seen, expected, "tansu now resumes inside a batch correctly");
 }
+
+/// Chaos: the service consumes the attack samples from Kafka with a state directory, alerting to
+/// a SIEM over HTTP, while it is SIGKILLed twice, the broker is killed and restarted, and the SIEM
+/// is down for longer than the sink's retry budget (across one of the kills). Every alert of a
+/// replay of the same events must reach the SIEM; a redelivery may only repeat an id.
+#[test]
+fn chaos_kills_a_broker_restart_and_a_siem_outage_lose_no_alert() {
+    let store = ObjectStore::start();
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let mut broker = broker_on(port, Some(&store));
+    create_topics(&brokers, &["audit"]);
+    let siem = common::siem();
+    let events = attack_lines();
+    let quarter = events.len() / 4;
+    let dir = tempfile::tempdir().unwrap();
+    let hook = free_port();
+    let config = dir.path().join("audithound.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\nsnapshot_every = \"1s\"\n[detection]\nrevocations = \"samples/revocations.yaml\"\n[webhook]\nlisten = \"127.0.0.1:{hook}\"\n[kafka]\nbrokers = \"{brokers}\"\ntopics = [\"audit\"]\ngroup = \"chaos\"\ncluster_from = \"header:cluster\"\nproperties = {{ \"session.timeout.ms\" = \"6000\" }}\n[[sink]]\ntype = \"http\"\nurl = \"http://127.0.0.1:{}/alerts\"\nbatch = 5\nmax_retry_seconds = 1\n",
+            dir.path().join("state").to_str().unwrap(),
+            siem.port
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let outage = std::time::Instant::now();
+
+    // The SIEM is down from the start. A first quarter is read, then the service is killed.
+    produce(&brokers, "audit", &events[..quarter]);
+    let service = Service::start(config);
+    wait_up_to(60, "the first quarter was not committed", || {
+        committed(&brokers, "chaos", "audit") == quarter as i64
+    });
+    service.kill();
+    // Restarted once the dead member's session has expired (as a supervisor's back-off would):
+    // tansu keeps a dead member's assignment across its own restart.
+    std::thread::sleep(Duration::from_secs(7));
+
+    // Restarted; the broker is killed and restarted while the second quarter is read.
+    let service = Service::start(config);
+    produce(&brokers, "audit", &events[quarter..2 * quarter]);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(broker);
+    std::thread::sleep(Duration::from_secs(1));
+    broker = broker_on(port, Some(&store));
+    produce(&brokers, "audit", &events[2 * quarter..3 * quarter]);
+    let t = std::time::Instant::now();
+    while committed(&brokers, "chaos", "audit") != 3 * quarter as i64 {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "three quarters were not committed ({} of {}):\n{}",
+            committed(&brokers, "chaos", "audit"),
+            3 * quarter,
+            service.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Killed again, the SIEM still down.
+    service.kill();
+    assert!(siem.accepted.lock().unwrap().is_empty());
+
+    // Back, the last quarter produced, then the SIEM comes back.
+    let service = Service::start(config);
+    produce(&brokers, "audit", &events[3 * quarter..]);
+    wait_up_to(120, "everything was not committed", || {
+        committed(&brokers, "chaos", "audit") == events.len() as i64
+    });
+    siem.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let outage = outage.elapsed();
+    let want = replayed_ids("prod-eu");
+    wait_up_to(120, "the SIEM never received every alert", || {
+        let got: BTreeSet<String> = siem.accepted.lock().unwrap().iter().cloned().collect();
+        want.is_subset(&got)
+    });
+    service.stop();
+    drop(broker);
+
+    let accepted = siem.accepted.lock().unwrap().clone();
+    let distinct: BTreeSet<String> = accepted.iter().cloned().collect();
+    let missing: Vec<&String> = want.difference(&distinct).collect();
+    let unexpected: Vec<&String> = distinct.difference(&want).collect();
+    println!(
+        "chaos: faults 4 (2 SIGKILLs of the service, a broker kill and restart, a SIEM outage of {:.1} s against a retry budget of 1 s: {} requests refused); alerts expected {}, delivered {} ({} distinct), missing {}, unexpected {}, repeated {}",
+        outage.as_secs_f64(),
+        siem.refused.lock().unwrap(),
+        want.len(),
+        accepted.len(),
+        distinct.len(),
+        missing.len(),
+        unexpected.len(),
+        accepted.len() - distinct.len()
+    );
+    assert!(
+        missing.is_empty() && unexpected.is_empty(),
+        "missing {missing:?}, unexpected {unexpected:?}"
+    );
+}

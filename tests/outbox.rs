@@ -2,79 +2,11 @@
 //! across an outage longer than any retry budget and a crash in the middle of it.
 
 mod common;
-use common::{attack_lines, free_port, replayed_ids, wait_until, wait_up_to, Service};
+use common::{attack_lines, free_port, replayed_ids, siem, wait_until, wait_up_to, Service};
 use std::collections::BTreeSet;
-use std::io::{BufRead, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// A SIEM endpoint on loopback: 503 while `down`, else 200, keeping the alert ids it accepted
-/// (JSON arrays, gzip) and counting the requests it refused.
-struct Siem {
-    port: u16,
-    down: Arc<AtomicBool>,
-    accepted: Arc<Mutex<Vec<String>>>,
-    refused: Arc<Mutex<usize>>,
-}
-
-fn siem() -> Siem {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let siem = Siem {
-        port,
-        down: Arc::new(AtomicBool::new(true)),
-        accepted: Arc::default(),
-        refused: Arc::default(),
-    };
-    let (down, accepted, refused) = (
-        siem.down.clone(),
-        siem.accepted.clone(),
-        siem.refused.clone(),
-    );
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            let status = if down.load(Ordering::SeqCst) {
-                *refused.lock().unwrap() += 1;
-                "503 Service Unavailable"
-            } else {
-                let mut text = String::new();
-                flate2::read::GzDecoder::new(&body[..])
-                    .read_to_string(&mut text)
-                    .unwrap();
-                let records: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
-                accepted.lock().unwrap().extend(
-                    records
-                        .iter()
-                        .filter(|r| r.get("incident").is_none())
-                        .map(|r| r["id"].as_str().unwrap().to_owned()),
-                );
-                "200 OK"
-            };
-            let _ = write!(
-                s,
-                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-        }
-    });
-    siem
-}
 
 fn post(port: u16, body: &[u8]) -> u16 {
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {

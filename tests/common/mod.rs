@@ -209,3 +209,76 @@ pub fn replayed_ids(cluster: &str) -> std::collections::BTreeSet<String> {
     assert!(ids.len() > 10);
     ids
 }
+
+/// A SIEM endpoint on loopback: 503 while `down`, else 200, keeping the alert ids it accepted
+/// (JSON arrays, gzip) and counting the requests it refused.
+#[allow(dead_code)]
+pub struct Siem {
+    pub port: u16,
+    pub down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub accepted: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub refused: std::sync::Arc<std::sync::Mutex<usize>>,
+}
+
+#[allow(dead_code)] // only the durability tests take a SIEM down
+pub fn siem() -> Siem {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let siem = Siem {
+        port,
+        down: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        accepted: std::sync::Arc::default(),
+        refused: std::sync::Arc::default(),
+    };
+    let (down, accepted, refused) = (
+        siem.down.clone(),
+        siem.accepted.clone(),
+        siem.refused.clone(),
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0
+                    || line == "\r\n"
+                {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+                continue;
+            }
+            let status = if down.load(std::sync::atomic::Ordering::SeqCst) {
+                *refused.lock().unwrap() += 1;
+                "503 Service Unavailable"
+            } else {
+                let mut text = String::new();
+                std::io::Read::read_to_string(
+                    &mut flate2::read::GzDecoder::new(&body[..]),
+                    &mut text,
+                )
+                .unwrap();
+                let records: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+                accepted.lock().unwrap().extend(
+                    records
+                        .iter()
+                        .filter(|r| r.get("incident").is_none())
+                        .map(|r| r["id"].as_str().unwrap().to_owned()),
+                );
+                "200 OK"
+            };
+            let _ = std::io::Write::write_fmt(
+                &mut s,
+                format_args!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            );
+        }
+    });
+    siem
+}
