@@ -1,6 +1,6 @@
 //! audithound: a streaming analyzer for Kubernetes API-server audit logs.
 //!
-//! The pipeline (see README, "Architecture"): `source` reads records, `event` decodes them into
+//! The pipeline (see ARCHITECTURE.md): `source` reads records, `event` decodes them into
 //! borrowed `AuditEvent`s, `engine` runs decode/detect workers and re-sequences their output,
 //! `rules` holds the declarative detectors, `alert` shapes findings, `sink` delivers them and
 //! `metrics` counts everything.
@@ -25,4 +25,5 @@ pub mod service;
 pub mod settings;
 pub mod sink;
 pub mod source;
+#[cfg(feature = "synth")]
 pub mod synth;

@@ -189,6 +189,8 @@ impl fmt::Display for DecodeError {
     }
 }
 
+impl std::error::Error for DecodeError {}
+
 /// What the decoder found in a record.
 pub enum Item<'e, 'a> {
     Event(&'e AuditEvent<'a>, Format),
