@@ -406,7 +406,7 @@ enum RulesCommand {
     Test(RulesDir),
     /// Show why a rule does or does not match an event, matcher by matcher.
     #[command(
-        after_help = "Example:\n  audithound rules explain k8s.rbac.admin_binding event.json\n  (the file may hold one event, a line of any supported format, or an EventList)"
+        after_help = "Examples:\n  audithound rules explain k8s.rbac.admin_binding event.json\n  audithound rules explain k8s.exec.into_pod audit.log.gz --line 1200\n  (one event, an EventList, or a file of records in any supported format, compressed or\n  not; every event is explained, or only the record at --line. Exit status 1 when no\n  event could be read.)"
     )]
     Explain(ExplainArgs),
 }
@@ -417,6 +417,9 @@ struct ExplainArgs {
     rule: String,
     /// File holding the event(s).
     event: PathBuf,
+    /// Only the record that starts on this line (from 1).
+    #[arg(long, value_name = "N")]
+    line: Option<u64>,
     /// Rule directories or files. Default: the built-in library (`builtin`).
     #[arg(long, value_name = "DIR")]
     rules: Vec<PathBuf>,
@@ -509,6 +512,15 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet, cli.log_format, default_level);
     match run(cli) {
         Ok(code) => code,
+        // `audithound … | head`: the reader has what it wanted.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             let usage = e.downcast_ref::<UsageError>().is_some();
@@ -923,6 +935,7 @@ fn timeline(args: TimelineArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 fn explain(args: ExplainArgs, out: &mut dyn std::io::Write) -> anyhow::Result<ExitCode> {
     use audithound::event::EventView;
     use audithound::event::{decode_record, Item};
+    use audithound::source::lines::{LineReader, Next};
     let set = load_rules(args.rules)?;
     let Some(rule) = set.get(&args.rule) else {
         anyhow::bail!(
@@ -930,28 +943,80 @@ fn explain(args: ExplainArgs, out: &mut dyn std::io::Write) -> anyhow::Result<Ex
             args.rule
         );
     };
-    let bytes = std::fs::read(&args.event)
-        .with_context(|| format!("cannot read {}", args.event.display()))?;
-    let mut report = String::new();
-    decode_record(
-        &bytes,
-        &DecodeOptions::default(),
-        "default",
-        &mut |item| match item {
-            Item::Event(ev, format) => {
-                report.push_str(&format!(
-                    "event {} ({}):\n",
-                    ev.audit_id.as_deref().unwrap_or("?"),
-                    format.name()
-                ));
-                report.push_str(&rule.explain(&EventView::new(ev, ev.event_time().unwrap_or(0))));
+    let path = &args.event;
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    let file = audithound::source::file::InputFile {
+        path: path.clone(),
+        name: path.to_string_lossy().into(),
+        size,
+    };
+    let reader = audithound::source::file::open(&file, Default::default())
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = LineReader::new(reader, 64 << 20);
+    let (mut events, mut records) = (0u64, 0u64);
+    loop {
+        match lines.next_record() {
+            Next::Record => {}
+            Next::Eof => break,
+            Next::TooLong { len } => {
+                writeln!(
+                    out,
+                    "{}:{}: a line of {len} bytes is over the cap, skipped",
+                    file.name,
+                    lines.line()
+                )?;
+                continue;
             }
-            Item::Rejected(e) => report.push_str(&format!("rejected [{}]: {e}\n", e.reason())),
-            Item::Skipped(why) => report.push_str(&format!("skipped: {why}\n")),
-        },
-    );
-    out.write_all(report.as_bytes())?;
-    Ok(ExitCode::SUCCESS)
+            Next::Failed(e) => anyhow::bail!(
+                "{}: cannot read on from line {}: {e}",
+                file.name,
+                lines.line()
+            ),
+        }
+        let line = lines.line();
+        if args.line.is_some_and(|want| want != line) {
+            continue;
+        }
+        records += 1;
+        let mut report = String::new();
+        decode_record(
+            lines.record(),
+            &DecodeOptions::default(),
+            "default",
+            &mut |item| match item {
+                Item::Event(ev, format) => {
+                    events += 1;
+                    report.push_str(&format!(
+                        "{}:{line}: event {} ({}):\n",
+                        file.name,
+                        ev.audit_id.as_deref().unwrap_or("?"),
+                        format.name()
+                    ));
+                    report
+                        .push_str(&rule.explain(&EventView::new(ev, ev.event_time().unwrap_or(0))));
+                }
+                Item::Rejected(e) => report.push_str(&format!(
+                    "{}:{line}: rejected [{}]: {e}\n",
+                    file.name,
+                    e.reason()
+                )),
+                Item::Skipped(why) => {
+                    report.push_str(&format!("{}:{line}: skipped: {why}\n", file.name))
+                }
+            },
+        );
+        out.write_all(report.as_bytes())?;
+    }
+    if events > 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    match (args.line, records) {
+        (Some(n), 0) => eprintln!("error: {}: no record starts on line {n}", file.name),
+        _ => eprintln!("error: {}: no audit event could be read", file.name),
+    }
+    Ok(ExitCode::from(1))
 }
 
 fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {

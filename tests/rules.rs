@@ -189,6 +189,56 @@ overrides:
 }
 
 #[test]
+fn explain_reads_files_of_many_records_or_one_line_and_fails_when_it_reads_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let event = |id: &str, ns: &str| {
+        format!(
+            r#"{{"kind":"Event","auditID":"{id}","stage":"ResponseComplete","verb":"create","user":{{"username":"eve"}},"objectRef":{{"resource":"pods","subresource":"exec","namespace":"{ns}","name":"p"}},"responseStatus":{{"code":101}},"stageTimestamp":"2025-01-01T00:00:00Z"}}"#
+        )
+    };
+    std::fs::write(
+        &log,
+        format!(
+            "{}\nnot json\n{}\n",
+            event("a1", "kube-system"),
+            event("a3", "shop")
+        ),
+    )
+    .unwrap();
+    let log = log.to_str().unwrap();
+    let all = audithound(&["rules", "explain", "k8s.exec.into_system_pod", log]);
+    assert!(all.status.success());
+    let text = stdout(&all);
+    assert!(text.contains(":1: event a1 (native)"), "{text}");
+    assert!(text.contains(":2: rejected [invalid_json]"), "{text}");
+    assert!(text.contains(":3: event a3 (native)"), "{text}");
+    assert_eq!(text.matches("verdict: MATCHES").count(), 1, "{text}");
+    let third = audithound(&[
+        "rules",
+        "explain",
+        "k8s.exec.into_system_pod",
+        log,
+        "--line",
+        "3",
+    ]);
+    let text = stdout(&third);
+    assert!(third.status.success());
+    assert!(
+        text.contains("event a3") && !text.contains("event a1"),
+        "{text}"
+    );
+    assert!(text.contains("verdict: does not match"), "{text}");
+    // Nothing readable at the line asked for, or in the whole file: exit status 1.
+    let bad = audithound(&["rules", "explain", "k8s.exec.into_pod", log, "--line", "2"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no audit event could be read"));
+    let none = audithound(&["rules", "explain", "k8s.exec.into_pod", log, "--line", "9"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no record starts on line 9"));
+}
+
+#[test]
 fn explain_shows_each_matcher_and_the_verdict() {
     let dir = tempfile::tempdir().unwrap();
     let event = dir.path().join("ev.json");
