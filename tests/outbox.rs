@@ -2,39 +2,13 @@
 //! across an outage longer than any retry budget and a crash in the middle of it.
 
 mod common;
-use common::{attack_lines, free_port, replayed_ids, siem, wait_until, wait_up_to, Service};
+use common::{
+    attack_lines, free_port, metrics_text, post_audit, replayed_ids, siem, wait_until, wait_up_to,
+    Service,
+};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-fn post(port: u16, body: &[u8]) -> u16 {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    let head = format!(
-        "POST /audit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(body));
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
-fn metrics(port: u16) -> String {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text
-}
 
 /// The value of the first sample of `family` (labels ignored).
 fn sample(text: &str, family: &str) -> Option<u64> {
@@ -67,14 +41,14 @@ fn alerts_wait_out_a_siem_outage_longer_than_the_retry_budget_and_a_crash_in_it(
     let want = replayed_ids("default");
 
     let service = Service::start(config);
-    wait_until("never became ready", || !metrics(port).is_empty());
+    wait_until("never became ready", || !metrics_text(port).is_empty());
     for chunk in events.chunks(7) {
         let list = serde_json::json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": chunk});
-        assert_eq!(post(port, list.to_string().as_bytes()), 200);
+        assert_eq!(post_audit(port, list.to_string().as_bytes()), 200);
     }
     // Every alert is in the outbox, the SIEM has refused it for longer than the budget.
     wait_up_to(30, "the outbox never held every alert", || {
-        sample(&metrics(port), "audithound_outbox_pending").unwrap_or(0) >= want.len() as u64
+        sample(&metrics_text(port), "audithound_outbox_pending").unwrap_or(0) >= want.len() as u64
     });
     std::thread::sleep(Duration::from_millis(1500));
     assert!(*siem.refused.lock().unwrap() >= 2);
@@ -83,11 +57,13 @@ fn alerts_wait_out_a_siem_outage_longer_than_the_retry_budget_and_a_crash_in_it(
     service.kill();
 
     let service = Service::start(config);
-    wait_until("never became ready again", || !metrics(port).is_empty());
+    wait_until("never became ready again", || {
+        !metrics_text(port).is_empty()
+    });
     std::thread::sleep(Duration::from_millis(500));
     siem.down.store(false, Ordering::SeqCst);
     wait_up_to(60, "the outbox never emptied", || {
-        let m = metrics(port);
+        let m = metrics_text(port);
         sample(&m, "audithound_outbox_pending") == Some(0)
             && sample(&m, "audithound_outbox_delivered_total").unwrap_or(0) > 0
     });

@@ -15,22 +15,10 @@ fn config(dir: &std::path::Path, text: &str) -> String {
 
 /// A POST of one empty EventList; the status code (0 when nothing answered).
 fn post(port: u16) -> u16 {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return 0;
-    };
-    let body = r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[]}"#;
-    let _ = write!(
-        s,
-        "POST /audit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    common::post_audit(
+        port,
+        br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[]}"#,
+    )
 }
 
 /// Whether the server closed `s`, waiting up to `wait` for a sign.
