@@ -248,7 +248,13 @@ impl Incidents {
     }
 
     fn start(&mut self, alert: &Alert) -> usize {
-        let id = crate::alert::alert_id("incident", &alert.cluster, &[&alert.id]);
+        // Named by who and when it began, not by which of the alerts raised at that moment
+        // arrived first: live and replay may deliver those in either order.
+        let id = crate::alert::alert_id(
+            "incident",
+            &alert.cluster,
+            &[&alert.actor.username, &alert.time_micros.to_string()],
+        );
         self.stats.incidents += 1;
         self.open.push(Some(Open {
             id,
@@ -763,7 +769,12 @@ impl Open {
                 impersonated: self.impersonated.items.clone(),
             },
             families: self.families.clone(),
-            alerts: self.alerts.clone(),
+            alerts: {
+                // Alerts raised at the same moment in one order, whichever arrived first.
+                let mut alerts = self.alerts.clone();
+                alerts.sort_by(|a, b| (&a.time, &a.rule, &a.id).cmp(&(&b.time, &b.rule, &b.id)));
+                alerts
+            },
             alerts_total: self.alerts_total,
             timeline: self.story.timeline(),
             blast_radius: self.story.blast_radius(),
@@ -798,9 +809,13 @@ impl Story {
     }
 
     pub fn timeline(&self) -> Timeline {
+        let mut steps = self.steps.clone();
+        for step in &mut steps {
+            step.alerts.sort();
+        }
         Timeline {
             total: self.steps_total,
-            steps: self.steps.clone(),
+            steps,
         }
     }
 

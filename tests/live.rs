@@ -961,3 +961,75 @@ fn a_followed_file_killed_half_way_with_the_rest_appended_while_down_loses_nothi
         "missing {missing:?}, unexpected {extra:?}"
     );
 }
+
+/// The last record of each incident and episode in JSON lines, by id, with its status.
+fn final_records(jsonl: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut last = std::collections::BTreeMap::new();
+    for line in jsonl.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (id, record) = match v.get("incident") {
+            Some(i) => (format!("incident {}", i["id"].as_str().unwrap()), i.clone()),
+            None if v.get("status").is_some() => {
+                (format!("episode {}", v["id"].as_str().unwrap()), v.clone())
+            }
+            None => continue,
+        };
+        last.insert(id, record);
+    }
+    last
+}
+
+/// Episodes and incidents run on event time: once the live input has moved past them (here a
+/// quiet request the next day), the live service closes every one of them with, field for
+/// field, the replay's closing record.
+#[test]
+fn live_episodes_and_incidents_end_as_the_replays_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let port = free_port();
+    let config = dir.path().join("audithound.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[detection]\nrevocations = \"samples/revocations.yaml\"\n[webhook]\nlisten = \"127.0.0.1:{port}\"\n[[sink]]\ntype = \"file\"\npath = {:?}\n",
+            alerts.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let service = Service::start(config.to_str().unwrap());
+    wait_until("never became ready", || {
+        http(port, "GET", "/readyz", b"") == 200
+    });
+    let (events, bodies) = attack_bodies();
+    for body in &bodies {
+        assert_eq!(http(port, "POST", "/audit", body.as_bytes()), 200);
+    }
+    let namespace = r#"{"resource":"namespaces","name":"shop","apiVersion":"v1"}"#;
+    let next_day = event_at("next-day", 0, "alice@example.com", "get", namespace, 200)
+        .replace("2025-03-04T12:", "2025-03-05T12:");
+    assert_eq!(http(port, "POST", "/audit", next_day.as_bytes()), 200);
+    wait_until("the engine never caught up", || {
+        common::metric(port, "audithound_events_total") == Some(events as u64 + 1)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    service.stop();
+
+    let live = final_records(&std::fs::read_to_string(&alerts).unwrap());
+    let replay = audithound(&[
+        "replay",
+        "samples/attacks",
+        "-q",
+        "--revocations",
+        "samples/revocations.yaml",
+    ]);
+    let replayed = final_records(&common::stdout(&replay));
+    assert_eq!(
+        live.keys().collect::<Vec<_>>(),
+        replayed.keys().collect::<Vec<_>>()
+    );
+    assert!(live.len() >= 10, "{}", live.len());
+    for (id, record) in &live {
+        assert_eq!(record, &replayed[id], "{id}");
+        assert_eq!(record["status"], "closed", "{id}");
+    }
+}
