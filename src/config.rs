@@ -474,10 +474,19 @@ impl Config {
             }
             k.rebuild_ms()?;
         }
+        if self.outbox_max_mib > 1 << 30 {
+            return Err("outbox_max_mib: at most 1073741824".into());
+        }
         if let Some(w) = &self.webhook {
             socket_addr("webhook.listen", &w.listen)?;
             if w.queue == 0 || w.max_body_bytes == 0 {
                 return Err("webhook.queue and webhook.max_body_bytes must be above 0".into());
+            }
+            if w.max_body_bytes > crate::source::journal::MAX_RECORD {
+                return Err("webhook.max_body_bytes: at most 1 GiB".into());
+            }
+            if w.journal_max_mib > 1 << 30 {
+                return Err("webhook.journal_max_mib: at most 1073741824".into());
             }
             if w.tls_cert.is_some() != w.tls_key.is_some() {
                 return Err("webhook: tls_cert and tls_key go together".into());

@@ -22,6 +22,8 @@ use std::sync::{Arc, Condvar, Mutex};
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// Frame header: length, checksum, sequence number.
 const HEADER: usize = 16;
+/// The largest body a record may hold (`webhook.max_body_bytes` is kept below it).
+pub const MAX_RECORD: usize = 1 << 30;
 
 /// Why a body was not journaled.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +48,11 @@ pub struct JournalStats {
 struct Segment {
     first: u64,
     path: PathBuf,
+    /// Bytes of whole, synced records: the reader reads no further.
     bytes: u64,
+    /// A failed write may have left bytes past `bytes` that could not be cut off: nothing more
+    /// is appended here.
+    sealed: bool,
 }
 
 struct Shared {
@@ -87,6 +93,7 @@ impl Journal {
                 let first = path.file_stem()?.to_str()?.parse::<u64>().ok();
                 (path.extension()? == "seg").then_some(())?;
                 Some(Segment {
+                    sealed: false,
                     first: first?,
                     bytes: e.metadata().ok()?.len(),
                     path,
@@ -294,6 +301,7 @@ fn write_group(
             .map(|_| Err(AppendError::Io("journal state poisoned".into())))
             .collect();
     };
+    let (segments_before, next_before) = (guard.0.len(), guard.1);
     let attempt = (|| -> Result<Vec<u64>, AppendError> {
         let (segments, next) = &mut *guard;
         let mut seqs = Vec::with_capacity(group.len());
@@ -301,13 +309,7 @@ fn write_group(
         for (body, _) in group {
             let seq = *next;
             *next += 1;
-            let mut frame_crc = crc32fast::Hasher::new();
-            frame_crc.update(&seq.to_le_bytes());
-            frame_crc.update(body);
-            buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&frame_crc.finalize().to_le_bytes());
-            buf.extend_from_slice(&seq.to_le_bytes());
-            buf.extend_from_slice(body);
+            frame(seq, body, &mut buf);
             seqs.push(seq);
         }
         let needs_new = match (segments.last(), &*file) {
@@ -315,9 +317,11 @@ fn write_group(
             _ => true,
         };
         if needs_new {
+            // Whatever handle was open belongs to a full segment: never cut or append to it again.
+            *file = None;
             let reuse = segments
                 .last()
-                .filter(|l| l.bytes < SEGMENT_BYTES && file.is_none())
+                .filter(|l| l.bytes < SEGMENT_BYTES && file.is_none() && !l.sealed)
                 .map(|l| (l.path.clone(), l.first));
             let reused = reuse.is_some();
             let (path, first) = match reuse {
@@ -329,14 +333,23 @@ fn write_group(
                         first,
                         path: path.clone(),
                         bytes: 0,
+                        sealed: false,
                     });
                     (path, first)
                 }
             };
+            // A new segment may have a name a failed write left behind: it starts empty.
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)
+                .and_then(|f| {
+                    if reused {
+                        Ok(f)
+                    } else {
+                        f.set_len(0).map(|()| f)
+                    }
+                })
                 .map_err(io)?;
             if !reused {
                 // A new file is durable only once its directory entry is.
@@ -367,7 +380,26 @@ fn write_group(
     match attempt {
         Ok(seqs) => seqs.into_iter().map(Ok).collect(),
         Err(e) => {
-            // The file may hold part of the group: the next group starts a fresh segment.
+            // Nothing of the group stays: what it wrote is cut off the open segment (the last),
+            // a segment it could not open is forgotten, and its sequence numbers are given
+            // again. If the cut fails the segment is sealed and the numbers are not reused, so
+            // a record the failed write left whole is at worst read once more, never mistaken
+            // for a later one.
+            let (segments, next) = &mut *guard;
+            let cut = match file.as_ref() {
+                Some((f, _)) => segments
+                    .last()
+                    .is_some_and(|last| f.set_len(last.bytes).and_then(|()| f.sync_data()).is_ok()),
+                None => {
+                    segments.truncate(segments_before);
+                    true
+                }
+            };
+            if cut {
+                *next = next_before;
+            } else if let Some(last) = segments.last_mut() {
+                last.sealed = true;
+            }
             *file = None;
             let text = e.to_string();
             group
@@ -376,6 +408,17 @@ fn write_group(
                 .collect()
         }
     }
+}
+
+/// Appends the record `seq` holding `body` to `buf`.
+fn frame(seq: u64, body: &[u8], buf: &mut Vec<u8>) {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&seq.to_le_bytes());
+    crc.update(body);
+    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&crc.finalize().to_le_bytes());
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(body);
 }
 
 /// The valid length of a segment and its last sequence number.
@@ -402,6 +445,10 @@ fn read_record(r: &mut impl Read) -> std::io::Result<Option<(u64, Vec<u8>)>> {
     let len = u32::from_le_bytes(field(0, 4).try_into().unwrap_or_default()) as usize;
     let crc = u32::from_le_bytes(field(4, 4).try_into().unwrap_or_default());
     let seq = u64::from_le_bytes(field(8, 8).try_into().unwrap_or_default());
+    // A length no body can have is a corrupt header, not an allocation to attempt.
+    if len > MAX_RECORD {
+        return Ok(None);
+    }
     let mut body = vec![0u8; len];
     if r.read_exact(&mut body).is_err() {
         return Ok(None);
@@ -423,9 +470,11 @@ fn read_loop(
     stop: &AtomicBool,
 ) -> std::io::Result<()> {
     let mut next = after + 1;
+    // Where the last pass stopped, so that a segment is not read again from its start.
+    let mut cursor: Option<(PathBuf, u64)> = None;
     loop {
         // The segment holding `next`, and where it starts.
-        let (path, segment_end) = {
+        let (path, segment_end, following) = {
             let Ok(guard) = shared.segments.lock() else {
                 return Ok(());
             };
@@ -446,10 +495,28 @@ fn read_loop(
                 next = segments.first().map_or(*next_seq, |s| s.first);
                 continue;
             };
-            (segment.path.clone(), segment.bytes)
+            let following = segments.get(at).map(|s| s.first);
+            let read_to_end =
+                matches!(&cursor, Some((p, end)) if *p == segment.path && *end >= segment.bytes);
+            if following.is_none() && read_to_end {
+                // The last segment holds nothing more yet (numbers a failed write used up
+                // are never written): wait as when caught up.
+                if shared.closed.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let _ = shared
+                    .appended
+                    .wait_timeout(guard, std::time::Duration::from_millis(200));
+                continue;
+            }
+            (segment.path.clone(), segment.bytes, following)
+        };
+        let mut offset = match &cursor {
+            Some((p, at)) if *p == path => *at,
+            _ => 0,
         };
         let mut r = BufReader::new(File::open(&path)?);
-        let mut offset = 0u64;
+        r.seek(SeekFrom::Start(offset))?;
         while offset < segment_end {
             let Some((seq, body)) = read_record(&mut r)? else {
                 break;
@@ -472,7 +539,15 @@ fn read_loop(
                 return Ok(()); // the engine has stopped
             }
         }
-        let _ = r.seek(SeekFrom::Start(0));
+        if let Some(first) = following {
+            // Past this segment: a record cut short or corrupt inside it (a failed write that
+            // could not be cut off) must not hold the reader here.
+            if next < first {
+                tracing::warn!(segment = %path.display(), offset, "journal: unreadable record; going on with the next segment");
+                next = first;
+            }
+        }
+        cursor = Some((path, offset));
     }
 }
 
@@ -554,6 +629,55 @@ mod tests {
         let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, [3, 4, 5, 6]);
         assert_eq!(got[0].1, b"body 2");
+    }
+
+    #[test]
+    fn a_reader_following_appends_reads_each_record_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let j = Journal::open(dir.path(), 1 << 20).unwrap();
+        let (queue, mut source) = super::super::live::channel(1024);
+        let reader = j
+            .spawn_reader(0, 0, queue, Arc::new(AtomicBool::new(false)))
+            .unwrap();
+        for i in 0..50u64 {
+            rt.block_on(j.append(format!("body {i}").into_bytes()))
+                .unwrap();
+            if i % 7 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        j.close();
+        reader.join().unwrap();
+        use super::super::BatchSource;
+        let mut seqs = Vec::new();
+        while let Some(batch) = source.next_batch(None) {
+            for pos in &batch.positions {
+                let Position::Journal(seq) = pos else {
+                    panic!()
+                };
+                seqs.push(*seq);
+            }
+        }
+        assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_corrupt_record_inside_an_older_segment_does_not_hold_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Vec::new();
+        frame(1, b"one", &mut a);
+        frame(2, b"two", &mut a);
+        // A header claiming more than any body may hold, and a few bytes of it.
+        a.extend_from_slice(&u32::MAX.to_le_bytes());
+        a.extend_from_slice(&[0; 8]);
+        let mut b = Vec::new();
+        frame(4, b"four", &mut b);
+        std::fs::write(dir.path().join(format!("{:020}.seg", 1)), &a).unwrap();
+        std::fs::write(dir.path().join(format!("{:020}.seg", 4)), &b).unwrap();
+        let j = Journal::open(dir.path(), 1 << 20).unwrap();
+        let got: Vec<u64> = read_all(&j, 0).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(got, [1, 2, 4]);
     }
 
     #[test]
