@@ -426,11 +426,11 @@ impl Open {
                 self.keys.push(key);
             }
         }
-        // An episode's later reports are the same alert: its entry is brought up to date.
+        // An episode's later reports are the same alert: its entry keeps the opening summary.
+        // Live, interim reports come when the wall clock allows, so taking theirs would make
+        // an incident read differently live and in a replay; the episode's own closing record
+        // carries the full extent.
         if !self.alert_ids.insert(alert.id.clone()) {
-            if let Some(a) = self.alerts.iter_mut().find(|a| a.id == alert.id) {
-                a.summary = alert.summary.clone();
-            }
             return;
         }
         self.alerts_total += 1;

@@ -527,7 +527,7 @@ impl Live {
             return;
         }
         type Read = fn(&crate::sink::outbox::Gauges) -> u64;
-        let families: [(&str, &str, &str, Read); 5] = [
+        let families: [(&str, &str, &str, Read); 6] = [
             (
                 "audithound_outbox_pending",
                 "gauge",
@@ -557,6 +557,12 @@ impl Live {
                 "counter",
                 "Times the engine waited because a sink's outbox was full (backpressure).",
                 |g| g.full_waits.load(Relaxed),
+            ),
+            (
+                "audithound_outbox_rejected_total",
+                "counter",
+                "Findings a sink refused for good, set aside in its outbox's .rejected.jsonl.",
+                |g| g.rejected.load(Relaxed),
             ),
         ];
         for (name, kind, help, read) in families {

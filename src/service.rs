@@ -192,6 +192,7 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
         tracing::info!("no sink configured: alerts go to stdout");
     }
     if let Some(o) = outboxes {
+        o.warn_orphans();
         live_metrics.set_outboxes(o.opened);
     }
 

@@ -196,3 +196,37 @@ fn connections_beyond_the_cap_are_closed_on_arrival_and_counted() {
     assert_eq!(post(port), 200);
     service.stop();
 }
+
+#[test]
+fn a_client_without_the_token_is_refused_before_its_body_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = config(
+        dir.path(),
+        &format!(
+            "[webhook]\nlisten = \"127.0.0.1:{port}\"\nbearer_token = \"s3cret\"\nbody_timeout = \"20s\"\n"
+        ),
+    );
+    let service = Service::start(&config);
+    wait_until("never listened", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    // Announces 8 MB, sends none of it: the answer must not wait for the body.
+    let began = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(
+        b"POST /audit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\nContent-Type: application/json\r\nContent-Length: 8000000\r\n\r\n",
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer:?}");
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    service.stop();
+}

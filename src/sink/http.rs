@@ -5,7 +5,7 @@
 //! down (the webhook answers 429) instead of alerts being dropped. Alert ids are stable (`_id` for Elasticsearch),
 //! so a redelivered batch de-duplicates downstream.
 
-use super::outbox::{Item, Transport};
+use super::outbox::{Item, Refused, Transport};
 use super::AlertSink;
 use crate::alert::{OutputFormat, Record};
 use std::io::Write;
@@ -197,7 +197,7 @@ impl HttpTransport {
 }
 
 impl Transport for HttpTransport {
-    fn deliver(&mut self, items: &[Item]) -> Result<(), String> {
+    fn deliver(&mut self, items: &[Item]) -> Result<(), Refused> {
         if items.is_empty() {
             return Ok(());
         }
@@ -216,21 +216,93 @@ impl Transport for HttpTransport {
         match req.send_bytes(&body) {
             Ok(resp) if self.protocol == Protocol::Elasticsearch => {
                 // _bulk answers 200 even when items failed.
-                let text = resp.into_string().unwrap_or_default();
-                if text.contains("\"errors\":true") {
-                    Err("Elasticsearch reported item errors".to_string())
-                } else {
-                    Ok(())
-                }
+                bulk_refusals(&resp.into_string().unwrap_or_default(), items.len())
             }
             Ok(_) => Ok(()),
-            Err(ureq::Error::Status(code, _)) => Err(format!("HTTP {code}")),
-            Err(e) => Err(e.to_string()),
+            Err(ureq::Error::Status(code, resp)) if permanent(code) => {
+                let text = resp.into_string().unwrap_or_default();
+                let why = format!(
+                    "HTTP {code}: {}",
+                    text.chars().take(200).collect::<String>()
+                );
+                Err(Refused::Rejected(
+                    (0..items.len()).map(|i| (i, why.clone())).collect(),
+                ))
+            }
+            Err(ureq::Error::Status(code, _)) => Err(Refused::Retry(format!("HTTP {code}"))),
+            Err(e) => Err(Refused::Retry(e.to_string())),
         }
     }
 
     fn target(&self) -> String {
         self.url.clone()
+    }
+}
+
+/// A status that says the documents themselves are wrong: trying again cannot help. Not 401,
+/// 403 or 404 (a token or a URL the operator fixes), 408 or 429 (come back later).
+fn permanent(code: u16) -> bool {
+    (400..500).contains(&code) && !matches!(code, 401 | 403 | 404 | 408 | 429)
+}
+
+/// What an Elasticsearch `_bulk` answer says of each item: any busy or failing shard (429,
+/// 5xx) means the batch is tried again (the documents carry their `_id`, so a second try
+/// overwrites, never duplicates); otherwise the items refused for good.
+fn bulk_refusals(text: &str, count: usize) -> Result<(), Refused> {
+    #[derive(serde::Deserialize)]
+    struct Bulk {
+        #[serde(default)]
+        errors: bool,
+        #[serde(default)]
+        items: Vec<std::collections::HashMap<String, BulkItem>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct BulkItem {
+        #[serde(default)]
+        status: u16,
+        #[serde(default)]
+        error: Option<serde_json::Value>,
+    }
+    let Ok(bulk) = serde_json::from_str::<Bulk>(text) else {
+        return Err(Refused::Retry(
+            "an answer that is not a _bulk response".into(),
+        ));
+    };
+    if !bulk.errors {
+        return Ok(());
+    }
+    if bulk.items.len() != count {
+        return Err(Refused::Retry(format!(
+            "a _bulk answer for {} items, {count} sent",
+            bulk.items.len()
+        )));
+    }
+    let mut rejected = Vec::new();
+    for (i, item) in bulk.items.iter().enumerate() {
+        let Some(result) = item.values().next() else {
+            continue;
+        };
+        if result.status == 429 || result.status >= 500 {
+            return Err(Refused::Retry(format!(
+                "Elasticsearch item status {}",
+                result.status
+            )));
+        }
+        if result.status >= 300 || result.error.is_some() {
+            let why = result
+                .error
+                .as_ref()
+                .map_or_else(String::new, |e| e.to_string());
+            rejected.push((
+                i,
+                format!("Elasticsearch item status {}: {why}", result.status),
+            ));
+        }
+    }
+    if rejected.is_empty() {
+        Ok(())
+    } else {
+        Err(Refused::Rejected(rejected))
     }
 }
 
@@ -255,13 +327,33 @@ impl HttpSink {
                     self.pending.clear();
                     return Ok(());
                 }
-                Err(why) if started.elapsed() < self.max_retry => {
+                Err(Refused::Rejected(refused))
+                    if refused.len() == self.pending.len() && refused.len() > 1 =>
+                {
+                    // Refused as a whole: one at a time, so that only the bad ones are lost.
+                    for item in std::mem::take(&mut self.pending) {
+                        self.pending.push(item);
+                        self.deliver()?;
+                    }
+                    return Ok(());
+                }
+                Err(Refused::Rejected(refused)) => {
+                    // Never accepted, however long we try; with state_dir they are set aside.
+                    for (i, why) in refused {
+                        if let Some(item) = self.pending.get(i) {
+                            tracing::error!(url = %self.transport.url, finding = %item.key, "refused for good ({why}); dropped");
+                        }
+                    }
+                    self.pending.clear();
+                    return Ok(());
+                }
+                Err(Refused::Retry(why)) if started.elapsed() < self.max_retry => {
                     let wait = jitter(delay, &mut self.seed);
                     tracing::warn!(url = %self.transport.url, alerts = self.pending.len(), "delivery failed ({why}); retrying in {wait:?}");
                     std::thread::sleep(wait);
                     delay = (delay * 2).min(Duration::from_secs(30));
                 }
-                Err(why) => anyhow::bail!(
+                Err(Refused::Retry(why)) => anyhow::bail!(
                     "alerts could not be delivered to {} for {:?} ({why}); {} alerts undelivered (with state_dir they would wait in an outbox)",
                     self.transport.url,
                     self.max_retry,
@@ -292,5 +384,40 @@ impl AlertSink for HttpSink {
 
     fn flush(&mut self) -> anyhow::Result<()> {
         self.deliver()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_that_no_retry_can_fix_are_told_from_outages() {
+        for code in [400, 409, 413, 422] {
+            assert!(permanent(code), "{code}");
+        }
+        for code in [401, 403, 404, 408, 429, 500, 503] {
+            assert!(!permanent(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_bulk_answer_sets_aside_bad_items_and_retries_busy_shards() {
+        assert!(bulk_refusals(r#"{"errors":false,"items":[]}"#, 2).is_ok());
+        let mapping = r#"{"errors":true,"items":[{"index":{"status":201}},{"index":{"status":400,"error":{"type":"mapper_parsing_exception"}}}]}"#;
+        match bulk_refusals(mapping, 2) {
+            Err(Refused::Rejected(r)) => {
+                assert_eq!(r.len(), 1);
+                assert_eq!(r[0].0, 1);
+                assert!(r[0].1.contains("mapper_parsing_exception"), "{}", r[0].1);
+            }
+            other => panic!("{other:?}"),
+        }
+        let busy = r#"{"errors":true,"items":[{"index":{"status":429}},{"index":{"status":400}}]}"#;
+        assert!(matches!(bulk_refusals(busy, 2), Err(Refused::Retry(_))));
+        assert!(matches!(
+            bulk_refusals("<html>proxy error</html>", 2),
+            Err(Refused::Retry(_))
+        ));
     }
 }

@@ -3,6 +3,7 @@
 //! until every alert sent so far is acknowledged by the brokers, which is what lets the Kafka
 //! source commit its offsets afterwards.
 
+use super::outbox::Refused;
 use super::AlertSink;
 use crate::alert::{OutputFormat, Record};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -70,18 +71,18 @@ impl KafkaConfig {
 }
 
 impl super::outbox::Transport for KafkaSink {
-    fn deliver(&mut self, items: &[super::outbox::Item]) -> Result<(), String> {
+    fn deliver(&mut self, items: &[super::outbox::Item]) -> Result<(), Refused> {
         for item in items {
             self.produce(&item.key, &item.doc)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Refused::Retry(e.to_string()))?;
         }
         // Shorter than librdkafka's own message timeout: the outbox retries the batch.
         self.producer
             .flush(Duration::from_secs(30))
-            .map_err(|e| format!("not acknowledged: {e}"))?;
+            .map_err(|e| Refused::Retry(format!("not acknowledged: {e}")))?;
         match self.producer.context().failed.swap(0, Ordering::Relaxed) {
             0 => Ok(()),
-            n => Err(format!("{n} refused by the brokers")),
+            n => Err(Refused::Retry(format!("{n} refused by the brokers"))),
         }
     }
 

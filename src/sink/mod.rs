@@ -123,6 +123,15 @@ impl Outboxes {
         render: Box<dyn FnMut(Record) -> anyhow::Result<outbox::Item> + Send>,
         batch: usize,
     ) -> anyhow::Result<Box<dyn AlertSink>> {
+        // Two sinks with the same target (say, two formats to one SIEM) each get their own.
+        let name = (1..)
+            .map(|n| match n {
+                1 => name.to_owned(),
+                n => format!("{name}-{n}"),
+            })
+            .find(|candidate| self.opened.iter().all(|(taken, _)| taken != candidate))
+            .unwrap_or_default();
+        let name = name.as_str();
         let gauges = std::sync::Arc::new(outbox::Gauges::default());
         let options = outbox::OutboxOptions {
             batch,
@@ -133,6 +142,40 @@ impl Outboxes {
             outbox::Outbox::open(&self.dir, name, transport, render, options, gauges.clone())?;
         self.opened.push((name.to_owned(), gauges));
         Ok(Box::new(sink))
+    }
+}
+
+impl Outboxes {
+    /// Warns of outboxes under `dir` that no configured sink opened but that still hold
+    /// findings (a sink removed or renamed with deliveries pending): they are not sent.
+    pub fn warn_orphans(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".jsonl"))
+            else {
+                continue;
+            };
+            if name.ends_with(".rejected") || self.opened.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            let done = std::fs::read_to_string(path.with_extension("done"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            if len > done {
+                tracing::warn!(
+                    outbox = %path.display(),
+                    bytes = len - done,
+                    "an outbox no configured sink uses holds undelivered findings: they are not sent (restore the sink, or deliver or delete the file by hand)"
+                );
+            }
+        }
     }
 }
 

@@ -6,9 +6,13 @@
 //! deliveries to make room, which holds the engine and so the sources (backpressure).
 //!
 //! On disk: `NAME.jsonl`, one `[key, document]` JSON array per line, and `NAME.done`, the byte
-//! offset up to which lines were delivered. A line torn by a crash is dropped (it was never
-//! synced, so the engine had not advanced past it); the file is emptied whenever everything in
-//! it has been delivered.
+//! offset up to which lines were delivered and the file it counts in (its inode). A line torn
+//! by a crash is dropped (it was never synced, so the engine had not advanced past it). Once
+//! enough is delivered, what is left is written to a new file that replaces the old one: a
+//! `.done` naming the old file then counts for nothing, so a crash at any point of the swap
+//! never skips an undelivered finding. Findings the far side refuses for good (a malformed
+//! document, not an outage) are set aside in `NAME.rejected.jsonl` with the reason, counted,
+//! so that one bad finding cannot hold back every later one.
 
 use super::AlertSink;
 use crate::alert::Record;
@@ -27,9 +31,19 @@ pub struct Item {
     pub doc: String,
 }
 
-/// The far side of a sink: one attempt at handing over a batch, accepted whole or not at all.
+/// Why a batch was not (wholly) accepted.
+#[derive(Debug)]
+pub enum Refused {
+    /// The far side is down, busy or not letting us in: the batch is tried again later.
+    Retry(String),
+    /// The far side took the batch except these findings (by index), which it will never
+    /// accept (e.g. HTTP 400, an Elasticsearch mapping error).
+    Rejected(Vec<(usize, String)>),
+}
+
+/// The far side of a sink: one attempt at handing over a batch.
 pub trait Transport: Send + 'static {
-    fn deliver(&mut self, items: &[Item]) -> Result<(), String>;
+    fn deliver(&mut self, items: &[Item]) -> Result<(), Refused>;
     /// Where to, for logs (no secrets).
     fn target(&self) -> String;
 }
@@ -47,6 +61,8 @@ pub struct Gauges {
     pub retries: AtomicU64,
     /// Times `send` had to wait because the outbox was full.
     pub full_waits: AtomicU64,
+    /// Findings the far side refused for good, set aside in `NAME.rejected.jsonl`.
+    pub rejected: AtomicU64,
 }
 
 /// How an outbox behaves.
@@ -63,6 +79,8 @@ pub struct OutboxOptions {
 
 struct Queue {
     file: std::io::BufWriter<File>,
+    /// The file's identity, recorded beside the delivered offset.
+    ino: u64,
     /// Bytes written to the file (its length once flushed).
     len: u64,
     /// Offset up to which lines were delivered.
@@ -79,7 +97,9 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Signalled when findings become deliverable, when room is made, and at close.
     changed: Condvar,
+    path: PathBuf,
     done_path: PathBuf,
+    rejected_path: PathBuf,
     gauges: Arc<Gauges>,
 }
 
@@ -113,7 +133,6 @@ impl Outbox {
             .map_err(|e| anyhow::anyhow!("cannot create the outbox {}: {e}", dir.display()))?;
         let path = dir.join(format!("{name}.jsonl"));
         let done_path = dir.join(format!("{name}.done"));
-        let (items, done, len) = read_back(&path, &done_path)?;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -121,9 +140,13 @@ impl Outbox {
             .write(true)
             .open(&path)
             .map_err(|e| anyhow::anyhow!("cannot open the outbox {}: {e}", path.display()))?;
+        let ino = inode(&file)?;
+        let (items, done, len) = read_back(&path, &done_path, ino)?;
         // Drops a torn last line: the next line starts where the last whole one ended.
         file.set_len(len)?;
         file.seek(std::io::SeekFrom::End(0))?;
+        // Records the offset again if it was clamped or counted in another file.
+        write_done(&done_path, done, ino)?;
         if !items.is_empty() {
             tracing::info!(
                 outbox = %path.display(),
@@ -137,6 +160,7 @@ impl Outbox {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 file: std::io::BufWriter::new(file),
+                ino,
                 len,
                 done,
                 items,
@@ -145,6 +169,8 @@ impl Outbox {
                 closing: false,
             }),
             changed: Condvar::new(),
+            rejected_path: dir.join(format!("{name}.rejected.jsonl")),
+            path,
             done_path,
             gauges,
         });
@@ -166,16 +192,21 @@ impl Outbox {
 type Waiting = VecDeque<(Item, u64)>;
 
 /// The findings after the delivered offset, the offset, and the length of the whole lines.
-fn read_back(path: &Path, done_path: &Path) -> anyhow::Result<(Waiting, u64, u64)> {
+fn read_back(path: &Path, done_path: &Path, ino: u64) -> anyhow::Result<(Waiting, u64, u64)> {
     let mut items = VecDeque::new();
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((items, 0, 0)),
-        Err(e) => anyhow::bail!("cannot read the outbox {}: {e}", path.display()),
-    };
+    let file = File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the outbox {}: {e}", path.display()))?;
+    // `OFFSET INODE`; an offset counted in another file (the one a compaction replaced) is 0.
     let done: u64 = std::fs::read_to_string(done_path)
         .ok()
-        .and_then(|s| s.trim().parse().ok())
+        .and_then(|s| {
+            let mut fields = s.split_whitespace();
+            let done = fields.next()?.parse().ok()?;
+            match fields.next().map(str::parse::<u64>) {
+                Some(Ok(i)) if i != ino => Some(0),
+                _ => Some(done),
+            }
+        })
         .unwrap_or(0);
     let mut reader = std::io::BufReader::new(file);
     let mut offset = 0u64;
@@ -200,15 +231,96 @@ fn read_back(path: &Path, done_path: &Path) -> anyhow::Result<(Waiting, u64, u64
         }
         offset = end;
     }
-    // A done offset past the end: the file was emptied after everything was delivered.
-    let done = if done > offset { offset } else { done };
+    let done = done.min(offset);
     Ok((items, done, offset))
 }
 
-fn write_done(path: &Path, done: u64) -> std::io::Result<()> {
+#[cfg(unix)]
+fn inode(file: &File) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(file.metadata()?.ino())
+}
+
+#[cfg(not(unix))]
+fn inode(_: &File) -> std::io::Result<u64> {
+    Ok(0)
+}
+
+/// Records the delivered offset. Not synced: after a crash an older offset may be read,
+/// which only delivers some findings again.
+fn write_done(path: &Path, done: u64, ino: u64) -> std::io::Result<()> {
     let tmp = path.with_extension("done.tmp");
-    std::fs::write(&tmp, done.to_string())?;
+    std::fs::write(&tmp, format!("{done} {ino}\n"))?;
     std::fs::rename(&tmp, path)
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// Delivered bytes at which the file is rewritten with only what is left: a little for a
+/// drained outbox, half the file for one that never drains (steady load, a long backlog).
+const COMPACT_AT: u64 = 1 << 20;
+
+/// Replaces the file with one holding only the undelivered findings (all of them synced by
+/// then). Until the rename, the old file and its offset stand; after it, the new file is read
+/// from its start whatever `.done` says, since that names the old file.
+fn compact(q: &mut Queue, shared: &Shared) -> std::io::Result<()> {
+    let tmp = shared.path.with_extension("jsonl.tmp");
+    let mut out = std::io::BufWriter::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&tmp)?,
+    );
+    let mut len = 0u64;
+    let mut ends = Vec::with_capacity(q.items.len());
+    for (item, _) in &q.items {
+        let mut line = serde_json::to_vec(&(&item.key, &item.doc))?;
+        line.push(b'\n');
+        out.write_all(&line)?;
+        len += line.len() as u64;
+        ends.push(len);
+    }
+    out.flush()?;
+    out.get_ref().sync_all()?;
+    let ino = inode(out.get_ref())?;
+    std::fs::rename(&tmp, &shared.path)?;
+    // From here on the new file is the outbox, whatever fails next.
+    q.ino = ino;
+    q.file = out;
+    for ((_, end), new) in q.items.iter_mut().zip(ends) {
+        *end = new;
+    }
+    q.len = len;
+    q.done = 0;
+    q.durable = q.items.len();
+    q.dirty = false;
+    sync_dir(&shared.path)?;
+    write_done(&shared.done_path, 0, q.ino)
+}
+
+/// Sets refused findings aside, one `{key, reason, target, document}` line each.
+fn set_aside(shared: &Shared, target: &str, refused: &[(&Item, String)]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&shared.rejected_path)?;
+    let mut buf = Vec::new();
+    for (item, why) in refused {
+        serde_json::to_writer(
+            &mut buf,
+            &serde_json::json!({"key": item.key, "reason": why, "target": target, "document": item.doc}),
+        )?;
+        buf.push(b'\n');
+    }
+    f.write_all(&buf)?;
+    f.sync_data()
 }
 
 fn deliver_loop(shared: &Shared, mut transport: Box<dyn Transport>, batch: usize, drain: Duration) {
@@ -217,6 +329,9 @@ fn deliver_loop(shared: &Shared, mut transport: Box<dyn Transport>, batch: usize
     let mut seed = std::process::id() as u64 ^ 0x9E37_79B9_7F4A_7C15;
     let mut failing_since: Option<Instant> = None;
     let mut closed_at: Option<Instant> = None;
+    // After a batch was refused as a whole for good, findings go one at a time until past it,
+    // so that only the bad one is set aside.
+    let mut singly = 0usize;
     loop {
         let batch_items: Vec<Item> = {
             let mut q = shared.lock();
@@ -237,58 +352,88 @@ fn deliver_loop(shared: &Shared, mut transport: Box<dyn Transport>, batch: usize
                     return;
                 }
             }
+            let size = if singly > 0 { 1 } else { batch.max(1) };
             q.items
                 .iter()
-                .take(q.durable.min(batch.max(1)))
+                .take(q.durable.min(size))
                 .map(|(item, _)| item.clone())
                 .collect()
         };
-        match transport.deliver(&batch_items) {
-            Ok(()) => {
-                if let Some(since) = failing_since.take() {
-                    tracing::info!(sink = %target, after = ?since.elapsed(), "delivering again");
-                }
-                delay = Duration::from_millis(200);
-                let mut q = shared.lock();
-                let n = batch_items.len();
-                let mut end = q.done;
-                for _ in 0..n {
-                    if let Some((_, e)) = q.items.pop_front() {
-                        end = e;
-                    }
-                }
-                q.durable -= n;
-                q.done = end;
-                if q.items.is_empty() {
-                    // Everything delivered: start the file again.
-                    let emptied = q.file.flush().and_then(|_| q.file.get_ref().set_len(0));
-                    if let Err(e) = emptied.and_then(|_| q.file.seek(std::io::SeekFrom::Start(0))) {
-                        tracing::warn!(sink = %target, "cannot empty the outbox: {e}");
-                    } else {
-                        q.len = 0;
-                        q.done = 0;
-                    }
-                }
-                if let Err(e) = write_done(&shared.done_path, q.done) {
-                    tracing::warn!(sink = %target, "cannot record delivered findings: {e}");
-                }
-                let g = &shared.gauges;
-                g.delivered.fetch_add(n as u64, Ordering::Relaxed);
-                g.pending.store(q.items.len() as u64, Ordering::Relaxed);
-                g.bytes.store(q.len - q.done, Ordering::Relaxed);
-                shared.changed.notify_all();
+        let refused = match transport.deliver(&batch_items) {
+            Ok(()) => Vec::new(),
+            Err(Refused::Rejected(r)) if r.len() == batch_items.len() && r.len() > 1 => {
+                tracing::warn!(sink = %target, findings = r.len(), "a batch was refused as a whole: sending its findings one at a time to find the bad ones");
+                singly = r.len();
+                continue;
             }
-            Err(why) => {
+            Err(Refused::Rejected(r)) => r,
+            Err(Refused::Retry(why)) => {
                 shared.gauges.retries.fetch_add(1, Ordering::Relaxed);
                 let wait = super::http::jitter(delay, &mut seed);
                 let since = *failing_since.get_or_insert_with(Instant::now);
                 tracing::warn!(sink = %target, findings = batch_items.len(), failing_for = ?since.elapsed(), "delivery failed ({why}); retrying in {wait:?}");
                 delay = (delay * 2).min(Duration::from_secs(30));
-                // Waits, but wakes at close to honour the drain deadline.
-                let q = shared.lock();
-                let _ = shared.changed.wait_timeout(q, wait);
+                // Sleeps out the backoff (new findings do not shorten it), but wakes at close
+                // to honour the drain deadline.
+                let deadline = Instant::now() + wait;
+                let mut q = shared.lock();
+                while !q.closing {
+                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                        break;
+                    };
+                    q = shared
+                        .changed
+                        .wait_timeout(q, left)
+                        .map_or_else(|e| e.into_inner().0, |r| r.0);
+                }
+                continue;
+            }
+        };
+        if let Some(since) = failing_since.take() {
+            tracing::info!(sink = %target, after = ?since.elapsed(), "delivering again");
+        }
+        delay = Duration::from_millis(200);
+        singly = singly.saturating_sub(batch_items.len());
+        if !refused.is_empty() {
+            let aside: Vec<(&Item, String)> = refused
+                .iter()
+                .filter_map(|(i, why)| Some((batch_items.get(*i)?, why.clone())))
+                .collect();
+            for (item, why) in &aside {
+                tracing::error!(sink = %target, finding = %item.key, "refused for good ({why}): set aside in {}", shared.rejected_path.display());
+            }
+            if let Err(e) = set_aside(shared, &target, &aside) {
+                tracing::error!(sink = %target, "cannot write the refused findings aside: {e}");
+            }
+            shared
+                .gauges
+                .rejected
+                .fetch_add(aside.len() as u64, Ordering::Relaxed);
+        }
+        let mut q = shared.lock();
+        let n = batch_items.len();
+        let mut end = q.done;
+        for _ in 0..n {
+            if let Some((_, e)) = q.items.pop_front() {
+                end = e;
             }
         }
+        q.durable -= n;
+        q.done = end;
+        let written = if q.done >= COMPACT_AT && q.done * 2 >= q.len {
+            compact(&mut q, shared)
+        } else {
+            write_done(&shared.done_path, q.done, q.ino)
+        };
+        if let Err(e) = written {
+            tracing::warn!(sink = %target, "cannot record delivered findings: {e}");
+        }
+        let g = &shared.gauges;
+        g.delivered
+            .fetch_add((n - refused.len()) as u64, Ordering::Relaxed);
+        g.pending.store(q.items.len() as u64, Ordering::Relaxed);
+        g.bytes.store(q.len - q.done, Ordering::Relaxed);
+        shared.changed.notify_all();
     }
 }
 
@@ -367,12 +512,18 @@ mod tests {
     struct Flaky {
         up: Arc<std::sync::atomic::AtomicBool>,
         got: Arc<Mutex<Vec<String>>>,
+        /// A finding the far side refuses for good; the batch holding it is refused whole.
+        bad: Option<String>,
     }
 
     impl Transport for Flaky {
-        fn deliver(&mut self, items: &[Item]) -> Result<(), String> {
+        fn deliver(&mut self, items: &[Item]) -> Result<(), Refused> {
             if !self.up.load(Ordering::SeqCst) {
-                return Err("down".into());
+                return Err(Refused::Retry("down".into()));
+            }
+            if items.iter().any(|i| Some(&i.key) == self.bad.as_ref()) {
+                let all = (0..items.len()).map(|i| (i, "HTTP 400".into())).collect();
+                return Err(Refused::Rejected(all));
             }
             let mut got = self.got.lock().unwrap();
             got.extend(items.iter().map(|i| i.key.clone()));
@@ -396,16 +547,31 @@ mod tests {
         Arc<Mutex<Vec<String>>>,
         Arc<std::sync::atomic::AtomicBool>,
     ) {
+        outbox_with(dir, up, max_bytes, None, 0)
+    }
+
+    fn outbox_with(
+        dir: &Path,
+        up: bool,
+        max_bytes: u64,
+        bad: Option<String>,
+        padding: usize,
+    ) -> (
+        Outbox,
+        Arc<Mutex<Vec<String>>>,
+        Arc<std::sync::atomic::AtomicBool>,
+    ) {
         let up = Arc::new(std::sync::atomic::AtomicBool::new(up));
         let got = Arc::new(Mutex::new(Vec::new()));
         let transport = Box::new(Flaky {
             up: up.clone(),
             got: got.clone(),
+            bad,
         });
-        let render = Box::new(|r: Record| {
+        let render = Box::new(move |r: Record| {
             Ok(Item {
                 key: r.id().to_owned(),
-                doc: "{}".into(),
+                doc: "x".repeat(padding),
             })
         });
         let options = OutboxOptions {
@@ -442,11 +608,7 @@ mod tests {
         drop(o);
         let want: Vec<String> = alerts.iter().map(|a| a.id.clone()).collect();
         assert_eq!(*got.lock().unwrap(), want);
-        // All delivered: the file is emptied, and a third start sends nothing again.
-        assert_eq!(
-            std::fs::metadata(dir.path().join("t.jsonl")).unwrap().len(),
-            0
-        );
+        // All delivered: a third start sends nothing again.
         let (o, got, _) = outbox(dir.path(), true, 1 << 20);
         std::thread::sleep(Duration::from_millis(200));
         drop(o);
@@ -475,5 +637,75 @@ mod tests {
         opener.join().unwrap();
         drop(o);
         assert_eq!(got.lock().unwrap().len(), 6);
+    }
+
+    fn wait_for(got: &Mutex<Vec<String>>, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.lock().unwrap().len() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_finding_refused_for_good_is_set_aside_and_the_rest_go_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let alerts: Vec<_> = (0..5).map(alert).collect();
+        let bad = alerts[2].id.clone();
+        let (mut o, got, _) = outbox_with(dir.path(), true, 1 << 20, Some(bad.clone()), 2);
+        let gauges = o.shared.gauges.clone();
+        for a in &alerts {
+            o.send(Record::Alert(a)).unwrap();
+        }
+        o.flush().unwrap();
+        wait_for(&got, 4);
+        drop(o);
+        let want: Vec<String> = alerts
+            .iter()
+            .map(|a| a.id.clone())
+            .filter(|id| *id != bad)
+            .collect();
+        assert_eq!(*got.lock().unwrap(), want);
+        assert_eq!(gauges.rejected.load(Ordering::Relaxed), 1);
+        let aside = std::fs::read_to_string(dir.path().join("t.rejected.jsonl")).unwrap();
+        let line: serde_json::Value = serde_json::from_str(aside.trim()).unwrap();
+        assert_eq!(line["key"], bad.as_str());
+        assert_eq!(line["reason"], "HTTP 400");
+        assert_eq!(line["document"], "xx");
+    }
+
+    #[test]
+    fn a_busy_outbox_is_compacted_and_a_stale_offset_never_skips_a_finding() {
+        let dir = tempfile::tempdir().unwrap();
+        // 300 findings of 8 KiB: past the compaction mark several times over.
+        let alerts: Vec<_> = (0..300).map(alert).collect();
+        let (mut o, got, _) = outbox_with(dir.path(), true, 64 << 20, None, 8 << 10);
+        for a in &alerts {
+            o.send(Record::Alert(a)).unwrap();
+            o.flush().unwrap();
+        }
+        wait_for(&got, 300);
+        drop(o);
+        assert_eq!(got.lock().unwrap().len(), 300);
+        let len = std::fs::metadata(dir.path().join("t.jsonl")).unwrap().len();
+        assert!(
+            len < COMPACT_AT + (16 << 10),
+            "never compacted: {len} bytes"
+        );
+
+        // Undelivered findings, and a `.done` left by a file a compaction replaced (a crash
+        // between the rename and the new offset): it must count for nothing.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut o, got, _) = outbox_with(dir.path(), false, 64 << 20, None, 10);
+        for a in &alerts[..3] {
+            o.send(Record::Alert(a)).unwrap();
+        }
+        o.flush().unwrap();
+        drop(o);
+        assert!(got.lock().unwrap().is_empty());
+        std::fs::write(dir.path().join("t.done"), "40 1").unwrap();
+        let (o, got, _) = outbox(dir.path(), true, 1 << 20);
+        wait_for(&got, 3);
+        drop(o);
+        assert_eq!(got.lock().unwrap().len(), 3);
     }
 }

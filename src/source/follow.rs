@@ -43,6 +43,9 @@ pub struct FollowStats {
 const POLL: Duration = Duration::from_millis(200);
 /// Longest line kept whole; longer ones are cut here (and rejected downstream as truncated JSON).
 const MAX_LINE: usize = 16 << 20;
+/// The most read from a file at once: a file that grew by gigabytes while the service was
+/// down is read in pieces, not into memory whole.
+const READ_CHUNK: u64 = 8 << 20;
 
 pub struct Follower {
     path: PathBuf,
@@ -124,18 +127,23 @@ impl Follower {
         }
     }
 
-    /// Reads what was appended; returns the complete lines, each with the checkpoint after it.
-    fn read_new(&mut self, out: &mut Vec<(Vec<u8>, Checkpoint)>) {
+    /// Reads what was appended, at most `READ_CHUNK` at a time; returns the complete lines,
+    /// each with the checkpoint after it, and whether more may be waiting.
+    fn read_new(&mut self, out: &mut Vec<(Vec<u8>, Checkpoint)>) -> bool {
         let Some(file) = self.file.as_mut() else {
             self.open(true, None);
-            return;
+            return false;
         };
         let mut buf = Vec::new();
         let base = self.pos;
-        if let Ok(n) = file.read_to_end(&mut buf) {
+        if let Ok(n) = file.by_ref().take(READ_CHUNK).read_to_end(&mut buf) {
             self.pos += n as u64;
         }
         self.split(&buf, base, out);
+        if buf.len() as u64 == READ_CHUNK {
+            // Not drained: a rotation is looked for once the old file is read to its end.
+            return true;
+        }
         // Rotated (a new file under the path) or truncated: the old file is drained above.
         let now = std::fs::metadata(&self.path).ok();
         let rotated = match &now {
@@ -157,7 +165,9 @@ impl Follower {
             self.file = None;
             self.open(true, None);
             tracing::info!(path = %self.path.display(), truncated, "followed file rotated; reading the new one");
+            return true;
         }
+        false
     }
 
     fn checkpoint(&self, offset: u64) -> Checkpoint {
@@ -337,8 +347,7 @@ pub fn spawn(
             while !stop.load(Ordering::Relaxed) {
                 let mut any = false;
                 for f in &mut followers {
-                    f.read_new(&mut lines);
-                    any |= !lines.is_empty();
+                    any |= f.read_new(&mut lines) | !lines.is_empty();
                     for (body, checkpoint) in lines.drain(..) {
                         let chunk = Chunk {
                             input: f.input,
@@ -431,5 +440,35 @@ mod tests {
         f.read_new(&mut out);
         assert_eq!(lines(&mut out), vec![b"four".to_vec()]);
         assert_eq!(stats.rotations.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_file_that_grew_a_lot_is_read_in_pieces_and_rotation_waits_for_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        std::fs::write(&path, "").unwrap();
+        let mut f = Follower::new(path.clone(), 0, false);
+        let mut out: Vec<(Vec<u8>, Checkpoint)> = Vec::new();
+        f.read_new(&mut out);
+        let line = format!("{}\n", "x".repeat(1023));
+        let count = (READ_CHUNK as usize * 5 / 2) / line.len();
+        std::fs::write(&path, line.repeat(count)).unwrap();
+        // Rotated before the follower read any of it: the old file is still read whole.
+        std::fs::rename(&path, dir.path().join("audit.log.1")).unwrap();
+        std::fs::write(&path, "new\n").unwrap();
+        let mut reads = 1;
+        let mut all = Vec::new();
+        while f.read_new(&mut out) {
+            reads += 1;
+            assert!(
+                out.len() <= READ_CHUNK as usize / line.len(),
+                "one piece at a time"
+            );
+            all.append(&mut lines(&mut out));
+        }
+        all.append(&mut lines(&mut out));
+        assert!(reads >= 3, "{reads} reads");
+        assert_eq!(all.len(), count + 1);
+        assert_eq!(all[count], b"new", "the new file after the whole old one");
     }
 }

@@ -8,7 +8,7 @@ use crate::settings::Secret;
 use crate::source::journal::{AppendError, Journal};
 use crate::source::live::{Chunk, LiveQueue, Refused};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -134,11 +134,15 @@ impl RateLimitedLog {
 async fn receive(
     State(s): State<Shared>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>,
-    headers: axum::http::HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    request: axum::extract::Request,
 ) -> Response {
+    // The token is checked before a byte of the body is read: a client without it cannot make
+    // the service receive (or wait for) a large body.
     if let Some(want) = &s.authorization {
-        let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
         if !constant_time_eq(given.unwrap_or_default(), want.as_bytes()) {
             s.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
             let reason = if given.is_none() {
@@ -153,7 +157,8 @@ async fn receive(
             return (StatusCode::UNAUTHORIZED, "bearer token required\n").into_response();
         }
     }
-    let body = match body {
+    // Within `DefaultBodyLimit` (413 beyond it).
+    let body = match Bytes::from_request(request, &()).await {
         Ok(b) => b,
         Err(e) => {
             s.stats.too_large.fetch_add(1, Ordering::Relaxed);
