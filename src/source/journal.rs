@@ -479,8 +479,15 @@ fn read_loop(
                 return Ok(());
             };
             let (segments, next_seq) = &*guard;
-            if next >= *next_seq {
-                // Caught up: wait for more, or stop when closed.
+            let at = segments.partition_point(|s| s.first <= next);
+            let segment = at.checked_sub(1).and_then(|i| segments.get(i));
+            let following = segments.get(at).map(|s| s.first);
+            // Caught up, or at the end of the last segment (numbers a failed write used up are
+            // never written): wait for more, or stop when closed.
+            let read_to_end = segment.is_some_and(
+                |s| matches!(&cursor, Some((p, end)) if *p == s.path && *end >= s.bytes),
+            );
+            if next >= *next_seq || (following.is_none() && read_to_end) {
                 if shared.closed.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
                     return Ok(());
                 }
@@ -489,26 +496,11 @@ fn read_loop(
                     .wait_timeout(guard, std::time::Duration::from_millis(200));
                 continue;
             }
-            let at = segments.partition_point(|s| s.first <= next);
-            let Some(segment) = at.checked_sub(1).and_then(|i| segments.get(i)) else {
+            let Some(segment) = segment else {
                 // Deleted already (acknowledged): skip to the oldest kept.
                 next = segments.first().map_or(*next_seq, |s| s.first);
                 continue;
             };
-            let following = segments.get(at).map(|s| s.first);
-            let read_to_end =
-                matches!(&cursor, Some((p, end)) if *p == segment.path && *end >= segment.bytes);
-            if following.is_none() && read_to_end {
-                // The last segment holds nothing more yet (numbers a failed write used up
-                // are never written): wait as when caught up.
-                if shared.closed.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-                let _ = shared
-                    .appended
-                    .wait_timeout(guard, std::time::Duration::from_millis(200));
-                continue;
-            }
             (segment.path.clone(), segment.bytes, following)
         };
         let mut offset = match &cursor {
