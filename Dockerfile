@@ -14,12 +14,12 @@
 ARG RUST_VERSION=1
 
 FROM rust:${RUST_VERSION}-bookworm AS build
-# What the C parts need. rdkafka (default features) builds librdkafka from its bundled source
+# What the C parts need. rdkafka (feature `ssl`) builds librdkafka from its bundled source
 # with librdkafka's own ./configure and make, not cmake (the cmake-build feature is off), and
-# finds zlib through pkg-config (linked dynamically); zstd-sys and ring compile C with cc. The
-# rust image already carries all of these: installing them states the requirement.
+# finds zlib and OpenSSL through pkg-config (both linked dynamically); zstd-sys and ring compile
+# C with cc. The rust image already carries all of these: installing them states the requirement.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends make gcc g++ pkg-config zlib1g-dev binutils \
+ && apt-get install -y --no-install-recommends make gcc g++ pkg-config zlib1g-dev libssl-dev binutils \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -30,10 +30,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     cargo build --release --locked --bin audithound \
  && objcopy --strip-debug target/release/audithound /usr/local/bin/audithound
 
-# Runtime: Debian 12 slim rather than distroless/cc. The binary links libz.so.1 dynamically
-# besides glibc and libgcc_s (ldd), and distroless/cc ships no zlib; bookworm-slim has all three,
-# matching the build stage's glibc. ca-certificates is the system trust store, for TLS clients
-# that use it (librdkafka built with TLS); the HTTP sink trusts the Mozilla roots compiled in.
+# Runtime: Debian 12 slim rather than distroless/cc. The binary links libz.so.1 and OpenSSL's
+# libssl.so.3/libcrypto.so.3 dynamically besides glibc and libgcc_s (ldd); distroless/cc ships
+# no zlib, bookworm-slim has it and libssl3 is installed below, matching the build stage's
+# glibc and OpenSSL. ca-certificates is the system trust store librdkafka's TLS uses; the HTTP
+# sink trusts the Mozilla roots compiled in.
 FROM debian:bookworm-slim
 
 ARG VERSION=0.1.0
@@ -46,7 +47,7 @@ LABEL org.opencontainers.image.title="audithound" \
       org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /etc/audithound /var/lib/audithound \
  && chown 65532:65532 /var/lib/audithound \

@@ -308,7 +308,9 @@ impl<'a> Row<'a> {
 pub enum Layout {
     /// A table on a terminal, JSON lines in a pipe.
     Auto,
+    /// Always the table: time, verb, object, outcome, source, client.
     Table,
+    /// Always JSON lines, one per event (or timeline step).
     Json,
 }
 
@@ -336,7 +338,8 @@ fn object(namespace: &str, name: &str) -> String {
     match (namespace.is_empty(), name.is_empty()) {
         (false, false) => format!("{namespace}/{name}"),
         (true, false) => name.to_owned(),
-        (false, true) => format!("{namespace}/"),
+        // A list or watch of the whole namespace.
+        (false, true) => format!("{namespace}/*"),
         (true, true) => String::new(),
     }
 }
@@ -442,11 +445,12 @@ impl<S: AlertSink> AlertSink for TimelineSink<S> {
                 self.story.alert_request(a, marks, self.cap);
                 return Ok(());
             }
-            // A later report of an episode is not a new mark. An alert on a request already
-            // in the timeline marks it; one on a request yet to come waits for it.
+            // A later report of an episode is not a new mark. An alert marks its requests
+            // already in the timeline; those yet to come (the one that tipped a threshold is
+            // matched right after the alert) wait for it.
             let opening = a.status.is_none_or(|s| s == crate::alert::Status::Open);
-            if opening && !self.story.mark(&a.evidence.audit_ids, &a.rule.id) {
-                for id in &a.evidence.audit_ids {
+            if opening {
+                for id in self.story.mark(&a.evidence.audit_ids, &a.rule.id) {
                     if self.pending.len() == PENDING_MARKS {
                         self.pending.pop_front();
                     }

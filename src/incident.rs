@@ -175,7 +175,7 @@ fn keys_of(alert: &Alert) -> Vec<String> {
 }
 
 /// `1 alert`, `3 alerts`.
-fn plural(n: u64, one: &str, many: &str) -> String {
+pub fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
@@ -452,18 +452,21 @@ impl Open {
 }
 
 impl Story {
-    /// Marks the recorded requests among `audit_ids` with `rule`; false when none is recorded.
-    pub fn mark(&mut self, audit_ids: &[String], rule: &str) -> bool {
-        let mut marked = false;
+    /// Marks the recorded requests among `audit_ids` with `rule`; returns those not recorded
+    /// (yet).
+    pub fn mark<'a>(&mut self, audit_ids: &'a [String], rule: &str) -> Vec<&'a String> {
+        let mut unmarked = Vec::new();
         for id in audit_ids {
-            if let Some(step) = self.step_at.get(id).and_then(|&i| self.steps.get_mut(i)) {
-                if !step.alerts.iter().any(|r| r == rule) {
-                    step.alerts.push(rule.to_owned());
+            match self.step_at.get(id).and_then(|&i| self.steps.get_mut(i)) {
+                Some(step) => {
+                    if !step.alerts.iter().any(|r| r == rule) {
+                        step.alerts.push(rule.to_owned());
+                    }
                 }
-                marked = true;
+                None => unmarked.push(id),
             }
         }
-        marked
+        unmarked
     }
 
     /// An alert raised on the story's requests: marked where they are recorded, noted for

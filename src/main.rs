@@ -56,7 +56,7 @@ enum Command {
             `field=value`, `!=`, `>`, `>=`, `<`, `<=`, `~` (glob), `=~` (regex), `field in (a, b)`,\n\
             `field exists`, `macro:name`, joined by `and`, `or`, `not` and parentheses; values may be\n\
             quoted, and `$list` names a list of the rule library. A YAML flow mapping works too.",
-        after_help = "Examples:\n  audithound hunt archive/ --where 'user.username=mallory@corp and objectRef.resource=secrets'\n  audithound hunt archive/ --where 'verb in (delete, deletecollection) and objectRef.namespace=$system_namespaces' --from -24h\n  audithound hunt archive/ --where 'userAgent~\"curl/*\" and responseStatus.code<400' --format json > hits.jsonl"
+        after_help = "Examples:\n  audithound hunt archive/ --where 'user.username=mallory@corp and verb=get'\n  audithound hunt archive/ --from -24h \\\n    --where 'verb=delete and objectRef.namespace=$system_namespaces'\n  audithound hunt archive/ --format json > hits.jsonl \\\n    --where 'userAgent~\"curl/*\" and responseStatus.code<400'"
     )]
     Hunt(Box<HuntArgs>),
     /// What one identity, credential or source address did, or who touched one object.
@@ -72,11 +72,14 @@ enum Command {
     Rules(RulesCommand),
     /// Run as a service: receive audit events live (audit webhook) and deliver alerts to sinks.
     #[command(
-        long_about = "Run as a service: the API server's audit webhook backend posts EventList batches to\n\
-            the [webhook] listener; alerts go to the configured sinks as they fire, with the same\n\
-            detectors and the same results as `replay` on the same events. SIGTERM or SIGINT stops\n\
-            intake, drains what was accepted, flushes the sinks and exits 0. The config file is\n\
-            TOML; see src/config.rs or the README for every key.",
+        long_about = "Run as a service: events arrive from the API server's audit webhook backend \
+            ([webhook]), from followed log files ([files] follow) or from Kafka topics ([kafka]); \
+            alerts go to the configured sinks as they fire, with the same detectors and the same \
+            results as `replay` on the same events. With state_dir, nothing acknowledged is lost \
+            across a crash. SIGTERM or SIGINT stops intake, drains what was accepted, flushes the \
+            sinks and exits 0.\n\n\
+            The config file is TOML: the README's \"Service configuration\" section lists every \
+            key, and deploy/audithound.toml is a commented example.",
         after_help = "Examples:\n  audithound run --config audithound.toml\n  audithound run --config audithound.toml --check-config"
     )]
     Run(RunArgs),
@@ -160,10 +163,10 @@ struct ArchiveArgs {
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<String>,
     /// Only events at or after this time: RFC 3339, a date, or relative to now (-24h).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     from: Option<i64>,
     /// Only events before this time (same forms as --from).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     to: Option<i64>,
     /// Rule directories or files (their lists and macros, and for a timeline its alerts).
     /// Default: the built-in library (`builtin`).
@@ -176,7 +179,7 @@ struct ArchiveArgs {
     #[arg(long, value_name = "FILE.html")]
     report: Option<PathBuf>,
     /// Decode/detect worker threads. Default: all cores.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<usize>,
     /// Cluster name for events whose envelope names none.
     #[arg(long, default_value = "default", value_name = "NAME")]
@@ -204,7 +207,7 @@ struct Subject {
     #[arg(long, group = "who", value_name = "ID")]
     credential: Option<String>,
     /// A source address.
-    #[arg(long, group = "who", value_name = "IP")]
+    #[arg(long, group = "who", value_name = "IP", value_parser = parse_ip)]
     source_ip: Option<String>,
     /// An object: RESOURCE/NAMESPACE/NAME, or RESOURCE/NAME when cluster-scoped.
     #[arg(long, group = "who", value_name = "RESOURCE/NS/NAME")]
@@ -269,7 +272,7 @@ struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Decode/detect worker threads per file. Default: all cores.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<usize>,
 }
 
@@ -293,14 +296,14 @@ struct ReplayArgs {
     #[arg(long, value_name = "LEVEL", value_parser = parse_severity)]
     min_severity: Option<Severity>,
     /// Decode/detect worker threads. Default: all cores. Output is identical for any value.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<usize>,
     /// Only events at or after this time: RFC 3339, a date (its midnight UTC) or relative to
     /// now. Examples: --from 2025-03-01T00:00:00Z, --from 2025-03-01, --from -24h
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     from: Option<i64>,
     /// Only events before this time (same forms as --from). Example: --to 2025-03-02
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     to: Option<i64>,
     /// Stages the detectors see; other stages of the same request are counted, not analysed.
     #[arg(long, value_delimiter = ',', default_value = "ResponseComplete,Panic", value_parser = parse_stage)]
@@ -466,6 +469,33 @@ impl InputFormat {
             InputFormat::Aks => Some(Format::Aks),
         }
     }
+}
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a number of threads")),
+    }
+}
+
+/// An address as the API server logs it (v4 or v6), written back in its canonical form.
+fn parse_ip(s: &str) -> Result<String, String> {
+    s.parse::<std::net::IpAddr>()
+        .map(|ip| ip.to_string())
+        .map_err(|_| format!("{s:?} is not an IP address"))
+}
+
+/// `--from` must come before `--to`: a reversed window would read everything and show nothing.
+fn check_window(from: Option<i64>, to: Option<i64>) -> anyhow::Result<()> {
+    if let (Some(f), Some(t)) = (from, to) {
+        if f >= t {
+            return usage(Err(anyhow::anyhow!(
+                "--from must be before --to (the window is empty)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
@@ -690,6 +720,7 @@ fn load_rules(dirs: Vec<PathBuf>) -> anyhow::Result<RuleSet> {
 }
 
 fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    check_window(args.from, args.to)?;
     let rules = Arc::new(load_rules(args.rules)?);
     tracing::debug!(rules = rules.rules.len(), "rules loaded");
     let mut opts = EngineOptions {
@@ -750,6 +781,10 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     .into_iter()
     .flatten()
     .collect();
+    // Written after the run: a path that cannot be written fails now, not hours later.
+    for p in [&args.summary_json, &args.report].into_iter().flatten() {
+        writable(p)?;
+    }
     let mut dead_letter = match &args.dead_letter {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p)
@@ -815,6 +850,7 @@ fn archive_run(
     a: &ArchiveArgs,
     quiet: bool,
 ) -> anyhow::Result<(EngineOptions, Files, Option<audithound::reload::Watch>)> {
+    check_window(a.from, a.to)?;
     let mut opts = EngineOptions {
         from: a.from,
         to: a.to,
@@ -829,7 +865,39 @@ fn archive_run(
     let watch = a.lens.apply(&mut opts)?;
     let mut input = Files::new(a.paths.clone());
     input.exclude = a.report.iter().cloned().collect();
+    if let Some(p) = &a.report {
+        writable(p)?;
+    }
     Ok((opts, input, watch))
+}
+
+/// Creates (or opens, keeping what it holds) a file the run writes at its end.
+fn writable(path: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(drop)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+use audithound::incident::plural;
+
+/// `N matching events of M read (K files)`, and the records passed over that a user may be
+/// looking for (a request's other stages).
+fn read_line(found: String, stats: &audithound::metrics::RunStats) -> String {
+    let mut line = format!(
+        "{found} of {} read ({})",
+        stats.events,
+        plural(stats.files, "file", "files")
+    );
+    if stats.skipped_stage > 0 {
+        line.push_str(&format!(
+            "; {} records of the same requests at other stages passed over",
+            stats.skipped_stage
+        ));
+    }
+    line
 }
 
 /// Writes `--report` for a hunt or timeline.
@@ -873,8 +941,11 @@ fn hunt(args: HuntArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     sink.flush()?;
     if !quiet {
         eprintln!(
-            "{} matching events of {} read ({} files)",
-            sink.matched, stats.events, stats.files
+            "{}",
+            read_line(
+                plural(sink.matched, "matching event", "matching events"),
+                &stats
+            )
         );
     }
     archive_report(a, "hunt", &stats, &sink.also)?;
@@ -921,11 +992,10 @@ fn timeline(args: TimelineArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     out.flush()?;
     if !quiet {
+        let requests = sink.story.timeline().total;
         eprintln!(
-            "{} requests of {} events read ({} files)",
-            sink.story.timeline().total,
-            stats.events,
-            stats.files
+            "{}",
+            read_line(plural(requests, "request", "requests"), &stats)
         );
     }
     archive_report(a, "timeline", &stats, &sink.also)?;
@@ -1062,8 +1132,12 @@ fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
             }
             writeln!(
                 out,
-                "ok: {} rules ({} switched off)",
-                set.rules.len() + set.disabled.len(),
+                "ok: {} ({} switched off)",
+                plural(
+                    (set.rules.len() + set.disabled.len()) as u64,
+                    "rule",
+                    "rules"
+                ),
                 set.disabled.len()
             )?;
             if let (Some(policy), Some(path)) = (&policy, &args.audit_policy) {

@@ -234,7 +234,7 @@ impl RunStats {
                 format!("{} ({})", self.warmup_events, self.warmup_alerts),
             ),
             (
-                "late for the detectors (beyond --lateness)",
+                "observations late for the detectors (beyond --lateness)",
                 self.late_observations.to_string(),
             ),
             (

@@ -67,16 +67,24 @@ pub fn check(cfg: &Config, rules: &Rules) -> anyhow::Result<Vec<String>> {
         lines.push(format!("follow: {}", path.display()));
     }
     if let Some(k) = &cfg.kafka {
+        kafka::check_consumer(&k.brokers, &k.group, &k.start, &k.properties())
+            .context("configuration: kafka")?;
         lines.push(format!(
-            "kafka: {} topics {:?} group {}",
-            &*k.brokers, k.topics, k.group
+            "kafka: {} topics {} group {}",
+            &*k.brokers,
+            k.topics.join(", "),
+            k.group
         ));
     }
-    for s in &cfg.sinks {
+    for (i, s) in cfg.sinks.iter().enumerate() {
+        if let crate::sink::SinkConfig::Kafka(c) = s {
+            c.check()
+                .with_context(|| format!("configuration: sink {} (kafka)", i + 1))?;
+        }
         lines.push(format!("sink: {}", s.describe()));
     }
     if cfg.sinks.is_empty() {
-        lines.push("sink: stdout (Native), none configured".into());
+        lines.push("sink: stdout (native), none configured".into());
     }
     Ok(lines)
 }

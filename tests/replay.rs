@@ -347,6 +347,15 @@ fn bad_input_is_counted_reported_and_survived() {
         .find(|r| r["reason"] == "line_too_long")
         .unwrap();
     assert_eq!(long["line"], 6);
+    // Its head as it was (the line is 10 010 bytes, the cap 4 096).
+    assert!(long["raw"].as_str().unwrap().starts_with("{\"pad\":\"xxx"));
+    // Bytes that are not UTF-8 come back exactly, in base64.
+    let utf8 = dead_lines
+        .iter()
+        .find(|r| r["reason"] == "invalid_utf8")
+        .unwrap();
+    assert_eq!(utf8["raw_base64"], "eyJhdWRpdElEIjoi//4ifQ==");
+    assert!(utf8.get("raw").is_none());
     // And the summary on stderr names file and line.
     assert!(
         stderr.contains("mixed.log:2 [truncated_json]"),
@@ -866,6 +875,27 @@ fn timeline_tells_what_one_identity_did_with_the_alerts_on_each_request() {
         text.contains("created (1): deployments shop/report"),
         "{text}"
     );
+    // A threshold alert marks every request it counted, the one that tipped it included (it is
+    // matched after the alert is raised).
+    let enumeration = audithound(&[
+        "timeline",
+        "samples/scenarios/05-secret-enumeration.log.zst",
+        "--user",
+        "mallory@example.com",
+        "--format",
+        "json",
+        "-q",
+    ]);
+    let marked: Vec<String> = records(&enumeration.stdout)
+        .iter()
+        .filter(|s| {
+            s["alerts"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|r| r == "k8s.secrets.enumeration"))
+        })
+        .map(|s| s["time"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(marked.len(), 10, "{marked:?}");
 }
 
 /// `--fail-on`: exit status 3 when an alert at or above the severity was raised, 0 otherwise;
@@ -884,4 +914,26 @@ fn fail_on_exits_3_only_when_an_alert_reaches_the_severity() {
     assert_eq!(code(&[exec, "--fail-on", "high"]), Some(3));
     assert_eq!(code(&[exec]), Some(0));
     assert_eq!(code(&[exec, "--fail-on", "severe"]), Some(2));
+}
+
+#[test]
+fn an_archive_in_a_format_not_read_is_named_not_rejected_line_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bz = b"BZh91AY&SY".to_vec();
+    bz.extend_from_slice(&[0x80; 200]);
+    std::fs::write(dir.path().join("audit.log.bz2"), &bz).unwrap();
+    let summary_path = dir.path().join("summary.json");
+    let out = audithound(&[
+        "replay",
+        dir.path().join("audit.log.bz2").to_str().unwrap(),
+        "--summary-json",
+        summary_path.to_str().unwrap(),
+    ]);
+    let s = summary(&summary_path);
+    assert_eq!(
+        s["rejected"],
+        serde_json::json!({"unsupported_compression": 1})
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bzip2-compressed"), "{stderr}");
 }

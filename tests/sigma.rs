@@ -89,11 +89,12 @@ fn sigma_rules_translate_and_fire() {
             )
         })
         .collect();
-    // The privileged pod mounts `/`; the exec into etcd is by a person (case-insensitive EXEC).
+    // The privileged pod (named by its body: a create) mounts `/`; the exec into etcd is by a
+    // person (case-insensitive EXEC).
     assert_eq!(
         fired,
         [
-            ("sigma.3c2a1f0e-0000-4000-8000-000000000001", ""),
+            ("sigma.3c2a1f0e-0000-4000-8000-000000000001", "debug-tools"),
             ("sigma.3c2a1f0e-0000-4000-8000-000000000002", "etcd-cp-1")
         ]
     );

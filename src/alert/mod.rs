@@ -197,7 +197,18 @@ impl Alert {
                 resource: owned(o.and_then(|o| o.resource.as_ref())),
                 subresource: owned(o.and_then(|o| o.subresource.as_ref())),
                 namespace: owned(o.and_then(|o| o.namespace.as_ref())),
-                name: owned(o.and_then(|o| o.name.as_ref())),
+                // A create names its object in the body, not in objectRef (which the API
+                // server fills before the name is known).
+                name: match o.and_then(|o| o.name.as_ref()) {
+                    Some(name) => name.to_string(),
+                    None => [
+                        "requestObject.metadata.name",
+                        "responseObject.metadata.name",
+                    ]
+                    .iter()
+                    .find_map(|path| Field::parse(path).ok()?.first_text(view))
+                    .unwrap_or_default(),
+                },
                 api_group: owned(o.and_then(|o| o.api_group.as_ref())),
                 request_uri: ev.request_uri.as_deref().unwrap_or("").to_owned(),
             },
@@ -257,6 +268,16 @@ pub enum OutputFormat {
     /// One line per alert for a person: time, severity, rule, actor, summary (colour only on
     /// a terminal, and never with NO_COLOR set).
     Text,
+}
+
+impl std::fmt::Display for OutputFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutputFormat::Native => "native",
+            OutputFormat::Ocsf => "ocsf",
+            OutputFormat::Text => "text",
+        })
+    }
 }
 
 impl OutputFormat {

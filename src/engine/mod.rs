@@ -903,14 +903,21 @@ fn write_dead_letter(
     raw: &[u8],
 ) -> anyhow::Result<()> {
     let Some(w) = out.as_mut() else { return Ok(()) };
-    let rec = serde_json::json!({
+    let mut rec = serde_json::json!({
         "reason": reason,
         "file": file,
         "line": line,
         "offset": offset,
         "detail": detail,
-        "raw": String::from_utf8_lossy(raw),
     });
+    // The bytes as they were: text when they are UTF-8, else base64 (never replaced by U+FFFD).
+    match std::str::from_utf8(raw) {
+        Ok(text) => rec["raw"] = text.into(),
+        Err(_) => {
+            use base64::Engine;
+            rec["raw_base64"] = base64::engine::general_purpose::STANDARD.encode(raw).into();
+        }
+    }
     serde_json::to_writer(&mut *w, &rec)?;
     w.write_all(b"\n")?;
     Ok(())

@@ -299,7 +299,12 @@ pub struct LoadErrors(pub Vec<String>);
 
 impl std::fmt::Display for LoadErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "{} problem(s) in the rules:", self.0.len())?;
+        let n = self.0.len();
+        writeln!(
+            f,
+            "{n} {} in the rules:",
+            if n == 1 { "problem" } else { "problems" }
+        )?;
         for e in &self.0 {
             writeln!(f, "  {e}")?;
         }

@@ -22,6 +22,16 @@ pub enum Protocol {
     Elasticsearch,
 }
 
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Json => "json",
+            Protocol::SplunkHec => "splunk_hec",
+            Protocol::Elasticsearch => "elasticsearch",
+        })
+    }
+}
+
 /// `type = "http"`: `url`, `protocol` (json, splunk_hec, elasticsearch), `format`, `headers`
 /// (values may hold secrets: `${VAR}` expands them, and they never print), alerts per request
 /// (`batch`, 500), `gzip` (true), Elasticsearch `index` ("audithound-alerts") and, without

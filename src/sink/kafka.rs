@@ -55,6 +55,17 @@ impl KafkaConfig {
         Ok(())
     }
 
+    /// The producer's settings as librdkafka would take them, checked without connecting.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let properties = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+            .collect();
+        producer_config(&self.brokers, &properties).create_native_config()?;
+        Ok(())
+    }
+
     pub fn build(&self) -> anyhow::Result<KafkaSink> {
         let properties = self
             .properties
@@ -104,19 +115,24 @@ impl KafkaSink {
         format: OutputFormat,
         properties: &BTreeMap<String, String>,
     ) -> anyhow::Result<KafkaSink> {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all");
-        for (k, v) in properties {
-            cfg.set(k, v);
-        }
         Ok(KafkaSink {
-            producer: cfg.create_with_context(Deliveries::default())?,
+            producer: producer_config(brokers, properties)
+                .create_with_context(Deliveries::default())?,
             topic: topic.to_owned(),
             format,
         })
     }
+}
+
+fn producer_config(brokers: &str, properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all");
+    for (k, v) in properties {
+        cfg.set(k, v);
+    }
+    cfg
 }
 
 impl KafkaSink {

@@ -95,11 +95,11 @@ impl SinkConfig {
     /// Where alerts go, for the start-up log (no secrets).
     pub fn describe(&self) -> String {
         match self {
-            SinkConfig::Stdout(c) => format!("stdout ({:?})", c.format),
-            SinkConfig::File(c) => format!("file {} ({:?})", &*c.path, c.format),
-            SinkConfig::Http(c) => format!("http {} ({:?}, {:?})", c.url, c.protocol, c.format),
+            SinkConfig::Stdout(c) => format!("stdout ({})", c.format),
+            SinkConfig::File(c) => format!("file {} ({})", &*c.path, c.format),
+            SinkConfig::Http(c) => format!("http {} ({}, {})", c.url, c.protocol, c.format),
             SinkConfig::Kafka(c) => {
-                format!("kafka {} topic {} ({:?})", &*c.brokers, &*c.topic, c.format)
+                format!("kafka {} topic {} ({})", &*c.brokers, &*c.topic, c.format)
             }
         }
     }

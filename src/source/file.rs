@@ -178,7 +178,28 @@ pub fn open(file: &InputFile, disk_bytes: Arc<AtomicU64>) -> io::Result<Box<dyn 
             BUF,
             zstd::stream::read::Decoder::new(raw)?,
         )),
-        _ => Box::new(BufReader::with_capacity(BUF, raw)),
+        _ => {
+            if let Some(kind) = unsupported_compression(&magic[..n]) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("{kind}-compressed, which is not read: decompress it, or recompress it with gzip or zstd"),
+                ));
+            }
+            Box::new(BufReader::with_capacity(BUF, raw))
+        }
+    })
+}
+
+/// Archive formats recognised by their magic bytes but not read (rather than being rejected
+/// line by line as text that is not UTF-8).
+fn unsupported_compression(magic: &[u8]) -> Option<&'static str> {
+    Some(match magic {
+        [b'B', b'Z', b'h', b'1'..=b'9'] => "bzip2",
+        [0xfd, b'7', b'z', b'X'] => "xz",
+        [b'P', b'K', 3, 4] => "zip",
+        [0x04, 0x22, 0x4d, 0x18] => "lz4",
+        [b'7', b'z', 0xbc, 0xaf] => "7z",
+        _ => return None,
     })
 }
 

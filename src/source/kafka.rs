@@ -182,6 +182,34 @@ pub fn consumer(
     properties: &BTreeMap<String, String>,
     gauges: Arc<Gauges>,
 ) -> anyhow::Result<GroupConsumer> {
+    Ok(
+        consumer_config(brokers, group, start, properties).create_with_context(Assignments {
+            changed: Mutex::default(),
+            any_changed: AtomicBool::new(false),
+            gauges,
+        })?,
+    )
+}
+
+/// Checks the consumer's settings as librdkafka would take them, without connecting: an
+/// unknown property, or a value this build does not support (a security protocol, a SASL
+/// mechanism), is refused.
+pub fn check_consumer(
+    brokers: &str,
+    group: &str,
+    start: &str,
+    properties: &BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    consumer_config(brokers, group, start, properties).create_native_config()?;
+    Ok(())
+}
+
+fn consumer_config(
+    brokers: &str,
+    group: &str,
+    start: &str,
+    properties: &BTreeMap<String, String>,
+) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -194,11 +222,7 @@ pub fn consumer(
     for (k, v) in properties {
         cfg.set(k, v);
     }
-    Ok(cfg.create_with_context(Assignments {
-        changed: Mutex::default(),
-        any_changed: AtomicBool::new(false),
-        gauges,
-    })?)
+    cfg
 }
 
 /// Polls `consumer` (subscribed to `topics`) on a thread until `stop`, offering each message

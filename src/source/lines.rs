@@ -8,7 +8,8 @@ use std::io::{self, BufRead};
 pub enum Next {
     /// A record is in `LineReader::record()`.
     Record,
-    /// A line over the cap was skipped; `len` is its full length.
+    /// A line over the cap was skipped; `len` is its full length, and `record()` holds its
+    /// first `HEAD` bytes.
     TooLong {
         len: u64,
     },
@@ -16,6 +17,9 @@ pub enum Next {
     Failed(io::Error),
     Eof,
 }
+
+/// How much of a record over the cap is kept (for the dead-letter output).
+pub const HEAD: usize = 64 << 10;
 
 pub struct LineReader {
     inner: Box<dyn BufRead + Send>,
@@ -115,8 +119,13 @@ impl LineReader {
             if fits && self.buf.len() + take <= self.max {
                 self.buf.extend_from_slice(&chunk[..take]);
             } else {
-                fits = false;
-                self.buf.clear();
+                // Over the cap: only its head is kept, for the dead-letter output.
+                if fits {
+                    fits = false;
+                    self.buf.truncate(HEAD);
+                }
+                let room = HEAD.saturating_sub(self.buf.len());
+                self.buf.extend_from_slice(&chunk[..take.min(room)]);
             }
             let consumed = take + usize::from(end);
             len += consumed as u64;
@@ -137,7 +146,10 @@ impl LineReader {
                     self.lines_read += 1;
                     self.next_offset += len;
                     if !fits || self.buf.len() + 1 > self.max {
-                        // Drain the rest so the whole document counts as one oversize record.
+                        // Drain the rest so the whole document counts as one oversize record;
+                        // its head is kept.
+                        self.buf.truncate(HEAD);
+                        let head = std::mem::take(&mut self.buf);
                         let mut total = self.next_offset - self.offset;
                         loop {
                             self.buf.clear();
@@ -151,7 +163,7 @@ impl LineReader {
                             }
                         }
                         self.done = true;
-                        self.buf.clear();
+                        self.buf = head;
                         return Next::TooLong { len: total };
                     }
                     self.buf.push(b'\n');

@@ -80,9 +80,13 @@ impl Merger {
                         "file has no records".into(),
                     )),
                 },
-                Err(e) => self
-                    .carry
-                    .push(self.file_problem(i, "unreadable_file", e.to_string())),
+                Err(e) => {
+                    let reason = match e.kind() {
+                        std::io::ErrorKind::Unsupported => "unsupported_compression",
+                        _ => "unreadable_file",
+                    };
+                    self.carry.push(self.file_problem(i, reason, e.to_string()))
+                }
             }
         }
         self.pending.sort_by_key(|&(t, i)| Reverse((t, i)));
@@ -151,8 +155,9 @@ impl Merger {
                         "record of {len} bytes exceeds --max-line-bytes {}",
                         self.opts.max_record_bytes
                     );
-                    self.carry
-                        .push(self.reader_problem(of, "line_too_long", detail));
+                    let mut problem = self.reader_problem(of, "line_too_long", detail);
+                    problem.raw = of.reader.record().to_vec();
+                    self.carry.push(problem);
                 }
                 Next::Failed(e) => {
                     let detail = format!("stream failed, rest of file unreadable: {e}");
