@@ -28,14 +28,30 @@ pub fn parse_where(expr: &str) -> Result<Y, String> {
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         return serde_yaml::from_str(trimmed).map_err(|e| format!("--where: {e}"));
     }
-    let tokens = tokenize(trimmed)?;
-    let mut p = Parser { tokens, at: 0 };
-    let cond = p.or()?;
-    match p.peek() {
+    let tokens = tokenize(trimmed).map_err(|(at, why)| pointed(trimmed, at, &why))?;
+    let mut p = Parser {
+        tokens,
+        at: 0,
+        end: trimmed.len(),
+    };
+    let parsed = p.or().and_then(|cond| match p.peek() {
         None => Ok(cond),
-        Some(t) => Err(format!("--where: unexpected {t:?} after a whole condition")),
-    }
+        Some(t) => Err(p.here(format!(
+            "{} after a whole condition (join conditions with `and` or `or`)",
+            t.describe()
+        ))),
+    });
+    parsed.map_err(|(at, why)| pointed(trimmed, at, &why))
 }
+
+/// `--where: WHY`, the expression, and a caret under byte `at` of it.
+fn pointed(expr: &str, at: usize, why: &str) -> String {
+    let column = expr[..at.min(expr.len())].chars().count();
+    format!("--where: {why}\n  {expr}\n  {}^", " ".repeat(column))
+}
+
+/// An error at a byte of the expression.
+type Failure = (usize, String);
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -48,22 +64,43 @@ enum Tok {
     Comma,
 }
 
-const OPS: [&str; 8] = ["=~", "!=", ">=", "<=", "=", ">", "<", "~"];
+impl Tok {
+    /// How an error names it.
+    fn describe(&self) -> String {
+        match self {
+            Tok::Word(w) if KEYWORDS.iter().any(|k| w.eq_ignore_ascii_case(k)) => {
+                format!("the keyword `{w}`")
+            }
+            Tok::Word(w) => format!("`{w}`"),
+            Tok::Quoted(q) => format!("the quoted text {q:?}"),
+            Tok::Op(op) => format!("the operator `{op}`"),
+            Tok::Open => "`(`".into(),
+            Tok::Close => "`)`".into(),
+            Tok::Comma => "`,`".into(),
+        }
+    }
+}
 
-fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
+const OPS: [&str; 8] = ["=~", "!=", ">=", "<=", "=", ">", "<", "~"];
+const KEYWORDS: [&str; 5] = ["and", "or", "not", "in", "exists"];
+
+/// The tokens, each with the byte it starts at.
+fn tokenize(s: &str) -> Result<Vec<(Tok, usize)>, Failure> {
     let mut out = Vec::new();
     let mut rest = s;
+    let at = |rest: &str| s.len() - rest.len();
     while let Some(c) = rest.chars().next() {
         if c.is_whitespace() {
             rest = &rest[c.len_utf8()..];
             continue;
         }
         if c == '(' || c == ')' || c == ',' {
-            out.push(match c {
+            let tok = match c {
                 '(' => Tok::Open,
                 ')' => Tok::Close,
                 _ => Tok::Comma,
-            });
+            };
+            out.push((tok, at(rest)));
             rest = &rest[1..];
             continue;
         }
@@ -71,13 +108,13 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
             let body = &rest[1..];
             let end = body
                 .find(c)
-                .ok_or_else(|| format!("--where: unclosed {c} in {s:?}"))?;
-            out.push(Tok::Quoted(body[..end].to_owned()));
+                .ok_or_else(|| (at(rest), format!("this {c} is never closed")))?;
+            out.push((Tok::Quoted(body[..end].to_owned()), at(rest)));
             rest = &body[end + 1..];
             continue;
         }
         if let Some(op) = OPS.iter().find(|op| rest.starts_with(**op)) {
-            out.push(Tok::Op(op));
+            out.push((Tok::Op(op), at(rest)));
             rest = &rest[op.len()..];
             continue;
         }
@@ -97,33 +134,49 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
             }
             end = i + ch.len_utf8();
         }
-        out.push(Tok::Word(rest[..end].to_owned()));
+        out.push((Tok::Word(rest[..end].to_owned()), at(rest)));
         rest = &rest[end..];
     }
     Ok(out)
 }
 
 struct Parser {
-    tokens: Vec<Tok>,
+    tokens: Vec<(Tok, usize)>,
     at: usize,
+    /// The expression's length: where "the end" is pointed at.
+    end: usize,
 }
 
 impl Parser {
     fn peek(&self) -> Option<&Tok> {
-        self.tokens.get(self.at)
+        self.tokens.get(self.at).map(|(t, _)| t)
     }
 
     fn next(&mut self) -> Option<Tok> {
-        let t = self.tokens.get(self.at).cloned();
+        let t = self.peek().cloned();
         self.at += 1;
         t
+    }
+
+    /// An error at the token about to be read (or the end).
+    fn here(&self, why: String) -> Failure {
+        (
+            self.tokens.get(self.at).map_or(self.end, |(_, at)| *at),
+            why,
+        )
+    }
+
+    /// An error at the token just read.
+    fn there(&self, why: String) -> Failure {
+        let at = self.at.saturating_sub(1);
+        (self.tokens.get(at).map_or(self.end, |(_, at)| *at), why)
     }
 
     fn keyword(&self, word: &str) -> bool {
         matches!(self.peek(), Some(Tok::Word(w)) if w.eq_ignore_ascii_case(word))
     }
 
-    fn or(&mut self) -> Result<Y, String> {
+    fn or(&mut self) -> Result<Y, Failure> {
         let mut parts = vec![self.and()?];
         while self.keyword("or") {
             self.at += 1;
@@ -132,7 +185,7 @@ impl Parser {
         Ok(join("any", parts))
     }
 
-    fn and(&mut self) -> Result<Y, String> {
+    fn and(&mut self) -> Result<Y, Failure> {
         let mut parts = vec![self.factor()?];
         while self.keyword("and") {
             self.at += 1;
@@ -141,29 +194,39 @@ impl Parser {
         Ok(join("all", parts))
     }
 
-    fn factor(&mut self) -> Result<Y, String> {
+    fn factor(&mut self) -> Result<Y, Failure> {
         if self.keyword("not") {
             self.at += 1;
             return Ok(mapping("not", self.factor()?));
         }
         match self.next() {
             Some(Tok::Open) => {
+                let open = self.there(String::new()).0;
                 let inner = self.or()?;
                 match self.next() {
                     Some(Tok::Close) => Ok(inner),
-                    _ => Err("--where: a '(' is not closed".into()),
+                    _ => Err((open, "this `(` is never closed".into())),
                 }
             }
             Some(Tok::Word(w)) if w.starts_with("macro:") => {
                 Ok(mapping("macro", Y::String(w["macro:".len()..].to_owned())))
             }
+            Some(t @ Tok::Word(_)) if t.describe().starts_with("the keyword") => {
+                Err(self.there(format!(
+                    "expected a field (such as verb or user.username), found {}",
+                    t.describe()
+                )))
+            }
             Some(Tok::Word(field)) => self.comparison(field),
-            Some(t) => Err(format!("--where: expected a field, found {t:?}")),
-            None => Err("--where: the condition ends too early".into()),
+            Some(t) => Err(self.there(format!(
+                "expected a field (such as verb or user.username), found {}",
+                t.describe()
+            ))),
+            None => Err(self.here("the condition ends too early: a field is missing".into())),
         }
     }
 
-    fn comparison(&mut self, field: String) -> Result<Y, String> {
+    fn comparison(&mut self, field: String) -> Result<Y, Failure> {
         if self.keyword("exists") {
             self.at += 1;
             return Ok(mapping(&field, mapping("exists", Y::Bool(true))));
@@ -171,7 +234,7 @@ impl Parser {
         if self.keyword("in") {
             self.at += 1;
             if self.next() != Some(Tok::Open) {
-                return Err(format!("--where: `{field} in` takes a list: in (a, b)"));
+                return Err(self.there(format!("`{field} in` takes a list: in (a, b)")));
             }
             let mut values = Vec::new();
             loop {
@@ -179,17 +242,22 @@ impl Parser {
                 match self.next() {
                     Some(Tok::Comma) => {}
                     Some(Tok::Close) => break,
-                    _ => return Err(format!("--where: `{field} in (…)` is not closed")),
+                    _ => {
+                        return Err(
+                            self.there(format!("`{field} in (…)`: expected `,` or `)` here"))
+                        )
+                    }
                 }
             }
             return Ok(mapping(&field, Y::Sequence(values)));
         }
         let op = match self.next() {
             Some(Tok::Op(op)) => op,
-            _ => {
-                return Err(format!(
-                    "--where: after {field:?} comes an operator (=, !=, >, >=, <, <=, ~, =~, in, exists)"
-                ))
+            found => {
+                let found = found.map_or("the end".into(), |t| t.describe());
+                return Err(self.there(format!(
+                    "after the field `{field}` comes an operator (=, !=, >, >=, <, <=, ~, =~, in, exists), not {found}"
+                )));
             }
         };
         let value = self.value()?;
@@ -205,11 +273,15 @@ impl Parser {
         })
     }
 
-    fn value(&mut self) -> Result<Y, String> {
+    fn value(&mut self) -> Result<Y, Failure> {
         match self.next() {
             Some(Tok::Quoted(s)) => Ok(Y::String(s)),
             Some(Tok::Word(w)) => Ok(scalar(&w)),
-            other => Err(format!("--where: expected a value, found {other:?}")),
+            Some(t) => Err(self.there(format!(
+                "expected a value, found {} (quote a value that holds one: 'a=b')",
+                t.describe()
+            ))),
+            None => Err(self.here("the condition ends where a value was expected".into())),
         }
     }
 }
@@ -251,7 +323,21 @@ pub fn rules_with(paths: &[PathBuf], condition: Y) -> Result<RuleSet, LoadErrors
         }]
     }))
     .unwrap_or_default();
-    RuleSet::load_with(paths, vec![(PathBuf::from("--where"), rule)])
+    RuleSet::load_with(paths, vec![(PathBuf::from("--where"), rule)]).map_err(|LoadErrors(e)| {
+        LoadErrors(e.into_iter().map(|m| about_the_expression(&m)).collect())
+    })
+}
+
+/// A loader's message about the generated rule, told about the expression instead: not
+/// `--where:3:5: rules[0] (id hunt.match).condition.verb.regex: …` but `--where: verb.regex: …`.
+fn about_the_expression(message: &str) -> String {
+    let marker = format!("(id {RULE_ID}).condition");
+    match message.split_once(&marker) {
+        Some((_, rest)) if message.starts_with("--where") => {
+            format!("--where: {}", rest.trim_start_matches(['.', ':', ' ']))
+        }
+        _ => message.to_owned(),
+    }
 }
 
 /// One matching event, as `hunt` prints it.
@@ -578,6 +664,35 @@ mod tests {
         ] {
             assert!(parse_where(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_bad_condition_is_pointed_at_in_words() {
+        let e = parse_where("verb==get").unwrap_err();
+        assert_eq!(
+            e,
+            "--where: expected a value, found the operator `=` (quote a value that holds one: 'a=b')\n  verb==get\n       ^"
+        );
+        let e = parse_where("verb=get or or verb=list").unwrap_err();
+        assert!(e.contains("found the keyword `or`"), "{e}");
+        assert!(e.ends_with("\n              ^"), "{e}");
+        let e = parse_where("verb=get extra").unwrap_err();
+        assert!(
+            e.starts_with("--where: `extra` after a whole condition"),
+            "{e}"
+        );
+        let e = rules_with(
+            &[PathBuf::from("detectors")],
+            parse_where("objectRef.resourc=secrets").unwrap(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("--where: objectRef.resourc: unknown field"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean \"objectRef.resource\"?"), "{e}");
     }
 
     #[test]

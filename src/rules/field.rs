@@ -324,10 +324,14 @@ impl Field {
             let needles = Needles::key(&key);
             return Ok(Field::Annotation(key, needles));
         }
-        Err(format!(
-            "unknown field {path:?}; known fields: {}",
-            known_field_names().join(", ")
-        ))
+        let known = known_field_names();
+        match closest(path, &known) {
+            Some(near) => Err(format!("unknown field {path:?}; did you mean {near:?}?")),
+            None => Err(format!(
+                "unknown field {path:?}; known fields: {}",
+                known.join(", ")
+            )),
+        }
     }
 
     /// Calls `f` on each value of the field until it returns true; returns whether it did.
@@ -602,6 +606,17 @@ pub(crate) fn on_event(json: &str, mut f: impl FnMut(&EventView)) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_mistyped_field_is_answered_with_the_one_meant() {
+        let e = super::Field::parse("objectRef.resourc").err().unwrap();
+        assert!(e.contains("did you mean \"objectRef.resource\"?"), "{e}");
+        let e = super::Field::parse("usr.username").err().unwrap();
+        assert!(e.contains("\"user.username\""), "{e}");
+        // Nothing close: the list of fields instead.
+        let e = super::Field::parse("colour").err().unwrap();
+        assert!(e.contains("known fields: verb"), "{e}");
+    }
+
     use super::*;
 
     #[test]
@@ -661,4 +676,33 @@ mod tests {
         assert!(values(r#"{"requestObject":{"spec":{"hostNetwork":true}}}"#).is_empty());
         assert!(values(r#"{"requestObject":{"hostPID":true}}"#).is_empty());
     }
+}
+
+/// The known name a typo most likely meant: within two edits (a third for long names).
+fn closest<'a>(typed: &str, known: &[&'a str]) -> Option<&'a str> {
+    let limit = if typed.len() > 12 { 3 } else { 2 };
+    known
+        .iter()
+        .map(|k| (edits(typed, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, by characters.
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
