@@ -604,6 +604,35 @@ pub(crate) fn on_event(json: &str, mut f: impl FnMut(&EventView)) {
     );
 }
 
+/// The known name a typo most likely meant: within two edits (a third for long names).
+fn closest<'a>(typed: &str, known: &[&'a str]) -> Option<&'a str> {
+    let limit = if typed.len() > 12 { 3 } else { 2 };
+    known
+        .iter()
+        .map(|k| (edits(typed, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, by characters.
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -676,33 +705,4 @@ mod tests {
         assert!(values(r#"{"requestObject":{"spec":{"hostNetwork":true}}}"#).is_empty());
         assert!(values(r#"{"requestObject":{"hostPID":true}}"#).is_empty());
     }
-}
-
-/// The known name a typo most likely meant: within two edits (a third for long names).
-fn closest<'a>(typed: &str, known: &[&'a str]) -> Option<&'a str> {
-    let limit = if typed.len() > 12 { 3 } else { 2 };
-    known
-        .iter()
-        .map(|k| (edits(typed, k), *k))
-        .filter(|(d, _)| *d <= limit)
-        .min()
-        .map(|(_, k)| k)
-}
-
-/// Levenshtein distance, by characters.
-fn edits(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != *cb));
-            diagonal = above;
-        }
-    }
-    row[b.len()]
 }
