@@ -322,28 +322,43 @@ pub fn text_line(record: Record, color: bool) -> String {
         t.get(..19)
             .map_or_else(|| t.to_owned(), |s| format!("{s}Z"))
     };
+    // The cluster beside the actor when there is more than the default one to tell apart.
+    let who = |actor: &str, cluster: &str| match cluster {
+        "" | "default" => actor.to_owned(),
+        c => format!("{actor} ({c})"),
+    };
+    // A later report is printed when its episode or incident ends (or grows), so it carries
+    // that time, and lines stay in time order.
     match record {
         Record::Alert(a) => {
-            let status = match a.status {
-                Some(Status::Updated) => "[updated] ",
-                Some(Status::Closed) => "[closed] ",
-                _ => "",
+            let (status, time) = match (a.status, &a.episode) {
+                (Some(Status::Updated), Some(e)) => ("[updated] ", &e.last_time),
+                (Some(Status::Closed), Some(e)) => ("[closed] ", &e.last_time),
+                (Some(Status::Updated), None) => ("[updated] ", &a.time),
+                (Some(Status::Closed), None) => ("[closed] ", &a.time),
+                _ => ("", &a.time),
             };
             format!(
                 "{}  {}  {:<40}  {:<28}  {status}{}",
-                short(&a.time),
+                short(time),
                 severity(a.rule.severity),
                 a.rule.id,
-                a.actor.username,
+                who(&a.actor.username, &a.cluster),
                 a.summary
             )
         }
         Record::Incident(i) => format!(
             "{}  {}  {:<40}  {:<28}  [{}] {}",
-            short(&i.first_time),
+            short(match i.status {
+                Status::Open => &i.first_time,
+                _ => &i.last_time,
+            }),
             severity(i.severity),
             paint("1", "INCIDENT"),
-            i.identities.usernames.first().map_or("", String::as_str),
+            who(
+                i.identities.usernames.first().map_or("", String::as_str),
+                &i.cluster
+            ),
             i.status.name(),
             i.summary
         ),
@@ -420,5 +435,33 @@ mod tests {
         assert_eq!(alert_id("r", "k", &["a"]), alert_id("r", "k", &["a"]));
         assert_ne!(alert_id("r", "k", &["a"]), alert_id("r", "ka", &[]));
         assert_eq!(alert_id("r", "k", &["a"]).len(), 32);
+    }
+
+    #[test]
+    fn a_text_line_reads_in_time_order_and_names_the_cluster() {
+        let mut a = test_alert(1);
+        a.time = "2025-03-04T16:30:45.006151Z".into();
+        a.summary = "read 10 Secrets.".into();
+        a.cluster = "default".into();
+        let line = text_line(Record::Alert(&a), false);
+        assert!(line.starts_with("2025-03-04T16:30:45Z  LOW "), "{line}");
+        assert!(
+            !line.contains("(default)") && !line.contains('\x1b'),
+            "{line}"
+        );
+        // The closing report: the episode's last request, and the cluster beside the actor.
+        a.status = Some(Status::Closed);
+        a.cluster = "prod-eks".into();
+        a.episode = Some(Episode {
+            first_time: a.time.clone(),
+            last_time: "2025-03-04T16:31:10.014216Z".into(),
+            ..Episode::default()
+        });
+        let line = text_line(Record::Alert(&a), false);
+        assert!(line.starts_with("2025-03-04T16:31:10Z"), "{line}");
+        assert!(line.contains("u (prod-eks)"), "{line}");
+        assert!(line.contains("[closed] read 10 Secrets."), "{line}");
+        // Colour only when asked.
+        assert!(text_line(Record::Alert(&a), true).contains("\x1b[36m"));
     }
 }
