@@ -72,7 +72,11 @@ pub struct Config {
     pub files: Option<Files>,
     pub kafka: Option<Kafka>,
     pub ops: Option<Ops>,
-    #[serde(default, rename = "sink")]
+    #[serde(
+        default,
+        rename = "sink",
+        deserialize_with = "crate::sink::deserialize_sinks"
+    )]
     pub sinks: Vec<SinkConfig>,
 }
 
@@ -371,6 +375,9 @@ pub fn load(path: &Path) -> Result<Config, String> {
 /// Parses and validates a configuration's text.
 pub fn parse(text: &str) -> Result<Config, String> {
     let config: Config = toml::from_str(text).map_err(|e| {
+        if let Some(at) = sink_line(text, e.message()) {
+            return format!("line {at}: {}", e.message());
+        }
         let e = e.to_string();
         unexpanded_keys(text, &e).unwrap_or(e)
     })?;
@@ -378,9 +385,25 @@ pub fn parse(text: &str) -> Result<Config, String> {
     Ok(config)
 }
 
+/// The line of the `[[sink]]` an error message names (`[[sink]] #2: …`): TOML itself points
+/// every sink's error at the first one.
+fn sink_line(text: &str, message: &str) -> Option<usize> {
+    let n: usize = message
+        .strip_prefix("[[sink]] #")?
+        .split(':')
+        .next()?
+        .parse()
+        .ok()?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("[[sink]]"))
+        .nth(n.checked_sub(1)?)
+        .map(|(i, _)| i + 1)
+}
+
 /// When `error` is an expansion failing, the keys whose values it failed in
-/// (`sink[0].headers.Authorization: environment variable HEC_TOKEN is not set …`): TOML points
-/// a key inside a `[[sink]]` at the table, not at the key.
+/// (`kafka.properties.sasl.password: environment variable KAFKA_PASSWORD is not set …`): TOML
+/// points a key inside a table at the table, not at the key.
 fn unexpanded_keys(text: &str, error: &str) -> Option<String> {
     fn walk(value: &toml::Value, key: &str, error: &str, out: &mut Vec<String>) {
         match value {
@@ -508,7 +531,8 @@ impl Config {
             return Err("files.follow: name at least one file".into());
         }
         for (i, s) in self.sinks.iter().enumerate() {
-            s.validate().map_err(|e| format!("sink[{i}]: {e}"))?;
+            s.validate()
+                .map_err(|e| format!("[[sink]] #{}: {e}", i + 1))?;
         }
         Ok(())
     }
@@ -561,7 +585,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            bad_url.contains("sink[0]") && bad_url.contains("https://"),
+            bad_url.contains("[[sink]] #1") && bad_url.contains("https://"),
             "{bad_url}"
         );
         let missing_var = parse(
@@ -569,10 +593,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            missing_var.starts_with("sink[0].headers.Authorization: ")
+            missing_var.starts_with("line 3: [[sink]] #1: type = \"http\", key `headers`: ")
                 && missing_var.contains("AUDITHOUND_TEST_UNSET_TOKEN is not set"),
             "{missing_var}"
         );
+        // A mistake in the second sink: its line, and the key even where serde names none.
+        let two = "[webhook]\nlisten = \"127.0.0.1:1\"\n[[sink]]\ntype = \"file\"\npath = \"a\"\n\n[[sink]]\ntype = \"http\"\nurl = \"https://siem\"\n";
+        let e = parse(&format!("{two}protocol = \"splunk\"\n")).unwrap_err();
+        assert!(
+            e.starts_with(
+                "line 7: [[sink]] #2: type = \"http\", key `protocol`: unknown variant `splunk`"
+            ),
+            "{e}"
+        );
+        let e = parse(&format!("{two}batch = \"x\"\n")).unwrap_err();
+        assert!(e.contains("key `batch`: invalid type"), "{e}");
         let missing_file = parse(
             "[webhook]\nlisten = \"127.0.0.1:1\"\nbearer_token = \"${file:/does/not/exist}\"\n",
         )

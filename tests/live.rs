@@ -850,7 +850,7 @@ fn an_unset_variable_is_a_configuration_error_naming_its_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(
-            err.contains("sink[0].headers.Authorization")
+            err.contains("[[sink]] #1: type = \"http\", key `headers`")
                 && err.contains("AUDITHOUND_TEST_NEVER_SET is not set"),
             "{err}"
         );

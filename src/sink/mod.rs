@@ -13,13 +13,80 @@ use std::io::Write;
 
 /// One `[[sink]]` of the service's configuration: `type` picks the sink, whose own keys follow
 /// (unknown keys are errors).
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[derive(Debug)]
 pub enum SinkConfig {
     Stdout(StdoutConfig),
     File(file::FileConfig),
     Http(http::HttpConfig),
     Kafka(kafka::KafkaConfig),
+}
+
+/// By hand rather than `#[serde(tag = "type")]`: an internally tagged enum is read through a
+/// buffer that loses the TOML position, so a mistake in any sink was reported at line 1 with
+/// no key. Read as a table, an error names the sink's type and the key at fault.
+impl<'de> Deserialize<'de> for SinkConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        SinkConfig::from_table(toml::Table::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl SinkConfig {
+    /// A sink from its `[[sink]]` table.
+    pub fn from_table(mut table: toml::Table) -> Result<SinkConfig, String> {
+        let kind = match table.remove("type") {
+            Some(toml::Value::String(kind)) => kind,
+            _ => {
+                return Err(
+                    "a [[sink]] needs `type = \"stdout\"`, \"file\", \"http\" or \"kafka\"".into(),
+                )
+            }
+        };
+        let read = |table: &toml::Table| {
+            let rest = toml::Value::Table(table.clone());
+            match kind.as_str() {
+                "stdout" => rest.try_into().map(SinkConfig::Stdout),
+                "file" => rest.try_into().map(SinkConfig::File),
+                "http" => rest.try_into().map(SinkConfig::Http),
+                "kafka" => rest.try_into().map(SinkConfig::Kafka),
+                other => Err(serde::de::Error::custom(format!(
+                    "unknown sink type {other:?}: expected \"stdout\", \"file\", \"http\" or \"kafka\""
+                ))),
+            }
+        };
+        let error = match read(&table) {
+            Ok(sink) => return Ok(sink),
+            Err(e) => e.message().to_owned(),
+        };
+        // serde names the key only for unknown and missing fields: the key at fault is the one
+        // whose absence makes this error go away.
+        let culprit = table.keys().find(|key| {
+            let mut without = table.clone();
+            without.remove(*key);
+            read(&without).map_or_else(|e| e.message() != error, |_| true)
+        });
+        Err(match culprit {
+            Some(key) if !error.contains(&format!("`{key}`")) => {
+                format!("type = {kind:?}, key `{key}`: {error}")
+            }
+            _ => format!("type = {kind:?}: {error}"),
+        })
+    }
+}
+
+/// The `[[sink]]` tables, each read by `SinkConfig::from_table`; an error says which one
+/// (`[[sink]] #2`, counted from 1 in the file's order).
+pub fn deserialize_sinks<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<SinkConfig>, D::Error> {
+    let tables = Vec::<toml::Table>::deserialize(d)?;
+    tables
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            SinkConfig::from_table(t)
+                .map_err(|e| serde::de::Error::custom(format!("[[sink]] #{}: {e}", i + 1)))
+        })
+        .collect()
 }
 
 /// `type = "stdout"`: JSON lines on standard output.
