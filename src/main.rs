@@ -821,9 +821,9 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     if stats.events == 0 {
         anyhow::bail!(
-            "no audit events could be read from {} file(s): {} record(s) rejected ({})",
-            stats.files,
-            stats.rejected_total(),
+            "no audit events could be read from {}: {} rejected ({})",
+            plural(stats.files, "file", "files"),
+            plural(stats.rejected_total(), "record", "records"),
             stats
                 .rejected
                 .iter()

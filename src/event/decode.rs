@@ -166,11 +166,31 @@ impl DecodeError {
 
     pub(super) fn from_json(e: &serde_json::Error) -> Self {
         use serde_json::error::Category;
+        let m = readable(e);
         match e.classify() {
-            Category::Eof => DecodeError::Truncated(e.to_string()),
-            Category::Data => DecodeError::WrongType(e.to_string()),
-            Category::Syntax | Category::Io => DecodeError::InvalidJson(e.to_string()),
+            Category::Eof => DecodeError::Truncated(m),
+            Category::Data => DecodeError::WrongType(m),
+            Category::Syntax | Category::Io => DecodeError::InvalidJson(m),
         }
+    }
+}
+
+/// serde_json's message in the input's terms: `expected an object`, not `expected struct
+/// UserInfo` (a type of ours), and the place within the record (`at column 571`), not `at
+/// line 1` of a record whose file line is given beside it.
+fn readable(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let what = full
+        .rsplit_once(" at line ")
+        .map_or(full.as_str(), |(what, _)| what);
+    let what = match what.split_once("expected struct ") {
+        Some((before, _)) => format!("{before}expected an object"),
+        None => what.to_owned(),
+    };
+    match (e.line(), e.column()) {
+        (0, _) => what,
+        (1, column) => format!("{what} at column {column} of the record"),
+        (line, column) => format!("{what} at line {line}, column {column} of the record"),
     }
 }
 
@@ -533,6 +553,28 @@ fn undo_elastic_keys<'a>(ev: &mut AuditEvent<'a>, ctx: Ctx<'a>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_error_is_told_in_the_input_s_terms() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct UserInfo {
+            username: String,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Ev {
+            user: UserInfo,
+        }
+        let e = serde_json::from_str::<Ev>(r#"{"user": 42}"#).unwrap_err();
+        assert_eq!(
+            DecodeError::from_json(&e).to_string(),
+            "invalid type: integer `42`, expected an object at column 11 of the record"
+        );
+        let e = serde_json::from_str::<Ev>("{\n\"user\": {\"username\": \"a").unwrap_err();
+        let m = DecodeError::from_json(&e).to_string();
+        assert!(m.ends_with("at line 2, column 23 of the record"), "{m}");
+    }
 
     fn decode_all(line: &str) -> (Vec<(String, Format, String)>, Vec<&'static str>) {
         let opts = DecodeOptions::default();
