@@ -288,9 +288,11 @@ impl OutputFormat {
                 serde_json::to_string(&serde_json::json!({ "incident": i }))
             }
             (OutputFormat::Ocsf, Record::Alert(a)) => {
-                serde_json::to_string(&ocsf::detection_finding(a))
+                serde_json::to_string(&ocsf::pruned(ocsf::detection_finding(a)))
             }
-            (OutputFormat::Ocsf, Record::Incident(i)) => serde_json::to_string(&incident::ocsf(i)),
+            (OutputFormat::Ocsf, Record::Incident(i)) => {
+                serde_json::to_string(&ocsf::pruned(incident::ocsf(i)))
+            }
             (OutputFormat::Text, record) => Ok(text_line(record, false)),
         }
     }

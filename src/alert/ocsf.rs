@@ -104,3 +104,26 @@ pub fn detection_finding(a: &Alert) -> Value {
         },
     })
 }
+
+/// OCSF leaves out what is unknown: attributes that are null, and objects left empty by that
+/// (`"invoked_by": null`, `"src_endpoint": {"ip": null}`), go.
+pub fn pruned(mut v: Value) -> Value {
+    fn prune(v: &mut Value) -> bool {
+        match v {
+            Value::Null => false,
+            Value::Object(map) => {
+                map.retain(|_, item| prune(item));
+                !map.is_empty()
+            }
+            Value::Array(items) => {
+                for item in items.iter_mut() {
+                    prune(item);
+                }
+                true
+            }
+            _ => true,
+        }
+    }
+    prune(&mut v);
+    v
+}
