@@ -1008,10 +1008,10 @@ fn explain(args: ExplainArgs, out: &mut dyn std::io::Write) -> anyhow::Result<Ex
     use audithound::source::lines::{LineReader, Next};
     let set = load_rules(args.rules)?;
     let Some(rule) = set.get(&args.rule) else {
-        anyhow::bail!(
+        return usage(Err(anyhow::anyhow!(
             "no rule {:?}; `audithound rules list` shows the ids",
             args.rule
-        );
+        )));
     };
     let path = &args.event;
     let size = std::fs::metadata(path)
