@@ -645,3 +645,46 @@ fn a_policy_logging_configmaps_at_metadata_blinds_the_configmap_rule() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("Everything"));
 }
+
+#[test]
+fn rules_check_reports_every_rule_s_problem_not_only_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    write_rules(
+        dir.path(),
+        r#"rules:
+  - id: site.one
+    title: One
+    severity: hgih
+    condition: {verb: get}
+    summary: "{user.username} did it."
+  - id: site.two
+    title: Two
+    severity: high
+    condition:
+      all:
+        - verb: {prefx: g}
+    summary: "{user.username} did it."
+  - id: site.three
+    title: Three
+    severity: high
+    condition: {objectRef.resourc: secrets}
+    summary: "{user.username} did it."
+"#,
+    );
+    let out = audithound(&["rules", "check", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 problems in the rules"), "{err}");
+    assert!(
+        err.contains("mine.yaml:4:5: rules[0] (id site.one).severity: unknown variant `hgih`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("(id site.two).condition.all[0].verb.prefx"),
+        "{err}"
+    );
+    assert!(
+        err.contains("did you mean \"objectRef.resource\"?"),
+        "{err}"
+    );
+}

@@ -185,6 +185,9 @@ struct RuleFile {
     rules: Vec<RawRule>,
     #[serde(default)]
     overrides: Vec<RawOverride>,
+    /// Each rule's index in the file when some could not be read (`lenient`), else empty.
+    #[serde(skip)]
+    indices: Vec<usize>,
 }
 
 /// Changes to a rule defined elsewhere, so teams tune the shipped library without editing it:
@@ -395,7 +398,8 @@ impl RuleSet {
         let mut macros = BTreeMap::new();
         for (path, text) in &sources {
             match read_rule_file(path, text) {
-                Ok(f) => {
+                Ok((f, unread)) => {
+                    errors.extend(unread);
                     for (name, items) in &f.lists {
                         // A list defined again extends the earlier one (user overrides append).
                         lists
@@ -425,7 +429,9 @@ impl RuleSet {
         let mut overrides = Vec::new();
         for (path, text, file) in parsed {
             overrides.extend(file.overrides.into_iter().map(|o| (path.clone(), o)));
-            for (i, raw) in file.rules.into_iter().enumerate() {
+            let indices = file.indices;
+            for (n, raw) in file.rules.into_iter().enumerate() {
+                let i = indices.get(n).copied().unwrap_or(n);
                 let at = format!("{}: rules[{i}] (id {})", path.display(), raw.id);
                 if let Some(prev) = seen.insert(raw.id.clone(), at.clone()) {
                     errors.push(format!("{at}: duplicate rule id, first defined at {prev}"));
@@ -596,7 +602,7 @@ fn with_position(error: String, at: &str, path: &Path, text: &str, index: usize)
     }
 }
 
-fn read_rule_file(path: &Path, text: &str) -> Result<RuleFile, String> {
+fn read_rule_file(path: &Path, text: &str) -> Result<(RuleFile, Vec<String>), String> {
     let located = |e: serde_yaml::Error| match e.location() {
         Some(l) => format!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
         None => format!("{}: {e}", path.display()),
@@ -612,16 +618,71 @@ fn read_rule_file(path: &Path, text: &str) -> Result<RuleFile, String> {
         return match sigma::translate(&doc)
             .map_err(|e| format!("{} (Sigma): {e}", path.display()))?
         {
-            sigma::Translation::Rule(ours) => {
-                serde_yaml::from_value(ours).map_err(|e| format!("{} (Sigma): {e}", path.display()))
-            }
+            sigma::Translation::Rule(ours) => serde_yaml::from_value(ours)
+                .map(|f| (f, Vec::new()))
+                .map_err(|e| format!("{} (Sigma): {e}", path.display())),
             sigma::Translation::Skip(why) => {
                 tracing::warn!(file = %path.display(), "Sigma rule skipped: {why}");
-                Ok(RuleFile::default())
+                Ok((RuleFile::default(), Vec::new()))
             }
         };
     }
-    serde_yaml::from_str(text).map_err(located)
+    match serde_yaml::from_str(text) {
+        Ok(file) => Ok((file, Vec::new())),
+        Err(e) => lenient(path, text).ok_or_else(|| located(e)),
+    }
+}
+
+/// A file whose rules do not all read: one bad field must not hide the rest. Each rule is read
+/// on its own; those that read are kept (and compiled, so their own problems show too), the
+/// others reported with the key at fault. None when the file's shape itself is wrong (then
+/// the first error stands).
+fn lenient(path: &Path, text: &str) -> Option<(RuleFile, Vec<String>)> {
+    let Y::Mapping(mut doc) = serde_yaml::from_str::<Y>(text).ok()? else {
+        return None;
+    };
+    let rules = match doc.remove("rules") {
+        Some(Y::Sequence(rules)) => rules,
+        None => Vec::new(),
+        Some(_) => return None,
+    };
+    let mut file: RuleFile = serde_yaml::from_value(Y::Mapping(doc)).ok()?;
+    let mut errors = Vec::new();
+    for (i, raw) in rules.into_iter().enumerate() {
+        match serde_yaml::from_value::<RawRule>(raw.clone()) {
+            Ok(rule) => {
+                file.rules.push(rule);
+                file.indices.push(i);
+            }
+            Err(e) => {
+                let e = e.to_string();
+                let id = raw.get("id").and_then(Y::as_str).unwrap_or("?");
+                let at = format!("{}: rules[{i}] (id {id})", path.display());
+                let node = culprit::<RawRule>(&raw, &e).map_or(String::new(), |k| format!(".{k}"));
+                errors.push(with_position(
+                    format!("{at}{node}: {e}"),
+                    &at,
+                    path,
+                    text,
+                    i,
+                ));
+            }
+        }
+    }
+    Some((file, errors))
+}
+
+/// The key of `value` (a mapping) at fault for `error`: the one whose absence makes it go away.
+/// (serde stops at the first bad value, before it looks for missing keys.)
+fn culprit<T: serde::de::DeserializeOwned>(value: &Y, error: &str) -> Option<String> {
+    let Y::Mapping(map) = value else { return None };
+    map.keys().find_map(|key| {
+        let mut without = map.clone();
+        without.remove(key);
+        let gone = serde_yaml::from_value::<T>(Y::Mapping(without))
+            .map_or_else(|e| e.to_string() != error, |_| true);
+        gone.then(|| key.as_str().map(str::to_owned)).flatten()
+    })
 }
 
 /// The value, or None with the error recorded: lets a rule report all its problems at once.
