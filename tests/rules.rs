@@ -72,7 +72,13 @@ fn bad_rules_are_reported_with_their_place() {
     let out = audithound(&["rules", "check", dir.path().to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:4:5: rules[0] (id bad).severity", path.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:4:5: rules[0] (id bad).severity",
+            path.display()
+        )),
+        "{err}"
+    );
     assert!(err.contains("unknown variant `urgent`"), "{err}");
 
     write_rules(
