@@ -295,6 +295,11 @@ pub fn decode_record_with<'a>(
             why.into(),
         ))))
     };
+    let not_an_event = |f: &mut OwnedSink<'_, 'a>, what: &str| {
+        f(Decoded::Item(Item::Rejected(DecodeError::NotAuditEvent(
+            format!("{what}, not an object: no audit event"),
+        ))))
+    };
     match text.as_bytes().first() {
         Some(b'{') => decode_object_with(text, Format::Native, ctx, f),
         Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
@@ -307,11 +312,26 @@ pub fn decode_record_with<'a>(
         },
         Some(b'0'..=b'9') => match providers::strip_timestamp_prefix(text) {
             Some(rest) => decode_object_with(rest, Format::Eks, ctx, f),
+            None if serde_json::from_str::<&RawValue>(text).is_ok() => {
+                not_an_event(f, "a JSON number")
+            }
             None => reject(
                 f,
                 "record starts with a digit but not with an RFC 3339 timestamp and a JSON object",
             ),
         },
+        // JSON, only not an object: a value no envelope holds an event in.
+        Some(b'"' | b'n' | b't' | b'f' | b'-')
+            if serde_json::from_str::<&RawValue>(text).is_ok() =>
+        {
+            let what = match text.as_bytes()[0] {
+                b'"' => "a JSON string",
+                b'n' => "JSON null",
+                b't' | b'f' => "a JSON boolean",
+                _ => "a JSON number",
+            };
+            not_an_event(f, what)
+        }
         Some(_) => reject(f, "record does not start with '{' or '['"),
         None => {}
     }
@@ -553,6 +573,30 @@ fn undo_elastic_keys<'a>(ev: &mut AuditEvent<'a>, ctx: Ctx<'a>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_that_is_no_object_is_no_audit_event_not_bad_json() {
+        for (text, reason) in [
+            ("null", "not_audit_event"),
+            ("\"str\"", "not_audit_event"),
+            ("-4", "not_audit_event"),
+            ("true", "not_audit_event"),
+            ("nope", "invalid_json"),
+        ] {
+            let mut got = Vec::new();
+            decode_record(
+                text.as_bytes(),
+                &DecodeOptions::default(),
+                "c",
+                &mut |item| {
+                    if let Item::Rejected(e) = item {
+                        got.push(e.reason());
+                    }
+                },
+            );
+            assert_eq!(got, [reason], "{text}");
+        }
+    }
 
     #[test]
     fn a_json_error_is_told_in_the_input_s_terms() {
