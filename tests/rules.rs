@@ -669,6 +669,7 @@ fn rules_check_reports_every_rule_s_problem_not_only_the_first() {
     condition:
       all:
         - verb: {prefx: g}
+        - usr.username: x
     summary: "{user.username} did it."
   - id: site.three
     title: Three
@@ -680,7 +681,11 @@ fn rules_check_reports_every_rule_s_problem_not_only_the_first() {
     let out = audithound(&["rules", "check", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("3 problems in the rules"), "{err}");
+    assert!(err.contains("4 problems in the rules"), "{err}");
+    assert!(
+        err.contains("(id site.two).condition.all[1].usr.username"),
+        "{err}"
+    );
     assert!(
         err.contains("mine.yaml:4:5: rules[0] (id site.one).severity: unknown variant `hgih`"),
         "{err}"

@@ -291,53 +291,53 @@ impl Cond {
     }
 
     pub fn compile(y: &Y, scope: &Scope, at: &str) -> Result<Cond, String> {
+        Self::compile_each(y, scope, at).map_err(|e| e.join("\n"))
+    }
+
+    /// `compile`, with every problem of the condition rather than the first (for `rules check`).
+    pub fn compile_each(y: &Y, scope: &Scope, at: &str) -> Result<Cond, Vec<String>> {
         Self::compile_depth(y, scope, at, 0).map(Cond::order_by_cost)
     }
 
-    fn compile_depth(y: &Y, scope: &Scope, at: &str, depth: usize) -> Result<Cond, String> {
+    fn compile_depth(y: &Y, scope: &Scope, at: &str, depth: usize) -> Result<Cond, Vec<String>> {
         if depth > 32 {
-            return Err(format!(
+            return Err(vec![format!(
                 "{at}: conditions nest deeper than 32 levels (a macro including itself?)"
-            ));
+            )]);
         }
         match y {
             Y::Sequence(items) => Ok(Cond::All(compile_list(items, scope, at, depth)?)),
             Y::Mapping(map) => {
+                // Every key is compiled, so that all of a condition's problems are told at once.
                 let mut parts = Vec::new();
+                let mut errors = Vec::new();
                 for (k, v) in map {
-                    let key = k
-                        .as_str()
-                        .ok_or_else(|| format!("{at}: condition keys must be strings"))?;
+                    let Some(key) = k.as_str() else {
+                        errors.push(format!("{at}: condition keys must be strings"));
+                        continue;
+                    };
                     let here = format!("{at}.{key}");
-                    parts.push(match key {
-                        "all" => Cond::All(compile_list(seq(v, &here)?, scope, &here, depth)?),
-                        "any" => Cond::Any(compile_list(seq(v, &here)?, scope, &here, depth)?),
-                        "not" => {
-                            Cond::Not(Box::new(Self::compile_depth(v, scope, &here, depth + 1)?))
-                        }
-                        "macro" => {
-                            let name = v
-                                .as_str()
-                                .ok_or_else(|| format!("{here}: macro name must be a string"))?;
-                            let body = scope.macros.get(name).ok_or_else(|| {
-                                format!(
-                                    "{here}: unknown macro {name:?}; defined: {}",
-                                    keys(scope.macros)
-                                )
-                            })?;
-                            let slot = scope.macros.keys().position(|k| k == name);
-                            Cond::Macro(
-                                slot.and_then(|s| u8::try_from(s).ok()).filter(|s| *s < 64),
-                                Box::new(Self::compile_depth(
-                                    body,
-                                    scope,
-                                    &format!("{here}({name})"),
-                                    depth + 1,
-                                )?),
-                            )
-                        }
-                        path => compile_field(path, v, scope, &here)?,
-                    });
+                    let part = match key {
+                        "all" => seq(v, &here)
+                            .map_err(|e| vec![e])
+                            .and_then(|items| compile_list(items, scope, &here, depth))
+                            .map(Cond::All),
+                        "any" => seq(v, &here)
+                            .map_err(|e| vec![e])
+                            .and_then(|items| compile_list(items, scope, &here, depth))
+                            .map(Cond::Any),
+                        "not" => Self::compile_depth(v, scope, &here, depth + 1)
+                            .map(|c| Cond::Not(Box::new(c))),
+                        "macro" => Self::compile_macro(v, scope, &here, depth),
+                        path => compile_field(path, v, scope, &here).map_err(|e| vec![e]),
+                    };
+                    match part {
+                        Ok(c) => parts.push(c),
+                        Err(e) => errors.extend(e),
+                    }
+                }
+                if !errors.is_empty() {
+                    return Err(errors);
                 }
                 Ok(if parts.len() == 1 {
                     parts.remove(0)
@@ -345,10 +345,32 @@ impl Cond {
                     Cond::All(parts)
                 })
             }
-            _ => Err(format!(
+            _ => Err(vec![format!(
                 "{at}: expected a mapping like `verb: create` or `all: [...]`"
-            )),
+            )]),
         }
+    }
+
+    fn compile_macro(v: &Y, scope: &Scope, here: &str, depth: usize) -> Result<Cond, Vec<String>> {
+        let name = v
+            .as_str()
+            .ok_or_else(|| vec![format!("{here}: macro name must be a string")])?;
+        let body = scope.macros.get(name).ok_or_else(|| {
+            vec![format!(
+                "{here}: unknown macro {name:?}; defined: {}",
+                keys(scope.macros)
+            )]
+        })?;
+        let slot = scope.macros.keys().position(|k| k == name);
+        Ok(Cond::Macro(
+            slot.and_then(|s| u8::try_from(s).ok()).filter(|s| *s < 64),
+            Box::new(Self::compile_depth(
+                body,
+                scope,
+                &format!("{here}({name})"),
+                depth + 1,
+            )?),
+        ))
     }
 }
 
@@ -365,12 +387,25 @@ fn seq<'y>(v: &'y Y, at: &str) -> Result<&'y [Y], String> {
         .ok_or_else(|| format!("{at}: expected a list"))
 }
 
-fn compile_list(items: &[Y], scope: &Scope, at: &str, depth: usize) -> Result<Vec<Cond>, String> {
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Cond::compile_depth(c, scope, &format!("{at}[{i}]"), depth + 1))
-        .collect()
+fn compile_list(
+    items: &[Y],
+    scope: &Scope,
+    at: &str,
+    depth: usize,
+) -> Result<Vec<Cond>, Vec<String>> {
+    let mut conds = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, c) in items.iter().enumerate() {
+        match Cond::compile_depth(c, scope, &format!("{at}[{i}]"), depth + 1) {
+            Ok(c) => conds.push(c),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(conds)
+    } else {
+        Err(errors)
+    }
 }
 
 fn compile_field(path: &str, v: &Y, scope: &Scope, at: &str) -> Result<Cond, String> {

@@ -720,10 +720,13 @@ fn compile_rule(raw: RawRule, path: &Path, scope: &Scope, at: &str) -> Result<Ru
         ),
     );
     let filter = match (&raw.condition, &kind) {
-        (Some(c), _) => keep(
-            &mut errors,
-            Cond::compile(c, scope, &format!("{at}.condition")),
-        ),
+        (Some(c), _) => match Cond::compile_each(c, scope, &format!("{at}.condition")) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        },
         (None, Some(Kind::Sequence(_) | Kind::Revoked(_))) => Some(Cond::All(Vec::new())),
         (None, _) => keep(&mut errors, Err(format!("{at}: missing `condition`"))),
     };
