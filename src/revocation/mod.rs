@@ -61,16 +61,23 @@ impl RevocationList {
     /// Reads `.yaml`/`.yml`, `.json` or `.csv` (by extension). Every problem is reported with its place.
     pub fn load(path: &Path) -> Result<RevocationList, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let entries: Vec<Revocation> = match path.extension().and_then(|e| e.to_str()) {
-            Some("csv") => parse_csv(&text).map_err(|e| format!("{}:{e}", path.display()))?,
-            Some("json") => serde_json::from_str(&text)
-                .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))?,
-            _ => serde_yaml::from_str(&text).map_err(|e| match e.location() {
-                Some(l) => format!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
-                None => format!("{}: {e}", path.display()),
+        RevocationList::parse(&text, &path.display().to_string())
+    }
+
+    /// A list's text, read as its `origin` (a file name) says by its extension; errors start
+    /// with `origin`, as `load`'s start with the path.
+    pub fn parse(text: &str, origin: &str) -> Result<RevocationList, String> {
+        let entries: Vec<Revocation> = match Path::new(origin).extension().and_then(|e| e.to_str())
+        {
+            Some("csv") => parse_csv(text).map_err(|e| format!("{origin}:{e}"))?,
+            Some("json") => serde_json::from_str(text)
+                .map_err(|e| format!("{origin}:{}:{}: {e}", e.line(), e.column()))?,
+            _ => serde_yaml::from_str(text).map_err(|e| match e.location() {
+                Some(l) => format!("{origin}:{}:{}: {e}", l.line(), l.column()),
+                None => format!("{origin}: {e}"),
             })?,
         };
-        RevocationList::new(entries).map_err(|e| format!("{}: {e}", path.display()))
+        RevocationList::new(entries).map_err(|e| format!("{origin}: {e}"))
     }
 
     pub fn new(mut entries: Vec<Revocation>) -> Result<RevocationList, String> {
