@@ -313,17 +313,26 @@ fn join(how: &str, mut parts: Vec<Y>) -> Y {
 
 /// The library at `paths` plus the condition as the single-event rule `RULE_ID`.
 pub fn rules_with(paths: &[PathBuf], condition: Y) -> Result<RuleSet, LoadErrors> {
-    let rule = serde_yaml::to_string(&serde_json::json!({
-        "rules": [{
-            "id": RULE_ID,
-            "title": "Matched the hunt's condition",
-            "severity": "info",
-            "condition": condition,
-            "summary": "{user.username} ran `{verb}` on {objectRef.resource|requestURI}.",
-        }]
-    }))
-    .unwrap_or_default();
-    RuleSet::load_with(paths, vec![(PathBuf::from("--where"), rule)]).map_err(|LoadErrors(e)| {
+    // Built as YAML, not with `json!`: a condition given as YAML may have keys JSON has no
+    // room for (`{&a: 1}`'s null key, `{[a]: b}`), and `json!` panics on them. The loader
+    // reports them as it reports any other bad field.
+    let rule: serde_yaml::Mapping = [
+        ("id", Y::from(RULE_ID)),
+        ("title", Y::from("Matched the hunt's condition")),
+        ("severity", Y::from("info")),
+        ("condition", condition),
+        (
+            "summary",
+            Y::from("{user.username} ran `{verb}` on {objectRef.resource|requestURI}."),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (Y::from(k), v))
+    .collect();
+    let file = mapping("rules", Y::Sequence(vec![Y::Mapping(rule)]));
+    let text =
+        serde_yaml::to_string(&file).map_err(|e| LoadErrors(vec![format!("--where: {e}")]))?;
+    RuleSet::load_with(paths, vec![(PathBuf::from("--where"), text)]).map_err(|LoadErrors(e)| {
         LoadErrors(e.into_iter().map(|m| about_the_expression(&m)).collect())
     })
 }
@@ -709,5 +718,21 @@ mod tests {
             parse_where("user.nope=1").unwrap()
         )
         .is_err());
+    }
+
+    /// Found by the `condition` fuzz target: a YAML condition whose key is no string (an
+    /// anchor with no value, a list) panicked in `json!` instead of being refused.
+    #[test]
+    fn a_condition_with_a_key_that_is_no_string_is_refused_not_a_panic() {
+        for text in [
+            "[{verb: get}, {&ourceIPs: {cidr: 10.0.0.0/8}}]",
+            "{[a]: b}",
+            "{~: x}",
+        ] {
+            let cond = parse_where(text).unwrap();
+            assert!(rules_with(&[], cond).is_err(), "{text}");
+        }
+        // A number is a key YAML and JSON share: the field `1`, which does not exist.
+        assert!(rules_with(&[], parse_where("{1: x}").unwrap()).is_err());
     }
 }
