@@ -1,7 +1,7 @@
 //! A byte stream cut into records (`source::lines::LineReader`, lines or one pretty-printed
 //! document) and each record decoded. The reader must give the same records whether the stream
-//! arrives in one buffer or in small reads of any size. The first two bytes pick the record
-//! cap and the read size.
+//! arrives in one buffer or in small reads of any size, and they must be the stream's lines
+//! (unless it is one document). The first two bytes pick the record cap and the read size.
 #![no_main]
 use audithound::source::lines::{LineReader, Next};
 use libfuzzer_sys::fuzz_target;
@@ -49,6 +49,25 @@ fuzz_target!(|data: &[u8]| {
         whole, small,
         "the records depend on how the stream was read"
     );
+    // Unless its first line is a lone `{` or `[` (one document), the records are the stream's
+    // non-blank lines within the cap, each with its own line number.
+    let first = rest.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    let document = matches!(first.trim_ascii(), b"{" | b"[") && first.len() <= max;
+    if !document {
+        let lines: Vec<(&[u8], u64)> = rest
+            .split(|b| *b == b'\n')
+            .zip(1..)
+            .filter(|(l, _)| !l.trim_ascii().is_empty() && l.len() <= max)
+            .collect();
+        let records: Vec<(&[u8], u64)> = whole
+            .iter()
+            .filter_map(|seen| match seen {
+                Seen::Record(record, line, _) => Some((&record[..], *line)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(records, lines, "the records are not the stream's lines");
+    }
     let mut last = (0, 0);
     for seen in &whole {
         if let Seen::Record(record, line, offset) = seen {

@@ -82,11 +82,14 @@ impl LineReader {
             }
             self.lines_read += 1;
             self.next_offset += len;
+            // Only the stream's first line opens a document: after an oversize first line, a
+            // lone `{` or `[` is a record of its own, not the start of one (which would glue
+            // every line after it into one record).
+            let first = !self.started;
+            self.started = true;
             if !complete {
                 return Next::TooLong { len };
             }
-            let first = !self.started;
-            self.started = true;
             let trimmed = self.buf.trim_ascii();
             if trimmed.is_empty() {
                 continue;
@@ -211,6 +214,19 @@ mod tests {
         assert_eq!(r.line(), 1);
         assert!(matches!(r.next_record(), Next::Record));
         assert_eq!((r.record(), r.line()), (&b"ok"[..], 2));
+    }
+
+    /// Found by the property tests (tests/properties.rs): a `[` on line 2 after an oversize
+    /// line 1 was read as a document's start, and every line after it as part of that document.
+    #[test]
+    fn a_bracket_after_an_oversize_first_line_is_no_document() {
+        let mut r = reader("xxxxxxxxxx\n[\n{\"a\":1}\n]\n", 8);
+        assert!(matches!(r.next_record(), Next::TooLong { len: 11 }));
+        for (record, line) in [(&b"["[..], 2), (&b"{\"a\":1}"[..], 3), (&b"]"[..], 4)] {
+            assert!(matches!(r.next_record(), Next::Record));
+            assert_eq!((r.record(), r.line()), (record, line));
+        }
+        assert!(matches!(r.next_record(), Next::Eof));
     }
 
     #[test]
