@@ -22,7 +22,7 @@
 //!     AUDITHOUND_BENCH_RULES=detectors:site cargo bench --bench detectors   # memory of another set
 //!     AUDITHOUND_BENCH_SPACING_US=50 cargo bench --bench detectors  # all identities within one minute
 //!     AUDITHOUND_BENCH_INCIDENTS=0 cargo bench --bench detectors     # memory without incidents
-//!     AUDITHOUND_BENCH_INCIDENT_IDENTITIES=1000000 cargo bench --bench detectors  # 7 GB of incidents
+//!     AUDITHOUND_BENCH_INCIDENT_IDENTITIES=1000000 cargo bench --bench detectors  # 2.7 GB of incidents
 
 mod common;
 
@@ -212,7 +212,7 @@ fn memory(root: &std::path::Path, identities: usize) {
     // The worst case for incidents: other identities (100 000) each open a pod exec (a low
     // alert opens an incident; reporting it takes more) and then read a Secret, which the open
     // incident records. Their incidents stay open an hour of event time after the alert.
-    // 100 000 by default: at about 7 KB an incident, a million would take 7 GB.
+    // 100 000 by default: at under 3 KB an incident, a million would take about 2.7 GB.
     let n = env("AUDITHOUND_BENCH_INCIDENT_IDENTITIES", 100_000) as usize;
     let before = rss_bytes();
     let opened = incidents.stats.incidents;
