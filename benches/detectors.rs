@@ -5,10 +5,14 @@
 //!    plain rules, with a revocation list), and with the whole shipped library, printed as
 //!    ratios of CPU-time throughput (one worker, all threads on one core, nine interleaved
 //!    rounds: each case's best run, and the median of the rounds' own ratios) and of
-//!    instructions per event (valgrind: the same on a busy machine as on an idle one).
+//!    instructions per event (valgrind: the same on a busy machine as on an idle one). The
+//!    library runs again with `--no-incidents`: incidents on against off, as a paired ratio.
 //! 2. Detector state for one million distinct identities: each identity reads a Secret of its
 //!    own namespace (one in ten is refused), through the real decoder, rules and state, with
-//!    the state cap raised to hold them all; resident memory before and after.
+//!    the state cap raised to hold them all, and incidents on as in a replay (every alert joins
+//!    one); resident memory before and after. Then incidents at their worst: 100 000 other
+//!    identities each open a pod exec (an alert, so an incident of their own) and read a Secret
+//!    (recorded in it), with the memory those incidents take.
 //!
 //! Run:
 //!
@@ -17,12 +21,15 @@
 //!     AUDITHOUND_BENCH_MB=0 cargo bench --bench detectors    # memory only
 //!     AUDITHOUND_BENCH_RULES=detectors:site cargo bench --bench detectors   # memory of another set
 //!     AUDITHOUND_BENCH_SPACING_US=50 cargo bench --bench detectors  # all identities within one minute
+//!     AUDITHOUND_BENCH_INCIDENTS=0 cargo bench --bench detectors     # memory without incidents
+//!     AUDITHOUND_BENCH_INCIDENT_IDENTITIES=1000000 cargo bench --bench detectors  # 2.7 GB of incidents
 
 mod common;
 
-use audithound::detect::{self, Stateful};
+use audithound::detect::{self, state_key, Stateful};
 use audithound::event::EventView;
 use audithound::event::{decode_record, DecodeOptions, Item};
+use audithound::incident::{IncidentOptions, Incidents};
 use audithound::revocation::RevocationList;
 use audithound::rules::RuleSet;
 use std::path::PathBuf;
@@ -70,7 +77,9 @@ fn throughput(root: &std::path::Path, mb: u64) {
     std::fs::write(mission.join("zz-mission-only.yaml"), off).expect("write the override");
     let mission = mission.to_string_lossy().into_owned();
     let none = none.to_string_lossy().into_owned();
-    let cases: [(&str, Vec<&str>); 3] = [
+    // Incidents are on unless `--no-incidents` says otherwise; episodes are part of the
+    // threshold and spike rules and have no switch of their own.
+    let cases: [(&str, Vec<&str>); 4] = [
         ("detectors off (no rules)", vec!["--rules", &none]),
         (
             "three mission detectors",
@@ -80,7 +89,19 @@ fn throughput(root: &std::path::Path, mb: u64) {
             "whole shipped library",
             vec!["--rules", &shipped, "--revocations", &revocations],
         ),
+        (
+            "whole library, incidents off",
+            vec![
+                "--rules",
+                &shipped,
+                "--revocations",
+                &revocations,
+                "--no-incidents",
+            ],
+        ),
     ];
+    const LIBRARY: usize = 2;
+    const NO_INCIDENTS: usize = 3;
     let args: Vec<Vec<&str>> = cases.iter().map(|(_, a)| a.clone()).collect();
     let rounds = common::interleaved(9, &data, &args);
     println!("input: {} ({mb} MiB)", data.display());
@@ -100,7 +121,20 @@ fn throughput(root: &std::path::Path, mb: u64) {
         );
     }
     // Time on a shared machine moves by ±10 % between runs; instruction counts do not.
-    common::print_instructions(&data, 40_000, &cases);
+    let counts = common::print_instructions(&data, 40_000, &cases);
+    // Incidents on against off, the same library: what grouping alerts into incidents (and
+    // recording the requests of identities with an open one) costs.
+    let best = |i: usize| rounds.best[i].events as f64 / rounds.best[i].cpu_secs;
+    let instructions = match (counts[LIBRARY], counts[NO_INCIDENTS]) {
+        (Some(on), Some(off)) => format!("{:.2}", off / on),
+        _ => "n/a".into(),
+    };
+    println!();
+    println!(
+        "incidents on vs off, whole library: {:.2} CPU (paired), {:.2} (best), {instructions} in instructions (throughput with incidents on / off)",
+        rounds.paired_between(LIBRARY, NO_INCIDENTS),
+        best(LIBRARY) / best(NO_INCIDENTS),
+    );
 }
 
 fn rss_bytes() -> u64 {
@@ -122,8 +156,13 @@ fn memory(root: &std::path::Path, identities: usize) {
     let rules = RuleSet::load(&dirs).expect("load the rules");
     let revocations = RevocationList::default();
     let mut state = Stateful::new(&rules, identities + identities / 10);
+    // Incidents are on (as in a replay) unless AUDITHOUND_BENCH_INCIDENTS=0: every alert joins
+    // one, and the requests of identities with an open one are recorded.
+    let with_incidents = env("AUDITHOUND_BENCH_INCIDENTS", 1) != 0;
+    let mut incidents = with_incidents.then(|| Incidents::new(IncidentOptions::default()));
+    let mut alerts = 0u64;
     let before = rss_bytes();
-    let (mut outputs, mut fired) = (detect::Outputs::default(), Vec::new());
+    let mut outputs = detect::Outputs::default();
     let start = audithound::event::time::parse_rfc3339_micros("2025-03-04T00:00:00Z").unwrap_or(0);
     // One identity every millisecond by default: a million over 17 minutes of event time.
     let spacing = env("AUDITHOUND_BENCH_SPACING_US", 1000) as i64;
@@ -138,29 +177,14 @@ fn memory(root: &std::path::Path, identities: usize) {
             (i >> 8) & 255,
             i & 255
         );
-        decode_record(
-            json.as_bytes(),
-            &DecodeOptions::default(),
-            "prod",
-            &mut |item| {
-                if let Item::Event(ev, _) = item {
-                    let view = EventView::new(ev, ev.event_time().unwrap_or(0));
-                    detect::evaluate(
-                        &rules,
-                        &revocations,
-                        detect::Origin::default(),
-                        &view,
-                        &mut outputs,
-                        &mut |_| true,
-                    );
-                }
-            },
+        alerts += feed(
+            &json,
+            &rules,
+            &revocations,
+            &mut outputs,
+            Some(&mut state),
+            incidents.as_mut(),
         );
-        for o in outputs.observations.drain(..) {
-            state.observe(&rules, o, &[], &mut fired);
-        }
-        outputs.alerts.clear();
-        fired.clear();
     }
     let after = rss_bytes();
     let used = after.saturating_sub(before);
@@ -172,4 +196,120 @@ fn memory(root: &std::path::Path, identities: usize) {
         used as f64 / identities as f64,
         state.stats.evictions
     );
+    match &incidents {
+        Some(incidents) => println!(
+            "  incidents on: {alerts} alerts joined {} incidents ({} open), {} requests recorded",
+            incidents.stats.incidents,
+            incidents.open_count(),
+            incidents.stats.recorded_requests
+        ),
+        None => println!("  incidents off: {alerts} alerts"),
+    }
+    let Some(mut incidents) = incidents else {
+        return;
+    };
+
+    // The worst case for incidents: other identities (100 000) each open a pod exec (a low
+    // alert opens an incident; reporting it takes more) and then read a Secret, which the open
+    // incident records. Their incidents stay open an hour of event time after the alert.
+    // 100 000 by default: at under 3 KB an incident, a million would take about 2.7 GB.
+    let n = env("AUDITHOUND_BENCH_INCIDENT_IDENTITIES", 100_000) as usize;
+    let before = rss_bytes();
+    let opened = incidents.stats.incidents;
+    let mut raised = 0u64;
+    let start = start + identities as i64 * spacing;
+    for k in 0..n {
+        for (j, request) in [
+            format!(
+                r#""requestURI":"/api/v1/namespaces/team-{k}/pods/web-{k}/exec?command=sh&container=app&stdin=true&stdout=true&tty=true","verb":"create","objectRef":{{"resource":"pods","subresource":"exec","namespace":"team-{k}","name":"web-{k}","apiVersion":"v1"}},"responseStatus":{{"code":101}}"#
+            ),
+            format!(
+                r#""requestURI":"/api/v1/namespaces/team-{k}/secrets/db-{k}","verb":"get","objectRef":{{"resource":"secrets","namespace":"team-{k}","name":"db-{k}","apiVersion":"v1"}},"responseStatus":{{"code":200}}"#
+            ),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let time = audithound::event::time::format_micros(start + k as i64 * spacing + j as i64);
+            let json = format!(
+                r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{:08x}-9a1b-4c2d-8e3f-{:012x}","stage":"ResponseComplete",{request},"user":{{"username":"dev-{k}@example.com","groups":["developers","system:authenticated"]}},"sourceIPs":["172.16.{}.{}"],"userAgent":"kubectl/v1.30.2 (linux/amd64) kubernetes/3968350","stageTimestamp":"{time}"}}"#,
+                k,
+                k * 2 + j,
+                (k >> 8) & 255,
+                k & 255
+            );
+            raised += feed(
+                &json,
+                &rules,
+                &revocations,
+                &mut outputs,
+                None,
+                Some(&mut incidents),
+            );
+        }
+    }
+    let used_incidents = rss_bytes().saturating_sub(before);
+    let made = incidents.stats.incidents - opened;
+    println!(
+        "incidents for {n} more identities (a pod exec, then a Secret read, each): {raised} alerts, {made} incidents ({} open), {} requests recorded, {:.0} MiB resident ({:.0} bytes per incident); with the state above {:.0} MiB; cap 512 MiB",
+        incidents.open_count(),
+        incidents.stats.recorded_requests,
+        used_incidents as f64 / (1 << 20) as f64,
+        used_incidents as f64 / made.max(1) as f64,
+        (used + used_incidents) as f64 / (1 << 20) as f64,
+    );
+}
+
+/// Decodes one event and runs it as a replay's collector would: through the rules, into the
+/// stateful detectors (when given), its alerts into the incidents and, when an incident of its
+/// actor is open, recorded there. Returns the alerts raised.
+fn feed(
+    json: &str,
+    rules: &RuleSet,
+    revocations: &RevocationList,
+    outputs: &mut detect::Outputs,
+    mut state: Option<&mut Stateful>,
+    mut incidents: Option<&mut Incidents>,
+) -> u64 {
+    decode_record(
+        json.as_bytes(),
+        &DecodeOptions::default(),
+        "prod",
+        &mut |item| {
+            if let Item::Event(ev, _) = item {
+                let view = EventView::new(ev, ev.event_time().unwrap_or(0));
+                if let Some(incidents) = incidents.as_deref_mut() {
+                    let actor = state_key(&format!("prod\u{1f}{}", ev.username()));
+                    if incidents.watches(actor) {
+                        incidents.request(actor, &view);
+                    }
+                }
+                detect::evaluate(
+                    rules,
+                    revocations,
+                    detect::Origin::default(),
+                    &view,
+                    outputs,
+                    &mut |_| true,
+                );
+            }
+        },
+    );
+    let mut fired = Vec::new();
+    for o in outputs.observations.drain(..) {
+        if let Some(state) = state.as_deref_mut() {
+            state.observe(rules, o, &[], &mut fired);
+        }
+    }
+    let mut alerts = 0;
+    let mut reports = Vec::new();
+    for alert in outputs.alerts.drain(..).chain(fired) {
+        alerts += 1;
+        if let Some(incidents) = incidents.as_deref_mut() {
+            let family = rules.get(&alert.rule.id).map_or("other", |r| r.family());
+            incidents.alert(&alert, family, &mut reports);
+            reports.clear();
+        }
+    }
+    alerts
 }

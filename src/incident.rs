@@ -4,8 +4,9 @@
 //! across renamed usernames) or an impersonated identity that two alerts share, within a gap of
 //! event time (an hour by default) of the incident's last alert, across rule families. From its
 //! first alert on, every request of the incident's usernames is recorded (the collector hands
-//! each event's actor here; the event is decoded again only for identities with an open
-//! incident), read-only requests folded into counts, and what they read, changed and from where
+//! each event's actor here; a decode worker describes the request of an actor that may have an
+//! open incident as it evaluates the event, see `Watched`, and the collector decodes it again
+//! only when the worker ran ahead of the incident), read-only requests folded into counts, and what they read, changed and from where
 //! make the blast radius. An incident is reported once it has two alerts or a high one, updated
 //! like an episode (live, at most once a minute of event time), and closed when the gap passes
 //! or the replay ends. Everything is capped, with true totals beside each list.
@@ -18,6 +19,8 @@ use crate::event::{EventView, CREDENTIAL_ID_KEY};
 use crate::rules::field::Field;
 use crate::rules::Severity;
 use foldhash::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Default gap of event time after an incident's last alert before it closes.
 pub const DEFAULT_GAP: i64 = 3600 * 1_000_000;
@@ -42,31 +45,143 @@ impl Default for IncidentOptions {
     }
 }
 
-/// A capped list of distinct strings with its true total.
+/// Pushes onto a list that mostly stays short: its first few items take no more room than
+/// they need (a plain push reserves four at once), then it grows as usual.
+fn push_small<T>(list: &mut Vec<T>, item: T) {
+    if list.len() == list.capacity() && list.len() < 4 {
+        list.reserve_exact(1);
+    }
+    list.push(item);
+}
+
+/// A deterministic 128-bit hash (the same in every process: it may be kept in a snapshot).
+fn hash(text: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(text.as_bytes())
+}
+
+/// Up to this many items a `Set` is searched in order; beyond, through an index of hashes.
+const SCAN: usize = 8;
+
+/// A capped list of distinct strings with its true total. Small (most hold one to a few
+/// items): the items alone, searched in order. Only a list that outgrows `SCAN` items or its
+/// cap has more: the true total and an index of the items' hashes. What was seen stays
+/// bounded by the cap like the items.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Set {
-    seen: HashSet<String>,
-    items: Vec<String>,
+    items: Vec<Box<str>>,
+    more: Option<Box<More>>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct More {
     total: u64,
+    /// Hashes of `items` (made again after a snapshot is read).
+    #[serde(skip)]
+    index: Option<HashSet<u128>>,
 }
 
 impl Set {
+    fn total(&self) -> u64 {
+        self.more
+            .as_ref()
+            .map_or(self.items.len() as u64, |m| m.total)
+    }
+
+    fn contains(&mut self, value: &str) -> bool {
+        if self.items.len() <= SCAN {
+            return self.items.iter().any(|i| **i == *value);
+        }
+        let items = &self.items;
+        let more = self.more.get_or_insert_with(|| {
+            Box::new(More {
+                total: items.len() as u64,
+                index: None,
+            })
+        });
+        more.index
+            .get_or_insert_with(|| items.iter().map(|i| hash(i)).collect())
+            .contains(&hash(value))
+    }
+
     fn add(&mut self, value: &str, cap: usize) {
-        if value.is_empty() || self.seen.contains(value) {
+        if value.is_empty() || self.contains(value) {
             return;
         }
-        self.total += 1;
+        let kept = self.items.len();
         // Beyond the cap only the count grows; what was seen stays bounded too.
-        if self.items.len() < cap {
-            self.seen.insert(value.to_owned());
-            self.items.push(value.to_owned());
+        let keep = kept < cap;
+        if keep {
+            push_small(&mut self.items, value.into());
+        }
+        if self.more.is_none() && (!keep || self.items.len() > SCAN) {
+            self.more = Some(Box::new(More {
+                total: kept as u64,
+                index: None,
+            }));
+        } else if let Some(more) = self.more.as_mut() {
+            if keep {
+                if let Some(index) = more.index.as_mut() {
+                    index.insert(hash(value));
+                }
+            }
+            more.total += 1;
+            return;
+        }
+        if let Some(more) = self.more.as_mut() {
+            more.total += 1;
         }
     }
 
     fn capped(&self) -> Capped {
         Capped {
-            total: self.total,
-            items: self.items.clone(),
+            total: self.total(),
+            items: self.items.iter().map(|i| i.to_string()).collect(),
+        }
+    }
+}
+
+/// A map keyed by hashes that mostly holds one or a few entries: a list searched in order,
+/// a hash map once there are more than `SCAN`.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Few<V> {
+    list: Vec<(u128, V)>,
+    map: Option<Box<HashMap<u128, V>>>,
+}
+
+impl<V: Copy> Few<V> {
+    fn get(&self, key: u128) -> Option<V> {
+        match &self.map {
+            Some(map) => map.get(&key).copied(),
+            None => self.list.iter().find(|(k, _)| *k == key).map(|(_, v)| *v),
+        }
+    }
+
+    fn contains(&self, key: u128) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Sets `key`'s value; whether it is new.
+    fn insert(&mut self, key: u128, value: V) -> bool {
+        if let Some(map) = self.map.as_mut() {
+            return map.insert(key, value).is_none();
+        }
+        if let Some(entry) = self.list.iter_mut().find(|(k, _)| *k == key) {
+            entry.1 = value;
+            return false;
+        }
+        push_small(&mut self.list, (key, value));
+        if self.list.len() > SCAN {
+            self.map = Some(Box::new(
+                std::mem::take(&mut self.list).into_iter().collect(),
+            ));
+        }
+        true
+    }
+
+    fn for_each_value(&mut self, mut f: impl FnMut(&mut V)) {
+        match self.map.as_mut() {
+            Some(map) => map.values_mut().for_each(f),
+            None => self.list.iter_mut().for_each(|(_, v)| f(v)),
         }
     }
 }
@@ -83,12 +198,14 @@ struct Open {
     worst: Severity,
     severity: Severity,
     families: Vec<String>,
-    keys: Vec<String>,
+    /// Hashes of the identity keys (`user:`, `cred:` + cluster and value) of its alerts.
+    keys: Vec<u128>,
     usernames: Set,
     credentials: Set,
     impersonated: Set,
     alerts: Vec<AlertRef>,
-    alert_ids: HashSet<String>,
+    /// Hashes of every alert id joined (an episode's later reports find their incident here).
+    alert_ids: Few<()>,
     alerts_total: u64,
     story: Story,
     reported: Option<(u64, u64, i64)>,
@@ -98,15 +215,97 @@ struct Open {
 /// on them, and the blast radius. An incident tells one; so does `audithound timeline`.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct Story {
-    steps: Vec<Step>,
+    steps: Vec<Rec>,
     steps_total: u64,
-    /// Audit IDs of recorded steps (to mark the alerts raised on them) and the rules that
-    /// alerted on requests not recorded yet.
-    step_at: HashMap<String, usize>,
-    pending_marks: HashMap<String, Vec<String>>,
+    /// Hashes of the audit IDs of recorded steps → step (to mark the alerts raised on them);
+    /// made again from the steps after a snapshot is read.
+    #[serde(skip)]
+    step_at: Few<u32>,
+    /// The rules that alerted on requests not recorded yet, by audit ID (rarely any).
+    pending_marks: Option<Box<HashMap<String, Vec<String>>>>,
     blast: Blast,
     /// The latest request's time.
     last: i64,
+}
+
+/// A timeline step as kept: its texts in one allocation, times as microseconds (written out
+/// only in a report).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Rec {
+    micros: i64,
+    /// The time of the latest request folded into it.
+    last_micros: Option<i64>,
+    status_code: Option<i64>,
+    count: u64,
+    /// The texts of `REC_FIELDS`, one after another; `ends` says where each ends.
+    text: Box<str>,
+    ends: [u32; REC_FIELDS],
+    alerts: Vec<String>,
+}
+
+const REC_FIELDS: usize = 8;
+const VERB: usize = 0;
+/// The resource with its subresource (`pods/exec`).
+const RESOURCE: usize = 1;
+const NAMESPACE: usize = 2;
+const NAME: usize = 3;
+const USERNAME: usize = 4;
+const SOURCE_IP: usize = 5;
+const USER_AGENT: usize = 6;
+const AUDIT_ID: usize = 7;
+
+/// Texts laid one after another in one string, with where each ends.
+fn pack<const N: usize>(parts: [&str; N]) -> (String, [u32; N]) {
+    let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    let mut ends = [0u32; N];
+    for (end, part) in ends.iter_mut().zip(parts) {
+        text.push_str(part);
+        *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
+    }
+    (text, ends)
+}
+
+/// The `i`-th of the texts `pack` laid out.
+fn part<'t>(text: &'t str, ends: &[u32], i: usize) -> &'t str {
+    let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+    text.get(start..ends[i] as usize).unwrap_or("")
+}
+
+impl Rec {
+    fn get(&self, i: usize) -> &str {
+        part(&self.text, &self.ends, i)
+    }
+
+    /// The step as reported.
+    fn step(&self) -> Step {
+        let mut alerts = self.alerts.clone();
+        alerts.sort();
+        Step {
+            time: format_micros(self.micros),
+            last_time: self.last_micros.map(format_micros),
+            micros: self.micros,
+            verb: self.get(VERB).to_owned(),
+            resource: self.get(RESOURCE).to_owned(),
+            namespace: self.get(NAMESPACE).to_owned(),
+            name: self.get(NAME).to_owned(),
+            status_code: self.status_code,
+            username: self.get(USERNAME).to_owned(),
+            source_ip: self.get(SOURCE_IP).to_owned(),
+            user_agent: self.get(USER_AGENT).to_owned(),
+            audit_id: self.get(AUDIT_ID).to_owned(),
+            count: self.count,
+            alerts,
+        }
+    }
+
+    /// Folded requests of different objects: the step names none.
+    fn clear_name(&mut self) {
+        let parts: [&str; REC_FIELDS] =
+            std::array::from_fn(|i| if i == NAME { "" } else { self.get(i) });
+        let (text, ends) = pack(parts);
+        self.text = text.into_boxed_str();
+        self.ends = ends;
+    }
 }
 
 #[derive(Default, serde::Serialize, serde::Deserialize)]
@@ -123,21 +322,77 @@ struct Blast {
 }
 
 /// Fields a request is described by that the event struct does not hold directly.
-pub struct Fields {
+struct Fields {
     source_ips: Field,
     /// The name of an object being created (`objectRef.name` is empty then).
     created_name: Field,
 }
 
-impl Default for Fields {
+impl Fields {
+    fn get() -> &'static Fields {
+        static FIELDS: std::sync::OnceLock<Fields> = std::sync::OnceLock::new();
+        FIELDS.get_or_init(|| {
+            let field = |path: &str| Field::parse(path).unwrap_or(Field::StatusCode);
+            Fields {
+                source_ips: field("sourceIPs"),
+                created_name: field("requestObject.metadata.name"),
+            }
+        })
+    }
+}
+
+/// Actors that may have an open incident, shared with the decode workers: a worker describes
+/// the request of such an actor as it evaluates the event (`Request::of`), so that the
+/// collector need not decode it again. A filter of hash bits, set when an incident takes an
+/// actor and cleared when incidents close: a bit set for an actor that has none only costs a
+/// description nobody reads, and one not set yet (the worker ran ahead of the collector) only
+/// has the collector decode the event again, as it does without the filter. Either way the
+/// incident records the same request.
+pub struct Watched {
+    bits: Box<[AtomicU64]>,
+}
+
+/// Bits of the filter (32 KiB).
+const WATCH_BITS: usize = 1 << 18;
+
+impl Default for Watched {
     fn default() -> Self {
-        let field = |path: &str| Field::parse(path).unwrap_or(Field::StatusCode);
-        Fields {
-            source_ips: field("sourceIPs"),
-            created_name: field("requestObject.metadata.name"),
+        Watched {
+            bits: (0..WATCH_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
+
+impl Watched {
+    fn at(actor: StateKey) -> (usize, u64) {
+        let bit = (actor as usize) % WATCH_BITS;
+        (bit / 64, 1 << (bit % 64))
+    }
+
+    /// Whether `actor` may have an open incident (its requests are described).
+    pub fn may_watch(&self, actor: StateKey) -> bool {
+        let (word, mask) = Self::at(actor);
+        self.bits[word].load(Ordering::Relaxed) & mask != 0
+    }
+
+    fn set(&self, actor: StateKey) {
+        let (word, mask) = Self::at(actor);
+        self.bits[word].fetch_or(mask, Ordering::Relaxed);
+    }
+
+    fn reset(&self, actors: impl Iterator<Item = StateKey>) {
+        for word in self.bits.iter() {
+            word.store(0, Ordering::Relaxed);
+        }
+        for actor in actors {
+            self.set(actor);
+        }
+    }
+}
+
+/// Open incidents at most whose actors the filter is made again for when some close; with
+/// more, bits of closed ones stay set until all close (a little more work, never less).
+const WATCH_RESET_MAX: usize = 4096;
 
 /// The incidents being built.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
@@ -145,13 +400,18 @@ pub struct Incidents {
     /// Given again when restored.
     #[serde(skip)]
     opts: IncidentOptions,
-    open: Vec<Option<Open>>,
-    /// Identity key (`user:`, `cred:`, `imp:` + cluster and value) → incident.
-    by_key: HashMap<String, usize>,
-    /// Actor (state key of `cluster\x1fusername`) → incident, for recording its requests.
-    by_actor: HashMap<StateKey, usize>,
+    open: Vec<Option<Box<Open>>>,
+    /// Identity key (hash of `user:`, `cred:` + cluster and value) → incident; made again from
+    /// the incidents' keys after a snapshot is read.
     #[serde(skip)]
-    fields: Fields,
+    by_key: HashMap<u128, u32>,
+    /// Actor (state key of `cluster\x1fusername`) → incident, for recording its requests; made
+    /// again from the incidents' usernames after a snapshot is read (state keys differ from
+    /// process to process).
+    #[serde(skip)]
+    by_actor: HashMap<StateKey, u32>,
+    #[serde(skip)]
+    watched: Arc<Watched>,
     pub stats: IncidentStats,
 }
 
@@ -159,6 +419,9 @@ pub struct Incidents {
 pub struct IncidentStats {
     pub incidents: u64,
     pub recorded_requests: u64,
+    /// Requests recorded that a worker had not described (decoded again here).
+    #[serde(default)]
+    pub decoded_again: u64,
 }
 
 /// The identity keys an alert is known by.
@@ -172,6 +435,10 @@ fn keys_of(alert: &Alert) -> Vec<String> {
         keys.push(format!("user:{c}\u{1f}{imp}"));
     }
     keys
+}
+
+fn actor_of(cluster: &str, username: &str) -> StateKey {
+    state_key(&format!("{cluster}\u{1f}{username}"))
 }
 
 /// `1 alert`, `3 alerts`.
@@ -195,6 +462,11 @@ impl Incidents {
         }
     }
 
+    /// The filter of actors whose requests the workers describe (see `Watched`).
+    pub fn watched(&self) -> Arc<Watched> {
+        self.watched.clone()
+    }
+
     /// Joins `alert` (delivered, in event-time order) to its identity's incident, or opens one.
     /// Reports go to `out`.
     pub fn alert(&mut self, alert: &Alert, family: &str, out: &mut Vec<Incident>) {
@@ -202,8 +474,9 @@ impl Incidents {
         // open; it never starts one.
         if matches!(alert.status, Some(Status::Updated | Status::Closed)) {
             let cap = self.opts.cap;
+            let id = hash(&alert.id);
             let open = self.open.iter_mut().flatten();
-            if let Some(open) = open.into_iter().find(|o| o.alert_ids.contains(&alert.id)) {
+            if let Some(open) = open.into_iter().find(|o| o.alert_ids.contains(id)) {
                 open.add_alert(alert, family, cap);
             }
             return;
@@ -212,7 +485,7 @@ impl Incidents {
         let gap = self.opts.gap;
         let mut found: Vec<usize> = keys
             .iter()
-            .filter_map(|k| self.by_key.get(k).copied())
+            .filter_map(|k| self.by_key.get(&hash(k)).map(|&i| i as usize))
             .filter(|&i| {
                 self.open[i]
                     .as_ref()
@@ -231,11 +504,12 @@ impl Incidents {
             }
             None => self.start(alert),
         };
-        for key in keys {
-            self.by_key.insert(key, at);
+        for key in &keys {
+            self.by_key.insert(hash(key), at as u32);
         }
-        let actor = state_key(&format!("{}\u{1f}{}", alert.cluster, alert.actor.username));
-        self.by_actor.insert(actor, at);
+        let actor = actor_of(&alert.cluster, &alert.actor.username);
+        self.by_actor.insert(actor, at as u32);
+        self.watched.set(actor);
         let cap = self.opts.cap;
         let Some(open) = self.open[at].as_mut() else {
             return;
@@ -256,7 +530,7 @@ impl Incidents {
             &[&alert.actor.username, &alert.time_micros.to_string()],
         );
         self.stats.incidents += 1;
-        self.open.push(Some(Open {
+        self.open.push(Some(Box::new(Open {
             id,
             cluster: alert.cluster.clone(),
             first: alert.time_micros,
@@ -265,16 +539,16 @@ impl Incidents {
             worst: alert.rule.severity,
             severity: alert.rule.severity,
             families: Vec::new(),
-            keys: keys_of(alert),
+            keys: keys_of(alert).iter().map(|k| hash(k)).collect(),
             usernames: Set::default(),
             credentials: Set::default(),
             impersonated: Set::default(),
             alerts: Vec::new(),
-            alert_ids: HashSet::default(),
+            alert_ids: Few::default(),
             alerts_total: 0,
             story: Story::default(),
             reported: None,
-        }));
+        })));
         self.open.len() - 1
     }
 
@@ -283,37 +557,52 @@ impl Incidents {
         let Some(moved) = self.open[other].take() else {
             return;
         };
+        let (into32, other32) = (into as u32, other as u32);
         for i in self.by_key.values_mut().chain(self.by_actor.values_mut()) {
-            if *i == other {
-                *i = into;
+            if *i == other32 {
+                *i = into32;
             }
         }
         let cap = self.opts.cap;
         if let Some(target) = self.open[into].as_mut() {
-            target.absorb(moved, cap);
+            target.absorb(*moved, cap);
         }
     }
 
     /// Whether requests of `actor` are recorded (an incident of theirs is open).
     pub fn watches(&self, actor: StateKey) -> bool {
-        !self.by_actor.is_empty() && self.by_actor.contains_key(&actor)
+        // The filter's bits are set for every actor here: most answers need no lookup.
+        self.watched.may_watch(actor) && self.by_actor.contains_key(&actor)
     }
 
     /// Records one request of a watched actor (see `watches`), unless its incident's gap has
     /// passed by then (the incident is over, only not closed yet).
     pub fn request(&mut self, actor: StateKey, view: &EventView) {
-        let Some(&at) = self.by_actor.get(&actor) else {
-            return;
-        };
-        let (cap, gap) = (self.opts.cap, self.opts.gap);
-        if let Some(open) = self.open[at].as_mut() {
-            if view.time > open.last_alert.saturating_add(gap) {
-                return;
-            }
-            open.story.request(view, &self.fields, cap);
+        let cap = self.opts.cap;
+        if let Some(open) = self.recording(actor, view.time) {
+            open.story.record(Request::of(view), cap);
             open.last = open.last.max(view.time);
             self.stats.recorded_requests += 1;
+            self.stats.decoded_again += 1;
         }
+    }
+
+    /// `request`, with the request described already (by a worker: see `Watched`).
+    pub fn described(&mut self, actor: StateKey, request: Request) {
+        let (time, cap) = (request.time, self.opts.cap);
+        if let Some(open) = self.recording(actor, time) {
+            open.story.record(request, cap);
+            open.last = open.last.max(time);
+            self.stats.recorded_requests += 1;
+        }
+    }
+
+    /// The open incident a request of `actor` at `time` is recorded in.
+    fn recording(&mut self, actor: StateKey, time: i64) -> Option<&mut Open> {
+        let &at = self.by_actor.get(&actor)?;
+        let gap = self.opts.gap;
+        let open = self.open.get_mut(at as usize)?.as_deref_mut()?;
+        (time <= open.last_alert.saturating_add(gap)).then_some(open)
     }
 
     /// Event time has reached `now` (or the input ended): incidents whose gap has passed close;
@@ -327,7 +616,7 @@ impl Incidents {
                 if open.reported.is_some() {
                     out.push(open.report(Status::Closed));
                 }
-                closed.push(i);
+                closed.push(i as u32);
                 *slot = None;
             } else if let (Some(every), Some(reported)) = (self.opts.update_every, open.reported) {
                 let grew = (open.alerts_total, open.story.steps_total) != (reported.0, reported.1);
@@ -338,8 +627,12 @@ impl Incidents {
             }
         }
         if !closed.is_empty() {
+            let closed: HashSet<u32> = closed.into_iter().collect();
             self.by_key.retain(|_, i| !closed.contains(i));
             self.by_actor.retain(|_, i| !closed.contains(i));
+            if self.by_actor.len() <= WATCH_RESET_MAX {
+                self.watched.reset(self.by_actor.keys().copied());
+            }
         }
         // Slots of closed incidents are reused only once all are closed: indices stay stable.
         if self.open.iter().all(Option::is_none) {
@@ -350,9 +643,16 @@ impl Incidents {
     /// Incidents read back from a snapshot, with this run's options.
     pub fn restored(mut self, opts: IncidentOptions) -> Self {
         self.opts = opts;
-        for open in self.open.iter_mut().flatten() {
-            for step in &mut open.story.steps {
-                step.micros = crate::event::time::parse_rfc3339_micros(&step.time).unwrap_or(0);
+        for (i, open) in self.open.iter_mut().enumerate() {
+            let Some(open) = open else { continue };
+            open.story.restored();
+            for &key in &open.keys {
+                self.by_key.insert(key, i as u32);
+            }
+            for username in &open.usernames.items {
+                let actor = actor_of(&open.cluster, username);
+                self.by_actor.insert(actor, i as u32);
+                self.watched.set(actor);
             }
         }
         self
@@ -363,27 +663,166 @@ impl Incidents {
     }
 }
 
-/// One request, from its event or from the alert raised on it.
-struct Request {
+/// One request, from its event or from the alert raised on it: its texts in one allocation.
+#[derive(Debug, Clone)]
+pub struct Request {
     time: i64,
-    verb: String,
-    resource: String,
-    subresource: String,
-    namespace: String,
-    name: String,
     code: Option<i64>,
-    username: String,
-    source_ip: String,
-    user_agent: String,
-    audit_id: String,
-    credential: Option<String>,
+    text: String,
+    ends: [u32; REQUEST_FIELDS],
+    has_credential: bool,
+}
+
+const REQUEST_FIELDS: usize = 10;
+const R_VERB: usize = 0;
+const R_RESOURCE: usize = 1;
+const R_SUBRESOURCE: usize = 2;
+const R_NAMESPACE: usize = 3;
+const R_NAME: usize = 4;
+const R_USERNAME: usize = 5;
+const R_SOURCE_IP: usize = 6;
+const R_USER_AGENT: usize = 7;
+const R_AUDIT_ID: usize = 8;
+const R_CREDENTIAL: usize = 9;
+
+impl Request {
+    /// The request `view` is.
+    pub fn of(view: &EventView) -> Request {
+        let ev = view.event;
+        let fields = Fields::get();
+        fn text<'t>(s: Option<&'t crate::event::JStr>) -> &'t str {
+            s.map_or("", |s| s)
+        }
+        let o = ev.object_ref.as_ref();
+        let created;
+        let name = match o.and_then(|o| o.name.as_ref()) {
+            Some(name) => &**name,
+            None => {
+                created = fields.created_name.first_text(view).unwrap_or_default();
+                created.as_str()
+            }
+        };
+        let source_ip = fields.source_ips.first_text(view).unwrap_or_default();
+        let credential = credential_id(view);
+        let (text, ends) = pack([
+            text(ev.verb.as_ref()),
+            text(o.and_then(|o| o.resource.as_ref())),
+            text(o.and_then(|o| o.subresource.as_ref())),
+            text(o.and_then(|o| o.namespace.as_ref())),
+            name,
+            ev.username(),
+            &source_ip,
+            text(ev.user_agent.as_ref()),
+            text(ev.audit_id.as_ref()),
+            credential.as_deref().unwrap_or(""),
+        ]);
+        Request {
+            time: view.time,
+            code: ev.status_code(),
+            text,
+            ends,
+            has_credential: credential.is_some(),
+        }
+    }
+
+    /// The request `alert` was raised on (its target, actor and outcome).
+    fn of_alert(alert: &Alert) -> Request {
+        let t = &alert.target;
+        let (text, ends) = pack([
+            &t.verb,
+            &t.resource,
+            &t.subresource,
+            &t.namespace,
+            &t.name,
+            &alert.actor.username,
+            alert.actor.source_ips.first().map_or("", String::as_str),
+            alert.actor.user_agent.as_deref().unwrap_or(""),
+            alert.evidence.audit_ids.last().map_or("", String::as_str),
+            alert.actor.credential_id.as_deref().unwrap_or(""),
+        ]);
+        Request {
+            time: alert.time_micros,
+            code: alert.outcome.status_code,
+            text,
+            ends,
+            has_credential: alert.actor.credential_id.is_some(),
+        }
+    }
+
+    fn get(&self, i: usize) -> &str {
+        part(&self.text, &self.ends, i)
+    }
+
+    fn credential(&self) -> Option<&str> {
+        self.has_credential.then(|| self.get(R_CREDENTIAL))
+    }
+}
+
+/// The credential id in `user.extra` (its first value), as `alert::first_string` takes it from
+/// the parsed map: found by its key's text when it is there in the usual shape (a list whose
+/// first item is a plain string); anything else (escapes, other shapes) parses the map.
+fn credential_id(view: &EventView) -> Option<String> {
+    use memchr::memmem::Finder;
+    static KEY: std::sync::OnceLock<Finder<'static>> = std::sync::OnceLock::new();
+    let extra = view.event.user.extra?;
+    let general = || {
+        view.extra()
+            .get(CREDENTIAL_ID_KEY)
+            .and_then(crate::alert::first_string)
+    };
+    if view.extra_parsed() {
+        return general();
+    }
+    let text = extra.get();
+    let key = KEY.get_or_init(|| Finder::new("\"authentication.kubernetes.io/credential-id\""));
+    // Usually the first (or only) key.
+    let first = text
+        .strip_prefix('{')
+        .map(str::trim_start)
+        .is_some_and(|t| t.as_bytes().starts_with(key.needle()));
+    let found = if first {
+        Some(text.len() - text[1..].trim_start().len())
+    } else {
+        key.find(text.as_bytes())
+    };
+    let Some(at) = found else {
+        // Without a backslash the key cannot be written any other way: there is none.
+        return if memchr::memchr(b'\\', text.as_bytes()).is_some() {
+            general()
+        } else {
+            None
+        };
+    };
+    let quick = text[at + key.needle().len()..]
+        .trim_start()
+        .strip_prefix(':')
+        .map(str::trim_start)
+        .and_then(|r| r.strip_prefix('['))
+        .map(str::trim_start)
+        .and_then(|r| r.strip_prefix('"'))
+        .and_then(|r| {
+            let end = memchr::memchr2(b'"', b'\\', r.as_bytes())?;
+            (r.as_bytes()[end] == b'"').then(|| r[..end].to_owned())
+        });
+    quick.or_else(general)
 }
 
 /// Read-only requests that are folded into counts in a timeline (Secret reads never are).
-fn foldable(verb: &str, resource: &str, code: Option<i64>) -> bool {
+fn foldable(verb: &str, resource: &str, subresource: &str, code: Option<i64>) -> bool {
     matches!(verb, "get" | "list" | "watch")
-        && resource != "secrets"
+        && (resource != "secrets" || !subresource.is_empty())
         && code.is_none_or(|c| c < 400)
+}
+
+/// Whether `joined` is `resource`, or `resource/subresource` when there is a subresource.
+fn is_joined(joined: &str, resource: &str, subresource: &str) -> bool {
+    if subresource.is_empty() {
+        return joined == resource;
+    }
+    joined.len() == resource.len() + 1 + subresource.len()
+        && joined.starts_with(resource)
+        && joined.as_bytes()[resource.len()] == b'/'
+        && joined.ends_with(subresource)
 }
 
 impl Open {
@@ -411,7 +850,7 @@ impl Open {
         self.first = self.first.min(alert.time_micros);
         self.last_alert = self.last_alert.max(alert.time_micros);
         if !self.families.iter().any(|f| f == family) {
-            self.families.push(family.to_owned());
+            push_small(&mut self.families, family.to_owned());
             self.families.sort();
         }
         self.usernames.add(&alert.actor.username, cap);
@@ -422,28 +861,32 @@ impl Open {
             self.impersonated.add(i, cap);
         }
         for key in keys_of(alert) {
+            let key = hash(&key);
             if !self.keys.contains(&key) {
-                self.keys.push(key);
+                push_small(&mut self.keys, key);
             }
         }
         // An episode's later reports are the same alert: its entry keeps the opening summary.
         // Live, interim reports come when the wall clock allows, so taking theirs would make
         // an incident read differently live and in a replay; the episode's own closing record
         // carries the full extent.
-        if !self.alert_ids.insert(alert.id.clone()) {
+        if !self.alert_ids.insert(hash(&alert.id), ()) {
             return;
         }
         self.alerts_total += 1;
         self.worst = self.worst.max(alert.rule.severity);
         self.rate(self.worst);
         if self.alerts.len() < cap {
-            self.alerts.push(AlertRef {
-                id: alert.id.clone(),
-                rule: alert.rule.id.clone(),
-                severity: alert.rule.severity,
-                time: alert.time.clone(),
-                summary: alert.summary.clone(),
-            });
+            push_small(
+                &mut self.alerts,
+                AlertRef {
+                    id: alert.id.clone(),
+                    rule: alert.rule.id.clone(),
+                    severity: alert.rule.severity,
+                    time: alert.time.clone(),
+                    summary: alert.summary.clone(),
+                },
+            );
         }
         if alert.status.is_none_or(|st| st == Status::Open) {
             self.story.alert(alert, cap);
@@ -457,10 +900,11 @@ impl Story {
     pub fn mark<'a>(&mut self, audit_ids: &'a [String], rule: &str) -> Vec<&'a String> {
         let mut unmarked = Vec::new();
         for id in audit_ids {
-            match self.step_at.get(id).and_then(|&i| self.steps.get_mut(i)) {
+            let at = self.step_at.get(hash(id));
+            match at.and_then(|i| self.steps.get_mut(i as usize)) {
                 Some(step) => {
                     if !step.alerts.iter().any(|r| r == rule) {
-                        step.alerts.push(rule.to_owned());
+                        push_small(&mut step.alerts, rule.to_owned());
                     }
                 }
                 None => unmarked.push(id),
@@ -475,15 +919,16 @@ impl Story {
     pub fn alert(&mut self, alert: &Alert, cap: usize) {
         let mut marked = false;
         for audit_id in &alert.evidence.audit_ids {
-            match self.step_at.get(audit_id) {
-                Some(&i) => {
-                    if let Some(step) = self.steps.get_mut(i) {
-                        step.alerts.push(alert.rule.id.clone());
+            match self.step_at.get(hash(audit_id)) {
+                Some(i) => {
+                    if let Some(step) = self.steps.get_mut(i as usize) {
+                        push_small(&mut step.alerts, alert.rule.id.clone());
                         marked = true;
                     }
                 }
                 None => self
                     .pending_marks
+                    .get_or_insert_with(Default::default)
                     .entry(audit_id.clone())
                     .or_default()
                     .push(alert.rule.id.clone()),
@@ -493,32 +938,22 @@ impl Story {
             return;
         }
         let audit_id = alert.evidence.audit_ids.last().cloned().unwrap_or_default();
-        self.pending_marks.remove(&audit_id);
+        if let Some(pending) = self.pending_marks.as_mut() {
+            pending.remove(&audit_id);
+            if pending.is_empty() {
+                self.pending_marks = None;
+            }
+        }
         self.alert_request(alert, vec![alert.rule.id.clone()], cap);
     }
 
     /// Notes the request an alert was raised on (its target, actor and outcome), marked with
     /// `marks`.
     pub fn alert_request(&mut self, alert: &Alert, marks: Vec<String>, cap: usize) {
-        let t = &alert.target;
-        let request = Request {
-            time: alert.time_micros,
-            verb: t.verb.clone(),
-            resource: t.resource.clone(),
-            subresource: t.subresource.clone(),
-            namespace: t.namespace.clone(),
-            name: t.name.clone(),
-            code: alert.outcome.status_code,
-            username: alert.actor.username.clone(),
-            source_ip: alert.actor.source_ips.first().cloned().unwrap_or_default(),
-            user_agent: alert.actor.user_agent.clone().unwrap_or_default(),
-            audit_id: alert.evidence.audit_ids.last().cloned().unwrap_or_default(),
-            credential: alert.actor.credential_id.clone(),
-        };
-        self.note(request, marks, cap);
+        self.note(&Request::of_alert(alert), marks, cap);
     }
 
-    fn push_step(&mut self, step: Step, cap: usize) {
+    fn push_step(&mut self, step: Rec, cap: usize) {
         self.steps_total += step.count;
         if self.steps.len() >= cap {
             return;
@@ -526,140 +961,152 @@ impl Story {
         // Kept in time order: a request recorded late goes where it belongs.
         let at = self.steps.partition_point(|s| s.micros <= step.micros);
         if at < self.steps.len() {
-            for i in self.step_at.values_mut() {
-                if *i >= at {
+            self.step_at.for_each_value(|i| {
+                if *i as usize >= at {
                     *i += 1;
                 }
-            }
+            });
         }
-        if !step.audit_id.is_empty() {
-            self.step_at.insert(step.audit_id.clone(), at);
+        let audit_id = step.get(AUDIT_ID);
+        if !audit_id.is_empty() {
+            self.step_at.insert(hash(audit_id), at as u32);
+        }
+        if self.steps.len() == self.steps.capacity() && self.steps.len() < 4 {
+            self.steps.reserve_exact(1);
         }
         self.steps.insert(at, step);
     }
 
     /// A request of the story's identities, decoded.
-    pub fn request(&mut self, view: &EventView, fields: &Fields, cap: usize) {
-        let ev = view.event;
-        let text = |s: Option<&crate::event::JStr>| s.map(|s| s.to_string()).unwrap_or_default();
-        let audit_id = text(ev.audit_id.as_ref());
+    pub fn request(&mut self, view: &EventView, cap: usize) {
+        self.record(Request::of(view), cap);
+    }
+
+    /// A request of the story's identities, described.
+    fn record(&mut self, request: Request, cap: usize) {
+        let audit_id = request.get(R_AUDIT_ID);
         // Already in the timeline as an alert's request.
-        if !audit_id.is_empty() && self.step_at.contains_key(&audit_id) {
+        if !audit_id.is_empty() && self.step_at.contains(hash(audit_id)) {
             return;
         }
-        let o = ev.object_ref.as_ref();
-        let request = Request {
-            time: view.time,
-            verb: text(ev.verb.as_ref()),
-            resource: text(o.and_then(|o| o.resource.as_ref())),
-            subresource: text(o.and_then(|o| o.subresource.as_ref())),
-            namespace: text(o.and_then(|o| o.namespace.as_ref())),
-            name: match o.and_then(|o| o.name.as_ref()) {
-                Some(name) => name.to_string(),
-                None => fields.created_name.first_text(view).unwrap_or_default(),
-            },
-            code: ev.status_code(),
-            username: ev.username().to_owned(),
-            source_ip: fields.source_ips.first_text(view).unwrap_or_default(),
-            user_agent: text(ev.user_agent.as_ref()),
-            credential: view
-                .extra()
-                .get(CREDENTIAL_ID_KEY)
-                .and_then(crate::alert::first_string),
-            audit_id,
+        let marks = match self.pending_marks.as_mut() {
+            Some(pending) => {
+                let marks = pending.remove(audit_id).unwrap_or_default();
+                if pending.is_empty() {
+                    self.pending_marks = None;
+                }
+                marks
+            }
+            None => Vec::new(),
         };
-        let marks = self
-            .pending_marks
-            .remove(&request.audit_id)
-            .unwrap_or_default();
-        self.note(request, marks, cap);
+        self.note(&request, marks, cap);
     }
 
     /// Adds a request to the timeline (folding repeated reads) and the blast radius.
-    fn note(&mut self, r: Request, alerts: Vec<String>, cap: usize) {
+    fn note(&mut self, r: &Request, alerts: Vec<String>, cap: usize) {
         self.last = self.last.max(r.time);
         let allowed = r.code.is_none_or(|c| c < 400);
-        let object = match (r.namespace.is_empty(), r.name.is_empty()) {
-            (false, false) => format!("{} {}/{}", r.resource, r.namespace, r.name),
-            (true, false) => format!("{} {}", r.resource, r.name),
-            (false, true) => format!("{} in {}", r.resource, r.namespace),
-            (true, true) => r.resource.clone(),
+        let (verb, resource, subresource) =
+            (r.get(R_VERB), r.get(R_RESOURCE), r.get(R_SUBRESOURCE));
+        let (namespace, name) = (r.get(R_NAMESPACE), r.get(R_NAME));
+        let object = || match (namespace.is_empty(), name.is_empty()) {
+            (false, false) => format!("{resource} {namespace}/{name}"),
+            (true, false) => format!("{resource} {name}"),
+            (false, true) => format!("{resource} in {namespace}"),
+            (true, true) => resource.to_owned(),
         };
         let b = &mut self.blast;
         if allowed {
-            match r.verb.as_str() {
-                "get" | "list" | "watch" if r.resource == "secrets" => {
-                    let what = match (r.namespace.is_empty(), r.name.is_empty()) {
-                        (false, false) => format!("{}/{}", r.namespace, r.name),
-                        (true, false) => r.name.clone(),
-                        (false, true) => format!("{}/* ({})", r.namespace, r.verb),
-                        (true, true) => format!("* in every namespace ({})", r.verb),
+            match verb {
+                "get" | "list" | "watch" if resource == "secrets" => {
+                    let what = match (namespace.is_empty(), name.is_empty()) {
+                        (false, false) => format!("{namespace}/{name}"),
+                        (true, false) => name.to_owned(),
+                        (false, true) => format!("{namespace}/* ({verb})"),
+                        (true, true) => format!("* in every namespace ({verb})"),
                     };
                     b.secrets_read.add(&what, cap);
                 }
                 // A session into a pod (exec, attach, port-forward, proxy) writes no object.
-                _ if matches!(
-                    r.subresource.as_str(),
-                    "exec" | "attach" | "portforward" | "proxy"
-                ) =>
-                {
-                    b.sessions.add(&format!("{} {object}", r.subresource), cap)
+                _ if matches!(subresource, "exec" | "attach" | "portforward" | "proxy") => {
+                    b.sessions.add(&format!("{subresource} {}", object()), cap)
                 }
                 // Access and token reviews are questions put to the API server, not objects.
-                "create" if r.resource.ends_with("reviews") => {}
-                "create" => b.created.add(&object, cap),
-                "update" | "patch" => b.changed.add(&object, cap),
-                "delete" | "deletecollection" => b.deleted.add(&object, cap),
+                "create" if resource.ends_with("reviews") => {}
+                "create" => b.created.add(&object(), cap),
+                "update" | "patch" => b.changed.add(&object(), cap),
+                "delete" | "deletecollection" => b.deleted.add(&object(), cap),
                 _ => {}
             }
-            b.namespaces.add(&r.namespace, cap);
+            b.namespaces.add(namespace, cap);
         }
-        b.source_ips.add(&r.source_ip, cap);
-        b.user_agents.add(&r.user_agent, cap);
-        if let Some(c) = &r.credential {
+        b.source_ips.add(r.get(R_SOURCE_IP), cap);
+        b.user_agents.add(r.get(R_USER_AGENT), cap);
+        if let Some(c) = r.credential() {
             b.credentials.add(c, cap);
         }
-        let resource = if r.subresource.is_empty() {
-            r.resource
-        } else {
-            format!("{}/{}", r.resource, r.subresource)
-        };
         // A read-only request like the previous step's folds into it.
-        if alerts.is_empty() && foldable(&r.verb, &resource, r.code) {
+        if alerts.is_empty() && foldable(verb, resource, subresource, r.code) {
             if let Some(last) = self.steps.last_mut() {
                 let same = last.alerts.is_empty()
-                    && last.verb == r.verb
-                    && last.resource == resource
-                    && last.namespace == r.namespace
+                    && last.get(VERB) == verb
+                    && is_joined(last.get(RESOURCE), resource, subresource)
+                    && last.get(NAMESPACE) == namespace
                     && last.micros <= r.time;
                 if same {
                     last.count += 1;
-                    last.last_time = Some(format_micros(r.time));
-                    if last.name != r.name {
-                        last.name.clear();
+                    last.last_micros = Some(r.time);
+                    if last.get(NAME) != name {
+                        last.clear_name();
                     }
                     self.steps_total += 1;
                     return;
                 }
             }
         }
-        let step = Step {
-            time: format_micros(r.time),
-            last_time: None,
-            micros: r.time,
-            verb: r.verb,
+        if self.steps.len() >= cap {
+            // The timeline is full: only its total grows.
+            self.steps_total += 1;
+            return;
+        }
+        let joined;
+        let resource = if subresource.is_empty() {
+            resource
+        } else {
+            joined = format!("{resource}/{subresource}");
+            &joined
+        };
+        let (text, ends) = pack([
+            verb,
             resource,
-            namespace: r.namespace,
-            name: r.name,
+            namespace,
+            name,
+            r.get(R_USERNAME),
+            r.get(R_SOURCE_IP),
+            r.get(R_USER_AGENT),
+            r.get(R_AUDIT_ID),
+        ]);
+        let step = Rec {
+            micros: r.time,
+            last_micros: None,
             status_code: r.code,
-            username: r.username,
-            source_ip: r.source_ip,
-            user_agent: r.user_agent,
-            audit_id: r.audit_id,
             count: 1,
+            text: text.into_boxed_str(),
+            ends,
             alerts,
         };
         self.push_step(step, cap);
+    }
+
+    /// Read back from a snapshot: the index of the steps' audit IDs is made again.
+    fn restored(&mut self) {
+        self.step_at = Few::default();
+        for (i, step) in self.steps.iter().enumerate() {
+            let audit_id = step.get(AUDIT_ID);
+            if !audit_id.is_empty() {
+                self.step_at.insert(hash(audit_id), i as u32);
+            }
+        }
     }
 }
 
@@ -670,7 +1117,7 @@ impl Open {
         self.last_alert = self.last_alert.max(other.last_alert);
         for f in other.families {
             if !self.families.contains(&f) {
-                self.families.push(f);
+                push_small(&mut self.families, f);
             }
         }
         self.families.sort();
@@ -678,7 +1125,7 @@ impl Open {
         self.rate(self.worst);
         for k in other.keys {
             if !self.keys.contains(&k) {
-                self.keys.push(k);
+                push_small(&mut self.keys, k);
             }
         }
         for s in other.usernames.items {
@@ -691,10 +1138,10 @@ impl Open {
             self.impersonated.add(&s, cap);
         }
         for a in other.alerts {
-            if self.alert_ids.insert(a.id.clone()) {
+            if self.alert_ids.insert(hash(&a.id), ()) {
                 self.alerts_total += 1;
                 if self.alerts.len() < cap {
-                    self.alerts.push(a);
+                    push_small(&mut self.alerts, a);
                 }
             }
         }
@@ -704,7 +1151,7 @@ impl Open {
     }
 
     fn report(&self, status: Status) -> Incident {
-        let who = self.usernames.items.first().cloned().unwrap_or_default();
+        let who = self.usernames.items.first().map_or("", |u| &**u);
         let families = self.families.join(", ");
         let title = format!(
             "{who}: {}, {families}",
@@ -725,33 +1172,33 @@ impl Open {
             plural(self.alerts_total, "alert", "alerts")
         );
         let mut parts = Vec::new();
-        if b.secrets_read.total > 0 {
+        if b.secrets_read.total() > 0 {
             parts.push(format!(
                 "read {}",
-                plural(b.secrets_read.total, "Secret", "Secrets")
+                plural(b.secrets_read.total(), "Secret", "Secrets")
             ));
         }
-        let writes = b.created.total + b.changed.total + b.deleted.total;
+        let writes = b.created.total() + b.changed.total() + b.deleted.total();
         if writes > 0 {
             parts.push(format!(
                 "created, changed or deleted {}",
                 plural(writes, "object", "objects")
             ));
         }
-        if b.sessions.total > 0 {
+        if b.sessions.total() > 0 {
             parts.push(format!(
                 "opened {} into pods",
-                plural(b.sessions.total, "session", "sessions")
+                plural(b.sessions.total(), "session", "sessions")
             ));
         }
         if !parts.is_empty() {
             summary.push_str(" and ");
             summary.push_str(&parts.join(" and "));
         }
-        if b.source_ips.total > 0 {
+        if b.source_ips.total() > 0 {
             summary.push_str(&format!(
                 ", from {}",
-                plural(b.source_ips.total, "address", "addresses")
+                plural(b.source_ips.total(), "address", "addresses")
             ));
         }
         summary.push('.');
@@ -767,9 +1214,9 @@ impl Open {
             first_micros: self.first,
             last_micros: self.last,
             identities: Identities {
-                usernames: self.usernames.items.clone(),
-                credential_ids: self.credentials.items.clone(),
-                impersonated: self.impersonated.items.clone(),
+                usernames: self.usernames.capped().items,
+                credential_ids: self.credentials.capped().items,
+                impersonated: self.impersonated.capped().items,
             },
             families: self.families.clone(),
             alerts: {
@@ -812,13 +1259,9 @@ impl Story {
     }
 
     pub fn timeline(&self) -> Timeline {
-        let mut steps = self.steps.clone();
-        for step in &mut steps {
-            step.alerts.sort();
-        }
         Timeline {
             total: self.steps_total,
-            steps,
+            steps: self.steps.iter().map(Rec::step).collect(),
         }
     }
 
@@ -835,5 +1278,79 @@ impl Story {
             user_agents: b.user_agents.capped(),
             credentials: b.credentials.capped(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_keeps_distinct_items_to_its_cap_and_counts_every_distinct_value() {
+        let mut small = Set::default();
+        for v in ["a", "b", "a", "", "c", "d", "c"] {
+            small.add(v, 3);
+        }
+        // Beyond the cap, values not kept are counted each time they come (as always).
+        assert_eq!(small.capped().items, ["a", "b", "c"]);
+        assert_eq!(small.total(), 4);
+        let mut big = Set::default();
+        for i in 0..50 {
+            big.add(&format!("v{}", i % 20), 1000);
+        }
+        // Past `SCAN` items the index answers; the same items, the same total.
+        assert_eq!(big.items.len(), 20);
+        assert_eq!(big.total(), 20);
+        let json = serde_json::to_string(&big).unwrap();
+        let mut back: Set = serde_json::from_str(&json).unwrap();
+        back.add("v3", 1000);
+        back.add("new", 1000);
+        assert_eq!((back.items.len(), back.total()), (21, 21));
+    }
+
+    #[test]
+    fn few_is_a_map_small_or_large() {
+        let mut few: Few<u32> = Few::default();
+        for i in 0..20u32 {
+            // New keys until the twelfth, then the same keys again (past `SCAN`: a map).
+            assert_eq!(few.insert(u128::from(i % 12), i), i < 12);
+        }
+        assert!(!few.insert(3, 99));
+        assert_eq!(few.get(3), Some(99));
+        assert_eq!(few.get(11), Some(11));
+        assert_eq!(few.get(0), Some(12));
+        assert_eq!(few.get(12), None);
+        few.for_each_value(|v| *v += 1);
+        assert_eq!(few.get(0), Some(13));
+        let mut small: Few<u32> = Few::default();
+        small.insert(7, 1);
+        small.for_each_value(|v| *v += 1);
+        assert_eq!((small.get(7), small.map.is_none()), (Some(2), true));
+    }
+
+    #[test]
+    fn a_request_is_packed_and_read_back_field_by_field() {
+        let (text, ends) = pack(["get", "", "pods", "ns"]);
+        assert_eq!(text, "getpodsns");
+        assert_eq!(
+            (0..4).map(|i| part(&text, &ends, i)).collect::<Vec<_>>(),
+            ["get", "", "pods", "ns"]
+        );
+        assert!(is_joined("pods/exec", "pods", "exec"));
+        assert!(is_joined("pods", "pods", ""));
+        assert!(!is_joined("pods/log", "pods", "exec"));
+        assert!(!is_joined("podsxexec", "pods", "exec"));
+    }
+
+    #[test]
+    fn the_filter_holds_every_watched_actor() {
+        let w = Watched::default();
+        let actors: Vec<StateKey> = (0..100u128).map(|i| i * 0x9e37_79b9_7f4a_7c15).collect();
+        for &a in &actors {
+            w.set(a);
+        }
+        assert!(actors.iter().all(|&a| w.may_watch(a)));
+        w.reset(actors[..10].iter().copied());
+        assert!(actors[..10].iter().all(|&a| w.may_watch(a)));
     }
 }

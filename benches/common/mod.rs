@@ -8,6 +8,7 @@ use std::time::Instant;
 
 /// What one run of the binary cost.
 #[allow(dead_code)] // each bench reads the fields it reports
+#[derive(Clone)]
 pub struct Run {
     pub wall_secs: f64,
     /// User + system CPU seconds of all its threads: steadier than wall time on a shared box.
@@ -30,6 +31,33 @@ pub fn replay_on(path: &Path, threads: usize, extra: &[&str], one_core: bool) ->
         "audithound-bench-summary-{}-{threads}.json",
         std::process::id()
     ));
+    let threads = threads.to_string();
+    let summary_arg = summary.to_string_lossy();
+    let path_arg = path.to_string_lossy();
+    let mut args = vec![
+        "replay",
+        "-q",
+        "--out",
+        "/dev/null",
+        "--threads",
+        &threads,
+        "--summary-json",
+        &summary_arg,
+    ];
+    args.extend_from_slice(extra);
+    args.push(&path_arg);
+    let (mut run, _) = run_binary(&args, one_core);
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("summary JSON");
+    run.events = s["events"].as_u64().unwrap_or(0);
+    run
+}
+
+/// Runs the release binary with `args` (from the crate's directory, stdout discarded) and
+/// measures it; returns its stderr too. `events` is left 0: the caller knows what it read.
+/// `one_core`: as in `replay_on`.
+pub fn run_binary(args: &[&str], one_core: bool) -> (Run, String) {
+    let stderr = tempfile::tempfile().expect("temp file for stderr");
     let start = Instant::now();
     let mut command = Command::new(env!("CARGO_BIN_EXE_audithound"));
     if one_core {
@@ -49,18 +77,9 @@ pub fn replay_on(path: &Path, threads: usize, extra: &[&str], one_core: bool) ->
     }
     let mut child = command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "replay",
-            "-q",
-            "--out",
-            "/dev/null",
-            "--threads",
-            &threads.to_string(),
-            "--summary-json",
-        ])
-        .arg(&summary)
-        .args(extra)
-        .arg(path)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr.try_clone().expect("clone stderr file"))
         .spawn()
         .expect("start audithound");
     let pid = child.id() as libc::pid_t;
@@ -70,20 +89,36 @@ pub fn replay_on(path: &Path, threads: usize, extra: &[&str], one_core: bool) ->
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(waited, pid, "wait4 failed");
+    let mut text = String::new();
+    {
+        use std::io::{Read, Seek};
+        let mut f = stderr;
+        let _ = f.rewind();
+        let _ = f.read_to_string(&mut text);
+    }
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "replay failed"
+        "audithound {} failed: {text}",
+        args.join(" ")
     );
     let _ = child.try_wait();
-    let s: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("summary JSON");
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Run {
-        wall_secs: secs,
-        cpu_secs: tv(usage.ru_utime) + tv(usage.ru_stime),
-        peak_rss_kib: usage.ru_maxrss as u64,
-        events: s["events"].as_u64().unwrap_or(0),
-    }
+    (
+        Run {
+            wall_secs: secs,
+            cpu_secs: tv(usage.ru_utime) + tv(usage.ru_stime),
+            peak_rss_kib: usage.ru_maxrss as u64,
+            events: 0,
+        },
+        text,
+    )
+}
+
+/// The median of `values` (NaN when empty).
+#[allow(dead_code)] // not every bench compares cases
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Generates (once) a benign-traffic log of about `mb` MiB under target/bench-data.
@@ -125,6 +160,23 @@ pub struct Rounds {
     /// rounds: a neighbour's busy minute slows both runs of a round alike, so this moves less
     /// than a ratio of two best runs taken minutes apart.
     pub paired: Vec<f64>,
+    /// Every run, by round then case.
+    pub runs: Vec<Vec<Run>>,
+}
+
+#[allow(dead_code)] // not every bench compares cases
+impl Rounds {
+    /// Case `i`'s CPU-time throughput relative to case `base`'s in the same round, median over
+    /// the rounds.
+    pub fn paired_between(&self, i: usize, base: usize) -> f64 {
+        let throughput = |r: &Run| r.events as f64 / r.cpu_secs;
+        median(
+            self.runs
+                .iter()
+                .map(|round| throughput(&round[i]) / throughput(&round[base]))
+                .collect(),
+        )
+    }
 }
 
 /// Replays `path` with each case's extra arguments, one worker and every thread on one core,
@@ -139,29 +191,24 @@ pub fn interleaved(rounds: usize, path: &Path, cases: &[Vec<&str>]) -> Rounds {
                 .collect()
         })
         .collect();
-    let throughput = |r: &Run| r.events as f64 / r.cpu_secs;
-    let paired = (0..cases.len())
-        .map(|i| {
-            let mut ratios: Vec<f64> = runs
-                .iter()
-                .map(|round| throughput(&round[i]) / throughput(&round[0]))
-                .collect();
-            ratios.sort_by(f64::total_cmp);
-            ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN)
-        })
+    let mut rounds = Rounds {
+        best: Vec::new(),
+        paired: Vec::new(),
+        runs,
+    };
+    rounds.paired = (0..cases.len())
+        .map(|i| rounds.paired_between(i, 0))
         .collect();
     let mut best: Vec<Option<Run>> = cases.iter().map(|_| None).collect();
-    for round in runs {
-        for (i, run) in round.into_iter().enumerate() {
+    for round in &rounds.runs {
+        for (i, run) in round.iter().enumerate() {
             if best[i].as_ref().is_none_or(|b| run.cpu_secs < b.cpu_secs) {
-                best[i] = Some(run);
+                best[i] = Some(run.clone());
             }
         }
     }
-    Rounds {
-        best: best.into_iter().flatten().collect(),
-        paired,
-    }
+    rounds.best = best.into_iter().flatten().collect();
+    rounds
 }
 
 /// Instructions per event of a replay with `extra` arguments, start-up excluded (a one-event
@@ -199,16 +246,21 @@ pub fn instructions_per_event(path: &Path, lines: usize, extra: &[&str]) -> Opti
     Some(many.saturating_sub(one) as f64 / lines.saturating_sub(1).max(1) as f64)
 }
 
-/// Prints each case's instructions per input line and its ratio to the first case's.
+/// Prints each case's instructions per input line and its ratio to the first case's; returns
+/// the counts (None where valgrind gave none).
 #[allow(dead_code)] // not every bench counts instructions
-pub fn print_instructions(path: &Path, lines: usize, cases: &[(&str, Vec<&str>)]) {
+pub fn print_instructions(
+    path: &Path,
+    lines: usize,
+    cases: &[(&str, Vec<&str>)],
+) -> Vec<Option<f64>> {
     let counts: Vec<Option<f64>> = cases
         .iter()
         .map(|(_, args)| instructions_per_event(path, lines, args))
         .collect();
-    let Some(Some(base)) = counts.first() else {
+    let Some(&Some(base)) = counts.first() else {
         println!("(valgrind not installed: no instruction counts)");
-        return;
+        return counts;
     };
     println!();
     println!("instructions per input line, start-up excluded (valgrind, first {lines} lines):");
@@ -217,6 +269,7 @@ pub fn print_instructions(path: &Path, lines: usize, cases: &[(&str, Vec<&str>)]
             println!("{name:<34} {n:>14.0} {:>12.2}", base / n);
         }
     }
+    counts
 }
 
 /// Copies every rule file of `from` into `to`.

@@ -236,7 +236,7 @@ impl Detector for State {
     /// granted something since a refusal. (Nearly every request succeeds; almost none may.)
     fn awaits(&mut self, _: &ChainSpec, check: &Check, time: i64) -> bool {
         self.pending
-            .get(&check.key)
+            .get(&check.key())
             .and_then(|p| p.grant.as_ref())
             .is_some_and(|g| time >= g.time)
     }

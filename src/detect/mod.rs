@@ -114,18 +114,35 @@ impl Payload {
 #[derive(Debug, Clone)]
 pub struct FollowUp {
     pub time: i64,
-    pub checks: smallvec::SmallVec<[Check; 4]>,
+    /// Boxed (no allocation when empty, as nearly always): a follow-up lives in every event's
+    /// output, so it is kept small.
+    pub checks: Box<[Check]>,
     /// `state_key(cluster\x1fusername)` of the event's actor.
     pub actor: StateKey,
     pub seed: Seed,
 }
 
-/// One rule's step on one key, in a `FollowUp`.
+/// One rule's step on one key, in a `FollowUp`. The key is kept as two halves: 24 bytes, not
+/// the 32 a `u128`'s alignment would make it, in every follow-up's inline room for four.
 #[derive(Debug, Clone, Copy)]
 pub struct Check {
     pub rule: u32,
     pub steps: u32,
-    pub key: StateKey,
+    key: [u64; 2],
+}
+
+impl Check {
+    pub fn new(rule: u32, steps: u32, key: StateKey) -> Check {
+        Check {
+            rule,
+            steps,
+            key: [key as u64, (key >> 64) as u64],
+        }
+    }
+
+    pub fn key(&self) -> StateKey {
+        u128::from(self.key[0]) | (u128::from(self.key[1]) << 64)
+    }
 }
 
 /// Calls its argument with an event.
@@ -265,7 +282,7 @@ impl Extract<'_, '_, '_> {
     /// wanted; false when it is to be observed in full instead.
     fn follow(&mut self, rule: u32, steps: u32, key: StateKey) -> bool {
         if self.follow {
-            self.checks.push(Check { rule, steps, key });
+            self.checks.push(Check::new(rule, steps, key));
         }
         self.follow
     }
@@ -340,7 +357,7 @@ pub fn evaluate(
         if !x.checks.is_empty() || (*all_actors && !origin.context) {
             follow_ups.push(FollowUp {
                 time: view.time,
-                checks: std::mem::take(&mut x.checks),
+                checks: x.checks.as_slice().into(),
                 actor: x.actor_hash(),
                 seed: x.seeder.seed(view, x.cluster),
             });
@@ -664,7 +681,7 @@ impl Stateful {
         batch: &[u8],
         out: &mut Vec<Alert>,
     ) {
-        for check in &follow_up.checks {
+        for check in follow_up.checks.iter() {
             let (Some(rule), Some(state)) = (
                 rules.rules.get(check.rule as usize),
                 self.states.get_mut(check.rule as usize),
@@ -693,7 +710,7 @@ impl Stateful {
                     outputs.observations.into_iter().find(|o| {
                         o.rule == check.rule
                             && o.payload.steps() == Some(check.steps)
-                            && state_key(&o.key) == check.key
+                            && state_key(&o.key) == check.key()
                     })
                 });
             if let Some(observation) = observation {

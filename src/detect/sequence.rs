@@ -171,9 +171,9 @@ impl Detector for State {
     /// A later step awaits progress at that step. Progress that has outlived its span is
     /// dropped here, as observing the step would.
     fn awaits(&mut self, spec: &SequenceSpec, check: &Check, time: i64) -> bool {
-        self.drop_outlived(check.key, time, spec.max_span);
+        self.drop_outlived(check.key(), time, spec.max_span);
         self.keys
-            .get(&check.key)
+            .get(&check.key())
             .is_some_and(|p| check.steps & (1 << p.next_step) != 0)
     }
 

@@ -162,7 +162,7 @@ impl Detector for State {
     }
 
     fn awaits(&mut self, _: &UnboundSpec, check: &Check, time: i64) -> bool {
-        self.awaits_use(check.key, time)
+        self.awaits_use(check.key(), time)
     }
 
     fn evict(&mut self, cap: usize) -> u64 {

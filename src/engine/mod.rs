@@ -329,12 +329,17 @@ impl Run<'_> {
             held: VecDeque::new(),
             order_alerts: live.is_none(),
             positions: crate::source::Positions::default(),
+            spare_outputs: None,
         };
         if let Some(snapshot) = restore {
             detectors.restore(snapshot, opts, live);
         }
         let names: Vec<Arc<str>> = input.names.clone();
         let mut last_snapshot = Instant::now();
+        // Spent batches' output lists go back to the workers, so that the next batches fill
+        // them instead of allocating (and faulting in) lists of their own.
+        let (spare_tx, spare_rx) = bounded(opts.threads.max(1) * 4 + HOLD_BATCHES);
+        detectors.spare_outputs = Some(spare_tx);
         let ctx = Arc::new(WorkerContext {
             rules,
             live_rules: live.and_then(|l| l.rules.clone()),
@@ -349,6 +354,8 @@ impl Run<'_> {
             to: opts.to,
             keep_raw: dead_letter.is_some(),
             all_actors: opts.incidents,
+            watched: detectors.incidents.as_ref().map(Incidents::watched),
+            spare_outputs: Some(spare_rx),
         });
 
         let threads = opts.threads.max(1);
@@ -521,6 +528,8 @@ struct Detectors {
     order_alerts: bool,
     /// Where each source has been processed to (what a snapshot reflects).
     positions: crate::source::Positions,
+    /// Where the output lists of released batches go back to the workers.
+    spare_outputs: Option<crossbeam_channel::Sender<Vec<Output>>>,
 }
 
 /// What waits for the watermark: a batch's output (its batch number and place among the
@@ -701,20 +710,48 @@ impl Detectors {
         }
         let lens = &held.lens;
         let mut fired = Vec::new();
-        match std::mem::replace(output, Output::Done) {
-            Output::Observation(obs) => {
-                self.stateful
-                    .observe(&self.rules, obs, &held.batch.data, &mut fired)
-            }
-            Output::FollowUp(follow_up) => {
+        if let Output::FollowUp(follow_up, request) = output {
+            if follow_up.checks.is_empty() {
+                // Nearly every event's: it only names its actor. Handled in place.
                 if let Some(incidents) = self.incidents.as_mut() {
                     if incidents.watches(follow_up.actor) {
                         let (time, actor) = (follow_up.time, follow_up.actor);
-                        follow_up
-                            .seed
-                            .with_view(lens, time, &held.batch.data, |view| {
-                                incidents.request(actor, view)
-                            });
+                        match request.take() {
+                            Some(request) => incidents.described(actor, *request),
+                            None => {
+                                follow_up
+                                    .seed
+                                    .with_view(lens, time, &held.batch.data, |view| {
+                                        incidents.request(actor, view)
+                                    })
+                            }
+                        }
+                    }
+                }
+                *output = Output::Done;
+                return Ok(());
+            }
+        }
+        match std::mem::replace(output, Output::Done) {
+            Output::Observation(obs) => {
+                self.stateful
+                    .observe(&self.rules, *obs, &held.batch.data, &mut fired)
+            }
+            Output::FollowUp(follow_up, request) => {
+                if let Some(incidents) = self.incidents.as_mut() {
+                    if incidents.watches(follow_up.actor) {
+                        let (time, actor) = (follow_up.time, follow_up.actor);
+                        match request {
+                            // Described by the worker: nothing to decode.
+                            Some(request) => incidents.described(actor, *request),
+                            None => {
+                                follow_up
+                                    .seed
+                                    .with_view(lens, time, &held.batch.data, |view| {
+                                        incidents.request(actor, view)
+                                    })
+                            }
+                        }
                     }
                 }
                 self.stateful
@@ -780,8 +817,12 @@ impl Detectors {
         stats.state_keys = self.stateful.key_count();
         let mut out = Vec::new();
         while self.held.front().is_some_and(|h| h.waiting == 0) {
-            if let Some(held) = self.held.pop_front() {
+            if let Some(mut held) = self.held.pop_front() {
                 out.push(held.batch);
+                if let Some(spare) = &self.spare_outputs {
+                    held.outputs.clear();
+                    let _ = spare.try_send(held.outputs);
+                }
             }
         }
         out
@@ -834,7 +875,7 @@ fn emit(
             }
             Output::Alert(a) => a.time_micros,
             Output::Observation(o) => o.time,
-            Output::FollowUp(f) => f.time,
+            Output::FollowUp(f, _) => f.time,
             Output::Done => continue,
         };
         waiting.push((at as u32, time));

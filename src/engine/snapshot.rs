@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 const FORMAT: &str = "audithound-snapshot";
 /// Bumped whenever the state's shape changes: an older snapshot is then refused, not misread.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Told the positions a snapshot just written reflects.
 pub type Written = Arc<dyn Fn(&Positions) + Send + Sync>;

@@ -49,6 +49,11 @@ pub struct WorkerContext {
     pub keep_raw: bool,
     /// Every event names its actor to the collector (incidents record requests).
     pub all_actors: bool,
+    /// Actors that may have an open incident: their requests are described here, for the
+    /// collector to record without decoding them again.
+    pub watched: Option<Arc<crate::incident::Watched>>,
+    /// Output lists of batches the collector is done with, to be filled again.
+    pub spare_outputs: Option<crossbeam_channel::Receiver<Vec<Output>>>,
 }
 
 pub struct Processed {
@@ -72,9 +77,13 @@ pub struct Processed {
 
 pub enum Output {
     Alert(Box<Alert>),
-    Observation(Observation),
-    /// Steps of the event's that only advance state already held (see `detect::FollowUp`).
-    FollowUp(FollowUp),
+    /// Boxed, like the follow-up's checks, so that an output (one for nearly every event, with
+    /// incidents on) stays small.
+    Observation(Box<Observation>),
+    /// Steps of the event's that only advance state already held (see `detect::FollowUp`),
+    /// with the request described when its actor may have an open incident (see
+    /// `incident::Watched`): the collector records it without decoding the event again.
+    FollowUp(FollowUp, Option<Box<crate::incident::Request>>),
     /// Taken by the collector already.
     Done,
 }
@@ -252,7 +261,12 @@ impl Evaluation<'_> {
             detected,
             &mut |s| terms.first_sighting(rules, s, base + s.position, outputs),
         );
-        outputs.extend(detected.observations.drain(..).map(Output::Observation));
+        outputs.extend(
+            detected
+                .observations
+                .drain(..)
+                .map(|o| Output::Observation(Box::new(o))),
+        );
         terms.settle(outputs);
         // Alerts before follow-ups: an incident an alert opens records the request after it.
         outputs.extend(
@@ -261,8 +275,16 @@ impl Evaluation<'_> {
                 .drain(..)
                 .map(|a| Output::Alert(Box::new(a))),
         );
-        let follow_ups = detected.follow_ups.iter_mut().flat_map(|f| f.drain(..));
-        outputs.extend(follow_ups.map(Output::FollowUp));
+        // An event leaves one follow-up at most.
+        if let Some(follow_ups) = detected.follow_ups.as_mut() {
+            let watched = self.ctx.watched.as_deref();
+            outputs.extend(follow_ups.drain(..).map(|f| {
+                let request = watched
+                    .filter(|w| w.may_watch(f.actor))
+                    .map(|_| Box::new(crate::incident::Request::of(&view)));
+                Output::FollowUp(f, request)
+            }));
+        }
     }
 
     /// A long-running request as it opens: its single-event alerts only. What it would tell the
@@ -324,7 +346,10 @@ pub fn process(ctx: &WorkerContext, mut batch: Batch) -> Processed {
             proxies: ctx.proxies.clone(),
         },
         stats: BatchStats::default(),
-        outputs: Vec::with_capacity(OUTPUTS.get()),
+        outputs: match ctx.spare_outputs.as_ref().and_then(|r| r.try_recv().ok()) {
+            Some(spare) => spare,
+            None => Vec::with_capacity(OUTPUTS.get()),
+        },
         placements: Vec::new(),
         detected: Outputs {
             all_actors: ctx.all_actors,
@@ -491,6 +516,8 @@ mod tests {
             to: None,
             keep_raw: false,
             all_actors: false,
+            watched: None,
+            spare_outputs: None,
         };
         let done = process(&ctx, batch);
         let ids: Vec<String> = done

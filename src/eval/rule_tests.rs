@@ -203,7 +203,12 @@ fn replay(
             state.observe(set, obs, &[], &mut fired);
         }
         for mut follow_up in out.follow_ups.iter_mut().flat_map(|f| f.drain(..)) {
-            follow_up.checks.retain(|c| c.rule as usize == index);
+            follow_up.checks = follow_up
+                .checks
+                .iter()
+                .filter(|c| c.rule as usize == index)
+                .copied()
+                .collect();
             state.follow_up(set, follow_up, &[], &mut fired);
         }
         fired.extend(

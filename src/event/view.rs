@@ -180,6 +180,11 @@ impl<'e, 'a> EventView<'e, 'a> {
         self.extra.get_or_init(|| parse_map(self.event.user.extra))
     }
 
+    /// Whether `extra` has been worked out already (a rule read it): reading it again is free.
+    pub fn extra_parsed(&self) -> bool {
+        self.extra.get().is_some()
+    }
+
     pub fn annotations(&self) -> &HashMap<String, Value> {
         self.annotations
             .get_or_init(|| parse_map(self.event.annotations))
