@@ -758,53 +758,16 @@ impl Request {
     }
 }
 
-/// The credential id in `user.extra` (its first value), as `alert::first_string` takes it from
-/// the parsed map: found by its key's text when it is there in the usual shape (a list whose
-/// first item is a plain string); anything else (escapes, other shapes) parses the map.
+/// The credential id in `user.extra` (its first value): from the parsed map when an earlier
+/// reader parsed it, else found by its key's text (`event::credential_id`).
 fn credential_id(view: &EventView) -> Option<String> {
-    use memchr::memmem::Finder;
-    static KEY: std::sync::OnceLock<Finder<'static>> = std::sync::OnceLock::new();
-    let extra = view.event.user.extra?;
-    let general = || {
-        view.extra()
-            .get(CREDENTIAL_ID_KEY)
-            .and_then(crate::alert::first_string)
-    };
     if view.extra_parsed() {
-        return general();
+        return view
+            .extra()
+            .get(CREDENTIAL_ID_KEY)
+            .and_then(crate::alert::first_string);
     }
-    let text = extra.get();
-    let key = KEY.get_or_init(|| Finder::new("\"authentication.kubernetes.io/credential-id\""));
-    // Usually the first (or only) key.
-    let first = text
-        .strip_prefix('{')
-        .map(str::trim_start)
-        .is_some_and(|t| t.as_bytes().starts_with(key.needle()));
-    let found = if first {
-        Some(text.len() - text[1..].trim_start().len())
-    } else {
-        key.find(text.as_bytes())
-    };
-    let Some(at) = found else {
-        // Without a backslash the key cannot be written any other way: there is none.
-        return if memchr::memchr(b'\\', text.as_bytes()).is_some() {
-            general()
-        } else {
-            None
-        };
-    };
-    let quick = text[at + key.needle().len()..]
-        .trim_start()
-        .strip_prefix(':')
-        .map(str::trim_start)
-        .and_then(|r| r.strip_prefix('['))
-        .map(str::trim_start)
-        .and_then(|r| r.strip_prefix('"'))
-        .and_then(|r| {
-            let end = memchr::memchr2(b'"', b'\\', r.as_bytes())?;
-            (r.as_bytes()[end] == b'"').then(|| r[..end].to_owned())
-        });
-    quick.or_else(general)
+    crate::event::credential_id(view.event.user.extra?).map(std::borrow::Cow::into_owned)
 }
 
 /// Read-only requests that are folded into counts in a timeline (Secret reads never are).

@@ -2,11 +2,10 @@
 //! event's actor and impersonated user. Deleting a cloud user does not revoke the kubeconfig it
 //! was issued, so every use after `revoked_at` (event time) is an alert.
 
+use crate::event::time;
 use crate::event::EventView;
-use crate::event::{time, CREDENTIAL_ID_KEY};
 use foldhash::HashMap;
 use serde::Deserialize;
-use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -138,7 +137,7 @@ impl RevocationList {
         let credential = if self.by_credential.is_empty() {
             None
         } else {
-            ev.user.extra.and_then(credential_id)
+            ev.user.extra.and_then(crate::event::credential_id)
         };
         push(&self.by_credential, credential.as_deref());
         // Group names are looked up in place; the lists are copied only for an event that
@@ -220,48 +219,6 @@ impl Identity<'_> {
                 .as_deref()
                 .is_none_or(|g| self.groups.iter().any(|x| x == g))
     }
-}
-
-/// The credential id in a raw `user.extra`, found by its key's text: every request of a service
-/// account or certificate user carries one, and a scan for the key costs a tenth of walking the
-/// object. Anything unusual (escapes, other spacing) takes the general path.
-fn credential_id(extra: &serde_json::value::RawValue) -> Option<Cow<'_, str>> {
-    use memchr::memmem::Finder;
-    use std::sync::OnceLock;
-    static KEY: OnceLock<Finder<'static>> = OnceLock::new();
-    let key = KEY.get_or_init(|| Finder::new("\"authentication.kubernetes.io/credential-id\""));
-    let text = extra.get();
-    let general = || {
-        crate::event::raw_entry(extra, CREDENTIAL_ID_KEY)
-            .and_then(first_str)
-            .map(Cow::Owned)
-    };
-    let Some(at) = key.find(text.as_bytes()) else {
-        // An escaped key would hold a backslash; without one there is no such key.
-        return if text.contains('\\') { general() } else { None };
-    };
-    let quick = text[at + key.needle().len()..]
-        .trim_start()
-        .strip_prefix(':')
-        .map(str::trim_start)
-        .and_then(|r| r.strip_prefix('['))
-        .map(str::trim_start)
-        .and_then(|r| r.strip_prefix('"'))
-        .and_then(|r| {
-            let end = r.find(['"', '\\'])?;
-            (r.as_bytes()[end] == b'"').then(|| Cow::Borrowed(&r[..end]))
-        });
-    quick.or_else(general)
-}
-
-/// The string, or the first string of a list.
-fn first_str(raw: &serde_json::value::RawValue) -> Option<String> {
-    let mut first = None;
-    crate::event::for_each_str(raw, &mut |s| {
-        first = Some(s.to_owned());
-        true
-    });
-    first
 }
 
 fn string_list(raw: Option<&serde_json::value::RawValue>) -> Vec<String> {
@@ -362,24 +319,6 @@ fn split_csv(line: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::event::AuditEvent;
-
-    #[test]
-    fn credential_id_found_by_key_text_or_by_walking_the_object() {
-        let id = |json: &str| {
-            let raw: Box<serde_json::value::RawValue> = serde_json::from_str(json).unwrap();
-            credential_id(&raw).map(Cow::into_owned)
-        };
-        let jti = Some("JTI=1".to_owned());
-        let k = "authentication.kubernetes.io/credential-id";
-        assert_eq!(id(&format!(r#"{{"a":["b"],"{k}":["JTI=1"]}}"#)), jti);
-        assert_eq!(id(&format!(r#"{{ "{k}" : [ "JTI=1" , "x" ] }}"#)), jti);
-        // An escaped value, an escaped key, the key's text as a value: the general path.
-        assert_eq!(id(&format!(r#"{{"{k}":["JTI\u003d1"]}}"#)), jti);
-        let escaped_key = k.replace('/', "\\/");
-        assert_eq!(id(&format!(r#"{{"{escaped_key}":["JTI=1"]}}"#)), jti);
-        assert_eq!(id(&format!(r#"{{"a":["{k}"]}}"#)), None);
-        assert_eq!(id(r#"{"a":["b"]}"#), None);
-    }
 
     fn list(entries: &[(&str, &str)]) -> RevocationList {
         let yaml: String = entries
