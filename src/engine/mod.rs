@@ -713,21 +713,14 @@ impl Detectors {
         if let Output::FollowUp(follow_up, request) = output {
             if follow_up.checks.is_empty() {
                 // Nearly every event's: it only names its actor. Handled in place.
-                if let Some(incidents) = self.incidents.as_mut() {
-                    if incidents.watches(follow_up.actor) {
-                        let (time, actor) = (follow_up.time, follow_up.actor);
-                        match request.take() {
-                            Some(request) => incidents.described(actor, *request),
-                            None => {
-                                follow_up
-                                    .seed
-                                    .with_view(lens, time, &held.batch.data, |view| {
-                                        incidents.request(actor, view)
-                                    })
-                            }
-                        }
-                    }
-                }
+                let data = &held.batch.data;
+                record_request(
+                    self.incidents.as_mut(),
+                    follow_up,
+                    request.take(),
+                    lens,
+                    data,
+                );
                 *output = Output::Done;
                 return Ok(());
             }
@@ -738,22 +731,8 @@ impl Detectors {
                     .observe(&self.rules, *obs, &held.batch.data, &mut fired)
             }
             Output::FollowUp(follow_up, request) => {
-                if let Some(incidents) = self.incidents.as_mut() {
-                    if incidents.watches(follow_up.actor) {
-                        let (time, actor) = (follow_up.time, follow_up.actor);
-                        match request {
-                            // Described by the worker: nothing to decode.
-                            Some(request) => incidents.described(actor, *request),
-                            None => {
-                                follow_up
-                                    .seed
-                                    .with_view(lens, time, &held.batch.data, |view| {
-                                        incidents.request(actor, view)
-                                    })
-                            }
-                        }
-                    }
-                }
+                let data = &held.batch.data;
+                record_request(self.incidents.as_mut(), &follow_up, request, lens, data);
                 self.stateful
                     .follow_up(&self.rules, follow_up, &held.batch.data, &mut fired)
             }
@@ -913,6 +892,28 @@ fn emit(
     }
     spent.extend(det.release(stats));
     Ok(spent)
+}
+
+/// Records a request of an actor whose incident is open: as its worker described it, or decoded
+/// again when the worker ran ahead of the incident (it did not know to describe it).
+fn record_request(
+    incidents: Option<&mut Incidents>,
+    follow_up: &crate::detect::FollowUp,
+    request: Option<Box<crate::incident::Request>>,
+    lens: &crate::event::Lens,
+    data: &[u8],
+) {
+    let Some(incidents) = incidents else { return };
+    if !incidents.watches(follow_up.actor) {
+        return;
+    }
+    let (time, actor) = (follow_up.time, follow_up.actor);
+    match request {
+        Some(request) => incidents.described(actor, *request),
+        None => follow_up
+            .seed
+            .with_view(lens, time, data, |view| incidents.request(actor, view)),
+    }
 }
 
 fn report_rejection(
