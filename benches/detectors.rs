@@ -10,7 +10,8 @@
 //! 2. Detector state for one million distinct identities: each identity reads a Secret of its
 //!    own namespace (one in ten is refused), through the real decoder, rules and state, with
 //!    the state cap raised to hold them all, and incidents on as in a replay (every alert joins
-//!    one); resident memory before and after. Then incidents at their worst: 100 000 other
+//!    one); resident memory before and after, the live heap the allocator counts, and the
+//!    rules holding the most keys. Then incidents at their worst: 100 000 other
 //!    identities each open a pod exec (an alert, so an incident of their own) and read a Secret
 //!    (recorded in it), with the memory those incidents take.
 //!
@@ -22,7 +23,7 @@
 //!     AUDITHOUND_BENCH_RULES=detectors:site cargo bench --bench detectors   # memory of another set
 //!     AUDITHOUND_BENCH_SPACING_US=50 cargo bench --bench detectors  # all identities within one minute
 //!     AUDITHOUND_BENCH_INCIDENTS=0 cargo bench --bench detectors     # memory without incidents
-//!     AUDITHOUND_BENCH_INCIDENT_IDENTITIES=1000000 cargo bench --bench detectors  # 2.7 GB of incidents
+//!     AUDITHOUND_BENCH_INCIDENT_IDENTITIES=1000000 cargo bench --bench detectors  # a million incidents, 10 000 open at most
 
 mod common;
 
@@ -33,6 +34,30 @@ use audithound::incident::{IncidentOptions, Incidents};
 use audithound::revocation::RevocationList;
 use audithound::rules::RuleSet;
 use std::path::PathBuf;
+
+/// Live heap bytes, counted by the allocator: what the state holds, apart from what the
+/// allocator keeps back (resident memory is reported beside it).
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live_bytes() -> usize {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -162,6 +187,7 @@ fn memory(root: &std::path::Path, identities: usize) {
     let mut incidents = with_incidents.then(|| Incidents::new(IncidentOptions::default()));
     let mut alerts = 0u64;
     let before = rss_bytes();
+    let live_before = live_bytes();
     let mut outputs = detect::Outputs::default();
     let start = audithound::event::time::parse_rfc3339_micros("2025-03-04T00:00:00Z").unwrap_or(0);
     // One identity every millisecond by default: a million over 17 minutes of event time.
@@ -188,14 +214,26 @@ fn memory(root: &std::path::Path, identities: usize) {
     }
     let after = rss_bytes();
     let used = after.saturating_sub(before);
+    let live = live_bytes().saturating_sub(live_before);
     println!();
     println!(
-        "detector state for {identities} identities: {} keys, {:.0} MiB resident ({:.0} bytes per identity), {} evictions; cap 512 MiB",
+        "detector state for {identities} identities: {} keys, {:.0} MiB resident, {:.0} MiB live heap ({:.0} bytes per identity), {} evictions; cap 512 MiB",
         state.key_count(),
         used as f64 / (1 << 20) as f64,
+        live as f64 / (1 << 20) as f64,
         used as f64 / identities as f64,
         state.stats.evictions
     );
+    let mut held: Vec<(usize, &str)> = state
+        .keys_by_rule()
+        .zip(rules.rules.iter())
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, r)| (n, r.id.as_str()))
+        .collect();
+    held.sort_unstable_by(|a, b| b.cmp(a));
+    for (n, id) in held.iter().take(8) {
+        println!("  {n:>9} keys  {id}");
+    }
     match &incidents {
         Some(incidents) => println!(
             "  incidents on: {alerts} alerts joined {} incidents ({} open), {} requests recorded",
@@ -206,13 +244,22 @@ fn memory(root: &std::path::Path, identities: usize) {
         None => println!("  incidents off: {alerts} alerts"),
     }
     let Some(mut incidents) = incidents else {
+        let l0 = live_bytes();
+        drop(state);
+        let l1 = live_bytes();
+        drop(outputs);
+        eprintln!(
+            "ZZ state {} outputs {}",
+            (l0 - l1) >> 20,
+            (l1 - live_bytes()) >> 20
+        );
         return;
     };
 
     // The worst case for incidents: other identities (100 000) each open a pod exec (a low
     // alert opens an incident; reporting it takes more) and then read a Secret, which the open
-    // incident records. Their incidents stay open an hour of event time after the alert.
-    // 100 000 by default: at under 3 KB an incident, a million would take about 2.7 GB.
+    // incident records. Their incidents would stay open an hour of event time after the alert;
+    // the cap on open incidents (10 000 by default) closes the least recently active early.
     let n = env("AUDITHOUND_BENCH_INCIDENT_IDENTITIES", 100_000) as usize;
     let before = rss_bytes();
     let opened = incidents.stats.incidents;
@@ -251,8 +298,10 @@ fn memory(root: &std::path::Path, identities: usize) {
     let used_incidents = rss_bytes().saturating_sub(before);
     let made = incidents.stats.incidents - opened;
     println!(
-        "incidents for {n} more identities (a pod exec, then a Secret read, each): {raised} alerts, {made} incidents ({} open), {} requests recorded, {:.0} MiB resident ({:.0} bytes per incident); with the state above {:.0} MiB; cap 512 MiB",
+        "incidents for {n} more identities (a pod exec, then a Secret read, each): {raised} alerts, {made} incidents ({} open, {} closed early at max_open {}), {} requests recorded, {:.0} MiB resident ({:.0} bytes per incident); with the state above {:.0} MiB; cap 512 MiB",
         incidents.open_count(),
+        incidents.stats.closed_early,
+        IncidentOptions::default().max_open,
         incidents.stats.recorded_requests,
         used_incidents as f64 / (1 << 20) as f64,
         used_incidents as f64 / made.max(1) as f64,

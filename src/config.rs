@@ -101,6 +101,8 @@ pub struct Detection {
     pub incident_gap: Option<String>,
     /// Items an episode or incident list holds (true totals beyond it); default 1000.
     pub episode_cap: Option<usize>,
+    /// Incidents open at once; past it, the least recently active close early; default 10000.
+    pub max_open_incidents: Option<usize>,
     /// Usernames of impersonation proxies (Pinniped's concierge, kube-oidc-proxy): when one
     /// acts for a user, rules see that user as the actor.
     #[serde(default)]
@@ -168,6 +170,7 @@ impl Default for Detection {
             incidents: true,
             incident_gap: None,
             episode_cap: None,
+            max_open_incidents: None,
             impersonation_proxies: Vec::new(),
         }
     }

@@ -9,7 +9,8 @@
 //! only when the worker ran ahead of the incident), read-only requests folded into counts, and what they read, changed and from where
 //! make the blast radius. An incident is reported once it has two alerts or a high one, updated
 //! like an episode (live, at most once a minute of event time), and closed when the gap passes
-//! or the replay ends. Everything is capped, with true totals beside each list.
+//! or the replay ends. Everything is capped, with true totals beside each list, and so is the
+//! number of incidents open at once: past it, the least recently active close early (counted).
 
 use crate::alert::incident::{AlertRef, BlastRadius, Identities, Step, Timeline};
 use crate::alert::{Alert, Capped, Incident, Status};
@@ -25,6 +26,9 @@ use std::sync::Arc;
 /// Default gap of event time after an incident's last alert before it closes.
 pub const DEFAULT_GAP: i64 = 3600 * 1_000_000;
 
+/// Default number of incidents open at once (under 3 KB each at their largest: about 27 MiB).
+pub const DEFAULT_MAX_OPEN: usize = 10_000;
+
 #[derive(Debug, Clone, Copy)]
 pub struct IncidentOptions {
     /// Event time after the last alert that closes an incident (microseconds).
@@ -33,6 +37,8 @@ pub struct IncidentOptions {
     pub cap: usize,
     /// Live: an `updated` report at most this often (event time); None in a replay.
     pub update_every: Option<i64>,
+    /// Incidents open at once; past it, the least recently active tenth close early.
+    pub max_open: usize,
 }
 
 impl Default for IncidentOptions {
@@ -41,6 +47,7 @@ impl Default for IncidentOptions {
             gap: DEFAULT_GAP,
             cap: crate::detect::episode::DEFAULT_EPISODE_CAP,
             update_every: None,
+            max_open: DEFAULT_MAX_OPEN,
         }
     }
 }
@@ -401,6 +408,10 @@ pub struct Incidents {
     #[serde(skip)]
     opts: IncidentOptions,
     open: Vec<Option<Box<Open>>>,
+    /// Slots of `open` that are empty (closed or merged), reused by the next incidents; made
+    /// again after a snapshot is read.
+    #[serde(skip)]
+    free: Vec<u32>,
     /// Identity key (hash of `user:`, `cred:` + cluster and value) → incident; made again from
     /// the incidents' keys after a snapshot is read.
     #[serde(skip)]
@@ -422,6 +433,9 @@ pub struct IncidentStats {
     /// Requests recorded that a worker had not described (decoded again here).
     #[serde(default)]
     pub decoded_again: u64,
+    /// Incidents closed before their gap passed, because too many were open (`max_open`).
+    #[serde(default)]
+    pub closed_early: u64,
 }
 
 /// The identity keys an alert is known by.
@@ -494,6 +508,13 @@ impl Incidents {
             .collect();
         found.sort_unstable();
         found.dedup();
+        // The oldest takes the others in, whichever slots they hold.
+        found.sort_by_cached_key(|&i| {
+            self.open[i]
+                .as_ref()
+                .map(|o| (o.first, o.id.clone()))
+                .unwrap_or_default()
+        });
         let at = match found.first() {
             Some(&first) => {
                 // An alert naming identities of several incidents joins them into the first.
@@ -502,7 +523,12 @@ impl Incidents {
                 }
                 first
             }
-            None => self.start(alert),
+            None => {
+                if self.open_count() >= self.opts.max_open {
+                    self.close_least_recent(out);
+                }
+                self.start(alert)
+            }
         };
         for key in &keys {
             self.by_key.insert(hash(key), at as u32);
@@ -530,7 +556,7 @@ impl Incidents {
             &[&alert.actor.username, &alert.time_micros.to_string()],
         );
         self.stats.incidents += 1;
-        self.open.push(Some(Box::new(Open {
+        let open = Some(Box::new(Open {
             id,
             cluster: alert.cluster.clone(),
             first: alert.time_micros,
@@ -548,8 +574,67 @@ impl Incidents {
             alerts_total: 0,
             story: Story::default(),
             reported: None,
-        })));
-        self.open.len() - 1
+        }));
+        match self.free.pop() {
+            Some(slot) => {
+                self.open[slot as usize] = open;
+                slot as usize
+            }
+            None => {
+                self.open.push(open);
+                self.open.len() - 1
+            }
+        }
+    }
+
+    /// Closes the least recently active tenth of the open incidents (at least one), their
+    /// closing reports to `out`: what holds the number open under `max_open`.
+    fn close_least_recent(&mut self, out: &mut Vec<Incident>) {
+        let mut active: Vec<(i64, u32)> = self
+            .open
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| o.as_ref().map(|o| (o.last.max(o.last_alert), i as u32)))
+            .collect();
+        let n = (self.opts.max_open / 10).clamp(1, active.len().max(1));
+        if active.len() > n {
+            active.select_nth_unstable(n - 1);
+        }
+        let mut closed = HashSet::default();
+        let reported = out.len();
+        for &(_, i) in active.iter().take(n) {
+            let Some(open) = self.open[i as usize].take() else {
+                continue;
+            };
+            if open.reported.is_some() {
+                let mut report = open.report(Status::Closed);
+                report.summary.push_str(&format!(
+                    " Closed early: more than {} incidents were open at once; a later alert of this identity opens a new one.",
+                    self.opts.max_open
+                ));
+                out.push(report);
+            }
+            closed.insert(i);
+        }
+        out[reported..].sort_by(|a, b| (a.first_micros, &a.id).cmp(&(b.first_micros, &b.id)));
+        self.stats.closed_early += closed.len() as u64;
+        self.forget(&closed);
+    }
+
+    /// Forgets the keys and actors of incidents that closed, whose slots are free again.
+    fn forget(&mut self, closed: &HashSet<u32>) {
+        if closed.is_empty() {
+            return;
+        }
+        self.by_key.retain(|_, i| !closed.contains(i));
+        self.by_actor.retain(|_, i| !closed.contains(i));
+        // Lowest slot first, whatever the set's order.
+        let mut freed: Vec<u32> = closed.iter().copied().collect();
+        freed.sort_unstable_by(|a, b| b.cmp(a));
+        self.free.extend(freed);
+        if self.by_actor.len() <= WATCH_RESET_MAX {
+            self.watched.reset(self.by_actor.keys().copied());
+        }
     }
 
     /// Moves incident `other` into `into`.
@@ -563,6 +648,7 @@ impl Incidents {
                 *i = into32;
             }
         }
+        self.free.push(other32);
         let cap = self.opts.cap;
         if let Some(target) = self.open[into].as_mut() {
             target.absorb(*moved, cap);
@@ -609,14 +695,15 @@ impl Incidents {
     /// live, reported ones that grew report again.
     pub fn tick(&mut self, now: i64, end: bool, out: &mut Vec<Incident>) {
         let gap = self.opts.gap;
-        let mut closed = Vec::new();
+        let mut closed = HashSet::default();
+        let reported = out.len();
         for (i, slot) in self.open.iter_mut().enumerate() {
             let Some(open) = slot else { continue };
             if end || now > open.last_alert.saturating_add(gap) {
                 if open.reported.is_some() {
                     out.push(open.report(Status::Closed));
                 }
-                closed.push(i as u32);
+                closed.insert(i as u32);
                 *slot = None;
             } else if let (Some(every), Some(reported)) = (self.opts.update_every, open.reported) {
                 let grew = (open.alerts_total, open.story.steps_total) != (reported.0, reported.1);
@@ -626,25 +713,19 @@ impl Incidents {
                 }
             }
         }
-        if !closed.is_empty() {
-            let closed: HashSet<u32> = closed.into_iter().collect();
-            self.by_key.retain(|_, i| !closed.contains(i));
-            self.by_actor.retain(|_, i| !closed.contains(i));
-            if self.by_actor.len() <= WATCH_RESET_MAX {
-                self.watched.reset(self.by_actor.keys().copied());
-            }
-        }
-        // Slots of closed incidents are reused only once all are closed: indices stay stable.
-        if self.open.iter().all(Option::is_none) {
-            self.open.clear();
-        }
+        // In the order the incidents began, not the order of the slots they held.
+        out[reported..].sort_by(|a, b| (a.first_micros, &a.id).cmp(&(b.first_micros, &b.id)));
+        self.forget(&closed);
     }
 
     /// Incidents read back from a snapshot, with this run's options.
     pub fn restored(mut self, opts: IncidentOptions) -> Self {
         self.opts = opts;
         for (i, open) in self.open.iter_mut().enumerate() {
-            let Some(open) = open else { continue };
+            let Some(open) = open else {
+                self.free.push(i as u32);
+                continue;
+            };
             open.story.restored();
             for &key in &open.keys {
                 self.by_key.insert(key, i as u32);
@@ -659,7 +740,7 @@ impl Incidents {
     }
 
     pub fn open_count(&self) -> usize {
-        self.open.iter().flatten().count()
+        self.open.len() - self.free.len()
     }
 }
 
@@ -1303,6 +1384,55 @@ mod tests {
         assert!(is_joined("pods", "pods", ""));
         assert!(!is_joined("pods/log", "pods", "exec"));
         assert!(!is_joined("podsxexec", "pods", "exec"));
+    }
+
+    /// A high alert (reported at once) of `user` at second `sec`.
+    fn high_alert(user: &str, sec: i64) -> Alert {
+        let json = format!(
+            r#"{{"auditID":"{user}-{sec}","stage":"ResponseComplete","verb":"get","user":{{"username":"{user}"}},"objectRef":{{"resource":"secrets","name":"x"}},"stageTimestamp":"{}"}}"#,
+            format_micros(sec * 1_000_000)
+        );
+        let mut alert = None;
+        crate::rules::field::on_event(&json, |view| {
+            let rule = crate::alert::RuleInfo {
+                id: "r".into(),
+                title: "r".into(),
+                severity: Severity::High,
+                mitre: Vec::new(),
+            };
+            alert = Some(Alert::from_event(rule, view));
+        });
+        alert.expect("an alert")
+    }
+
+    #[test]
+    fn past_the_cap_the_least_recently_active_incidents_close_early() {
+        let mut incidents = Incidents::new(IncidentOptions {
+            max_open: 10,
+            ..IncidentOptions::default()
+        });
+        let mut out = Vec::new();
+        for i in 0..12 {
+            incidents.alert(&high_alert(&format!("u{i}"), i), "secrets", &mut out);
+        }
+        // u0 and u1 were the least recently active when u10 and u11 opened theirs.
+        let early: Vec<&Incident> = out.iter().filter(|i| i.status == Status::Closed).collect();
+        let names: Vec<&str> = early
+            .iter()
+            .map(|i| i.identities.usernames[0].as_str())
+            .collect();
+        assert_eq!(names, ["u0", "u1"]);
+        assert!(early.iter().all(|i| i.summary.contains("Closed early")));
+        assert_eq!(incidents.stats.closed_early, 2);
+        assert_eq!(incidents.open_count(), 10);
+        // The slots they held are reused, and u0's next alert opens a new incident.
+        assert_eq!(incidents.open.len(), 10);
+        incidents.alert(&high_alert("u0", 20), "secrets", &mut out);
+        assert_eq!(incidents.stats.incidents, 13);
+        assert_eq!((incidents.open_count(), incidents.open.len()), (10, 10));
+        // u5's next alert still joins its open incident.
+        incidents.alert(&high_alert("u5", 21), "secrets", &mut out);
+        assert_eq!(incidents.stats.incidents, 13);
     }
 
     #[test]

@@ -367,6 +367,10 @@ struct ReplayArgs {
     /// totals are counted beyond it.
     #[arg(long, default_value_t = audithound::detect::episode::DEFAULT_EPISODE_CAP, value_name = "N")]
     episode_cap: usize,
+    /// Incidents open at once; past it, the least recently active close early (each closing
+    /// report says so, and the summary counts them).
+    #[arg(long, default_value_t = audithound::incident::DEFAULT_MAX_OPEN, value_name = "N")]
+    max_open_incidents: usize,
     /// Reject records that only an export's repairs would make readable (no auditID, no stage,
     /// time only in an export field, renamed keys) instead of repairing and counting them.
     #[arg(long)]
@@ -741,6 +745,7 @@ fn replay(args: ReplayArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         incidents: !args.no_incidents,
         incident_gap: args.incident_gap,
         episode_cap: args.episode_cap.max(1),
+        max_open_incidents: args.max_open_incidents.max(1),
         ..EngineOptions::default()
     };
     let mut input = Files::new(args.paths);

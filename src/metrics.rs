@@ -96,6 +96,9 @@ pub struct RunStats {
     /// Keys held by stateful rules at the end, and keys evicted by the memory cap.
     pub state_keys: u64,
     pub state_evictions: u64,
+    /// Incidents open at the end, and incidents closed early by the cap on open ones.
+    pub incidents_open: u64,
+    pub incidents_closed_early: u64,
     pub alerts_by_rule: BTreeMap<String, u64>,
     pub alerts_by_severity: BTreeMap<String, u64>,
     pub top_actors: Vec<(String, u64)>,
@@ -228,7 +231,10 @@ impl RunStats {
             ("alerts", self.alerts.to_string()),
             ("alerts suppressed", self.suppressed_alerts.to_string()),
             ("episode updates", self.alert_updates.to_string()),
-            ("incidents", self.incidents.to_string()),
+            (
+                "incidents (closed early: too many open)",
+                format!("{} ({})", self.incidents, self.incidents_closed_early),
+            ),
             (
                 "re-read to rebuild state (alerts held)",
                 format!("{} ({})", self.warmup_events, self.warmup_alerts),
@@ -416,6 +422,8 @@ impl Live {
             s.alerts_by_rule.clone_from(&stats.alerts_by_rule);
             s.state_keys = stats.state_keys;
             s.state_evictions = stats.state_evictions;
+            s.incidents_open = stats.incidents_open;
+            s.incidents_closed_early = stats.incidents_closed_early;
             s.late_observations = stats.late_observations;
         }
     }
@@ -673,6 +681,19 @@ impl Live {
             let _ = writeln!(out, "audithound_rule_alerts_total{{rule=\"{rule}\"}} {n}");
         }
         let _ = write!(out, "# HELP audithound_state_keys Keys held by stateful rules.\n# TYPE audithound_state_keys gauge\naudithound_state_keys {}\n", s.state_keys);
+        counter(
+            &mut out,
+            "audithound_state_evictions_total",
+            "Stateful keys evicted by the cap on keys (max_keys).",
+            s.state_evictions,
+        );
+        let _ = write!(out, "# HELP audithound_incidents_open Incidents open.\n# TYPE audithound_incidents_open gauge\naudithound_incidents_open {}\n", s.incidents_open);
+        counter(
+            &mut out,
+            "audithound_incidents_closed_early_total",
+            "Incidents closed early because too many were open (max_open_incidents).",
+            s.incidents_closed_early,
+        );
         summary(
             &mut out,
             "audithound_alert_latency_seconds",

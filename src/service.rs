@@ -129,6 +129,20 @@ pub fn run(cfg: &Config, rules: Rules) -> anyhow::Result<RunStats> {
     if let Some(n) = cfg.detection.max_keys {
         opts.max_keys = n;
     }
+    opts.incidents = cfg.detection.incidents;
+    if let Some(gap) = cfg
+        .detection
+        .incident_gap_micros()
+        .map_err(anyhow::Error::msg)?
+    {
+        opts.incident_gap = gap;
+    }
+    if let Some(n) = cfg.detection.episode_cap {
+        opts.episode_cap = n.max(1);
+    }
+    if let Some(n) = cfg.detection.max_open_incidents {
+        opts.max_open_incidents = n.max(1);
+    }
     if let Some(l) = cfg
         .detection
         .lateness_micros()

@@ -730,6 +730,11 @@ impl Stateful {
     pub fn key_count(&self) -> u64 {
         self.states.iter().map(|s| s.len() as u64).sum()
     }
+
+    /// Keys held by each rule's state, in the rule set's order.
+    pub fn keys_by_rule(&self) -> impl Iterator<Item = usize> + '_ {
+        self.states.iter().map(State::len)
+    }
 }
 
 #[cfg(test)]
@@ -809,6 +814,53 @@ rules:
             &[("v", "x", 70), ("v", "x", 71), ("v", "x", 72)]
         )
         .is_empty());
+    }
+
+    #[test]
+    fn a_spike_cites_each_request_of_its_bucket_once() {
+        let set = rules(
+            r#"
+rules:
+  - id: s
+    title: s
+    severity: low
+    kind: builtin
+    builtin: {name: rate_spike, bucket: 60s, history: 6, min_history: 2, factor: 2, floor: 3}
+    condition: {objectRef.resource: secrets}
+    summary: s
+"#,
+        );
+        let mut s = Stateful::new(&set, 100);
+        let mut fired = Vec::new();
+        // One read a minute for four minutes, then three in one minute.
+        for sec in [0, 60, 120, 180, 240, 250, 260] {
+            let json = format!(
+                r#"{{"auditID":"id-{sec}","stage":"ResponseComplete","verb":"get","user":{{"username":"u"}},"objectRef":{{"resource":"secrets","name":"x"}},"stageTimestamp":"{}"}}"#,
+                crate::event::time::format_micros(sec * 1_000_000)
+            );
+            let (_, observations) = evaluate_json(&set, &json, Origin::default());
+            for obs in observations {
+                s.observe(&set, obs, &[], &mut fired);
+            }
+        }
+        assert_eq!(fired.len(), 1, "one spike");
+        let cited = &fired[0]
+            .episode
+            .as_ref()
+            .expect("an episode")
+            .audit_ids
+            .items;
+        assert_eq!(cited, &["id-240", "id-250", "id-260"]);
+        // An identity seen once holds no list of later requests (a million of them would).
+        let json = r#"{"auditID":"other","stage":"ResponseComplete","verb":"get","user":{"username":"v"},"objectRef":{"resource":"secrets","name":"x"},"stageTimestamp":"1970-01-01T00:04:30Z"}"#;
+        let (_, observations) = evaluate_json(&set, json, Origin::default());
+        for obs in observations {
+            s.observe(&set, obs, &[], &mut fired);
+        }
+        let State::Spike(spike) = &s.states[0] else {
+            panic!("a spike rule's state")
+        };
+        assert_eq!(spike.later_ids_held(), 0);
     }
 
     #[test]

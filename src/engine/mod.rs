@@ -67,6 +67,8 @@ pub struct EngineOptions {
     pub incidents: bool,
     /// Event time after an incident's last alert that closes it (microseconds).
     pub incident_gap: i64,
+    /// Incidents open at once; past it, the least recently active close early (counted).
+    pub max_open_incidents: usize,
 }
 
 /// Default allowed lateness: the disorder between API servers' webhook batches.
@@ -94,6 +96,7 @@ impl Default for EngineOptions {
             episode_cap: crate::detect::episode::DEFAULT_EPISODE_CAP,
             incidents: true,
             incident_gap: crate::incident::DEFAULT_GAP,
+            max_open_incidents: crate::incident::DEFAULT_MAX_OPEN,
         }
     }
 }
@@ -324,6 +327,7 @@ impl Run<'_> {
                     gap: opts.incident_gap,
                     cap: opts.episode_cap,
                     update_every: live.map(|l| l.episode_updates),
+                    max_open: opts.max_open_incidents.max(1),
                 })
             }),
             held: VecDeque::new(),
@@ -589,6 +593,7 @@ impl Detectors {
                 gap: opts.incident_gap,
                 cap: opts.episode_cap,
                 update_every: live.map(|l| l.episode_updates),
+                max_open: opts.max_open_incidents.max(1),
             }));
         }
         self.positions = s.positions;
@@ -794,6 +799,10 @@ impl Detectors {
         stats.late_observations = self.reorder.late;
         stats.state_evictions = self.stateful.stats.evictions;
         stats.state_keys = self.stateful.key_count();
+        if let Some(incidents) = &self.incidents {
+            stats.incidents_open = incidents.open_count() as u64;
+            stats.incidents_closed_early = incidents.stats.closed_early;
+        }
         let mut out = Vec::new();
         while self.held.front().is_some_and(|h| h.waiting == 0) {
             if let Some(mut held) = self.held.pop_front() {
