@@ -331,8 +331,6 @@ struct Blast {
 /// Fields a request is described by that the event struct does not hold directly.
 struct Fields {
     source_ips: Field,
-    /// The name of an object being created (`objectRef.name` is empty then).
-    created_name: Field,
 }
 
 impl Fields {
@@ -342,7 +340,6 @@ impl Fields {
             let field = |path: &str| Field::parse(path).unwrap_or(Field::StatusCode);
             Fields {
                 source_ips: field("sourceIPs"),
-                created_name: field("requestObject.metadata.name"),
             }
         })
     }
@@ -779,8 +776,8 @@ impl Request {
         let name = match o.and_then(|o| o.name.as_ref()) {
             Some(name) => &**name,
             None => {
-                created = fields.created_name.first_text(view).unwrap_or_default();
-                created.as_str()
+                created = created_name(view).unwrap_or_default();
+                &*created
             }
         };
         let source_ip = fields.source_ips.first_text(view).unwrap_or_default();
@@ -837,6 +834,14 @@ impl Request {
     fn credential(&self) -> Option<&str> {
         self.has_credential.then(|| self.get(R_CREDENTIAL))
     }
+}
+
+/// The name a create gives its object (`requestObject.metadata.name`; `objectRef` names none
+/// yet), found in the raw object: a pod's whole spec is skipped over, not parsed.
+fn created_name<'a>(view: &EventView<'_, 'a>) -> Option<std::borrow::Cow<'a, str>> {
+    let metadata = crate::event::raw_entry(view.event.request_object?, "metadata")?;
+    let name = crate::event::raw_entry(metadata, "name")?;
+    serde_json::from_str(name.get()).ok()
 }
 
 /// The credential id in `user.extra` (its first value): from the parsed map when an earlier
@@ -1403,6 +1408,28 @@ mod tests {
             alert = Some(Alert::from_event(rule, view));
         });
         alert.expect("an alert")
+    }
+
+    #[test]
+    fn a_create_is_recorded_under_the_name_its_object_gets() {
+        let name_of = |request_object: &str| {
+            let json = format!(
+                r#"{{"auditID":"a","stage":"ResponseComplete","verb":"create","user":{{"username":"u"}},"objectRef":{{"resource":"pods","namespace":"ns"}},"requestObject":{request_object},"stageTimestamp":"2025-01-01T00:00:00Z"}}"#
+            );
+            let mut name = None;
+            crate::rules::field::on_event(&json, |view| {
+                name = Some(Request::of(view).get(R_NAME).to_owned());
+            });
+            name.expect("an event")
+        };
+        let spec = r#"{"containers":[{"name":"a","image":"x"}],"metadata":{"name":"decoy"}}"#;
+        let pod = format!(
+            r#"{{"kind":"Pod","spec":{spec},"metadata":{{"labels":{{"name":"l"}},"name":"web-1"}}}}"#
+        );
+        assert_eq!(name_of(&pod), "web-1");
+        assert_eq!(name_of(r#"{"metadata":{"name":"a\"b"}}"#), "a\"b");
+        assert_eq!(name_of(r#"{"metadata":{"generateName":"job-"}}"#), "");
+        assert_eq!(name_of("null"), "");
     }
 
     #[test]

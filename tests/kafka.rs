@@ -300,7 +300,8 @@ fn killed_mid_stream_then_restarted_rebuilds_state_and_loses_no_alert() {
 
     produce(&brokers, "audit", &events[split..]);
     let second = Service::start(&config);
-    wait_until("the rest was not committed", || {
+    // The killed member's session has to expire before the group hands its partition over.
+    wait_up_to(60, "the rest was not committed", || {
         committed(&brokers, "restart-test", "audit") == events.len() as i64
     });
     let rebuilt = metric(hook, "audithound_warmup_events_total");

@@ -115,6 +115,11 @@ impl<'e, 'a> EventView<'e, 'a> {
         self
     }
 
+    /// Whether `sourceIP.*` can have a value: IP lists or a GeoIP database are loaded.
+    pub fn is_enriched(&self) -> bool {
+        self.enrichment.is_some_and(|e| !e.is_empty())
+    }
+
     /// What the enrichment says of each source address (`sourceIPs` in order, text that is no
     /// address left out): looked up the first time a rule asks, at most once per event.
     pub fn sources(&self) -> &[SourceInfo<'e>] {

@@ -159,10 +159,17 @@ fn admitted(rule: &Rule, ev: &EventView, settled: &Settled) -> Option<bool> {
     }
 }
 
-/// Whether a matcher looks only at the shape's fields.
-fn shape_known(m: &Matcher) -> bool {
-    SHAPE_FIELDS.contains(&m.path.as_str()) && !matches!(m.op, Op::SameAs(_))
+/// Whether a matcher looks only at the shape's fields. Without IP lists or a GeoIP database
+/// (the shape says which), `sourceIP.*` has no value on any event: known too.
+fn shape_known(m: &Matcher, ev: &EventView) -> bool {
+    let path = m.path.as_str();
+    let known =
+        SHAPE_FIELDS.contains(&path) || (path.starts_with(ENRICHED_PREFIX) && !ev.is_enriched());
+    known && !matches!(m.op, Op::SameAs(_))
 }
+
+/// The fields the reputation enrichment gives (`sourceIP.lists`, `.asn`, `.asOrg`, `.country`).
+const ENRICHED_PREFIX: &str = "sourceIP.";
 
 struct Cache {
     /// The rule set the shapes are for (`RuleSet::id`).
@@ -269,6 +276,7 @@ fn shape_key(ev: &EventView, key: &mut Vec<u8>) {
     push(object.and_then(|o| o.subresource.as_deref()));
     push(object.and_then(|o| o.api_group.as_deref()));
     key.extend_from_slice(&e.status_code().map_or(i64::MIN, |c| c).to_le_bytes());
+    key.push(u8::from(ev.is_enriched()));
 }
 
 /// Macro answers a shape settles, by slot.
@@ -313,7 +321,7 @@ impl Cond {
             Cond::Macro(slot, c) => slot
                 .and_then(|s| settled.get(s))
                 .or_else(|| c.decide(ev, settled)),
-            Cond::Match(m) => shape_known(m).then(|| m.eval(ev)),
+            Cond::Match(m) => shape_known(m, ev).then(|| m.eval(ev)),
         }
     }
 }
@@ -397,6 +405,45 @@ mod tests {
             skipped > events.len(),
             "verdicts rule out rules ({skipped})"
         );
+    }
+
+    #[test]
+    fn without_ip_lists_reputation_rules_are_ruled_out_by_the_shape_and_with_them_tested() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let rules = RuleSet::load(&[root.join("detectors")]).unwrap();
+        let tor = rules
+            .rules
+            .iter()
+            .position(|r| r.id == "k8s.reputation.tor_exit")
+            .unwrap() as u32;
+        let lists = [("tor".to_owned(), vec!["203.0.113.5/32".to_owned()])].into();
+        let enrichment =
+            crate::reputation::Enrichment::inline(&lists, &Default::default()).unwrap();
+        let json = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"a","stage":"ResponseComplete","verb":"list","user":{"username":"zed"},"sourceIPs":["203.0.113.5"],"objectRef":{"resource":"secrets"},"responseStatus":{"code":200},"stageTimestamp":"2025-01-01T00:00:00Z"}"#;
+        // Three sightings each: the last two through the shape worked out on the second.
+        for (enriched, fires) in [(false, false), (true, true), (false, false)] {
+            let mut served = 0;
+            for _ in 0..3 {
+                on_event(json, |view| {
+                    let view = EventView::new(view.event, 0);
+                    let view = if enriched {
+                        view.enriched(&enrichment)
+                    } else {
+                        view
+                    };
+                    let mut matched = Matched::default();
+                    rules.matching(&view, &mut matched);
+                    assert_eq!(matched.rules.contains(&tor), fires, "enriched: {enriched}");
+                    let shape = with_shape(&rules, &view, |s| s.map(|s| s.rules.clone()));
+                    if let Some(candidates) = shape {
+                        let listed = candidates.iter().any(|r| r & !ALWAYS == tor);
+                        assert_eq!(listed, enriched, "tested only with lists loaded");
+                        served += 1;
+                    }
+                });
+            }
+            assert!(served >= 2, "the shape served the later sightings");
+        }
     }
 
     #[test]
