@@ -1033,3 +1033,55 @@ fn live_episodes_and_incidents_end_as_the_replays_do() {
         assert_eq!(record["status"], "closed", "{id}");
     }
 }
+
+/// `[detection]` settings reach the service as they reach `replay`: with `incidents = false`
+/// the sink gets the alerts and no incident record.
+#[test]
+fn the_service_honours_the_detection_section_s_incident_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let port = free_port();
+    let config = dir.path().join("audithound.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[detection]\nincidents = false\nincident_gap = \"5m\"\nepisode_cap = 5\nmax_open_incidents = 3\n[webhook]\nlisten = \"127.0.0.1:{port}\"\n[[sink]]\ntype = \"file\"\npath = {:?}\n",
+            alerts.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let service = Service::start(config.to_str().unwrap());
+    wait_until("never became ready", || {
+        http(port, "GET", "/readyz", b"") == 200
+    });
+    let (events, bodies) = attack_bodies();
+    for body in &bodies {
+        assert_eq!(http(port, "POST", "/audit", body.as_bytes()), 200);
+    }
+    wait_until("the engine never caught up", || {
+        common::metric(port, "audithound_events_total") == Some(events as u64)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    service.stop();
+    let out = std::fs::read_to_string(&alerts).unwrap();
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(records.len() >= 10, "{}", records.len());
+    assert!(
+        records.iter().all(|r| r.get("incident").is_none()),
+        "incidents are off"
+    );
+    // episode_cap = 5: no episode lists more than five audit IDs.
+    let listed = |r: &serde_json::Value| {
+        r["episode"]["audit_ids"]["items"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert!(
+        records.iter().any(|r| listed(r) == 5),
+        "an episode at its cap"
+    );
+    assert!(records.iter().all(|r| listed(r) <= 5));
+}
