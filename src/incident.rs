@@ -506,12 +506,14 @@ impl Incidents {
         found.sort_unstable();
         found.dedup();
         // The oldest takes the others in, whichever slots they hold.
-        found.sort_by_cached_key(|&i| {
-            self.open[i]
-                .as_ref()
-                .map(|o| (o.first, o.id.clone()))
-                .unwrap_or_default()
-        });
+        if found.len() > 1 {
+            found.sort_by_cached_key(|&i| {
+                self.open[i]
+                    .as_ref()
+                    .map(|o| (o.first, o.id.clone()))
+                    .unwrap_or_default()
+            });
+        }
         let at = match found.first() {
             Some(&first) => {
                 // An alert naming identities of several incidents joins them into the first.

@@ -982,16 +982,19 @@ fn final_records(jsonl: &str) -> std::collections::BTreeMap<String, serde_json::
 /// Episodes and incidents run on event time: once the live input has moved past them (here a
 /// quiet request the next day), the live service closes every one of them with, field for
 /// field, the replay's closing record.
-#[test]
-fn live_episodes_and_incidents_end_as_the_replays_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let alerts = dir.path().join("alerts.jsonl");
+/// A service with `detection` as its `[detection]` section, a webhook and a file sink, sent the
+/// attack samples: (the service, its port, the events posted, the sink's file).
+fn service_sent_the_attack(
+    dir: &std::path::Path,
+    detection: &str,
+) -> (Service, u16, usize, std::path::PathBuf) {
+    let alerts = dir.join("alerts.jsonl");
     let port = free_port();
-    let config = dir.path().join("audithound.toml");
+    let config = dir.join("audithound.toml");
     std::fs::write(
         &config,
         format!(
-            "[detection]\nrevocations = \"samples/revocations.yaml\"\n[webhook]\nlisten = \"127.0.0.1:{port}\"\n[[sink]]\ntype = \"file\"\npath = {:?}\n",
+            "[detection]\n{detection}[webhook]\nlisten = \"127.0.0.1:{port}\"\n[[sink]]\ntype = \"file\"\npath = {:?}\n",
             alerts.to_str().unwrap()
         ),
     )
@@ -1004,6 +1007,14 @@ fn live_episodes_and_incidents_end_as_the_replays_do() {
     for body in &bodies {
         assert_eq!(http(port, "POST", "/audit", body.as_bytes()), 200);
     }
+    (service, port, events, alerts)
+}
+
+#[test]
+fn live_episodes_and_incidents_end_as_the_replays_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (service, port, events, alerts) =
+        service_sent_the_attack(dir.path(), "revocations = \"samples/revocations.yaml\"\n");
     let namespace = r#"{"resource":"namespaces","name":"shop","apiVersion":"v1"}"#;
     let next_day = event_at("next-day", 0, "alice@example.com", "get", namespace, 200)
         .replace("2025-03-04T12:", "2025-03-05T12:");
@@ -1039,25 +1050,9 @@ fn live_episodes_and_incidents_end_as_the_replays_do() {
 #[test]
 fn the_service_honours_the_detection_section_s_incident_settings() {
     let dir = tempfile::tempdir().unwrap();
-    let alerts = dir.path().join("alerts.jsonl");
-    let port = free_port();
-    let config = dir.path().join("audithound.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[detection]\nincidents = false\nincident_gap = \"5m\"\nepisode_cap = 5\nmax_open_incidents = 3\n[webhook]\nlisten = \"127.0.0.1:{port}\"\n[[sink]]\ntype = \"file\"\npath = {:?}\n",
-            alerts.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let service = Service::start(config.to_str().unwrap());
-    wait_until("never became ready", || {
-        http(port, "GET", "/readyz", b"") == 200
-    });
-    let (events, bodies) = attack_bodies();
-    for body in &bodies {
-        assert_eq!(http(port, "POST", "/audit", body.as_bytes()), 200);
-    }
+    let detection =
+        "incidents = false\nincident_gap = \"5m\"\nepisode_cap = 5\nmax_open_incidents = 3\n";
+    let (service, port, events, alerts) = service_sent_the_attack(dir.path(), detection);
     wait_until("the engine never caught up", || {
         common::metric(port, "audithound_events_total") == Some(events as u64)
     });
