@@ -17,7 +17,6 @@ use crate::alert::{Alert, Capped, Incident, Status};
 use crate::detect::{state_key, StateKey};
 use crate::event::time::format_micros;
 use crate::event::{EventView, CREDENTIAL_ID_KEY};
-use crate::rules::field::Field;
 use crate::rules::Severity;
 use foldhash::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,6 +107,24 @@ impl Set {
         more.index
             .get_or_insert_with(|| items.iter().map(|i| hash(i)).collect())
             .contains(&hash(value))
+    }
+
+    /// `add` of the pieces' concatenation, made only when it is new to a short list.
+    fn add_joined(&mut self, pieces: &[&str], cap: usize) {
+        let is = |item: &str| {
+            let mut rest = item;
+            pieces.iter().all(|p| match rest.strip_prefix(p) {
+                Some(after) => {
+                    rest = after;
+                    true
+                }
+                None => false,
+            }) && rest.is_empty()
+        };
+        if self.items.len() <= SCAN && self.items.iter().any(|i| is(i)) {
+            return;
+        }
+        self.add(&pieces.concat(), cap);
     }
 
     fn add(&mut self, value: &str, cap: usize) {
@@ -263,13 +280,57 @@ const AUDIT_ID: usize = 7;
 
 /// Texts laid one after another in one string, with where each ends.
 fn pack<const N: usize>(parts: [&str; N]) -> (String, [u32; N]) {
-    let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-    let mut ends = [0u32; N];
-    for (end, part) in ends.iter_mut().zip(parts) {
-        text.push_str(part);
-        *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
+    let mut packer = Packer::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        packer.field(&[part]);
     }
-    (text, ends)
+    packer.done()
+}
+
+/// Lays out the texts `pack` does, a field at a time, each from one or more pieces.
+struct Packer<const N: usize> {
+    text: String,
+    ends: [u32; N],
+    fields: usize,
+}
+
+impl<const N: usize> Packer<N> {
+    fn with_capacity(capacity: usize) -> Self {
+        Packer {
+            text: String::with_capacity(capacity),
+            ends: [0; N],
+            fields: 0,
+        }
+    }
+
+    /// Appends to the field being written.
+    fn push(&mut self, piece: &str) {
+        self.text.push_str(piece);
+    }
+
+    /// Ends the field being written.
+    fn end(&mut self) {
+        if let Some(end) = self.ends.get_mut(self.fields) {
+            *end = u32::try_from(self.text.len()).unwrap_or(u32::MAX);
+            self.fields += 1;
+        }
+    }
+
+    /// Writes one field of `pieces`.
+    fn field(&mut self, pieces: &[&str]) {
+        for piece in pieces {
+            self.push(piece);
+        }
+        self.end();
+    }
+
+    /// The text and where each field ends (fields not written are empty).
+    fn done(mut self) -> (String, [u32; N]) {
+        while self.fields < N {
+            self.end();
+        }
+        (self.text, self.ends)
+    }
 }
 
 /// The `i`-th of the texts `pack` laid out.
@@ -326,23 +387,6 @@ struct Blast {
     source_ips: Set,
     user_agents: Set,
     credentials: Set,
-}
-
-/// Fields a request is described by that the event struct does not hold directly.
-struct Fields {
-    source_ips: Field,
-}
-
-impl Fields {
-    fn get() -> &'static Fields {
-        static FIELDS: std::sync::OnceLock<Fields> = std::sync::OnceLock::new();
-        FIELDS.get_or_init(|| {
-            let field = |path: &str| Field::parse(path).unwrap_or(Field::StatusCode);
-            Fields {
-                source_ips: field("sourceIPs"),
-            }
-        })
-    }
 }
 
 /// Actors that may have an open incident, shared with the decode workers: a worker describes
@@ -766,10 +810,9 @@ const R_AUDIT_ID: usize = 8;
 const R_CREDENTIAL: usize = 9;
 
 impl Request {
-    /// The request `view` is.
+    /// The request `view` is, in one allocation.
     pub fn of(view: &EventView) -> Request {
         let ev = view.event;
-        let fields = Fields::get();
         fn text<'t>(s: Option<&'t crate::event::JStr>) -> &'t str {
             s.map_or("", |s| s)
         }
@@ -782,20 +825,26 @@ impl Request {
                 &*created
             }
         };
-        let source_ip = fields.source_ips.first_text(view).unwrap_or_default();
         let credential = credential_id(view);
-        let (text, ends) = pack([
-            text(ev.verb.as_ref()),
-            text(o.and_then(|o| o.resource.as_ref())),
-            text(o.and_then(|o| o.subresource.as_ref())),
-            text(o.and_then(|o| o.namespace.as_ref())),
-            name,
-            ev.username(),
-            &source_ip,
-            text(ev.user_agent.as_ref()),
-            text(ev.audit_id.as_ref()),
-            credential.as_deref().unwrap_or(""),
-        ]);
+        let mut p = Packer::with_capacity(256);
+        p.field(&[text(ev.verb.as_ref())]);
+        p.field(&[text(o.and_then(|o| o.resource.as_ref()))]);
+        p.field(&[text(o.and_then(|o| o.subresource.as_ref()))]);
+        p.field(&[text(o.and_then(|o| o.namespace.as_ref()))]);
+        p.field(&[name]);
+        p.field(&[ev.username()]);
+        // The first source address, read in place.
+        if let Some(ips) = ev.source_ips {
+            crate::event::for_each_str(ips, &mut |ip| {
+                p.push(ip);
+                true
+            });
+        }
+        p.end();
+        p.field(&[text(ev.user_agent.as_ref())]);
+        p.field(&[text(ev.audit_id.as_ref())]);
+        p.field(&[credential.as_deref().unwrap_or("")]);
+        let (text, ends) = p.done();
         Request {
             time: view.time,
             code: ev.status_code(),
@@ -848,14 +897,12 @@ fn created_name<'a>(view: &EventView<'_, 'a>) -> Option<std::borrow::Cow<'a, str
 
 /// The credential id in `user.extra` (its first value): from the parsed map when an earlier
 /// reader parsed it, else found by its key's text (`event::credential_id`).
-fn credential_id(view: &EventView) -> Option<String> {
+fn credential_id<'v>(view: &'v EventView) -> Option<std::borrow::Cow<'v, str>> {
     if view.extra_parsed() {
-        return view
-            .extra()
-            .get(CREDENTIAL_ID_KEY)
-            .and_then(crate::alert::first_string);
+        let id = view.extra().get(CREDENTIAL_ID_KEY)?.first_str()?;
+        return Some(std::borrow::Cow::Borrowed(id));
     }
-    crate::event::credential_id(view.event.user.extra?).map(std::borrow::Cow::into_owned)
+    crate::event::credential_id(view.event.user.extra?)
 }
 
 /// Read-only requests that are folded into counts in a timeline (Secret reads never are).
@@ -1060,33 +1107,38 @@ impl Story {
         let (verb, resource, subresource) =
             (r.get(R_VERB), r.get(R_RESOURCE), r.get(R_SUBRESOURCE));
         let (namespace, name) = (r.get(R_NAMESPACE), r.get(R_NAME));
-        let object = || match (namespace.is_empty(), name.is_empty()) {
-            (false, false) => format!("{resource} {namespace}/{name}"),
-            (true, false) => format!("{resource} {name}"),
-            (false, true) => format!("{resource} in {namespace}"),
-            (true, true) => resource.to_owned(),
+        // `pods shop/web-1`, `pods web-1`, `pods in shop`, `nodes`: in pieces, joined only
+        // when new to the blast radius.
+        let object: &[&str] = match (namespace.is_empty(), name.is_empty()) {
+            (false, false) => &[resource, " ", namespace, "/", name],
+            (true, false) => &[resource, " ", name],
+            (false, true) => &[resource, " in ", namespace],
+            (true, true) => &[resource],
         };
         let b = &mut self.blast;
         if allowed {
             match verb {
                 "get" | "list" | "watch" if resource == "secrets" => {
-                    let what = match (namespace.is_empty(), name.is_empty()) {
-                        (false, false) => format!("{namespace}/{name}"),
-                        (true, false) => name.to_owned(),
-                        (false, true) => format!("{namespace}/* ({verb})"),
-                        (true, true) => format!("* in every namespace ({verb})"),
+                    let what: &[&str] = match (namespace.is_empty(), name.is_empty()) {
+                        (false, false) => &[namespace, "/", name],
+                        (true, false) => &[name],
+                        (false, true) => &[namespace, "/* (", verb, ")"],
+                        (true, true) => &["* in every namespace (", verb, ")"],
                     };
-                    b.secrets_read.add(&what, cap);
+                    b.secrets_read.add_joined(what, cap);
                 }
                 // A session into a pod (exec, attach, port-forward, proxy) writes no object.
                 _ if matches!(subresource, "exec" | "attach" | "portforward" | "proxy") => {
-                    b.sessions.add(&format!("{subresource} {}", object()), cap)
+                    let mut session = [""; 7];
+                    session[..2].copy_from_slice(&[subresource, " "]);
+                    session[2..2 + object.len()].copy_from_slice(object);
+                    b.sessions.add_joined(&session[..2 + object.len()], cap)
                 }
                 // Access and token reviews are questions put to the API server, not objects.
                 "create" if resource.ends_with("reviews") => {}
-                "create" => b.created.add(&object(), cap),
-                "update" | "patch" => b.changed.add(&object(), cap),
-                "delete" | "deletecollection" => b.deleted.add(&object(), cap),
+                "create" => b.created.add_joined(object, cap),
+                "update" | "patch" => b.changed.add_joined(object, cap),
+                "delete" | "deletecollection" => b.deleted.add_joined(object, cap),
                 _ => {}
             }
             b.namespaces.add(namespace, cap);
@@ -1120,23 +1172,23 @@ impl Story {
             self.steps_total += 1;
             return;
         }
-        let joined;
-        let resource = if subresource.is_empty() {
-            resource
-        } else {
-            joined = format!("{resource}/{subresource}");
-            &joined
-        };
-        let (text, ends) = pack([
-            verb,
-            resource,
-            namespace,
-            name,
-            r.get(R_USERNAME),
-            r.get(R_SOURCE_IP),
-            r.get(R_USER_AGENT),
-            r.get(R_AUDIT_ID),
-        ]);
+        let mut p = Packer::with_capacity(r.text.len() + 1);
+        p.field(&[verb]);
+        match subresource {
+            "" => p.field(&[resource]),
+            _ => p.field(&[resource, "/", subresource]),
+        }
+        for i in [
+            R_NAMESPACE,
+            R_NAME,
+            R_USERNAME,
+            R_SOURCE_IP,
+            R_USER_AGENT,
+            R_AUDIT_ID,
+        ] {
+            p.field(&[r.get(i)]);
+        }
+        let (text, ends) = p.done();
         let step = Rec {
             micros: r.time,
             last_micros: None,

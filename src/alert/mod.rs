@@ -183,7 +183,11 @@ impl Alert {
                 username: ev.username().to_owned(),
                 uid: text(&ev.user.uid),
                 groups: list("user.groups"),
-                credential_id: view.extra().get(CREDENTIAL_ID_KEY).and_then(first_string),
+                credential_id: view
+                    .extra()
+                    .get(CREDENTIAL_ID_KEY)
+                    .and_then(|v| v.first_str())
+                    .map(str::to_owned),
                 source_ips: list("sourceIPs"),
                 user_agent: text(&ev.user_agent),
                 impersonated_user: ev
@@ -236,15 +240,6 @@ impl Alert {
 }
 
 /// A string, or the first string of a list (`user.extra` values are lists).
-pub(crate) fn first_string(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Array(items) => {
-            items.first().and_then(|i| i.as_str()).map(str::to_owned)
-        }
-        _ => None,
-    }
-}
 
 /// 128-bit xxh3 of the parts, hex: stable across runs, platforms and versions of this program.
 pub fn alert_id(rule_id: &str, key: &str, audit_ids: &[&str]) -> String {

@@ -3,7 +3,7 @@
 //! CertificateSigningRequest asks for (a DER structure, base64 inside PEM inside base64 in
 //! `requestObject.spec.request`). `EventView` decodes them at most once per event.
 
-use serde_json::Value;
+use super::tree::Json;
 
 /// The command of an exec request: every `command=` query parameter, decoded, joined by
 /// spaces (`kubectl exec pod -- sh -c 'cat /etc/shadow'` gives `sh -c cat /etc/shadow`).
@@ -33,7 +33,7 @@ pub struct CsrSubject {
 
 /// Reads the subject out of a CertificateSigningRequest object (`spec.request`). None when the
 /// object has no request or it does not decode: a rule on these fields then does not match.
-pub fn csr_subject(object: &Value) -> Option<CsrSubject> {
+pub fn csr_subject(object: &Json) -> Option<CsrSubject> {
     use base64::Engine;
     use x509_parser::prelude::FromDer;
     let encoded = object.get("spec")?.get("request")?.as_str()?;
@@ -94,14 +94,15 @@ mod tests {
             .push(rcgen::DnType::OrganizationName, "system:masters");
         let pem = params.serialize_request(&key).unwrap().pem().unwrap();
         let request = base64::engine::general_purpose::STANDARD.encode(pem);
-        let object = serde_json::json!({"spec": {"request": request}});
+        let text = serde_json::json!({"spec": {"request": request}}).to_string();
+        let object = Json::parse(&text).unwrap();
         let subject = csr_subject(&object).expect("decodes");
         assert_eq!(subject.common_names, ["mallory"]);
         assert_eq!(subject.organizations, ["system:masters"]);
         assert_eq!(
-            csr_subject(&serde_json::json!({"spec": {"request": "bm90IGEgcGVt"}})),
+            csr_subject(&Json::parse(r#"{"spec": {"request": "bm90IGEgcGVt"}}"#).unwrap()),
             None
         );
-        assert_eq!(csr_subject(&serde_json::json!({"spec": {}})), None);
+        assert_eq!(csr_subject(&Json::parse(r#"{"spec": {}}"#).unwrap()), None);
     }
 }

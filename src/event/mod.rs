@@ -9,6 +9,7 @@ pub mod derived;
 mod jstr;
 mod providers;
 pub mod time;
+pub mod tree;
 pub mod view;
 
 pub use decode::{

@@ -3,11 +3,10 @@
 //! annotations, an exec's command, a CSR's subject, macro answers).
 
 use super::derived::CsrSubject;
+use super::tree::Json;
 use super::AuditEvent;
 use crate::reputation::{Enrichment, SourceInfo};
-use foldhash::HashMap;
 use serde_json::value::RawValue;
-use serde_json::Value;
 use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
 
@@ -76,10 +75,10 @@ pub struct EventView<'e, 'a> {
     pub time: i64,
     enrichment: Option<&'e Enrichment>,
     sources: OnceCell<Vec<SourceInfo<'e>>>,
-    request: OnceCell<Option<Value>>,
-    response: OnceCell<Option<Value>>,
-    extra: OnceCell<HashMap<String, Value>>,
-    annotations: OnceCell<HashMap<String, Value>>,
+    request: OnceCell<Option<Json<'a>>>,
+    response: OnceCell<Option<Json<'a>>>,
+    extra: OnceCell<Json<'a>>,
+    annotations: OnceCell<Json<'a>>,
     exec_command: OnceCell<Option<String>>,
     csr: OnceCell<Option<CsrSubject>>,
     /// The last annotation read from the raw text, by the searcher that found it.
@@ -160,16 +159,28 @@ impl<'e, 'a> EventView<'e, 'a> {
             .set(self.macros_true.get() | (answers & known));
     }
 
-    fn parsed<'c>(cell: &'c OnceCell<Option<Value>>, raw: Option<&RawValue>) -> Option<&'c Value> {
-        cell.get_or_init(|| raw.and_then(|r| serde_json::from_str(r.get()).ok()))
+    fn parsed<'c>(
+        cell: &'c OnceCell<Option<Json<'a>>>,
+        raw: Option<&'a RawValue>,
+    ) -> Option<&'c Json<'a>> {
+        cell.get_or_init(|| raw.and_then(|r| Json::parse(r.get()).ok()))
             .as_ref()
     }
 
-    pub(crate) fn json_root(&self, root: JsonRoot) -> Option<&Value> {
+    pub(crate) fn json_root(&self, root: JsonRoot) -> Option<&Json<'a>> {
         match root {
             JsonRoot::Request => Self::parsed(&self.request, self.event.request_object),
             JsonRoot::Response => Self::parsed(&self.response, self.event.response_object),
             JsonRoot::PodSpec => pod_spec(Self::parsed(&self.request, self.event.request_object)?),
+        }
+    }
+
+    /// Whether the object a JSON root lies in has been parsed already (a rule read it): walking
+    /// it then costs less than scanning its text for keys.
+    pub(crate) fn root_parsed(&self, root: JsonRoot) -> bool {
+        match root {
+            JsonRoot::Request | JsonRoot::PodSpec => self.request.get().is_some(),
+            JsonRoot::Response => self.response.get().is_some(),
         }
     }
 
@@ -181,7 +192,8 @@ impl<'e, 'a> EventView<'e, 'a> {
         }
     }
 
-    pub fn extra(&self) -> &HashMap<String, Value> {
+    /// `user.extra` parsed (an object; empty when absent or unreadable).
+    pub fn extra(&self) -> &Json<'a> {
         self.extra.get_or_init(|| parse_map(self.event.user.extra))
     }
 
@@ -190,7 +202,8 @@ impl<'e, 'a> EventView<'e, 'a> {
         self.extra.get().is_some()
     }
 
-    pub fn annotations(&self) -> &HashMap<String, Value> {
+    /// `annotations` parsed (an object; empty when absent or unreadable).
+    pub fn annotations(&self) -> &Json<'a> {
         self.annotations
             .get_or_init(|| parse_map(self.event.annotations))
     }
@@ -236,23 +249,24 @@ impl<'e, 'a> EventView<'e, 'a> {
     }
 
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.annotations().get(key).and_then(Value::as_str)
+        self.annotations().get(key).and_then(Json::as_str)
     }
 }
 
-fn parse_map(raw: Option<&RawValue>) -> HashMap<String, Value> {
-    raw.and_then(|r| serde_json::from_str(r.get()).ok())
-        .unwrap_or_default()
+fn parse_map(raw: Option<&RawValue>) -> Json<'_> {
+    raw.and_then(|r| Json::parse(r.get()).ok())
+        .filter(|map| matches!(map, Json::Object(_)))
+        .unwrap_or(Json::Object(Vec::new()))
 }
 
 /// Pod template of a workload object: Pod `spec`, `spec.template.spec` (Deployment, DaemonSet,
 /// StatefulSet, ReplicaSet, Job), `spec.jobTemplate.spec.template.spec` (CronJob).
-fn pod_spec(obj: &Value) -> Option<&Value> {
+fn pod_spec<'v, 'a>(obj: &'v Json<'a>) -> Option<&'v Json<'a>> {
     let spec = obj.get("spec")?;
     if spec.get("containers").is_some() {
         return Some(spec);
     }
-    fn template(v: &Value) -> Option<&Value> {
+    fn template<'v, 'a>(v: &'v Json<'a>) -> Option<&'v Json<'a>> {
         v.get("template")?.get("spec")
     }
     template(spec).or_else(|| template(spec.get("jobTemplate")?.get("spec")?))

@@ -6,12 +6,12 @@
 //! `[*]` visits every element of a list, `(a|b)` tries several keys.
 
 use super::derived::{self, Derived};
+use crate::event::tree::Json;
 use crate::event::view::JsonRoot;
 use crate::event::view::Plain;
 use crate::event::EventView;
 use crate::event::{for_each_str, AuditEvent, JStr};
 use serde_json::value::RawValue;
-use serde_json::Value;
 
 /// One value a field resolves to.
 #[derive(Debug, Clone, Copy)]
@@ -143,6 +143,12 @@ impl Needles {
         } else {
             Plain::Absent
         }
+    }
+
+    /// Whether the event's object at `root` may hold the path: true without a look once it is
+    /// parsed (another rule read it), else `may_be_in` its text.
+    fn may_hold(&self, ev: &EventView, root: JsonRoot) -> bool {
+        ev.root_parsed(root) || self.may_be_in(ev.raw_root(root))
     }
 
     /// Whether the raw object may hold the path: every group has a key in its text.
@@ -370,7 +376,7 @@ impl Field {
                 }
             }
             Field::Json(root, path, needles) => {
-                needles.may_be_in(ev.raw_root(*root))
+                needles.may_hold(ev, *root)
                     && ev.json_root(*root).is_some_and(|v| visit_json(v, path, f))
             }
             Field::Derived(Derived::ExecCommand) => {
@@ -479,7 +485,7 @@ impl Field {
         match self {
             Field::Str(g) => g(ev.event).is_some(),
             Field::Json(root, path, needles) => {
-                needles.may_be_in(ev.raw_root(*root))
+                needles.may_hold(ev, *root)
                     && ev.json_root(*root).is_some_and(|v| json_exists(v, path))
             }
             _ => self.any(ev, |_: Val| true),
@@ -487,15 +493,15 @@ impl Field {
     }
 }
 
-fn visit_json(v: &Value, path: &[Seg], f: &mut dyn FnMut(Val) -> bool) -> bool {
+fn visit_json(v: &Json, path: &[Seg], f: &mut dyn FnMut(Val) -> bool) -> bool {
     let Some((seg, rest)) = path.split_first() else {
         return match v {
-            Value::String(s) => f(Val::Str(s)),
-            Value::Number(n) => n.as_f64().is_some_and(|n| f(Val::Num(n))),
-            Value::Bool(b) => f(Val::Bool(*b)),
+            Json::Str(s) => f(Val::Str(s)),
+            Json::Num(n) => f(Val::Num(*n)),
+            Json::Bool(b) => f(Val::Bool(*b)),
             // A list at the end of a path: its scalar elements are the values.
-            Value::Array(items) => items.iter().any(|i| !i.is_array() && visit_json(i, &[], f)),
-            Value::Null | Value::Object(_) => false,
+            Json::List(items) => items.iter().any(|i| !i.is_list() && visit_json(i, &[], f)),
+            Json::Null | Json::Object(_) => false,
         };
     };
     match seg {
@@ -503,16 +509,12 @@ fn visit_json(v: &Value, path: &[Seg], f: &mut dyn FnMut(Val) -> bool) -> bool {
         Seg::AnyKey(keys) => keys
             .iter()
             .any(|k| v.get(k).is_some_and(|c| visit_json(c, rest, f))),
-        Seg::Index(i) => v.get(*i).is_some_and(|c| visit_json(c, rest, f)),
-        Seg::Each => match v {
-            Value::Array(items) => items.iter().any(|c| visit_json(c, rest, f)),
-            Value::Object(map) => map.values().any(|c| visit_json(c, rest, f)),
-            _ => false,
-        },
+        Seg::Index(i) => v.at(*i).is_some_and(|c| visit_json(c, rest, f)),
+        Seg::Each => v.children().any(|c| visit_json(c, rest, f)),
     }
 }
 
-fn json_exists(v: &Value, path: &[Seg]) -> bool {
+fn json_exists(v: &Json, path: &[Seg]) -> bool {
     let Some((seg, rest)) = path.split_first() else {
         return !v.is_null();
     };
@@ -521,12 +523,8 @@ fn json_exists(v: &Value, path: &[Seg]) -> bool {
         Seg::AnyKey(keys) => keys
             .iter()
             .any(|k| v.get(k).is_some_and(|c| json_exists(c, rest))),
-        Seg::Index(i) => v.get(*i).is_some_and(|c| json_exists(c, rest)),
-        Seg::Each => match v {
-            Value::Array(items) => items.iter().any(|c| json_exists(c, rest)),
-            Value::Object(map) => map.values().any(|c| json_exists(c, rest)),
-            _ => false,
-        },
+        Seg::Index(i) => v.at(*i).is_some_and(|c| json_exists(c, rest)),
+        Seg::Each => v.children().any(|c| json_exists(c, rest)),
     }
 }
 
