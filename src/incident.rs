@@ -1172,7 +1172,9 @@ impl Story {
             self.steps_total += 1;
             return;
         }
-        let mut p = Packer::with_capacity(r.text.len() + 1);
+        // Exactly the step's length: boxing the text then keeps the allocation as it is.
+        let len = r.text.len() - r.get(R_CREDENTIAL).len() + usize::from(!subresource.is_empty());
+        let mut p = Packer::with_capacity(len);
         p.field(&[verb]);
         match subresource {
             "" => p.field(&[resource]),

@@ -239,8 +239,6 @@ impl Alert {
     }
 }
 
-/// A string, or the first string of a list (`user.extra` values are lists).
-
 /// 128-bit xxh3 of the parts, hex: stable across runs, platforms and versions of this program.
 pub fn alert_id(rule_id: &str, key: &str, audit_ids: &[&str]) -> String {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
