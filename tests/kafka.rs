@@ -721,3 +721,44 @@ fn chaos_kills_a_broker_restart_and_a_siem_outage_lose_no_alert() {
         "missing {missing:?}, unexpected {unexpected:?}"
     );
 }
+
+/// A finding no broker will ever take (larger than the topic's messages may be) is set aside
+/// with the reason, not retried forever, and the rest of its batch is delivered.
+#[test]
+fn a_finding_refused_for_good_is_set_aside_and_the_rest_of_its_batch_delivered() {
+    use audithound::sink::kafka::KafkaSink;
+    use audithound::sink::outbox::{Item, Refused, Transport};
+    let port = free_port();
+    let _broker = broker(port);
+    let brokers = format!("127.0.0.1:{port}");
+    create_topics(&brokers, &["alerts-limited"]);
+    let limits = [("message.max.bytes", "2000"), ("batch.size", "2000")];
+    let properties = limits
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let format = audithound::alert::OutputFormat::default();
+    let mut sink = KafkaSink::new(&brokers, "alerts-limited", format, &properties).unwrap();
+    let item = |id: &str, padding: usize| Item {
+        key: id.to_owned(),
+        doc: serde_json::json!({"id": id, "summary": "x".repeat(padding)}).to_string(),
+    };
+    let batch = [
+        item("small-1", 10),
+        item("too-large", 5000),
+        item("small-2", 10),
+    ];
+    match sink.deliver(&batch) {
+        Err(Refused::Rejected(refused)) => {
+            assert_eq!(refused.len(), 1, "{refused:?}");
+            assert_eq!(refused[0].0, 1, "{refused:?}");
+            assert!(refused[0].1.contains("MessageSizeTooLarge"), "{refused:?}");
+        }
+        other => panic!("the large finding should be set aside, not {other:?}"),
+    }
+    let on_topic = topic_alert_ids(&brokers, "alerts-limited", 2);
+    let expected: BTreeSet<String> = ["small-1", "small-2"].map(String::from).into();
+    assert_eq!(on_topic, expected);
+    // The next batch goes through whole.
+    assert!(sink.deliver(&[item("small-3", 10)]).is_ok());
+}

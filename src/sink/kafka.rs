@@ -6,29 +6,65 @@
 use super::outbox::Refused;
 use super::AlertSink;
 use crate::alert::{OutputFormat, Record};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
-/// Counts deliveries the brokers finally refused, so that `flush` can fail instead of
-/// pretending (the default context drops them silently).
+/// What the brokers made of the alerts sent: deliveries that failed and may succeed later
+/// (counted, so that `flush` can fail instead of pretending: the default context drops them
+/// silently), and those refused for good, by their index in the batch being delivered.
 #[derive(Default)]
 pub struct Deliveries {
     failed: AtomicU64,
+    refused: Mutex<Vec<(usize, String)>>,
 }
+
+impl Deliveries {
+    fn refused(&self) -> std::sync::MutexGuard<'_, Vec<(usize, String)>> {
+        self.refused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Not part of a batch (`AlertSink::send`): a refusal only counts as a failure.
+const NO_BATCH: usize = usize::MAX;
 
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
         if let Err((e, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!("kafka sink: an alert was not delivered: {e}");
+            if index != NO_BATCH && refused_for_good(e) {
+                self.refused()
+                    .push((index, format!("refused by the brokers: {e}")));
+            } else {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
+}
+
+/// Errors no retry can mend: the message itself is too large or malformed for the topic.
+/// Everything else (brokers away, leaders moving, timeouts, authorisation not granted yet) is
+/// retried.
+fn refused_for_good(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            Code::MessageSizeTooLarge
+                | Code::InvalidMessageSize
+                | Code::InvalidMessage
+                | Code::InvalidRecord
+                | Code::BadMessage
+        )
+    )
 }
 
 /// `type = "kafka"`: `brokers`, `topic`, `format` and passthrough librdkafka `properties`
@@ -83,18 +119,35 @@ impl KafkaConfig {
 
 impl super::outbox::Transport for KafkaSink {
     fn deliver(&mut self, items: &[super::outbox::Item]) -> Result<(), Refused> {
-        for item in items {
-            self.produce(&item.key, &item.doc)
-                .map_err(|e| Refused::Retry(e.to_string()))?;
+        let deliveries = self.producer.context();
+        deliveries.failed.store(0, Ordering::Relaxed);
+        deliveries.refused().clear();
+        let mut refused = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match self.produce(&item.key, &item.doc, i) {
+                Ok(()) => {}
+                Err(e) if refused_for_good(&e) => {
+                    refused.push((i, format!("refused by the producer: {e}")));
+                }
+                Err(e) => return Err(Refused::Retry(format!("kafka sink: {e}"))),
+            }
         }
         // Shorter than librdkafka's own message timeout: the outbox retries the batch.
         self.producer
             .flush(Duration::from_secs(30))
             .map_err(|e| Refused::Retry(format!("not acknowledged: {e}")))?;
-        match self.producer.context().failed.swap(0, Ordering::Relaxed) {
-            0 => Ok(()),
-            n => Err(Refused::Retry(format!("{n} refused by the brokers"))),
+        // The batch again while any failure may mend; once none can, the rest was delivered
+        // and only those refused for good are set aside.
+        match deliveries.failed.swap(0, Ordering::Relaxed) {
+            0 => {}
+            n => return Err(Refused::Retry(format!("{n} refused by the brokers"))),
         }
+        refused.append(&mut deliveries.refused());
+        if refused.is_empty() {
+            return Ok(());
+        }
+        refused.sort_unstable_by_key(|r| r.0);
+        Err(Refused::Rejected(refused))
     }
 
     fn target(&self) -> String {
@@ -144,22 +197,20 @@ impl KafkaSink {
         })
     }
 
-    fn produce(&self, key: &str, payload: &str) -> anyhow::Result<()> {
-        let mut record = BaseRecord::to(&self.topic).key(key).payload(payload);
+    /// Queues one message; `index` is its place in the batch being delivered.
+    fn produce(&self, key: &str, payload: &str, index: usize) -> Result<(), KafkaError> {
+        let mut record = BaseRecord::with_opaque_to(&self.topic, index)
+            .key(key)
+            .payload(payload);
         // A full local queue: wait for deliveries to make room rather than drop.
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    r,
-                )) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     self.producer.poll(Duration::from_millis(100));
                 }
-                Err((e, _)) => anyhow::bail!("kafka sink: {e}"),
+                Err((e, _)) => return Err(e),
             }
         }
     }
@@ -168,7 +219,8 @@ impl KafkaSink {
 impl AlertSink for KafkaSink {
     fn send(&mut self, finding: Record) -> anyhow::Result<()> {
         let item = self.render(finding)?;
-        self.produce(&item.key, &item.doc)
+        self.produce(&item.key, &item.doc, NO_BATCH)
+            .map_err(|e| anyhow::anyhow!("kafka sink: {e}"))
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
