@@ -230,3 +230,54 @@ fn a_client_without_the_token_is_refused_before_its_body_is_read() {
     );
     service.stop();
 }
+
+/// Requests, not bytes, keep a connection: an HTTP/2 client that only sends PINGs (its
+/// library's keep-alive) holds its slot no longer than one that sends nothing.
+#[test]
+fn an_http2_client_sending_only_pings_does_not_keep_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = config(
+        dir.path(),
+        &format!(
+            "[webhook]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 1\nheader_timeout = \"2s\"\nidle_timeout = \"2s\"\n"
+        ),
+    );
+    let service = Service::start(&config);
+    wait_until("never became ready", || post(port) == 200);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Cleartext HTTP/2 with prior knowledge: the preface, empty SETTINGS, then a PING every
+    // 200 ms.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let began = Instant::now();
+    // Bytes the server sent: its SETTINGS and PING acknowledgements (it speaks HTTP/2).
+    let mut answered = 0;
+    let closed_after = loop {
+        assert!(
+            began.elapsed() < Duration::from_secs(15),
+            "a connection sending only PINGs was never closed"
+        );
+        if s.write_all(&ping).is_err() {
+            break began.elapsed();
+        }
+        let mut buf = [0u8; 1024];
+        match s.read(&mut buf) {
+            Ok(0) => break began.elapsed(),
+            Ok(n) => answered += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break began.elapsed(),
+        }
+    };
+    assert!(answered > 0, "the webhook answered the HTTP/2 preface");
+    assert!(
+        closed_after >= Duration::from_millis(1500),
+        "{closed_after:?}"
+    );
+    // Its slot is free again.
+    wait_until("the slot never came back", || post(port) == 200);
+    service.stop();
+}

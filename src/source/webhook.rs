@@ -407,9 +407,11 @@ where
     A::Service: Send + 'static,
 {
     type Stream = Held<A::Stream>;
-    type Service = A::Service;
+    type Service = Counted<A::Service>;
     type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = std::io::Result<(Self::Stream, A::Service)>> + Send>,
+        Box<
+            dyn std::future::Future<Output = std::io::Result<(Self::Stream, Self::Service)>> + Send,
+        >,
     >;
 
     fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
@@ -431,13 +433,15 @@ where
             match tokio::time::timeout(limit, accepting).await {
                 Ok(Ok((stream, service))) => {
                     let first = tokio::time::Instant::now() + limit;
+                    let requests = Arc::new(Requests::default());
                     let held = Held {
                         stream,
                         _slot: slot,
                         idle,
                         quiet_until: Box::pin(tokio::time::sleep_until(first)),
+                        requests: requests.clone(),
                     };
-                    Ok((held, service))
+                    Ok((held, Counted { service, requests }))
                 }
                 Ok(Err(e)) => Err(e),
                 Err(_) => {
@@ -452,20 +456,40 @@ where
     }
 }
 
-/// A connection's stream with the slot it holds until it closes. A connection that sends
-/// nothing (its first request within `header_timeout`, later ones within `idle_timeout`) reads
-/// as closed, so idle connections cannot keep the slots.
+/// A connection's stream with the slot it holds until it closes. A connection without a
+/// request (its first within `header_timeout`, later ones within `idle_timeout` of the last
+/// one's end) reads as closed, so idle connections cannot keep the slots. Requests, not bytes,
+/// count: an HTTP/2 client's PINGs alone would otherwise keep a slot forever.
 pub struct Held<S> {
     stream: S,
     _slot: tokio::sync::OwnedSemaphorePermit,
     idle: Duration,
     quiet_until: std::pin::Pin<Box<tokio::time::Sleep>>,
+    requests: Arc<Requests>,
 }
 
-impl<S> Held<S> {
-    fn active(&mut self) {
-        let next = tokio::time::Instant::now() + self.idle;
-        self.quiet_until.as_mut().reset(next);
+/// A connection's requests as its service sees them (`Counted`).
+#[derive(Default)]
+pub struct Requests {
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// When the latest one ended; None before any has.
+    last_end: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Requests {
+    fn last_end(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+        self.last_end.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the connection counts as idle, if nothing else happens: None when it is already
+    /// (no request in flight and none ended within `idle`).
+    fn quiet_after(&self, idle: Duration) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Some(now + idle);
+        }
+        let end = (*self.last_end())? + idle;
+        (end > now).then_some(end)
     }
 }
 
@@ -476,17 +500,67 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Held<S> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::Poll;
-        match std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                self.active();
-                Poll::Ready(r)
-            }
-            // Quiet for too long: end of stream, and hyper closes the connection.
-            Poll::Pending => match std::future::Future::poll(self.quiet_until.as_mut(), cx) {
-                Poll::Ready(()) => Poll::Ready(Ok(())),
-                Poll::Pending => Poll::Pending,
-            },
+        if let Poll::Ready(r) = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf) {
+            return Poll::Ready(r);
         }
+        loop {
+            if std::future::Future::poll(self.quiet_until.as_mut(), cx).is_pending() {
+                return Poll::Pending;
+            }
+            // The wait is over: quiet for too long unless a request ran meanwhile, in which
+            // case the wait runs from it. Quiet: end of stream, and hyper closes the connection.
+            let idle = self.idle;
+            match self.requests.quiet_after(idle) {
+                Some(until) => self.quiet_until.as_mut().reset(until),
+                None => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+/// The connection's service, counting its requests for `Held`.
+#[derive(Clone)]
+pub struct Counted<S> {
+    service: S,
+    requests: Arc<Requests>,
+}
+
+/// A request in flight; its end is noted when dropped (answered, failed or abandoned).
+struct InFlight(Arc<Requests>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.last_end() = Some(tokio::time::Instant::now());
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl<S, R> tower_service::Service<R> for Counted<S>
+where
+    S: tower_service::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.service.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        self.requests.in_flight.fetch_add(1, Ordering::AcqRel);
+        let in_flight = InFlight(self.requests.clone());
+        let answer = self.service.call(request);
+        Box::pin(async move {
+            let answer = answer.await;
+            drop(in_flight);
+            answer
+        })
     }
 }
 
@@ -496,11 +570,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Held<S> {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
-        if r.is_ready() {
-            self.active();
-        }
-        r
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(
@@ -522,11 +592,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Held<S> {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        if r.is_ready() {
-            self.active();
-        }
-        r
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
