@@ -119,6 +119,11 @@ impl KafkaConfig {
 
 impl super::outbox::Transport for KafkaSink {
     fn deliver(&mut self, items: &[super::outbox::Item]) -> Result<(), Refused> {
+        // Nothing of an earlier attempt still in flight, so that every verdict heard from here
+        // on is about this batch (a refusal names its item by index).
+        self.producer
+            .flush(Duration::from_secs(30))
+            .map_err(|e| Refused::Retry(format!("earlier alerts not acknowledged: {e}")))?;
         let deliveries = self.producer.context();
         deliveries.failed.store(0, Ordering::Relaxed);
         deliveries.refused().clear();
